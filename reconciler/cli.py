@@ -1,0 +1,328 @@
+"""The `fleet` command.
+
+Every command that reads a fleet repo takes it the same way: a PATH (the working
+tree, uncommitted edits included) or `--repo PATH_OR_URL --rev REV` (a Git
+revision read without checkout). Exit codes: 0 success, 1 the repo is invalid
+(or a command failed), 2 usage or infrastructure error. No traceback reaches a
+user: every failure ends as one clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from reconciler import __version__
+from reconciler.errors import FleetError, SourceError, UsageError
+from reconciler.source.snapshot import Snapshot
+from reconciler.source.worktree import read_worktree
+from reconciler.spec import models
+from reconciler.spec.cache import SpecCache
+from reconciler.spec.diagnostics import Diagnostic
+from reconciler.spec.schema import all_schemas, kind_schema, render, write_schemas
+from reconciler.spec.selector import parse_selector
+from reconciler.workspace import (
+    Validation,
+    cache_path,
+    default_workers,
+    load_documents,
+    validate_snapshot,
+)
+
+app = typer.Typer(
+    name="fleet",
+    help="GitOps reconciler for physical infrastructure: machines, VMs, Kubernetes clusters and Spark pools.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class GetFormat(str, Enum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+def _out() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    _err().print(Text(f"error: {message}", style="bold red"))
+    raise typer.Exit(code)
+
+
+T = TypeVar("T")
+
+
+def _guard(action: Callable[[], T]) -> T:
+    """Turn fleet's own errors into one line and an exit code."""
+    try:
+        return action()
+    except UsageError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except SourceError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except FleetError as exc:
+        _fail(str(exc), EXIT_INVALID)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fleet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """GitOps reconciler for physical infrastructure."""
+
+
+# --- reading a repo the same way everywhere ----------------------------------------------
+
+PathArg = Annotated[
+    Path | None,
+    typer.Argument(help="Fleet repo working tree (default: the current directory).", show_default=False),
+]
+RepoOpt = Annotated[
+    str | None,
+    typer.Option("--repo", help="Read a Git repository (path or URL) at --rev instead of a working tree."),
+]
+RevOpt = Annotated[str | None, typer.Option("--rev", help="Revision to read with --repo (default: HEAD).")]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="Cache directory (default: $XDG_CACHE_HOME/fleet).", show_default=False),
+]
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    path: Path | None
+    repo: str | None
+    rev: str | None
+    cache_dir: Path | None
+
+    def snapshot(self) -> Snapshot:
+        if self.repo is not None and self.path is not None:
+            raise UsageError("give either PATH or --repo, not both")
+        if self.rev is not None and self.repo is None:
+            raise UsageError("--rev needs --repo", hint="e.g. --repo . --rev main")
+        if self.repo is not None:
+            from reconciler.source.git import read_revision
+
+            return read_revision(self.repo, self.rev or "HEAD", cache_path(self.cache_dir))
+        return read_worktree(self.path or Path("."))
+
+
+# --- fleet validate ----------------------------------------------------------------------
+
+
+def _render_diagnostic(console: Console, d: Diagnostic) -> None:
+    style = "bold red" if d.severity.value == "error" else "bold yellow"
+    where = d.path + (f":{d.line}:{d.col or 1}" if d.line else "")
+    line = Text()
+    line.append(where, style="bold")
+    line.append(": ")
+    line.append(f"{d.severity.value}[{d.code}]", style=style)
+    line.append(f": {d.message}")
+    if d.address:
+        line.append(f" [{d.address}]", style="cyan")
+    console.print(line)
+    if d.hint:
+        console.print(Text(f"    = help: {d.hint}", style="dim"))
+
+
+def _summary(v: Validation) -> str:
+    kinds = ", ".join(f"{count} {kind}" for kind, count in v.documents.items()) or "no documents"
+    return f"{v.source}: {v.files} files, {kinds}"
+
+
+@app.command()
+def validate(
+    path: PathArg = None,
+    repo: RepoOpt = None,
+    rev: RevOpt = None,
+    output: Annotated[OutputFormat, typer.Option("--format", "-o", help="Output format.")] = OutputFormat.text,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail validation too.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Parse everything; do not read or write the cache.")] = False,
+    cache_dir: CacheOpt = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Worker processes (default 0: one per CPU).")] = 0,
+) -> None:
+    """Check every spec of a fleet repo and print every problem, each with file:line:col."""
+    ref = RepoRef(path, repo, rev, cache_dir)
+
+    def run() -> Validation:
+        snapshot = ref.snapshot()
+        cache = None if no_cache else SpecCache(cache_path(cache_dir) / "specs.sqlite")
+        try:
+            return validate_snapshot(snapshot, cache, jobs or default_workers())
+        finally:
+            if cache is not None:
+                cache.close()
+
+    result = _guard(run)
+    failed = bool(result.errors) or (strict and bool(result.warnings))
+    if output is OutputFormat.json:
+        typer.echo(json.dumps([d.as_json() for d in result.diagnostics], indent=2))
+    else:
+        console = _out()
+        for d in result.diagnostics:
+            _render_diagnostic(console, d)
+        verdict = (
+            Text("invalid", style="bold red") if failed else Text("valid", style="bold green")
+        )
+        counts = f"{len(result.errors)} errors, {len(result.warnings)} warnings"
+        console.print(Text(f"{_summary(result)}: ").append(verdict).append(f" ({counts})"))
+    raise typer.Exit(EXIT_INVALID if failed else EXIT_OK)
+
+
+# --- fleet get ---------------------------------------------------------------------------
+
+
+def _normalise_kind(kind: str) -> str:
+    for name in models.KINDS:
+        if kind.lower() in (name.lower(), name.lower() + "s"):
+            return name
+    raise UsageError(f"unknown kind {kind!r}", hint=f"use one of {', '.join(models.KINDS)}")
+
+
+def _where(document: models.Document) -> str:
+    if isinstance(document, models.Machine):
+        return f"{document.spec.site}/{document.spec.rack}"
+    if isinstance(document, models.VirtualMachine):
+        return f"host {document.spec.host}"
+    if isinstance(document, models.SparkPool):
+        return f"cluster {document.spec.cluster}"
+    if isinstance(document, models.Cluster):
+        return f"{len(document.spec.members)} members"
+    if isinstance(document, models.Fleet):
+        return f"{len(document.spec.sites)} sites"
+    return ""
+
+
+def _what(document: models.Document) -> str:
+    if isinstance(document, models.Machine):
+        return f"{document.spec.role}, power {document.spec.power}"
+    if isinstance(document, models.VirtualMachine):
+        return f"{document.spec.vcpus} vCPU, {document.spec.memory}, power {document.spec.power}"
+    if isinstance(document, models.SparkPool):
+        return f"namespace {document.spec.namespace}, queue {document.spec.queue.name}"
+    if isinstance(document, models.Cluster):
+        return f"{document.spec.apiServer} ({document.spec.scheduler})"
+    return ""
+
+
+@app.command()
+def get(
+    path: PathArg = None,
+    repo: RepoOpt = None,
+    rev: RevOpt = None,
+    kind: Annotated[str | None, typer.Option("--kind", "-k", help="Only this kind (e.g. Machine).")] = None,
+    selector: Annotated[
+        str | None, typer.Option("--selector", "-l", help="Label selector, e.g. 'role=hypervisor,site in (nyc1)'.")
+    ] = None,
+    output: Annotated[GetFormat, typer.Option("--format", "-o", help="Output format.")] = GetFormat.table,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """List the resources a fleet repo declares (the inventory)."""
+    ref = RepoRef(path, repo, rev, cache_dir)
+
+    def run() -> list[Any]:
+        wanted = _normalise_kind(kind) if kind else None
+        match = parse_selector(selector) if selector else None
+        loaded = load_documents(ref.snapshot())
+        return [
+            item
+            for item in loaded
+            if (wanted is None or item.document.kind_name == wanted)
+            and (match is None or match(item.document.metadata.labels))
+        ]
+
+    items = _guard(run)
+    items.sort(key=lambda item: (list(models.KINDS).index(item.document.kind_name), item.document.metadata.name))
+    if output is GetFormat.json:
+        payload = [
+            {"address": i.document.address, "path": i.path, **i.document.model_dump(mode="json", by_alias=True)}
+            for i in items
+        ]
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    if output is GetFormat.yaml:
+        from ruamel.yaml import YAML
+
+        yaml = YAML(typ="safe", pure=True)
+        yaml.default_flow_style = False
+        yaml.dump_all([i.document.model_dump(mode="json", by_alias=True) for i in items], sys.stdout)
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("KIND", "NAME", "WHERE", "WHAT", "LABELS", "FILE"):
+        table.add_column(column, overflow="fold")
+    for i in items:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(i.document.metadata.labels.items()))
+        table.add_row(i.document.kind_name, i.document.metadata.name, _where(i.document), _what(i.document),
+                      labels, i.path)
+    console = _out()
+    console.print(table)
+    console.print(Text(f"{len(items)} resources", style="dim"))
+
+
+# --- fleet schema ------------------------------------------------------------------------
+
+
+@app.command()
+def schema(
+    kind: Annotated[str | None, typer.Argument(help="Print the schema of one kind.", show_default=False)] = None,
+    write: Annotated[
+        Path | None, typer.Option("--write", help="Write every kind's schema into this directory.")
+    ] = None,
+) -> None:
+    """Print or write the JSON Schemas (2020-12) of the fleet kinds."""
+    if write is not None:
+        try:
+            for target in write_schemas(write):
+                typer.echo(str(target))
+        except OSError as exc:
+            _fail(f"cannot write schemas to {write}: {exc.strerror}")
+        return
+    if kind is not None:
+        name = _guard(lambda: _normalise_kind(kind))
+        typer.echo(render(kind_schema(name)), nl=False)
+        return
+    typer.echo(json.dumps({name: json.loads(content) for name, content in all_schemas().items()}, indent=2))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        _err().print("interrupted")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(EXIT_INVALID)

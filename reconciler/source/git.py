@@ -1,0 +1,173 @@
+"""Read a fleet repo from Git's object database at a revision, without a checkout.
+
+A local path is opened in place; a URL (file://, https://, ssh://, user@host:path)
+is cloned once into the cache and fetched on later uses. Every pygit2 error is
+mapped to `SourceError` here: nothing from pygit2 reaches the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import posixpath
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pygit2
+
+from reconciler.errors import SourceError
+from reconciler.source.snapshot import Snapshot, SourceFile, SourceProblem, is_yaml_path
+
+_URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[^/\s:]+@[^/\s:]+:)", re.I)
+_MIRROR = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+_LINK_MODE = pygit2.enums.FileMode.LINK
+_TREE_MODE = pygit2.enums.FileMode.TREE
+
+
+def is_url(location: str) -> bool:
+    return bool(_URL.match(location))
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _redact(url: str) -> str:
+    """Never print credentials embedded in a URL."""
+    return re.sub(r"//[^/@]*@", "//***@", url)
+
+
+def open_repository(location: str, cache_dir: Path) -> pygit2.Repository:
+    """Open a local repository, or clone/fetch a URL into the cache."""
+    if is_url(location):
+        return _mirror(location, cache_dir)
+    path = Path(location)
+    if not path.exists():
+        raise SourceError(f"no such repository: {location}", hint="pass a path to a Git repository or a URL")
+    try:
+        found = pygit2.discover_repository(str(path))
+        if found is None:
+            raise SourceError(f"{location} is not inside a Git repository", hint="run `git init` or pass a URL")
+        return pygit2.Repository(found)
+    except pygit2.GitError as exc:
+        raise SourceError(f"cannot open repository {location}: {exc}") from exc
+
+
+def _mirror(url: str, cache_dir: Path) -> pygit2.Repository:
+    name = hashlib.sha256(url.encode()).hexdigest()[:20]
+    target = cache_dir / "repos" / f"{name}.git"
+    with _locked(cache_dir / "repos" / f"{name}.lock"):
+        try:
+            if (target / "HEAD").exists():
+                repo = pygit2.Repository(str(target))
+            else:
+                repo = pygit2.clone_repository(url, str(target), bare=True)
+            repo.remotes["origin"].fetch(_MIRROR)
+            return repo
+        except (pygit2.GitError, KeyError, ValueError, OSError) as exc:
+            raise SourceError(
+                f"cannot fetch {_redact(url)}: {exc}",
+                hint="check the URL, the network and the credentials of your Git client",
+            ) from exc
+
+
+def resolve(repo: pygit2.Repository, revision: str) -> pygit2.Commit:
+    """The commit a revision names: a branch, tag, commit id or an expression like HEAD~2."""
+    for candidate in (revision, f"origin/{revision}", f"refs/remotes/origin/{revision}"):
+        try:
+            obj = repo.revparse_single(candidate)
+            commit = obj.peel(pygit2.Commit)
+            assert isinstance(commit, pygit2.Commit)
+            return commit
+        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+            continue
+    raise SourceError(
+        f"unknown revision {revision!r}",
+        hint="give a branch, tag or commit id that exists in the repository (fetch it first if it is remote)",
+    )
+
+
+def _walk(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str = "") -> Iterator[tuple[str, pygit2.Object, int]]:
+    for entry in tree:
+        path = f"{prefix}{entry.name}"
+        if entry.filemode == _TREE_MODE:
+            if not entry.name.startswith("."):
+                sub = repo[entry.id]
+                assert isinstance(sub, pygit2.Tree)
+                yield from _walk(repo, sub, f"{path}/")
+        else:
+            yield path, entry, entry.filemode
+
+
+def snapshot_at(repo: pygit2.Repository, revision: str, location: str) -> Snapshot:
+    commit = resolve(repo, revision)
+    tree = commit.tree
+    blobs: dict[str, str] = {}
+    files: list[SourceFile] = []
+    problems: list[SourceProblem] = []
+    entries = list(_walk(repo, tree))
+    by_path = {path: entry for path, entry, _ in entries}
+    for path, entry, mode in entries:
+        if not is_yaml_path(path):
+            continue
+        oid = entry.id
+        if mode == _LINK_MODE:
+            link = repo[entry.id]
+            assert isinstance(link, pygit2.Blob)
+            target = link.data.decode("utf-8", "replace")
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+            if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+                problems.append(SourceProblem(path, "symlink-escape", f"symlink points outside the repo (to {target})",
+                                              "replace the symlink with the file itself, inside the repo"))
+                continue
+            if resolved not in by_path:
+                problems.append(SourceProblem(path, "symlink-broken", "symlink points to nothing",
+                                              "fix or remove the symlink"))
+                continue
+            oid = by_path[resolved].id
+        try:
+            size = repo.odb.read_header(oid)[1]
+        except (pygit2.GitError, KeyError, ValueError) as exc:
+            raise SourceError(f"cannot read {path} at {revision}: {exc}") from exc
+        blobs[path] = str(oid)
+        files.append(SourceFile(path, str(oid), size))
+
+    def read(entry: SourceFile) -> bytes:
+        try:
+            blob = repo[blobs[entry.path]]
+        except (KeyError, ValueError, pygit2.GitError) as exc:
+            raise SourceError(f"cannot read {entry.path}: {exc}") from exc
+        assert isinstance(blob, pygit2.Blob)
+        return bytes(blob.data)
+
+    shown = _redact(location) if is_url(location) else location
+    return Snapshot(f"{shown}@{revision} ({str(commit.id)[:12]})", tuple(files), tuple(problems), read,
+                    commit=str(commit.id))
+
+
+def read_revision(location: str, revision: str, cache_dir: Path) -> Snapshot:
+    return snapshot_at(open_repository(location, cache_dir), revision, location)
+
+
+def changed_paths(location: str, rev_a: str, rev_b: str, cache_dir: Path) -> set[str]:
+    """Paths added, removed, modified or renamed between two revisions."""
+    repo = open_repository(location, cache_dir)
+    tree_a, tree_b = resolve(repo, rev_a).tree, resolve(repo, rev_b).tree
+    try:
+        diff = repo.diff(tree_a, tree_b)
+    except pygit2.GitError as exc:
+        raise SourceError(f"cannot diff {rev_a}..{rev_b}: {exc}") from exc
+    changed: set[str] = set()
+    for delta in diff.deltas:
+        changed.add(delta.old_file.path)
+        changed.add(delta.new_file.path)
+    return changed

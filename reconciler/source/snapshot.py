@@ -1,0 +1,43 @@
+"""The value every source returns: a listing of YAML files and a way to read them."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One YAML file of the repo. `blob_id` is the Git blob id of its content."""
+
+    path: str
+    blob_id: str
+    size: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SourceProblem:
+    """A file the source refuses to read (e.g. a symlink that leaves the repo)."""
+
+    path: str
+    code: str
+    message: str
+    hint: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The fleet repo at one revision (or the working tree as it is now)."""
+
+    description: str
+    files: tuple[SourceFile, ...]
+    problems: tuple[SourceProblem, ...]
+    read: Callable[[SourceFile], bytes]
+    commit: str | None = None
+    root: str | None = None
+
+
+def is_yaml_path(path: str) -> bool:
+    if not path.endswith((".yaml", ".yml")):
+        return False
+    return not any(part.startswith(".") for part in path.split("/"))

@@ -1,0 +1,65 @@
+"""Read the YAML files of a working tree, uncommitted edits included.
+
+Symlinks are followed only while they stay inside the repo; one that leaves it is
+reported and never read. Blob ids are Git's, so the same content caches the same
+way whether it comes from a working tree or from a commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from reconciler.errors import SourceError
+from reconciler.source.snapshot import Snapshot, SourceFile, SourceProblem, is_yaml_path
+
+
+def git_blob_id(data: bytes) -> str:
+    digest = hashlib.sha1(b"blob %d\x00" % len(data), usedforsecurity=False)
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def read_worktree(root: Path) -> Snapshot:
+    if not root.exists():
+        raise SourceError(f"no such directory: {root}", hint="pass the path of a fleet repo")
+    if not root.is_dir():
+        raise SourceError(f"{root} is not a directory", hint="pass the directory that holds fleet.yaml")
+    real_root = root.resolve()
+    files: list[SourceFile] = []
+    problems: list[SourceProblem] = []
+    contents: dict[str, bytes] = {}
+    for directory, dirnames, filenames in os.walk(real_root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for filename in sorted(filenames):
+            absolute = Path(directory, filename)
+            relative = absolute.relative_to(real_root).as_posix()
+            if not is_yaml_path(relative):
+                continue
+            if absolute.is_symlink():
+                target = absolute.resolve()
+                if not target.is_relative_to(real_root):
+                    problems.append(
+                        SourceProblem(relative, "symlink-escape",
+                                      f"symlink points outside the repo (to {os.readlink(absolute)})",
+                                      "replace the symlink with the file itself, inside the repo")
+                    )
+                    continue
+                if not target.is_file():
+                    problems.append(SourceProblem(relative, "symlink-broken", "symlink points to nothing",
+                                                  "fix or remove the symlink"))
+                    continue
+            try:
+                data = absolute.read_bytes()
+            except OSError as exc:
+                problems.append(SourceProblem(relative, "file-unreadable", f"cannot read file: {exc.strerror}",
+                                              "fix its permissions"))
+                continue
+            contents[relative] = data
+            files.append(SourceFile(relative, git_blob_id(data), len(data)))
+
+    def read(entry: SourceFile) -> bytes:
+        return contents[entry.path]
+
+    return Snapshot(f"working tree {root}", tuple(files), tuple(problems), read, root=str(real_root))

@@ -1,0 +1,125 @@
+"""A content-addressed cache of validation results, kept in one SQLite file.
+
+File results are keyed by (settings fingerprint, blob id, path): an unchanged file
+is never parsed twice. Whole-revision results are keyed by a digest of every
+(path, blob id) pair. Entries are JSON, not pickles, so a tampered cache cannot
+run code. A broken cache is rebuilt, never fatal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from reconciler.spec.diagnostics import Diagnostic, Severity
+from reconciler.spec.validate import Facts, FileResult
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS file_results (key TEXT PRIMARY KEY, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS revision_results (key TEXT PRIMARY KEY, payload TEXT NOT NULL);
+"""
+
+
+def _encode_diagnostic(d: Diagnostic) -> list[Any]:
+    return [d.severity.value, d.code, d.message, d.path, d.line, d.col, d.address, d.hint, d.doc_index,
+            list(d.field_path)]
+
+
+def _decode_diagnostic(row: list[Any]) -> Diagnostic:
+    return Diagnostic(Severity(row[0]), row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
+                      tuple(row[9]))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _decode_facts(row: list[Any]) -> Facts:
+    kind, name, index, labels, detail = row
+    return (kind, name, index, labels, _freeze(detail))
+
+
+class SpecCache:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            return db
+        except sqlite3.DatabaseError:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.executescript(_SCHEMA)
+            return db
+
+    def close(self) -> None:
+        self._db.close()
+
+    @staticmethod
+    def file_key(settings: str, blob_id: str, path: str) -> str:
+        return f"{settings}|{blob_id}|{path}"
+
+    def get_files(self, keys: Sequence[str]) -> dict[str, FileResult]:
+        found: dict[str, FileResult] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            try:
+                rows = self._db.execute(f"SELECT key, payload FROM file_results WHERE key IN ({marks})", chunk)
+                for key, payload in rows:
+                    path, diagnostics, facts = json.loads(payload)
+                    found[key] = FileResult(
+                        path, [_decode_diagnostic(d) for d in diagnostics], [_decode_facts(f) for f in facts], []
+                    )
+            except (sqlite3.DatabaseError, ValueError, TypeError, KeyError):
+                continue
+        return found
+
+    def put_files(self, entries: Iterable[tuple[str, FileResult]]) -> None:
+        rows = [
+            (key, json.dumps([r.path, [_encode_diagnostic(d) for d in r.diagnostics], r.facts], default=str))
+            for key, r in entries
+            if r.fleet is None
+        ]
+        with self._transaction():
+            self._db.executemany("INSERT OR REPLACE INTO file_results VALUES (?, ?)", rows)
+
+    def get_revision(self, key: str) -> dict[str, Any] | None:
+        try:
+            row = self._db.execute("SELECT payload FROM revision_results WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            payload: dict[str, Any] = json.loads(row[0])
+            payload["diagnostics"] = [_decode_diagnostic(d) for d in payload["diagnostics"]]
+            return payload
+        except (sqlite3.DatabaseError, ValueError, TypeError, KeyError):
+            return None
+
+    def put_revision(self, key: str, payload: dict[str, Any]) -> None:
+        stored = dict(payload)
+        stored["diagnostics"] = [_encode_diagnostic(d) for d in payload["diagnostics"]]
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO revision_results VALUES (?, ?)", (key, json.dumps(stored)))
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            yield
+            self._db.execute("COMMIT")
+        except sqlite3.DatabaseError:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self._db.execute("ROLLBACK")

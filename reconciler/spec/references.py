@@ -1,0 +1,187 @@
+"""Cross-document checks: names, references, sites and racks, shared BMCs, capacity.
+
+Runs over the compact `Facts` of every valid document, so a one-file change
+re-checks the whole repo without re-parsing it. Every problem is reported, each
+on the document and field that should change.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+from reconciler.spec import models
+from reconciler.spec.diagnostics import Diagnostic, error, warning
+from reconciler.spec.quantity import quantity_value
+from reconciler.spec.validate import Facts
+
+FLEET_FILE = "fleet.yaml"
+
+
+def _suggest(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(candidates), n=1)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def _hint(base: str, name: str, candidates: Iterable[str]) -> str:
+    suggestion = _suggest(name, candidates)
+    return f"{suggestion} {base}".strip() if suggestion else base
+
+
+def check_references(
+    fleet: models.Fleet | None, fleet_path: str | None, files: Sequence[tuple[str, Sequence[Facts]]]
+) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    by_kind: dict[str, dict[str, tuple[str, Facts]]] = defaultdict(dict)
+
+    def address(kind: str, name: str) -> str:
+        return f"{kind.lower()}/{name}"
+
+    fleet_documents: list[tuple[str, Facts]] = []
+    for path, facts in sorted(files):
+        for fact in facts:
+            kind, name, index = fact[0], fact[1], fact[2]
+            if kind == "Fleet":
+                fleet_documents.append((path, fact))
+                continue
+            seen = by_kind[kind].get(name)
+            if seen is not None:
+                out.append(
+                    error("duplicate-name", f"{kind} {name!r} is already defined in {seen[0]}", path,
+                          address=address(kind, name), doc_index=index, field_path=("metadata", "name"),
+                          hint="names are unique per kind; rename one of them")
+                )
+            else:
+                by_kind[kind][name] = (path, fact)
+
+    for path, fact in fleet_documents:
+        if path != FLEET_FILE:
+            out.append(error("fleet-misplaced", "a Fleet document may only live in fleet.yaml at the repo root",
+                             path, address=address("Fleet", fact[1]), doc_index=fact[2],
+                             hint="move it to fleet.yaml, or remove it"))
+    root_fleets = [f for p, f in fleet_documents if p == FLEET_FILE]
+    if len(root_fleets) > 1:
+        for fact in root_fleets[1:]:
+            out.append(error("fleet-duplicate", "fleet.yaml holds more than one Fleet document", FLEET_FILE,
+                             doc_index=fact[2], hint="keep exactly one Fleet document"))
+    if fleet is None and fleet_path is None:
+        out.append(error("fleet-missing", "the repo has no fleet.yaml at its root", FLEET_FILE, line=1, col=1,
+                         hint="create fleet.yaml with one Fleet document (see fleet-repo-example/fleet.yaml)"))
+
+    sites: dict[str, set[str]] = {}
+    credentials: set[str] = set()
+    if fleet is not None:
+        sites = {s.name: {r.name for r in s.racks} for s in fleet.spec.sites}
+        credentials = set(fleet.spec.credentials)
+
+    def check_credential(path: str, fact: Facts, name: str | None, field: tuple[str | int, ...]) -> None:
+        if name is not None and fleet is not None and name not in credentials:
+            out.append(error("unknown-credential", f"credentialsRef {name!r} is not defined in fleet.yaml", path,
+                             address=address(fact[0], fact[1]), doc_index=fact[2], field_path=field,
+                             hint=_hint("add it under spec.credentials in fleet.yaml", name, credentials)))
+
+    machines = by_kind["Machine"]
+    bmcs: dict[tuple[str, int], str] = {}
+    for name, (path, fact) in sorted(machines.items()):
+        site, rack, _role, bmc_address, bmc_port, credential, _cpus, _memory = fact[4]
+        here = address("Machine", name)
+        if fleet is not None:
+            if site not in sites:
+                out.append(error("unknown-site", f"site {site!r} is not defined in fleet.yaml", path, address=here,
+                                 doc_index=fact[2], field_path=("spec", "site"),
+                                 hint=_hint("add it under spec.sites in fleet.yaml", site, sites)))
+            elif rack not in sites[site]:
+                out.append(error("unknown-rack", f"rack {rack!r} is not defined in site {site!r}", path, address=here,
+                                 doc_index=fact[2], field_path=("spec", "rack"),
+                                 hint=_hint(f"add it under the racks of site {site!r} in fleet.yaml", rack, sites[site])))
+        key = (bmc_address, bmc_port)
+        if key in bmcs:
+            out.append(error("bmc-conflict", f"BMC {bmc_address}:{bmc_port} is also the BMC of machine {bmcs[key]!r}",
+                             path, address=here, doc_index=fact[2], field_path=("spec", "bmc", "address"),
+                             hint="each Machine has its own BMC; fix the address or the port"))
+        else:
+            bmcs[key] = name
+        check_credential(path, fact, credential, ("spec", "bmc", "credentialsRef"))
+
+    vms = by_kind["VirtualMachine"]
+    load: dict[str, list[tuple[str, Facts]]] = defaultdict(list)
+    for name, (path, fact) in sorted(vms.items()):
+        host = fact[4][0]
+        here = address("VirtualMachine", name)
+        if host not in machines:
+            out.append(error("unresolved-reference", f"host {host!r} is not a Machine of this repo", path, address=here,
+                             doc_index=fact[2], field_path=("spec", "host"),
+                             hint=_hint("name a Machine whose role is hypervisor", host, machines)))
+            continue
+        role = machines[host][1][4][2]
+        if role != "hypervisor":
+            out.append(error("host-not-hypervisor", f"host {host!r} has role {role!r}, not hypervisor", path,
+                             address=here, doc_index=fact[2], field_path=("spec", "host"),
+                             hint="move the VM to a hypervisor, or set the Machine's role to hypervisor"))
+            continue
+        load[host].append((path, fact))
+    for host, guests in sorted(load.items()):
+        cpus, memory = machines[host][1][4][6], machines[host][1][4][7]
+        want_cpus = sum(f[4][1] for _, f in guests)
+        want_memory = sum(quantity_value(f[4][2]) for _, f in guests)
+        over = []
+        if cpus is not None and want_cpus > cpus:
+            over.append(f"{want_cpus} vCPUs on {cpus} CPUs")
+        if memory is not None and want_memory > quantity_value(memory):
+            over.append(f"more memory than its {memory}")
+        if over:
+            path, fact = guests[-1]
+            out.append(warning("host-overcommitted", f"VMs on host {host!r} ask for {' and '.join(over)}", path,
+                               address=address("VirtualMachine", fact[1]), doc_index=fact[2], field_path=("spec", "host"),
+                               hint="move VMs to another hypervisor or shrink them; plans on this host will fail"))
+
+    clusters = by_kind["Cluster"]
+    member_of: dict[str, str] = {}
+    node_labels: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for name, (path, fact) in sorted(clusters.items()):
+        credential, members = fact[4]
+        here = address("Cluster", name)
+        check_credential(path, fact, credential, ("spec", "credentialsRef"))
+        for position, (ref, labels) in enumerate(members):
+            kind, _, target = ref.partition("/")
+            table = machines if kind == "machine" else vms
+            if target not in table:
+                out.append(error("unresolved-reference", f"member {ref!r} does not exist", path, address=here,
+                                 doc_index=fact[2], field_path=("spec", "members", position, "ref"),
+                                 hint=_hint(f"name an existing {'Machine' if kind == 'machine' else 'VirtualMachine'}",
+                                            target, table)))
+                continue
+            if ref in member_of:
+                out.append(error("member-conflict", f"{ref} is already a member of cluster {member_of[ref]!r}", path,
+                                 address=here, doc_index=fact[2], field_path=("spec", "members", position, "ref"),
+                                 hint="a node belongs to one cluster; remove it from one of them"))
+                continue
+            member_of[ref] = name
+            merged = dict(table[target][1][3])
+            merged.update(dict(labels))
+            node_labels[name].append(merged)
+
+    namespaces: dict[tuple[str, str], str] = {}
+    for name, (path, fact) in sorted(by_kind["SparkPool"].items()):
+        cluster, selector, namespace = fact[4]
+        here = address("SparkPool", name)
+        if cluster not in clusters:
+            out.append(error("unresolved-reference", f"cluster {cluster!r} is not a Cluster of this repo", path,
+                             address=here, doc_index=fact[2], field_path=("spec", "cluster"),
+                             hint=_hint("name an existing Cluster", cluster, clusters)))
+            continue
+        wanted = dict(selector)
+        if not any(all(labels.get(k) == v for k, v in wanted.items()) for labels in node_labels[cluster]):
+            shown = ",".join(f"{k}={v}" for k, v in sorted(wanted.items()))
+            out.append(error("selector-matches-nothing", f"node selector {shown} matches no member of cluster {cluster!r}",
+                             path, address=here, doc_index=fact[2], field_path=("spec", "nodes", "selector"),
+                             hint="label some members of the Cluster with these labels, or fix the selector"))
+        other = namespaces.get((cluster, namespace))
+        if other is not None:
+            out.append(error("namespace-conflict", f"namespace {namespace!r} is already used by pool {other!r} in cluster {cluster!r}",
+                             path, address=here, doc_index=fact[2], field_path=("spec", "namespace"),
+                             hint="give each SparkPool of a cluster its own namespace"))
+        else:
+            namespaces[(cluster, namespace)] = name
+    return out

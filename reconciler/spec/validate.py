@@ -1,0 +1,305 @@
+"""Validate the documents of one file on their own: YAML, kind, model, secrets, rules.
+
+The result of a file depends only on its bytes and on the `FileSettings` (limits
+and organisation rules), so it can be cached by blob id. What a document says
+about other documents is kept as compact `Facts` for the cross-document checks
+of `references.py`; full models are built again only when a caller needs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from pydantic import BaseModel, ValidationError
+
+from reconciler import __version__
+from reconciler.spec import models
+from reconciler.spec.diagnostics import Diagnostic, Severity, YamlPath, error, warning
+from reconciler.spec.secrets import MAY_HOLD_SECRETS, find_literal_secrets
+from reconciler.spec.yamlload import Limits, load_yaml, locate
+
+KIND_NAMES = tuple(models.KINDS)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    kinds: tuple[str, ...]
+    message: str
+    severity: str
+    schema_json: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FileSettings:
+    """Everything besides a file's bytes that its validation depends on."""
+
+    limits: Limits = Limits()
+    rules: tuple[Rule, ...] = ()
+
+    def fingerprint(self) -> str:
+        payload = json.dumps(
+            [__version__, dataclasses.asdict(self.limits), [dataclasses.astuple(r) for r in self.rules]],
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def settings_from_fleet(fleet: models.Fleet | None) -> FileSettings:
+    if fleet is None:
+        return FileSettings()
+    spec = fleet.spec
+    return FileSettings(
+        limits=Limits(max_file_bytes=spec.limits.maxFileBytes, max_depth=spec.limits.maxDepth),
+        rules=tuple(
+            Rule(r.name, tuple(r.kinds), r.message, r.severity, json.dumps(r.schema_, sort_keys=True))
+            for r in spec.rules
+        ),
+    )
+
+
+# Facts: (kind, name, doc_index, labels, detail) - small, picklable, enough for references.
+Facts = tuple[str, str, int, dict[str, str], tuple[Any, ...]]
+
+
+@dataclasses.dataclass(slots=True)
+class FileResult:
+    path: str
+    diagnostics: list[Diagnostic]
+    facts: list[Facts]
+    documents: list[Any]
+    fleet: models.Fleet | None = None
+
+
+def _credential_name(ref: Any) -> str | None:
+    return ref if isinstance(ref, str) else None
+
+
+def facts_of(document: models.Document, index: int) -> Facts:
+    name, labels = document.metadata.name, dict(document.metadata.labels)
+    if isinstance(document, models.Machine):
+        s = document.spec
+        hw = s.hardware
+        return (
+            "Machine",
+            name,
+            index,
+            labels,
+            (
+                s.site,
+                s.rack,
+                s.role,
+                s.bmc.address,
+                s.bmc.port,
+                _credential_name(s.bmc.credentialsRef),
+                hw.cpus if hw else None,
+                hw.memory if hw else None,
+            ),
+        )
+    if isinstance(document, models.VirtualMachine):
+        v = document.spec
+        return ("VirtualMachine", name, index, labels, (v.host, v.vcpus, v.memory, v.power))
+    if isinstance(document, models.Cluster):
+        c = document.spec
+        members = tuple((m.ref, tuple(sorted(m.labels.items()))) for m in c.members)
+        return ("Cluster", name, index, labels, (_credential_name(c.credentialsRef), members))
+    if isinstance(document, models.SparkPool):
+        p = document.spec
+        return ("SparkPool", name, index, labels, (p.cluster, tuple(sorted(p.nodes.selector.items())), p.namespace))
+    return (document.kind_name, name, index, labels, ())
+
+
+# --- pydantic errors -> diagnostics ------------------------------------------------------
+
+
+@cache
+def _all_field_names() -> tuple[str, ...]:
+    names: set[str] = set()
+
+    def collect(model: type[BaseModel]) -> None:
+        for field_name, info in model.model_fields.items():
+            names.add(info.alias or field_name)
+        for sub in model.__subclasses__():
+            collect(sub)
+
+    collect(models.Strict)
+    return tuple(sorted(names))
+
+
+def _align(loc: Sequence[str | int], value: Any) -> YamlPath:
+    """Drop the union tags pydantic adds to an error location, keep the path into the data."""
+    path: list[str | int] = []
+    for position, part in enumerate(loc):
+        last = position == len(loc) - 1
+        if isinstance(value, dict) and part in value:
+            path.append(part)
+            value = value[part]
+        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+            path.append(part)
+            value = value[part]
+        elif last and isinstance(value, dict):
+            path.append(part)
+    return tuple(path)
+
+
+def _message(err: dict[str, Any], path: YamlPath) -> tuple[str, str, str]:
+    kind = err["type"]
+    field = ".".join(str(p) for p in path) or "document"
+    if kind == "extra_forbidden":
+        name = str(path[-1]) if path else "?"
+        close = difflib.get_close_matches(name, _all_field_names(), n=1, cutoff=0.7)
+        hint = f"did you mean {close[0]!r}?" if close else "remove it; see `fleet schema` for the fields of each kind"
+        return "unknown-field", f"unknown field {field!r}", hint
+    if kind == "missing":
+        return "missing-field", f"required field {field!r} is missing", f"add {str(path[-1])!r}"
+    message = str(err["msg"])
+    ctx = err.get("ctx") or {}
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == models.DNS_LABEL_PATTERN:
+        message = "must be a DNS-1123 label (lower-case letters, digits and '-', starting and ending alphanumeric)"
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return "invalid-value", f"{field}: {message}", "see `fleet schema` for the allowed values"
+
+
+def _model_diagnostics(path: str, index: int, raw: dict[str, Any], exc: ValidationError, address: str | None) -> list[Diagnostic]:
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        field_path = _align(err["loc"], raw)
+        code, message, hint = _message(dict(err), field_path)
+        out.append(error(code, message, path, address=address, hint=hint, doc_index=index, field_path=field_path))
+    return out
+
+
+# --- organisation rules ------------------------------------------------------------------
+
+
+@cache
+def _validator(schema_json: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads(schema_json))
+
+
+def _rule_diagnostics(path: str, index: int, kind: str, raw: dict[str, Any], rules: Sequence[Rule], address: str) -> list[Diagnostic]:
+    out = []
+    for rule in rules:
+        if kind not in rule.kinds:
+            continue
+        for failure in _validator(rule.schema_json).iter_errors(raw):
+            make = error if rule.severity == "error" else warning
+            out.append(
+                make(
+                    "org-rule",
+                    f"rule {rule.name!r}: {rule.message} ({failure.message})",
+                    path,
+                    address=address,
+                    hint="fix the document, or change the rule in fleet.yaml spec.rules",
+                    doc_index=index,
+                    field_path=tuple(failure.absolute_path),
+                )
+            )
+    return out
+
+
+# --- one document, one file --------------------------------------------------------------
+
+
+def _address_of(raw: dict[str, Any]) -> str | None:
+    kind, meta = raw.get("kind"), raw.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if isinstance(kind, str) and isinstance(name, str):
+        return f"{kind.lower()}/{name}"
+    return None
+
+
+def validate_document(
+    path: str, index: int, raw: Any, settings: FileSettings, scan_secrets: bool
+) -> tuple[models.Document | None, list[Diagnostic]]:
+    if not isinstance(raw, dict):
+        shape = "a list" if isinstance(raw, list) else f"a {type(raw).__name__} value"
+        return None, [
+            error("not-a-mapping", f"document is {shape}, not a mapping", path, doc_index=index,
+                  hint="a spec document is a mapping with apiVersion, kind, metadata and spec")
+        ]
+    address = _address_of(raw)
+    problems: list[Diagnostic] = []
+    if scan_secrets:
+        for field_path, reason in find_literal_secrets(raw):
+            problems.append(
+                error("secret-literal", reason, path, address=address, doc_index=index, field_path=field_path,
+                      hint="remove it and refer to the secret with credentialsRef (env, file or kubernetesSecret)")
+            )
+    kind = raw.get("kind")
+    if "kind" not in raw:
+        return None, [*problems, error("missing-kind", "document has no 'kind'", path, doc_index=index,
+                                       hint=f"add kind: one of {', '.join(KIND_NAMES)}")]
+    if not isinstance(kind, str) or kind not in models.KINDS:
+        close = difflib.get_close_matches(str(kind), KIND_NAMES, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(KIND_NAMES)}"
+        return None, [*problems, error("unknown-kind", f"unknown kind {kind!r}", path, doc_index=index,
+                                       field_path=("kind",), hint=hint)]
+    if raw.get("apiVersion") != models.API_VERSION:
+        problems.append(
+            error("bad-api-version", f"apiVersion is {raw.get('apiVersion')!r}, expected {models.API_VERSION!r}",
+                  path, address=address, doc_index=index, field_path=("apiVersion",),
+                  hint=f"set apiVersion: {models.API_VERSION}")
+        )
+    document: models.Document | None = None
+    try:
+        document = models.KINDS[kind].model_validate(raw)
+    except ValidationError as exc:
+        bad_api = any(p.code == "bad-api-version" for p in problems)
+        problems.extend(
+            d
+            for d in _model_diagnostics(path, index, raw, exc, address)
+            if not (bad_api and d.field_path == ("apiVersion",))
+        )
+    if address is not None and settings.rules:
+        problems.extend(_rule_diagnostics(path, index, kind, raw, settings.rules, address))
+    if any(p.severity is Severity.ERROR for p in problems):
+        document = None
+    return document, problems
+
+
+def _located(diagnostics: list[Diagnostic], data: bytes) -> list[Diagnostic]:
+    out = []
+    for d in diagnostics:
+        if d.line == 0:
+            line, col = locate(data, d.doc_index, d.field_path)
+            d = dataclasses.replace(d, line=line, col=col)
+        out.append(d)
+    return out
+
+
+def validate_file(path: str, data: bytes, settings: FileSettings, *, keep_documents: bool = False) -> FileResult:
+    """Load and validate every document of one file."""
+    loaded = load_yaml(path, data, settings.limits)
+    problems = list(loaded.diagnostics)
+    facts: list[Facts] = []
+    fleet: models.Fleet | None = None
+    scan_secrets = bool(MAY_HOLD_SECRETS.search(data.decode("utf-8", "replace"))) if loaded.documents else False
+    kept: list[Any] = []
+    for index, raw in enumerate(loaded.documents):
+        if raw is None:
+            continue
+        document, found = validate_document(path, index, raw, settings, scan_secrets)
+        problems.extend(found)
+        if document is not None:
+            facts.append(facts_of(document, index))
+            if isinstance(document, models.Fleet):
+                fleet = document
+            if keep_documents:
+                kept.append((index, raw))
+    if problems:
+        problems = _located(problems, data)
+    return FileResult(path, problems, facts, kept, fleet)
+
+
+def validate_files(batch: Sequence[tuple[str, bytes]], settings: FileSettings) -> list[FileResult]:
+    """Validate several files; the unit of work handed to a worker process."""
+    return [validate_file(path, data, settings) for path, data in batch]

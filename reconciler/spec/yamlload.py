@@ -1,0 +1,453 @@
+"""Turn the bytes of one spec file into YAML 1.2 values, or into diagnostics.
+
+Two loaders give the same values. ruamel.yaml (YAML 1.2, pure Python) is the
+reference and the only one that reports positions; it runs hardened against
+hostile input (duplicate keys, alias bombs, deep nesting, unknown tags). The fast
+path parses with rapidyaml (C++) to JSON and is taken only for files that use
+none of the YAML features where the two could disagree: any doubt, and the file
+goes to ruamel. A test proves both give equal values on every example and
+corpus file. This module never reads files itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.resolver import VersionedResolver
+
+from reconciler.spec.diagnostics import Diagnostic, YamlPath, error
+
+DEFAULT_MAX_FILE_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_DEPTH = 64
+# An alias may repeat a subtree; the document, expanded, may hold at most this many nodes
+# more than it was written with. Generous for `<<: *defaults`, far below a "billion laughs".
+MAX_ALIAS_EXPANSION = 100_000
+
+_CORE_TAGS = frozenset(
+    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "merge", "timestamp")
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    max_depth: int = DEFAULT_MAX_DEPTH
+
+
+@dataclasses.dataclass(slots=True)
+class LoadedFile:
+    """The documents of one file (None for an empty document) and what went wrong."""
+
+    path: str
+    documents: list[Any]
+    diagnostics: list[Diagnostic]
+    fast: bool = False
+
+
+# --- the fast path -----------------------------------------------------------------------
+
+
+def _non_string_scalar_pattern() -> re.Pattern[str]:
+    """A regex matching every plain scalar that ruamel's YAML 1.2 resolver does not read as str."""
+    resolver = VersionedResolver(version=(1, 2))
+    patterns: set[str] = set()
+    for entries in resolver.versioned_resolver.values():
+        for tag, regexp in entries:
+            if tag != "tag:yaml.org,2002:str":
+                patterns.add(regexp.pattern)
+    return re.compile("|".join(f"(?:{p})" for p in sorted(patterns)), re.X)
+
+
+_NON_STRING = _non_string_scalar_pattern()
+_FIRST_CHARS_OF_NON_STRING = frozenset("-+.0123456789tTfFnN~<=!&*")
+# Features the fast path leaves to ruamel: anchors, aliases, tags, merge keys,
+# directives, tabs, nested or multi-line flow collections.
+_NEEDS_REFERENCE_LOADER = re.compile(
+    r"[&*!\t]|<<|^%|[\[{][^\]}\n]*[\[{]|[\[{][^\]}\n]*$", re.M
+)
+
+
+class _Disagreement(Exception):
+    """The fast path saw something where it might differ from ruamel."""
+
+
+def _check_scalar(value: str) -> None:
+    if value and value[0] in _FIRST_CHARS_OF_NON_STRING and _NON_STRING.match(value):
+        raise _Disagreement
+
+
+def _check_sequence(items: list[Any]) -> None:
+    for item in items:
+        if item.__class__ is str:
+            _check_scalar(item)
+        elif item.__class__ is list:
+            _check_sequence(item)
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _Disagreement
+        _check_scalar(key)
+        if value.__class__ is str:
+            _check_scalar(value)
+        elif value.__class__ is list:
+            _check_sequence(value)
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise _Disagreement
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """rapidyaml prints parse errors to fd 2; the reference loader reports them properly."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # pragma: no cover - no fd 2 at all
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _fast_load(data: bytes, text: str, limits: Limits) -> list[Any] | None:
+    """Documents via rapidyaml, or None when the file must go to the reference loader."""
+    if _NEEDS_REFERENCE_LOADER.search(text):
+        return None
+    # Every block level indents by at least one space, and a mapping's sequence value
+    # may share its key's column: depth <= 2 * (indent + 1) + 1 (one inline flow level).
+    if re.search(r"^ {%d}" % max(1, (limits.max_depth - 3) // 2), text, re.M):
+        return None
+    try:
+        import ryml
+
+        with _quiet_stderr():
+            tree = ryml.parse_in_arena(data)
+            root = tree.root_id()
+            is_stream = tree.is_stream(root)
+            emitted = ryml.emit_json_malloc(tree, root)
+        if emitted is None:
+            return None
+        loaded = json.loads(
+            emitted, object_pairs_hook=_object_pairs, parse_constant=_reject_constant, strict=False
+        )
+    except (_Disagreement, RecursionError):
+        return None
+    except Exception:  # noqa: BLE001 - any rapidyaml/json failure is decided by ruamel
+        return None
+    if is_stream:
+        if not isinstance(loaded, list):
+            return None
+        documents = loaded
+    else:
+        documents = [loaded]
+    for document in documents:
+        if document.__class__ is str and _NON_STRING.match(document):
+            return None
+        elif document.__class__ is list:
+            try:
+                _check_sequence(document)
+            except _Disagreement:
+                return None
+    return documents
+
+
+# --- the reference path ------------------------------------------------------------------
+
+
+def _reference_yaml() -> YAML:
+    yaml = YAML(typ="safe", pure=True)
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def _mark(node: Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _check_nodes(path: str, root: Node, index: int, limits: Limits) -> list[Diagnostic]:
+    """Tags, duplicate keys, depth and alias expansion of one composed document."""
+    problems: list[Diagnostic] = []
+    expanded: dict[int, int] = {}
+    visiting: set[int] = set()
+    written: set[int] = set()
+
+    def size(node: Node, depth: int) -> int:
+        ident = id(node)
+        if ident in expanded:
+            return expanded[ident]
+        if depth > limits.max_depth:
+            line, col = _mark(node)
+            problems.append(
+                error(
+                    "yaml-too-deep",
+                    f"document nests deeper than {limits.max_depth} levels",
+                    path,
+                    line=line,
+                    col=col,
+                    hint="flatten the structure; fleet specs never need this depth",
+                    doc_index=index,
+                )
+            )
+            raise _Stop
+        if ident in visiting:
+            line, col = _mark(node)
+            problems.append(
+                error("yaml-recursive-alias", "an alias refers to a node that contains it", path,
+                      line=line, col=col, hint="remove the self-referencing alias", doc_index=index)
+            )
+            raise _Stop
+        visiting.add(ident)
+        written.add(ident)
+        tag = node.tag
+        if tag not in _CORE_TAGS:
+            line, col = _mark(node)
+            problems.append(
+                error(
+                    "yaml-unknown-tag",
+                    f"tag {tag!r} is not allowed in fleet specs",
+                    path,
+                    line=line,
+                    col=col,
+                    hint="remove the tag; specs use plain YAML 1.2 values only",
+                    doc_index=index,
+                )
+            )
+        total = 1
+        if isinstance(node, MappingNode):
+            seen: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if isinstance(key, ScalarNode):
+                    marker = (key.tag, key.value)
+                    if marker in seen and key.tag != "tag:yaml.org,2002:merge":
+                        line, col = _mark(key)
+                        problems.append(
+                            error(
+                                "duplicate-key",
+                                f"key {key.value!r} appears twice in one mapping (first on line {seen[marker]})",
+                                path,
+                                line=line,
+                                col=col,
+                                hint="keep one of them; YAML would silently drop the other",
+                                doc_index=index,
+                            )
+                        )
+                    seen.setdefault(marker, _mark(key)[0])
+                else:
+                    line, col = _mark(key)
+                    problems.append(
+                        error("complex-key", "a mapping key must be a plain scalar", path,
+                              line=line, col=col, hint="use a string key", doc_index=index)
+                    )
+                total += size(key, depth + 1) + size(value, depth + 1)
+        elif isinstance(node, SequenceNode):
+            for item in node.value:
+                total += size(item, depth + 1)
+        visiting.discard(ident)
+        expanded[ident] = total
+        return total
+
+    try:
+        total = size(root, 1)
+    except _Stop:
+        return problems
+    except RecursionError:
+        line, col = _mark(root)
+        return [
+            error("yaml-too-deep", "document nests too deeply to read", path, line=line, col=col,
+                  hint="flatten the structure", doc_index=index)
+        ]
+    if total - len(written) > MAX_ALIAS_EXPANSION:
+        line, col = _mark(root)
+        problems.append(
+            error(
+                "yaml-alias-bomb",
+                f"aliases expand this document to {total:,} nodes from {len(written):,} written",
+                path,
+                line=line,
+                col=col,
+                hint="write the values out instead of repeating aliases of aliases",
+                doc_index=index,
+            )
+        )
+    return problems
+
+
+class _Stop(Exception):
+    pass
+
+
+def _syntax_error(path: str, exc: Exception) -> Diagnostic:
+    line = col = 1
+    problem = str(exc)
+    if isinstance(exc, MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        if mark is not None:
+            line, col = mark.line + 1, mark.column + 1
+        problem = " ".join(p for p in (exc.context, exc.problem) if p) or problem
+    return error(
+        "yaml-syntax",
+        f"YAML syntax error: {problem.strip()}",
+        path,
+        line=line,
+        col=col,
+        hint="fix the YAML at this position (`python3 -m ruamel.yaml` or an editor with the schema shows it too)",
+    )
+
+
+def _compose(path: str, text: str) -> tuple[list[Node], Diagnostic | None]:
+    yaml = _reference_yaml()
+    nodes: list[Node] = []
+    try:
+        for node in yaml.compose_all(text):
+            nodes.append(node)
+    except RecursionError:
+        return nodes, error("yaml-too-deep", "document nests too deeply to read", path, line=1, col=1,
+                            hint="flatten the structure")
+    except (YAMLError, ValueError) as exc:
+        return nodes, _syntax_error(path, exc)
+    return nodes, None
+
+
+def _reference_load(path: str, text: str, limits: Limits) -> LoadedFile:
+    nodes, failure = _compose(path, text)
+    if failure is not None:
+        return LoadedFile(path, [], [failure])
+    problems: list[Diagnostic] = []
+    for index, node in enumerate(nodes):
+        problems.extend(_check_nodes(path, node, index, limits))
+    if problems:
+        return LoadedFile(path, [], problems)
+    yaml = _reference_yaml()
+    documents: list[Any] = []
+    try:
+        for node in nodes:
+            documents.append(yaml.constructor.construct_document(node))
+    except RecursionError:
+        return LoadedFile(path, [], [error("yaml-too-deep", "document nests too deeply to read", path,
+                                           line=1, col=1, hint="flatten the structure")])
+    except (YAMLError, ValueError, TypeError) as exc:
+        return LoadedFile(path, [], [_syntax_error(path, exc)])
+    return LoadedFile(path, documents, [])
+
+
+# --- entry points ------------------------------------------------------------------------
+
+_TAB_INDENT = re.compile(r"^[ ]*\t", re.M)
+
+
+def _line_of_offset(data: bytes, offset: int) -> tuple[int, int]:
+    line = data.count(b"\n", 0, offset) + 1
+    start = data.rfind(b"\n", 0, offset) + 1
+    return line, offset - start + 1
+
+
+def decode(path: str, data: bytes, limits: Limits) -> tuple[str | None, list[Diagnostic]]:
+    """The text of a spec file, or diagnostics saying why it is not a readable YAML file."""
+    if len(data) > limits.max_file_bytes:
+        return None, [
+            error(
+                "file-too-large",
+                f"file is {len(data):,} bytes, over the limit of {limits.max_file_bytes:,}",
+                path,
+                line=1,
+                col=1,
+                hint="split it into several files, or raise spec.limits.maxFileBytes in fleet.yaml",
+            )
+        ]
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line, col = _line_of_offset(data, nul)
+        return None, [
+            error("file-binary", "file contains NUL bytes: it is binary, not YAML", path, line=line, col=col,
+                  hint="remove it, or exclude it in fleet.yaml spec.exclude")
+        ]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col = _line_of_offset(data, exc.start)
+        return None, [
+            error("file-not-utf8", f"byte 0x{data[exc.start]:02x} is not valid UTF-8", path, line=line, col=col,
+                  hint="save the file as UTF-8")
+        ]
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    tab = _TAB_INDENT.search(text)
+    if tab:
+        line = text.count("\n", 0, tab.start()) + 1
+        col = tab.end() - tab.start()
+        return None, [
+            error("yaml-tab", "a tab is used for indentation; YAML allows only spaces", path, line=line,
+                  col=col, hint="replace the tab with spaces")
+        ]
+    return text, []
+
+
+def load_yaml(path: str, data: bytes, limits: Limits = Limits()) -> LoadedFile:
+    """All documents of one file, YAML 1.2 values as ruamel.yaml reads them."""
+    text, problems = decode(path, data, limits)
+    if text is None:
+        return LoadedFile(path, [], problems)
+    documents = _fast_load(text.encode("utf-8") if data.startswith(b"\xef\xbb\xbf") else data, text, limits)
+    if documents is not None:
+        return LoadedFile(path, documents, [], fast=True)
+    return _reference_load(path, text, limits)
+
+
+def load_yaml_reference(path: str, data: bytes, limits: Limits = Limits()) -> LoadedFile:
+    """The same as `load_yaml` without the fast path (used to prove they agree)."""
+    text, problems = decode(path, data, limits)
+    if text is None:
+        return LoadedFile(path, [], problems)
+    return _reference_load(path, text, limits)
+
+
+def locate(data: bytes, doc_index: int | None, field_path: YamlPath) -> tuple[int, int]:
+    """Line and column (1-based) of a field of a document, or of its nearest existing parent."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return 1, 1
+    nodes, _ = _compose("", text)
+    if doc_index is None or doc_index >= len(nodes):
+        return 1, 1
+    node: Node = nodes[doc_index]
+    best = _mark(node)
+    for part in field_path:
+        if isinstance(node, MappingNode):
+            for key, value in node.value:
+                if isinstance(key, ScalarNode) and key.value == str(part):
+                    best = _mark(key)
+                    node = value
+                    break
+            else:
+                return best
+        elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            best = _mark(node)
+        else:
+            return best
+    return best
+
+
+def document_line(data: bytes, doc_index: int) -> int:
+    """The line where a document starts, for diagnostics about the document as a whole."""
+    return locate(data, doc_index, ())[0]
