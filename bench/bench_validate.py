@@ -28,7 +28,7 @@ import pygit2
 try:
     from bench.gen_fleet import commit_all, generate
 except ImportError:  # run as a script: bench/ itself is on sys.path
-    from gen_fleet import commit_all, generate  # type: ignore[no-redef]
+    from gen_fleet import commit_all, generate  # type: ignore[no-redef,import-not-found]
 
 GENERATOR_VERSION = 1  # bump when gen_fleet's output changes, so cached repos are rebuilt
 BASE_TAG = "refs/tags/bench-base"
@@ -152,7 +152,9 @@ def _print_table(measurements: list[Measurement]) -> None:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/fleet-bench"), help="where repos are cached")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path("/tmp/fleet-bench"), help="where repos are cached"
+    )
     parser.add_argument("--machines", type=int, default=110_000)
     parser.add_argument("--vms", type=int, default=10_000)
     parser.add_argument("--clusters", type=int, default=500)
@@ -161,20 +163,27 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sites", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--regenerate", action="store_true", help="rebuild the cached repo")
+    parser.add_argument(
+        "--fleet", type=Path, default=None, help="the fleet executable; default: the one next to this python"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     repo_dir = _repo_dir(args.workdir, args)
-    generated = _ensure_repo(repo_dir, args)
+    try:
+        generated = _ensure_repo(repo_dir, args)
+    except ValueError as exc:
+        print(f"bench_validate: cannot generate the repo: {exc}", file=sys.stderr)
+        return 2
     _reset_to_base(repo_dir)
     files, size = _tree_size(repo_dir)
-    print(f"repo      {repo_dir}")
-    print(f"          {files} files, {_format_bytes(size)} of YAML and friends, commit {BASE_TAG.split('/')[-1]}")
-    print(f"generated {'in %.1f s' % generated if generated is not None else 'earlier (cached)'}")
+    base = str(pygit2.Repository(str(repo_dir)).head.target)[:12]
+    print(f"repo      {repo_dir} at {base}: {files} files, {_format_bytes(size)} in the work tree")
+    print(f"generated {f'in {generated:.1f} s' if generated is not None else 'earlier (cached)'}")
 
-    fleet = Path(sys.executable).parent / "fleet"
+    fleet = args.fleet or Path(sys.executable).parent / "fleet"
     if not fleet.exists():
         print(f"\n{fleet} does not exist yet; nothing to measure")
         return 0
@@ -195,10 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _reset_to_base(repo_dir)
 
     _print_table(measurements)
-    print(f"\n'one file changed' edits one label in {changed} and validates the new HEAD with the warm cache.")
+    print(f"\n'one file changed': one label edited in {changed}, new HEAD validated with the warm cache.")
     for m in measurements:
         if m.exit_code:
-            print(f"\n--- {m.label}: fleet validate exited {m.exit_code}; last lines of its output:\n{m.output_tail}")
+            print(f"\n--- {m.label}: fleet validate exited {m.exit_code}; its last output lines:")
+            print(m.output_tail)
     return 0
 
 

@@ -178,7 +178,9 @@ def _role(index: int) -> str:
     return "gateway" if (index // HYPERVISOR_EVERY) % 4 == 0 else "generic"
 
 
-def _plan_machines(racks: list[_Rack], machines: int, machines_per_rack: int, rng: random.Random) -> list[_Machine]:
+def _plan_machines(
+    racks: list[_Rack], machines: int, machines_per_rack: int, rng: random.Random
+) -> list[_Machine]:
     width = max(2, len(str(machines_per_rack)))
     planned: list[_Machine] = []
     for index in range(machines):
@@ -624,23 +626,23 @@ def generate(
 
     vm_width = max(5, len(str(vms)))
     for number, start in enumerate(range(0, vms, VMS_PER_FILE), 1):
-        docs = (
+        vm_docs = (
             _vm_doc(index, vm_width, VM_SHAPES[shape], host)
             for index, (shape, host) in enumerate(placements[start : start + VMS_PER_FILE], start)
         )
-        _write(out / "virtual-machines" / f"vms-{number:04d}.yaml", "".join(docs))
+        _write(out / "virtual-machines" / f"vms-{number:04d}.yaml", "".join(vm_docs))
 
     for number, cluster in enumerate(planned_clusters, 1):
         _write(out / "clusters" / f"cluster-{number:04d}.yaml", _cluster_doc(cluster))
 
     pool_width = max(4, len(str(spark_pools)))
     for number, start in enumerate(range(0, spark_pools, SPARK_POOLS_PER_FILE), 1):
-        docs = []
+        pool_docs: list[str] = []
         for index in range(start, min(start + SPARK_POOLS_PER_FILE, spark_pools)):
             cluster = planned_clusters[index % clusters]
             group = (index // clusters) % cluster.groups
-            docs.append(_spark_pool_doc(index, pool_width, cluster, group))
-        _write(out / "spark-pools" / f"pools-{number:04d}.yaml", "".join(docs))
+            pool_docs.append(_spark_pool_doc(index, pool_width, cluster, group))
+        _write(out / "spark-pools" / f"pools-{number:04d}.yaml", "".join(pool_docs))
 
     pygit2.init_repository(str(out), initial_head="main")
     commit_all(

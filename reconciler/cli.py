@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -51,12 +51,12 @@ app = typer.Typer(
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     text = "text"
     json = "json"
 
 
-class GetFormat(str, Enum):
+class GetFormat(StrEnum):
     table = "table"
     json = "json"
     yaml = "yaml"
@@ -169,11 +169,17 @@ def validate(
     path: PathArg = None,
     repo: RepoOpt = None,
     rev: RevOpt = None,
-    output: Annotated[OutputFormat, typer.Option("--format", "-o", help="Output format.")] = OutputFormat.text,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", "-o", help="Output format.")
+    ] = OutputFormat.text,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail validation too.")] = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Parse everything; do not read or write the cache.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Parse everything; do not read or write the cache.")
+    ] = False,
     cache_dir: CacheOpt = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Worker processes (default 0: one per CPU).")] = 0,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=0, help="Worker processes (default 0: one per CPU).")
+    ] = 0,
 ) -> None:
     """Check every spec of a fleet repo and print every problem, each with file:line:col."""
     ref = RepoRef(path, repo, rev, cache_dir)
@@ -195,9 +201,7 @@ def validate(
         console = _out()
         for d in result.diagnostics:
             _render_diagnostic(console, d)
-        verdict = (
-            Text("invalid", style="bold red") if failed else Text("valid", style="bold green")
-        )
+        verdict = Text("invalid", style="bold red") if failed else Text("valid", style="bold green")
         counts = f"{len(result.errors)} errors, {len(result.warnings)} warnings"
         console.print(Text(f"{_summary(result)}: ").append(verdict).append(f" ({counts})"))
     raise typer.Exit(EXIT_INVALID if failed else EXIT_OK)
@@ -246,7 +250,8 @@ def get(
     rev: RevOpt = None,
     kind: Annotated[str | None, typer.Option("--kind", "-k", help="Only this kind (e.g. Machine).")] = None,
     selector: Annotated[
-        str | None, typer.Option("--selector", "-l", help="Label selector, e.g. 'role=hypervisor,site in (nyc1)'.")
+        str | None,
+        typer.Option("--selector", "-l", help="Label selector, e.g. 'role=hypervisor,site in (nyc1)'."),
     ] = None,
     output: Annotated[GetFormat, typer.Option("--format", "-o", help="Output format.")] = GetFormat.table,
     cache_dir: CacheOpt = None,
@@ -266,10 +271,16 @@ def get(
         ]
 
     items = _guard(run)
-    items.sort(key=lambda item: (list(models.KINDS).index(item.document.kind_name), item.document.metadata.name))
+    items.sort(
+        key=lambda item: (list(models.KINDS).index(item.document.kind_name), item.document.metadata.name)
+    )
     if output is GetFormat.json:
         payload = [
-            {"address": i.document.address, "path": i.path, **i.document.model_dump(mode="json", by_alias=True)}
+            {
+                "address": i.document.address,
+                "path": i.path,
+                **i.document.model_dump(mode="json", by_alias=True),
+            }
             for i in items
         ]
         typer.echo(json.dumps(payload, indent=2))
@@ -286,8 +297,14 @@ def get(
         table.add_column(column, overflow="fold")
     for i in items:
         labels = ",".join(f"{k}={v}" for k, v in sorted(i.document.metadata.labels.items()))
-        table.add_row(i.document.kind_name, i.document.metadata.name, _where(i.document), _what(i.document),
-                      labels, i.path)
+        table.add_row(
+            i.document.kind_name,
+            i.document.metadata.name,
+            _where(i.document),
+            _what(i.document),
+            labels,
+            i.path,
+        )
     console = _out()
     console.print(table)
     console.print(Text(f"{len(items)} resources", style="dim"))
@@ -298,7 +315,9 @@ def get(
 
 @app.command()
 def schema(
-    kind: Annotated[str | None, typer.Argument(help="Print the schema of one kind.", show_default=False)] = None,
+    kind: Annotated[
+        str | None, typer.Argument(help="Print the schema of one kind.", show_default=False)
+    ] = None,
     write: Annotated[
         Path | None, typer.Option("--write", help="Write every kind's schema into this directory.")
     ] = None,

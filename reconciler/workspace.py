@@ -25,7 +25,13 @@ from reconciler.spec import models
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.diagnostics import Diagnostic, error, sorted_diagnostics
 from reconciler.spec.references import FLEET_FILE, check_references
-from reconciler.spec.validate import FileResult, FileSettings, settings_from_fleet, validate_file, validate_files
+from reconciler.spec.validate import (
+    FileResult,
+    FileSettings,
+    settings_from_fleet,
+    validate_file,
+    validate_files,
+)
 from reconciler.spec.yamlload import load_yaml, locate
 
 # Below this many files to parse, worker processes cost more than they save.
@@ -38,7 +44,7 @@ class Validation:
     diagnostics: list[Diagnostic]
     documents: dict[str, int]
     files: int
-    parsed: int
+    parsed: int  # spec files parsed in this run (fleet.yaml, always read, not counted)
     from_cache: bool
 
     @property
@@ -128,7 +134,9 @@ def validate_snapshot(snapshot: Snapshot, cache: SpecCache | None = None, worker
     if cache is not None:
         hit = cache.get_revision(revision_key)
         if hit is not None:
-            return Validation(snapshot.description, hit["diagnostics"], hit["documents"], hit["files"], 0, True)
+            return Validation(
+                snapshot.description, hit["diagnostics"], hit["documents"], hit["files"], 0, True
+            )
 
     keys = [SpecCache.file_key(fingerprint, f.blob_id, f.path) for f in entries]
     cached = cache.get_files(keys) if cache is not None else {}
@@ -142,7 +150,9 @@ def validate_snapshot(snapshot: Snapshot, cache: SpecCache | None = None, worker
 
     diagnostics: list[Diagnostic] = [d for r in results for d in r.diagnostics]
     for problem in snapshot.problems:
-        diagnostics.append(error(problem.code, problem.message, problem.path, line=1, col=1, hint=problem.hint))
+        diagnostics.append(
+            error(problem.code, problem.message, problem.path, line=1, col=1, hint=problem.hint)
+        )
     cross = check_references(fleet, FLEET_FILE if fleet_entry else None, [(r.path, r.facts) for r in results])
     diagnostics.extend(_locate_all(snapshot, cross))
 
@@ -152,13 +162,17 @@ def validate_snapshot(snapshot: Snapshot, cache: SpecCache | None = None, worker
         sorted_diagnostics(diagnostics),
         dict(sorted(documents.items())),
         len(entries) + (1 if fleet_entry else 0),
-        len(parsed) + (1 if fleet_entry else 0),
+        len(parsed),
         False,
     )
     if cache is not None:
         cache.put_revision(
             revision_key,
-            {"diagnostics": validation.diagnostics, "documents": validation.documents, "files": validation.files},
+            {
+                "diagnostics": validation.diagnostics,
+                "documents": validation.documents,
+                "files": validation.files,
+            },
         )
     return validation
 

@@ -56,7 +56,9 @@ def open_repository(location: str, cache_dir: Path) -> pygit2.Repository:
     try:
         found = pygit2.discover_repository(str(path))
         if found is None:
-            raise SourceError(f"{location} is not inside a Git repository", hint="run `git init` or pass a URL")
+            raise SourceError(
+                f"{location} is not inside a Git repository", hint="run `git init` or pass a URL"
+            )
         return pygit2.Repository(found)
     except pygit2.GitError as exc:
         raise SourceError(f"cannot open repository {location}: {exc}") from exc
@@ -96,11 +98,14 @@ def resolve(repo: pygit2.Repository, revision: str) -> pygit2.Commit:
     )
 
 
-def _walk(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str = "") -> Iterator[tuple[str, pygit2.Object, int]]:
+def _walk(
+    repo: pygit2.Repository, tree: pygit2.Tree, prefix: str = ""
+) -> Iterator[tuple[str, pygit2.Object, int]]:
     for entry in tree:
-        path = f"{prefix}{entry.name}"
+        name = entry.name or ""
+        path = f"{prefix}{name}"
         if entry.filemode == _TREE_MODE:
-            if not entry.name.startswith("."):
+            if not name.startswith("."):
                 sub = repo[entry.id]
                 assert isinstance(sub, pygit2.Tree)
                 yield from _walk(repo, sub, f"{path}/")
@@ -123,15 +128,24 @@ def snapshot_at(repo: pygit2.Repository, revision: str, location: str) -> Snapsh
         if mode == _LINK_MODE:
             link = repo[entry.id]
             assert isinstance(link, pygit2.Blob)
-            target = link.data.decode("utf-8", "replace")
+            target = bytes(link.data).decode("utf-8", "replace")
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
             if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
-                problems.append(SourceProblem(path, "symlink-escape", f"symlink points outside the repo (to {target})",
-                                              "replace the symlink with the file itself, inside the repo"))
+                problems.append(
+                    SourceProblem(
+                        path,
+                        "symlink-escape",
+                        f"symlink points outside the repo (to {target})",
+                        "replace the symlink with the file itself, inside the repo",
+                    )
+                )
                 continue
             if resolved not in by_path:
-                problems.append(SourceProblem(path, "symlink-broken", "symlink points to nothing",
-                                              "fix or remove the symlink"))
+                problems.append(
+                    SourceProblem(
+                        path, "symlink-broken", "symlink points to nothing", "fix or remove the symlink"
+                    )
+                )
                 continue
             oid = by_path[resolved].id
         try:
@@ -150,8 +164,13 @@ def snapshot_at(repo: pygit2.Repository, revision: str, location: str) -> Snapsh
         return bytes(blob.data)
 
     shown = _redact(location) if is_url(location) else location
-    return Snapshot(f"{shown}@{revision} ({str(commit.id)[:12]})", tuple(files), tuple(problems), read,
-                    commit=str(commit.id))
+    return Snapshot(
+        f"{shown}@{revision} ({str(commit.id)[:12]})",
+        tuple(files),
+        tuple(problems),
+        read,
+        commit=str(commit.id),
+    )
 
 
 def read_revision(location: str, revision: str, cache_dir: Path) -> Snapshot:
@@ -163,7 +182,7 @@ def changed_paths(location: str, rev_a: str, rev_b: str, cache_dir: Path) -> set
     repo = open_repository(location, cache_dir)
     tree_a, tree_b = resolve(repo, rev_a).tree, resolve(repo, rev_b).tree
     try:
-        diff = repo.diff(tree_a, tree_b)
+        diff = tree_a.diff_to_tree(tree_b)
     except pygit2.GitError as exc:
         raise SourceError(f"cannot diff {rev_a}..{rev_b}: {exc}") from exc
     changed: set[str] = set()

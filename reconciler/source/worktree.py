@@ -41,20 +41,35 @@ def read_worktree(root: Path) -> Snapshot:
                 target = absolute.resolve()
                 if not target.is_relative_to(real_root):
                     problems.append(
-                        SourceProblem(relative, "symlink-escape",
-                                      f"symlink points outside the repo (to {os.readlink(absolute)})",
-                                      "replace the symlink with the file itself, inside the repo")
+                        SourceProblem(
+                            relative,
+                            "symlink-escape",
+                            f"symlink points outside the repo (to {os.readlink(absolute)})",
+                            "replace the symlink with the file itself, inside the repo",
+                        )
                     )
                     continue
                 if not target.is_file():
-                    problems.append(SourceProblem(relative, "symlink-broken", "symlink points to nothing",
-                                                  "fix or remove the symlink"))
+                    problems.append(
+                        SourceProblem(
+                            relative,
+                            "symlink-broken",
+                            "symlink points to nothing",
+                            "fix or remove the symlink",
+                        )
+                    )
                     continue
             try:
                 data = absolute.read_bytes()
             except OSError as exc:
-                problems.append(SourceProblem(relative, "file-unreadable", f"cannot read file: {exc.strerror}",
-                                              "fix its permissions"))
+                problems.append(
+                    SourceProblem(
+                        relative,
+                        "file-unreadable",
+                        f"cannot read file: {exc.strerror}",
+                        "fix its permissions",
+                    )
+                )
                 continue
             contents[relative] = data
             files.append(SourceFile(relative, git_blob_id(data), len(data)))

@@ -25,13 +25,24 @@ CREATE TABLE IF NOT EXISTS revision_results (key TEXT PRIMARY KEY, payload TEXT 
 
 
 def _encode_diagnostic(d: Diagnostic) -> list[Any]:
-    return [d.severity.value, d.code, d.message, d.path, d.line, d.col, d.address, d.hint, d.doc_index,
-            list(d.field_path)]
+    return [
+        d.severity.value,
+        d.code,
+        d.message,
+        d.path,
+        d.line,
+        d.col,
+        d.address,
+        d.hint,
+        d.doc_index,
+        list(d.field_path),
+    ]
 
 
 def _decode_diagnostic(row: list[Any]) -> Diagnostic:
-    return Diagnostic(Severity(row[0]), row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
-                      tuple(row[9]))
+    return Diagnostic(
+        Severity(row[0]), row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], tuple(row[9])
+    )
 
 
 def _freeze(value: Any) -> Any:
@@ -78,11 +89,16 @@ class SpecCache:
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
             try:
-                rows = self._db.execute(f"SELECT key, payload FROM file_results WHERE key IN ({marks})", chunk)
+                rows = self._db.execute(
+                    f"SELECT key, payload FROM file_results WHERE key IN ({marks})", chunk
+                )
                 for key, payload in rows:
                     path, diagnostics, facts = json.loads(payload)
                     found[key] = FileResult(
-                        path, [_decode_diagnostic(d) for d in diagnostics], [_decode_facts(f) for f in facts], []
+                        path,
+                        [_decode_diagnostic(d) for d in diagnostics],
+                        [_decode_facts(f) for f in facts],
+                        [],
                     )
             except (sqlite3.DatabaseError, ValueError, TypeError, KeyError):
                 continue
@@ -112,7 +128,9 @@ class SpecCache:
         stored = dict(payload)
         stored["diagnostics"] = [_encode_diagnostic(d) for d in payload["diagnostics"]]
         with self._transaction():
-            self._db.execute("INSERT OR REPLACE INTO revision_results VALUES (?, ?)", (key, json.dumps(stored)))
+            self._db.execute(
+                "INSERT OR REPLACE INTO revision_results VALUES (?, ?)", (key, json.dumps(stored))
+            )
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:

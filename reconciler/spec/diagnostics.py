@@ -15,7 +15,7 @@ from typing import Any
 YamlPath = tuple[str | int, ...]
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     ERROR = "error"
     WARNING = "warning"
 
@@ -75,9 +75,7 @@ def error(
     doc_index: int | None = None,
     field_path: YamlPath = (),
 ) -> Diagnostic:
-    return Diagnostic(
-        Severity.ERROR, code, message, path, line, col, address, hint, doc_index, field_path
-    )
+    return Diagnostic(Severity.ERROR, code, message, path, line, col, address, hint, doc_index, field_path)
 
 
 def warning(
@@ -92,9 +90,7 @@ def warning(
     doc_index: int | None = None,
     field_path: YamlPath = (),
 ) -> Diagnostic:
-    return Diagnostic(
-        Severity.WARNING, code, message, path, line, col, address, hint, doc_index, field_path
-    )
+    return Diagnostic(Severity.WARNING, code, message, path, line, col, address, hint, doc_index, field_path)
 
 
 def sorted_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:

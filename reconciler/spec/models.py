@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -80,7 +80,9 @@ Quantity = Annotated[
     BeforeValidator(_normalise_quantity),
     Field(
         description="A Kubernetes quantity such as 500m, 4 or 128Gi; stored in canonical form.",
-        json_schema_extra={"pattern": r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$"},
+        json_schema_extra={
+            "pattern": r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+        },
     ),
 ]
 QuantityInput = Annotated[
@@ -104,7 +106,9 @@ IPAddress = Annotated[
     Field(description="An IPv4 or IPv6 address, stored in its compressed form."),
 ]
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$"
+)
 
 
 def _normalise_host(value: Any) -> str:
@@ -173,7 +177,7 @@ def _credential_form(value: Any) -> str:
 
 
 CredentialsRef = Annotated[
-    Union[Annotated[DnsLabel, Tag("name")], Annotated[CredentialSource, Tag("source")]],
+    Annotated[DnsLabel, Tag("name")] | Annotated[CredentialSource, Tag("source")],
     Discriminator(_credential_form),
     Field(
         description=(
@@ -224,7 +228,8 @@ class Rack(Strict):
         default=None, description="The power domain feeding this rack; default none."
     )
     maxConcurrent: Annotated[int, Field(ge=1)] | None = Field(
-        default=None, description="At most this many provider operations at once in the rack; default: the site's budget."
+        default=None,
+        description="At most this many provider operations at once in the rack; default: the site's budget.",
     )
 
 
@@ -255,11 +260,15 @@ class Site(Strict):
 
 class IpmiSettings(Strict):
     port: Port = Field(default=623, description="Default BMC port; default 623.")
-    timeoutSeconds: Annotated[float, Field(gt=0)] = Field(default=10.0, description="Per-command timeout; default 10.")
+    timeoutSeconds: Annotated[float, Field(gt=0)] = Field(
+        default=10.0, description="Per-command timeout; default 10."
+    )
     minCommandIntervalSeconds: Annotated[float, Field(ge=0)] = Field(
         default=5.0, description="Least time between two commands to one BMC; default 5 (as Ironic)."
     )
-    maxConcurrent: Annotated[int, Field(ge=1)] = Field(default=64, description="BMCs talked to at once; default 64.")
+    maxConcurrent: Annotated[int, Field(ge=1)] = Field(
+        default=64, description="BMCs talked to at once; default 64."
+    )
     softPowerOffGraceSeconds: Annotated[float, Field(ge=0)] = Field(
         default=120.0, description="Wait after a soft power-off before a hard one; default 120."
     )
@@ -274,11 +283,15 @@ class LibvirtSettings(Strict):
 
 class ProviderSettings(Strict):
     ipmi: IpmiSettings = Field(default_factory=IpmiSettings, description="IPMI provider settings.")
-    libvirt: LibvirtSettings = Field(default_factory=LibvirtSettings, description="libvirt provider settings.")
+    libvirt: LibvirtSettings = Field(
+        default_factory=LibvirtSettings, description="libvirt provider settings."
+    )
 
 
 class BlastRadius(Strict):
-    maxPowerOffsPerRun: Annotated[int, Field(ge=0)] = Field(default=10, description="Power-offs in one run; default 10.")
+    maxPowerOffsPerRun: Annotated[int, Field(ge=0)] = Field(
+        default=10, description="Power-offs in one run; default 10."
+    )
     maxRackPercent: Annotated[int, Field(ge=1, le=100)] = Field(
         default=50, description="Share of one rack's machines changed at once; default 50."
     )
@@ -287,11 +300,16 @@ class BlastRadius(Strict):
     )
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
+
+
 class ChangeWindow(Strict):
     name: DnsLabel
     sites: list[DnsLabel] = Field(default_factory=list, description="Sites it applies to; default all.")
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"], description="Days; default Monday to Friday."
+    days: list[Weekday] = Field(
+        default_factory=lambda: list(_WEEKDAYS),
+        description="Days; default Monday to Friday.",
     )
     start: Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = Field(
         description="Start time HH:MM (UTC)."
@@ -305,12 +323,16 @@ class Enforcement(Strict):
     field: Literal["power", "bootDevice", "config", "vm", "cluster", "sparkPool"] = Field(
         description="Which managed field the rule governs."
     )
-    mode: Literal["enforce", "observe"] = Field(description="enforce: plan and apply it; observe: report drift only.")
+    mode: Literal["enforce", "observe"] = Field(
+        description="enforce: plan and apply it; observe: report drift only."
+    )
     sites: list[DnsLabel] = Field(default_factory=list, description="Sites it applies to; default all.")
 
 
 class DriftPolicy(Strict):
-    intervalMinutes: Annotated[int, Field(ge=1)] = Field(default=15, description="Minutes between drift checks; default 15.")
+    intervalMinutes: Annotated[int, Field(ge=1)] = Field(
+        default=15, description="Minutes between drift checks; default 15."
+    )
 
 
 class Policies(Strict):
@@ -364,7 +386,7 @@ class FleetSpec(Strict):
     )
     exclude: list[str] = Field(
         default_factory=list,
-        description="Glob patterns (relative to the repo root) of YAML files that are not specs, e.g. playbooks/**.",
+        description="Globs (relative to the repo root) of YAML files that are not specs, e.g. playbooks/**.",
     )
     limits: Limits = Field(default_factory=Limits, description="Input limits for spec files.")
 
@@ -414,7 +436,9 @@ class MachineSpec(Strict):
     bootDevice: Literal["disk", "network", "cdrom", "bios"] = Field(
         default="disk", description="Desired boot device; default disk."
     )
-    bootPersistent: bool = Field(default=True, description="Whether the boot device persists across boots; default true.")
+    bootPersistent: bool = Field(
+        default=True, description="Whether the boot device persists across boots; default true."
+    )
     hardware: Hardware | None = Field(default=None, description="Expected hardware; default none.")
     config: AnsibleConfig | None = Field(default=None, description="Ansible configuration; default none.")
 
@@ -426,14 +450,16 @@ class Disk(Strict):
     name: DnsLabel
     size: QuantityInput
     pool: DnsLabel = Field(default="default", description="Storage pool; default 'default'.")
-    image: str | None = Field(default=None, description="Base image the disk is cloned from; default empty disk.")
+    image: str | None = Field(
+        default=None, description="Base image the disk is cloned from; default empty disk."
+    )
 
 
 class Nic(Strict):
     network: DnsLabel = Field(description="libvirt network or bridge name.")
-    mac: Annotated[str, StringConstraints(pattern=r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$", to_lower=True)] | None = Field(
-        default=None, description="Fixed MAC address; default generated by the hypervisor."
-    )
+    mac: (
+        Annotated[str, StringConstraints(pattern=r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$", to_lower=True)] | None
+    ) = Field(default=None, description="Fixed MAC address; default generated by the hypervisor.")
     model: Literal["virtio", "e1000", "rtl8139"] = Field(default="virtio", description="Default virtio.")
 
 
@@ -445,7 +471,9 @@ class VirtualMachineSpec(Strict):
     networks: list[Nic] = Field(default_factory=list, description="Network interfaces; default none.")
     power: Literal["on", "off"] = Field(default="on", description="Desired state; default on.")
     autostart: bool = Field(default=True, description="Start with the hypervisor; default true.")
-    address: HostAddress | None = Field(default=None, description="Guest address for configuration; default none.")
+    address: HostAddress | None = Field(
+        default=None, description="Guest address for configuration; default none."
+    )
     config: AnsibleConfig | None = Field(default=None, description="Ansible configuration; default none.")
 
     @model_validator(mode="after")
@@ -486,7 +514,8 @@ class ClusterSpec(Strict):
     )
     credentialsRef: CredentialsRef
     scheduler: Literal["yunikorn", "volcano", "default"] = Field(
-        default="default", description="Batch scheduler installed in the cluster; default the Kubernetes scheduler."
+        default="default",
+        description="Batch scheduler installed in the cluster; default the Kubernetes scheduler.",
     )
     members: list[ClusterMember] = Field(min_length=1, description="Nodes of the cluster.")
     objects: list[dict[str, Any]] = Field(
@@ -540,7 +569,9 @@ class PriorityClassSpec(Strict):
 
 class DedicatedNodes(Strict):
     selector: Labels = Field(min_length=1, description="Labels a Cluster member must have to host the pool.")
-    taint: Taint | None = Field(default=None, description="Taint put on those nodes; default dedicated=<pool>:NoSchedule.")
+    taint: Taint | None = Field(
+        default=None, description="Taint put on those nodes; default dedicated=<pool>:NoSchedule."
+    )
 
 
 class DynamicAllocation(Strict):
@@ -564,7 +595,9 @@ class PodResources(Strict):
 class SparkSettings(Strict):
     driver: PodResources = Field(default_factory=PodResources, description="Driver pod resources.")
     executor: PodResources = Field(default_factory=PodResources, description="Executor pod resources.")
-    dynamicAllocation: DynamicAllocation = Field(default_factory=DynamicAllocation, description="Executor scaling.")
+    dynamicAllocation: DynamicAllocation = Field(
+        default_factory=DynamicAllocation, description="Executor scaling."
+    )
     defaults: dict[str, str] = Field(default_factory=dict, description="Extra spark-defaults.conf entries.")
 
 
@@ -576,7 +609,9 @@ class SparkPoolSpec(Strict):
     limits: LimitDefaults = Field(default_factory=LimitDefaults, description="LimitRange defaults.")
     priorityClass: PriorityClassSpec | None = Field(default=None, description="Default none.")
     nodes: DedicatedNodes
-    serviceAccount: DnsLabel = Field(default="spark-driver", description="Driver service account; default spark-driver.")
+    serviceAccount: DnsLabel = Field(
+        default="spark-driver", description="Driver service account; default spark-driver."
+    )
     spark: SparkSettings = Field(default_factory=SparkSettings, description="Spark settings.")
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
+_QUANTITY = re.compile(
+    r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
+)
 _BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 _DECIMAL_BY_EXPONENT = {exponent: suffix for suffix, exponent in _DECIMAL.items()}
@@ -28,9 +30,7 @@ def parse_quantity(text: str | int | float) -> tuple[Decimal, bool]:
     raw = str(text).strip()
     match = _QUANTITY.match(raw)
     if not match:
-        raise QuantityError(
-            f"{raw!r} is not a Kubernetes quantity (examples: 500m, 4, 128Gi, 1.5T)"
-        )
+        raise QuantityError(f"{raw!r} is not a Kubernetes quantity (examples: 500m, 4, 128Gi, 1.5T)")
     number, suffix = match.group(1), match.group(2) or ""
     try:
         value = Decimal(number)

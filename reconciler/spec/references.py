@@ -48,26 +48,54 @@ def check_references(
             seen = by_kind[kind].get(name)
             if seen is not None:
                 out.append(
-                    error("duplicate-name", f"{kind} {name!r} is already defined in {seen[0]}", path,
-                          address=address(kind, name), doc_index=index, field_path=("metadata", "name"),
-                          hint="names are unique per kind; rename one of them")
+                    error(
+                        "duplicate-name",
+                        f"{kind} {name!r} is already defined in {seen[0]}",
+                        path,
+                        address=address(kind, name),
+                        doc_index=index,
+                        field_path=("metadata", "name"),
+                        hint="names are unique per kind; rename one of them",
+                    )
                 )
             else:
                 by_kind[kind][name] = (path, fact)
 
     for path, fact in fleet_documents:
         if path != FLEET_FILE:
-            out.append(error("fleet-misplaced", "a Fleet document may only live in fleet.yaml at the repo root",
-                             path, address=address("Fleet", fact[1]), doc_index=fact[2],
-                             hint="move it to fleet.yaml, or remove it"))
+            out.append(
+                error(
+                    "fleet-misplaced",
+                    "a Fleet document may only live in fleet.yaml at the repo root",
+                    path,
+                    address=address("Fleet", fact[1]),
+                    doc_index=fact[2],
+                    hint="move it to fleet.yaml, or remove it",
+                )
+            )
     root_fleets = [f for p, f in fleet_documents if p == FLEET_FILE]
     if len(root_fleets) > 1:
         for fact in root_fleets[1:]:
-            out.append(error("fleet-duplicate", "fleet.yaml holds more than one Fleet document", FLEET_FILE,
-                             doc_index=fact[2], hint="keep exactly one Fleet document"))
+            out.append(
+                error(
+                    "fleet-duplicate",
+                    "fleet.yaml holds more than one Fleet document",
+                    FLEET_FILE,
+                    doc_index=fact[2],
+                    hint="keep exactly one Fleet document",
+                )
+            )
     if fleet is None and fleet_path is None:
-        out.append(error("fleet-missing", "the repo has no fleet.yaml at its root", FLEET_FILE, line=1, col=1,
-                         hint="create fleet.yaml with one Fleet document (see fleet-repo-example/fleet.yaml)"))
+        out.append(
+            error(
+                "fleet-missing",
+                "the repo has no fleet.yaml at its root",
+                FLEET_FILE,
+                line=1,
+                col=1,
+                hint="create fleet.yaml with one Fleet document (see fleet-repo-example/fleet.yaml)",
+            )
+        )
 
     sites: dict[str, set[str]] = {}
     credentials: set[str] = set()
@@ -77,9 +105,17 @@ def check_references(
 
     def check_credential(path: str, fact: Facts, name: str | None, field: tuple[str | int, ...]) -> None:
         if name is not None and fleet is not None and name not in credentials:
-            out.append(error("unknown-credential", f"credentialsRef {name!r} is not defined in fleet.yaml", path,
-                             address=address(fact[0], fact[1]), doc_index=fact[2], field_path=field,
-                             hint=_hint("add it under spec.credentials in fleet.yaml", name, credentials)))
+            out.append(
+                error(
+                    "unknown-credential",
+                    f"credentialsRef {name!r} is not defined in fleet.yaml",
+                    path,
+                    address=address(fact[0], fact[1]),
+                    doc_index=fact[2],
+                    field_path=field,
+                    hint=_hint("add it under spec.credentials in fleet.yaml", name, credentials),
+                )
+            )
 
     machines = by_kind["Machine"]
     bmcs: dict[tuple[str, int], str] = {}
@@ -88,18 +124,44 @@ def check_references(
         here = address("Machine", name)
         if fleet is not None:
             if site not in sites:
-                out.append(error("unknown-site", f"site {site!r} is not defined in fleet.yaml", path, address=here,
-                                 doc_index=fact[2], field_path=("spec", "site"),
-                                 hint=_hint("add it under spec.sites in fleet.yaml", site, sites)))
+                out.append(
+                    error(
+                        "unknown-site",
+                        f"site {site!r} is not defined in fleet.yaml",
+                        path,
+                        address=here,
+                        doc_index=fact[2],
+                        field_path=("spec", "site"),
+                        hint=_hint("add it under spec.sites in fleet.yaml", site, sites),
+                    )
+                )
             elif rack not in sites[site]:
-                out.append(error("unknown-rack", f"rack {rack!r} is not defined in site {site!r}", path, address=here,
-                                 doc_index=fact[2], field_path=("spec", "rack"),
-                                 hint=_hint(f"add it under the racks of site {site!r} in fleet.yaml", rack, sites[site])))
+                out.append(
+                    error(
+                        "unknown-rack",
+                        f"rack {rack!r} is not defined in site {site!r}",
+                        path,
+                        address=here,
+                        doc_index=fact[2],
+                        field_path=("spec", "rack"),
+                        hint=_hint(
+                            f"add it under the racks of site {site!r} in fleet.yaml", rack, sites[site]
+                        ),
+                    )
+                )
         key = (bmc_address, bmc_port)
         if key in bmcs:
-            out.append(error("bmc-conflict", f"BMC {bmc_address}:{bmc_port} is also the BMC of machine {bmcs[key]!r}",
-                             path, address=here, doc_index=fact[2], field_path=("spec", "bmc", "address"),
-                             hint="each Machine has its own BMC; fix the address or the port"))
+            out.append(
+                error(
+                    "bmc-conflict",
+                    f"BMC {bmc_address}:{bmc_port} is also the BMC of machine {bmcs[key]!r}",
+                    path,
+                    address=here,
+                    doc_index=fact[2],
+                    field_path=("spec", "bmc", "address"),
+                    hint="each Machine has its own BMC; fix the address or the port",
+                )
+            )
         else:
             bmcs[key] = name
         check_credential(path, fact, credential, ("spec", "bmc", "credentialsRef"))
@@ -110,15 +172,31 @@ def check_references(
         host = fact[4][0]
         here = address("VirtualMachine", name)
         if host not in machines:
-            out.append(error("unresolved-reference", f"host {host!r} is not a Machine of this repo", path, address=here,
-                             doc_index=fact[2], field_path=("spec", "host"),
-                             hint=_hint("name a Machine whose role is hypervisor", host, machines)))
+            out.append(
+                error(
+                    "unresolved-reference",
+                    f"host {host!r} is not a Machine of this repo",
+                    path,
+                    address=here,
+                    doc_index=fact[2],
+                    field_path=("spec", "host"),
+                    hint=_hint("name a Machine whose role is hypervisor", host, machines),
+                )
+            )
             continue
         role = machines[host][1][4][2]
         if role != "hypervisor":
-            out.append(error("host-not-hypervisor", f"host {host!r} has role {role!r}, not hypervisor", path,
-                             address=here, doc_index=fact[2], field_path=("spec", "host"),
-                             hint="move the VM to a hypervisor, or set the Machine's role to hypervisor"))
+            out.append(
+                error(
+                    "host-not-hypervisor",
+                    f"host {host!r} has role {role!r}, not hypervisor",
+                    path,
+                    address=here,
+                    doc_index=fact[2],
+                    field_path=("spec", "host"),
+                    hint="move the VM to a hypervisor, or set the Machine's role to hypervisor",
+                )
+            )
             continue
         load[host].append((path, fact))
     for host, guests in sorted(load.items()):
@@ -132,9 +210,17 @@ def check_references(
             over.append(f"more memory than its {memory}")
         if over:
             path, fact = guests[-1]
-            out.append(warning("host-overcommitted", f"VMs on host {host!r} ask for {' and '.join(over)}", path,
-                               address=address("VirtualMachine", fact[1]), doc_index=fact[2], field_path=("spec", "host"),
-                               hint="move VMs to another hypervisor or shrink them; plans on this host will fail"))
+            out.append(
+                warning(
+                    "host-overcommitted",
+                    f"VMs on host {host!r} ask for {' and '.join(over)}",
+                    path,
+                    address=address("VirtualMachine", fact[1]),
+                    doc_index=fact[2],
+                    field_path=("spec", "host"),
+                    hint="move VMs to another hypervisor or shrink them; plans on this host will fail",
+                )
+            )
 
     clusters = by_kind["Cluster"]
     member_of: dict[str, str] = {}
@@ -147,15 +233,34 @@ def check_references(
             kind, _, target = ref.partition("/")
             table = machines if kind == "machine" else vms
             if target not in table:
-                out.append(error("unresolved-reference", f"member {ref!r} does not exist", path, address=here,
-                                 doc_index=fact[2], field_path=("spec", "members", position, "ref"),
-                                 hint=_hint(f"name an existing {'Machine' if kind == 'machine' else 'VirtualMachine'}",
-                                            target, table)))
+                out.append(
+                    error(
+                        "unresolved-reference",
+                        f"member {ref!r} does not exist",
+                        path,
+                        address=here,
+                        doc_index=fact[2],
+                        field_path=("spec", "members", position, "ref"),
+                        hint=_hint(
+                            f"name an existing {'Machine' if kind == 'machine' else 'VirtualMachine'}",
+                            target,
+                            table,
+                        ),
+                    )
+                )
                 continue
             if ref in member_of:
-                out.append(error("member-conflict", f"{ref} is already a member of cluster {member_of[ref]!r}", path,
-                                 address=here, doc_index=fact[2], field_path=("spec", "members", position, "ref"),
-                                 hint="a node belongs to one cluster; remove it from one of them"))
+                out.append(
+                    error(
+                        "member-conflict",
+                        f"{ref} is already a member of cluster {member_of[ref]!r}",
+                        path,
+                        address=here,
+                        doc_index=fact[2],
+                        field_path=("spec", "members", position, "ref"),
+                        hint="a node belongs to one cluster; remove it from one of them",
+                    )
+                )
                 continue
             member_of[ref] = name
             merged = dict(table[target][1][3])
@@ -167,21 +272,45 @@ def check_references(
         cluster, selector, namespace = fact[4]
         here = address("SparkPool", name)
         if cluster not in clusters:
-            out.append(error("unresolved-reference", f"cluster {cluster!r} is not a Cluster of this repo", path,
-                             address=here, doc_index=fact[2], field_path=("spec", "cluster"),
-                             hint=_hint("name an existing Cluster", cluster, clusters)))
+            out.append(
+                error(
+                    "unresolved-reference",
+                    f"cluster {cluster!r} is not a Cluster of this repo",
+                    path,
+                    address=here,
+                    doc_index=fact[2],
+                    field_path=("spec", "cluster"),
+                    hint=_hint("name an existing Cluster", cluster, clusters),
+                )
+            )
             continue
         wanted = dict(selector)
         if not any(all(labels.get(k) == v for k, v in wanted.items()) for labels in node_labels[cluster]):
             shown = ",".join(f"{k}={v}" for k, v in sorted(wanted.items()))
-            out.append(error("selector-matches-nothing", f"node selector {shown} matches no member of cluster {cluster!r}",
-                             path, address=here, doc_index=fact[2], field_path=("spec", "nodes", "selector"),
-                             hint="label some members of the Cluster with these labels, or fix the selector"))
+            out.append(
+                error(
+                    "selector-matches-nothing",
+                    f"node selector {shown} matches no member of cluster {cluster!r}",
+                    path,
+                    address=here,
+                    doc_index=fact[2],
+                    field_path=("spec", "nodes", "selector"),
+                    hint="label some members of the Cluster with these labels, or fix the selector",
+                )
+            )
         other = namespaces.get((cluster, namespace))
         if other is not None:
-            out.append(error("namespace-conflict", f"namespace {namespace!r} is already used by pool {other!r} in cluster {cluster!r}",
-                             path, address=here, doc_index=fact[2], field_path=("spec", "namespace"),
-                             hint="give each SparkPool of a cluster its own namespace"))
+            out.append(
+                error(
+                    "namespace-conflict",
+                    f"namespace {namespace!r} is already used by pool {other!r} in cluster {cluster!r}",
+                    path,
+                    address=here,
+                    doc_index=fact[2],
+                    field_path=("spec", "namespace"),
+                    hint="give each SparkPool of a cluster its own namespace",
+                )
+            )
         else:
             namespaces[(cluster, namespace)] = name
     return out

@@ -32,7 +32,11 @@ def _split(selector: str) -> list[str]:
 
 def _requirement(text: str) -> Matcher:
     if match := _SET.match(text):
-        key, op, values = match.group(1), match.group(2), {v.strip() for v in match.group(3).split(",") if v.strip()}
+        key, op, values = (
+            match.group(1),
+            match.group(2),
+            {v.strip() for v in match.group(3).split(",") if v.strip()},
+        )
         if op == "in":
             return lambda labels: labels.get(key) in values
         return lambda labels: labels.get(key) not in values

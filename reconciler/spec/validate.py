@@ -41,7 +41,7 @@ class Rule:
 class FileSettings:
     """Everything besides a file's bytes that its validation depends on."""
 
-    limits: Limits = Limits()
+    limits: Limits = dataclasses.field(default_factory=Limits)
     rules: tuple[Rule, ...] = ()
 
     def fingerprint(self) -> str:
@@ -112,7 +112,13 @@ def facts_of(document: models.Document, index: int) -> Facts:
         return ("Cluster", name, index, labels, (_credential_name(c.credentialsRef), members))
     if isinstance(document, models.SparkPool):
         p = document.spec
-        return ("SparkPool", name, index, labels, (p.cluster, tuple(sorted(p.nodes.selector.items())), p.namespace))
+        return (
+            "SparkPool",
+            name,
+            index,
+            labels,
+            (p.cluster, tuple(sorted(p.nodes.selector.items())), p.namespace),
+        )
     return (document.kind_name, name, index, labels, ())
 
 
@@ -155,25 +161,35 @@ def _message(err: dict[str, Any], path: YamlPath) -> tuple[str, str, str]:
     if kind == "extra_forbidden":
         name = str(path[-1]) if path else "?"
         close = difflib.get_close_matches(name, _all_field_names(), n=1, cutoff=0.7)
-        hint = f"did you mean {close[0]!r}?" if close else "remove it; see `fleet schema` for the fields of each kind"
+        hint = (
+            f"did you mean {close[0]!r}?"
+            if close
+            else "remove it; see `fleet schema` for the fields of each kind"
+        )
         return "unknown-field", f"unknown field {field!r}", hint
     if kind == "missing":
         return "missing-field", f"required field {field!r} is missing", f"add {str(path[-1])!r}"
     message = str(err["msg"])
     ctx = err.get("ctx") or {}
     if kind == "string_pattern_mismatch" and ctx.get("pattern") == models.DNS_LABEL_PATTERN:
-        message = "must be a DNS-1123 label (lower-case letters, digits and '-', starting and ending alphanumeric)"
+        message = (
+            "must be a DNS-1123 label (lower-case letters, digits and '-', starting and ending alphanumeric)"
+        )
     elif message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     return "invalid-value", f"{field}: {message}", "see `fleet schema` for the allowed values"
 
 
-def _model_diagnostics(path: str, index: int, raw: dict[str, Any], exc: ValidationError, address: str | None) -> list[Diagnostic]:
+def _model_diagnostics(
+    path: str, index: int, raw: dict[str, Any], exc: ValidationError, address: str | None
+) -> list[Diagnostic]:
     out = []
     for err in exc.errors(include_url=False, include_input=False):
         field_path = _align(err["loc"], raw)
         code, message, hint = _message(dict(err), field_path)
-        out.append(error(code, message, path, address=address, hint=hint, doc_index=index, field_path=field_path))
+        out.append(
+            error(code, message, path, address=address, hint=hint, doc_index=index, field_path=field_path)
+        )
     return out
 
 
@@ -185,7 +201,9 @@ def _validator(schema_json: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(schema_json))
 
 
-def _rule_diagnostics(path: str, index: int, kind: str, raw: dict[str, Any], rules: Sequence[Rule], address: str) -> list[Diagnostic]:
+def _rule_diagnostics(
+    path: str, index: int, kind: str, raw: dict[str, Any], rules: Sequence[Rule], address: str
+) -> list[Diagnostic]:
     out = []
     for rule in rules:
         if kind not in rule.kinds:
@@ -223,31 +241,66 @@ def validate_document(
     if not isinstance(raw, dict):
         shape = "a list" if isinstance(raw, list) else f"a {type(raw).__name__} value"
         return None, [
-            error("not-a-mapping", f"document is {shape}, not a mapping", path, doc_index=index,
-                  hint="a spec document is a mapping with apiVersion, kind, metadata and spec")
+            error(
+                "not-a-mapping",
+                f"document is {shape}, not a mapping",
+                path,
+                doc_index=index,
+                hint="a spec document is a mapping with apiVersion, kind, metadata and spec",
+            )
         ]
     address = _address_of(raw)
     problems: list[Diagnostic] = []
     if scan_secrets:
         for field_path, reason in find_literal_secrets(raw):
             problems.append(
-                error("secret-literal", reason, path, address=address, doc_index=index, field_path=field_path,
-                      hint="remove it and refer to the secret with credentialsRef (env, file or kubernetesSecret)")
+                error(
+                    "secret-literal",
+                    reason,
+                    path,
+                    address=address,
+                    doc_index=index,
+                    field_path=field_path,
+                    hint="remove it; refer to the secret with credentialsRef (env, file or kubernetesSecret)",
+                )
             )
     kind = raw.get("kind")
     if "kind" not in raw:
-        return None, [*problems, error("missing-kind", "document has no 'kind'", path, doc_index=index,
-                                       hint=f"add kind: one of {', '.join(KIND_NAMES)}")]
+        return None, [
+            *problems,
+            error(
+                "missing-kind",
+                "document has no 'kind'",
+                path,
+                doc_index=index,
+                hint=f"add kind: one of {', '.join(KIND_NAMES)}",
+            ),
+        ]
     if not isinstance(kind, str) or kind not in models.KINDS:
         close = difflib.get_close_matches(str(kind), KIND_NAMES, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(KIND_NAMES)}"
-        return None, [*problems, error("unknown-kind", f"unknown kind {kind!r}", path, doc_index=index,
-                                       field_path=("kind",), hint=hint)]
+        return None, [
+            *problems,
+            error(
+                "unknown-kind",
+                f"unknown kind {kind!r}",
+                path,
+                doc_index=index,
+                field_path=("kind",),
+                hint=hint,
+            ),
+        ]
     if raw.get("apiVersion") != models.API_VERSION:
         problems.append(
-            error("bad-api-version", f"apiVersion is {raw.get('apiVersion')!r}, expected {models.API_VERSION!r}",
-                  path, address=address, doc_index=index, field_path=("apiVersion",),
-                  hint=f"set apiVersion: {models.API_VERSION}")
+            error(
+                "bad-api-version",
+                f"apiVersion is {raw.get('apiVersion')!r}, expected {models.API_VERSION!r}",
+                path,
+                address=address,
+                doc_index=index,
+                field_path=("apiVersion",),
+                hint=f"set apiVersion: {models.API_VERSION}",
+            )
         )
     document: models.Document | None = None
     try:
@@ -276,13 +329,17 @@ def _located(diagnostics: list[Diagnostic], data: bytes) -> list[Diagnostic]:
     return out
 
 
-def validate_file(path: str, data: bytes, settings: FileSettings, *, keep_documents: bool = False) -> FileResult:
+def validate_file(
+    path: str, data: bytes, settings: FileSettings, *, keep_documents: bool = False
+) -> FileResult:
     """Load and validate every document of one file."""
     loaded = load_yaml(path, data, settings.limits)
     problems = list(loaded.diagnostics)
     facts: list[Facts] = []
     fleet: models.Fleet | None = None
-    scan_secrets = bool(MAY_HOLD_SECRETS.search(data.decode("utf-8", "replace"))) if loaded.documents else False
+    scan_secrets = (
+        bool(MAY_HOLD_SECRETS.search(data.decode("utf-8", "replace"))) if loaded.documents else False
+    )
     kept: list[Any] = []
     for index, raw in enumerate(loaded.documents):
         if raw is None:

@@ -33,7 +33,8 @@ DEFAULT_MAX_DEPTH = 64
 MAX_ALIAS_EXPANSION = 100_000
 
 _CORE_TAGS = frozenset(
-    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "merge", "timestamp")
+    "tag:yaml.org,2002:" + t
+    for t in ("str", "int", "float", "bool", "null", "map", "seq", "merge", "timestamp")
 )
 
 
@@ -71,9 +72,7 @@ _NON_STRING = _non_string_scalar_pattern()
 _FIRST_CHARS_OF_NON_STRING = frozenset("-+.0123456789tTfFnN~<=!&*")
 # Features the fast path leaves to ruamel: anchors, aliases, tags, merge keys,
 # directives, tabs, nested or multi-line flow collections.
-_NEEDS_REFERENCE_LOADER = re.compile(
-    r"[&*!\t]|<<|^%|[\[{][^\]}\n]*[\[{]|[\[{][^\]}\n]*$", re.M
-)
+_NEEDS_REFERENCE_LOADER = re.compile(r"[&*!\t]|<<|^%|[\[{][^\]}\n]*[\[{]|[\[{][^\]}\n]*$", re.M)
 
 
 class _Disagreement(Exception):
@@ -134,7 +133,7 @@ def _fast_load(data: bytes, text: str, limits: Limits) -> list[Any] | None:
         return None
     # Every block level indents by at least one space, and a mapping's sequence value
     # may share its key's column: depth <= 2 * (indent + 1) + 1 (one inline flow level).
-    if re.search(r"^ {%d}" % max(1, (limits.max_depth - 3) // 2), text, re.M):
+    if re.search(f"^ {{{max(1, (limits.max_depth - 3) // 2)}}}", text, re.M):
         return None
     try:
         import ryml
@@ -151,7 +150,7 @@ def _fast_load(data: bytes, text: str, limits: Limits) -> list[Any] | None:
         )
     except (_Disagreement, RecursionError):
         return None
-    except Exception:  # noqa: BLE001 - any rapidyaml/json failure is decided by ruamel
+    except Exception:
         return None
     if is_stream:
         if not isinstance(loaded, list):
@@ -211,8 +210,15 @@ def _check_nodes(path: str, root: Node, index: int, limits: Limits) -> list[Diag
         if ident in visiting:
             line, col = _mark(node)
             problems.append(
-                error("yaml-recursive-alias", "an alias refers to a node that contains it", path,
-                      line=line, col=col, hint="remove the self-referencing alias", doc_index=index)
+                error(
+                    "yaml-recursive-alias",
+                    "an alias refers to a node that contains it",
+                    path,
+                    line=line,
+                    col=col,
+                    hint="remove the self-referencing alias",
+                    doc_index=index,
+                )
             )
             raise _Stop
         visiting.add(ident)
@@ -233,7 +239,7 @@ def _check_nodes(path: str, root: Node, index: int, limits: Limits) -> list[Diag
             )
         total = 1
         if isinstance(node, MappingNode):
-            seen: dict[tuple[str, str], int] = {}
+            seen: dict[tuple[str | None, Any], int] = {}
             for key, value in node.value:
                 if isinstance(key, ScalarNode):
                     marker = (key.tag, key.value)
@@ -242,7 +248,7 @@ def _check_nodes(path: str, root: Node, index: int, limits: Limits) -> list[Diag
                         problems.append(
                             error(
                                 "duplicate-key",
-                                f"key {key.value!r} appears twice in one mapping (first on line {seen[marker]})",
+                                f"key {key.value!r} is repeated in a mapping (first on line {seen[marker]})",
                                 path,
                                 line=line,
                                 col=col,
@@ -254,8 +260,15 @@ def _check_nodes(path: str, root: Node, index: int, limits: Limits) -> list[Diag
                 else:
                     line, col = _mark(key)
                     problems.append(
-                        error("complex-key", "a mapping key must be a plain scalar", path,
-                              line=line, col=col, hint="use a string key", doc_index=index)
+                        error(
+                            "complex-key",
+                            "a mapping key must be a plain scalar",
+                            path,
+                            line=line,
+                            col=col,
+                            hint="use a string key",
+                            doc_index=index,
+                        )
                     )
                 total += size(key, depth + 1) + size(value, depth + 1)
         elif isinstance(node, SequenceNode):
@@ -272,8 +285,15 @@ def _check_nodes(path: str, root: Node, index: int, limits: Limits) -> list[Diag
     except RecursionError:
         line, col = _mark(root)
         return [
-            error("yaml-too-deep", "document nests too deeply to read", path, line=line, col=col,
-                  hint="flatten the structure", doc_index=index)
+            error(
+                "yaml-too-deep",
+                "document nests too deeply to read",
+                path,
+                line=line,
+                col=col,
+                hint="flatten the structure",
+                doc_index=index,
+            )
         ]
     if total - len(written) > MAX_ALIAS_EXPANSION:
         line, col = _mark(root)
@@ -309,7 +329,7 @@ def _syntax_error(path: str, exc: Exception) -> Diagnostic:
         path,
         line=line,
         col=col,
-        hint="fix the YAML at this position (`python3 -m ruamel.yaml` or an editor with the schema shows it too)",
+        hint="fix the YAML at this position; an editor using fleet's schemas shows it as you type",
     )
 
 
@@ -320,8 +340,14 @@ def _compose(path: str, text: str) -> tuple[list[Node], Diagnostic | None]:
         for node in yaml.compose_all(text):
             nodes.append(node)
     except RecursionError:
-        return nodes, error("yaml-too-deep", "document nests too deeply to read", path, line=1, col=1,
-                            hint="flatten the structure")
+        return nodes, error(
+            "yaml-too-deep",
+            "document nests too deeply to read",
+            path,
+            line=1,
+            col=1,
+            hint="flatten the structure",
+        )
     except (YAMLError, ValueError) as exc:
         return nodes, _syntax_error(path, exc)
     return nodes, None
@@ -342,8 +368,20 @@ def _reference_load(path: str, text: str, limits: Limits) -> LoadedFile:
         for node in nodes:
             documents.append(yaml.constructor.construct_document(node))
     except RecursionError:
-        return LoadedFile(path, [], [error("yaml-too-deep", "document nests too deeply to read", path,
-                                           line=1, col=1, hint="flatten the structure")])
+        return LoadedFile(
+            path,
+            [],
+            [
+                error(
+                    "yaml-too-deep",
+                    "document nests too deeply to read",
+                    path,
+                    line=1,
+                    col=1,
+                    hint="flatten the structure",
+                )
+            ],
+        )
     except (YAMLError, ValueError, TypeError) as exc:
         return LoadedFile(path, [], [_syntax_error(path, exc)])
     return LoadedFile(path, documents, [])
@@ -377,16 +415,28 @@ def decode(path: str, data: bytes, limits: Limits) -> tuple[str | None, list[Dia
     if nul >= 0:
         line, col = _line_of_offset(data, nul)
         return None, [
-            error("file-binary", "file contains NUL bytes: it is binary, not YAML", path, line=line, col=col,
-                  hint="remove it, or exclude it in fleet.yaml spec.exclude")
+            error(
+                "file-binary",
+                "file contains NUL bytes: it is binary, not YAML",
+                path,
+                line=line,
+                col=col,
+                hint="remove it, or exclude it in fleet.yaml spec.exclude",
+            )
         ]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line, col = _line_of_offset(data, exc.start)
         return None, [
-            error("file-not-utf8", f"byte 0x{data[exc.start]:02x} is not valid UTF-8", path, line=line, col=col,
-                  hint="save the file as UTF-8")
+            error(
+                "file-not-utf8",
+                f"byte 0x{data[exc.start]:02x} is not valid UTF-8",
+                path,
+                line=line,
+                col=col,
+                hint="save the file as UTF-8",
+            )
         ]
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -395,8 +445,14 @@ def decode(path: str, data: bytes, limits: Limits) -> tuple[str | None, list[Dia
         line = text.count("\n", 0, tab.start()) + 1
         col = tab.end() - tab.start()
         return None, [
-            error("yaml-tab", "a tab is used for indentation; YAML allows only spaces", path, line=line,
-                  col=col, hint="replace the tab with spaces")
+            error(
+                "yaml-tab",
+                "a tab is used for indentation; YAML allows only spaces",
+                path,
+                line=line,
+                col=col,
+                hint="replace the tab with spaces",
+            )
         ]
     return text, []
 

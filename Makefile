@@ -1,0 +1,31 @@
+# fleet: `make demo` and `make test` work alone on a fresh Debian machine.
+VENV := .venv
+BIN := $(VENV)/bin
+EXAMPLE := fleet-repo-example
+PYTEST_ARGS ?=
+
+.PHONY: bootstrap demo test lint bench schemas clean
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+demo: bootstrap
+	@scripts/demo.sh
+
+lint: bootstrap
+	$(BIN)/ruff check reconciler providers tests bench
+	$(BIN)/ruff format --check reconciler providers tests bench
+	$(BIN)/mypy reconciler providers
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+bench: bootstrap
+	$(BIN)/python bench/bench_validate.py
+
+schemas: bootstrap
+	$(BIN)/fleet schema --write schemas/
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

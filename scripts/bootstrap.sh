@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Install what fleet needs on a Debian machine, and nothing twice:
+#   1. Debian packages listed below (apt-get, only those missing; quiet when all are present)
+#   2. a virtualenv in .venv with fleet and its development tools (re-installed only
+#      when pyproject.toml changed)
+# Safe to run any number of times; `make test` and `make demo` both start with it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# git: tests build fleet repos and cross-check revisions with it.
+# ca-certificates: HTTPS fetches of fleet repos and packages.
+# python3-venv: the virtualenv, when python3 comes from Debian.
+PACKAGES=(git ca-certificates python3-venv)
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+# A Python built outside Debian (e.g. pyenv) brings its own venv module.
+if [[ " ${missing[*]-} " == *" python3-venv "* ]] && python3 -c "import venv, ensurepip" 2>/dev/null; then
+  missing=("${missing[@]/python3-venv}")
+  read -r -a missing <<< "${missing[*]}"
+fi
+if ((${#missing[@]})); then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "bootstrap: fleet needs Python >= 3.11; set PYTHON=/path/to/python3.11" >&2
+  exit 2
+fi
+if [[ ! -x .venv/bin/python ]]; then
+  echo "bootstrap: creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+stamp=".venv/.fleet-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  echo "bootstrap: installing fleet and its tools into .venv"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+  echo "$want" > "$stamp"
+fi

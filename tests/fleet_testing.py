@@ -1,0 +1,53 @@
+"""Shared helpers for fleet's tests: copies of the example repo and real Git repositories."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from reconciler.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "fleet-repo-example"
+FLEET = Path(sys.executable).parent / "fleet"
+
+_GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Fleet Test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "Fleet Test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def copy_example(target: Path) -> Path:
+    shutil.copytree(EXAMPLE, target, symlinks=True)
+    return target
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, **_GIT_ENV, "HOME": str(repo)}
+    done = subprocess.run(["git", "-C", str(repo), *args], env=env, check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def git_init(repo: Path) -> str:
+    git(repo, "init", "-q", "-b", "main")
+    return commit_all(repo, "initial fleet")
+
+
+def commit_all(repo: Path, message: str) -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run `fleet` in-process; returns (exit code, stdout+stderr)."""
+    result = CliRunner().invoke(app, list(args), env=env)
+    return result.exit_code, result.output

@@ -1,0 +1,53 @@
+"""schemas/ is generated from the models and must never fall behind them."""
+
+from __future__ import annotations
+
+import json
+
+from fleet_testing import ROOT, run_cli
+from jsonschema import Draft202012Validator
+
+from reconciler.spec import models
+from reconciler.spec.schema import all_schemas
+
+
+def test_schemas_directory_is_up_to_date() -> None:
+    expected = all_schemas()
+    on_disk = {p.name: p.read_text() for p in (ROOT / "schemas").glob("*.schema.json")}
+    stale = sorted(name for name in expected if on_disk.get(name) != expected[name])
+    extra = sorted(set(on_disk) - set(expected))
+    assert not stale and not extra, f"run `fleet schema --write schemas/` (stale: {stale}, unknown: {extra})"
+
+
+def test_every_kind_has_a_valid_2020_12_schema() -> None:
+    schemas = all_schemas()
+    assert len(schemas) == len(models.KINDS)
+    for content in schemas.values():
+        schema = json.loads(content)
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        Draft202012Validator.check_schema(schema)
+        assert schema["additionalProperties"] is False
+
+
+def test_schemas_reject_what_the_models_reject() -> None:
+    schema = json.loads(all_schemas()["machine.schema.json"])
+    validator = Draft202012Validator(schema)
+    document = {
+        "apiVersion": "fleet/v1alpha1",
+        "kind": "Machine",
+        "metadata": {"name": "m1"},
+        "spec": {"site": "s", "rack": "r", "bmc": {"address": "10.0.0.1", "credentialsRef": "c"}},
+    }
+    assert list(validator.iter_errors(document)) == []
+    document["spec"]["powr"] = "on"
+    assert [e.validator for e in validator.iter_errors(document)] == ["additionalProperties"]
+
+
+def test_schema_command_writes_and_prints(tmp_path) -> None:
+    code, output = run_cli("schema", "--write", str(tmp_path))
+    assert code == 0, output
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(all_schemas())
+    code, output = run_cli("schema", "machine")
+    assert code == 0 and json.loads(output)["title"] == "fleet Machine"
+    code, output = run_cli("schema", "gizmo")
+    assert code == 2 and "unknown kind" in output
