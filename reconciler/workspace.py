@@ -88,14 +88,21 @@ def is_excluded(path: str, patterns: Sequence[str]) -> bool:
 def _parallel(batch: list[tuple[str, bytes]], settings: FileSettings, workers: int) -> list[FileResult]:
     if workers <= 1 or len(batch) < PARALLEL_THRESHOLD:
         return validate_files(batch, settings)
-    batch = sorted(batch, key=lambda item: -len(item[1]))
-    chunks: list[list[tuple[str, bytes]]] = [[] for _ in range(workers * 4)]
-    for position, item in enumerate(batch):
-        chunks[position % len(chunks)].append(item)
+    # Deal the files out largest first so the chunks weigh about the same, then put the
+    # results back in the order of `batch`: callers zip them with their own keys.
+    order = sorted(range(len(batch)), key=lambda i: -len(batch[i][1]))
+    chunks: list[list[int]] = [[] for _ in range(workers * 4)]
+    for position, i in enumerate(order):
+        chunks[position % len(chunks)].append(i)
     context = multiprocessing.get_context("fork")
+    results: list[FileResult | None] = [None] * len(batch)
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        results = pool.map(validate_files, chunks, [settings] * len(chunks))
-        return [r for chunk in results for r in chunk]
+        work = [[batch[i] for i in chunk] for chunk in chunks]
+        for chunk, done in zip(chunks, pool.map(validate_files, work, [settings] * len(work)), strict=True):
+            for i, result in zip(chunk, done, strict=True):
+                results[i] = result
+    assert all(r is not None for r in results)
+    return [r for r in results if r is not None]
 
 
 def default_workers() -> int:
@@ -112,8 +119,22 @@ def _fleet(snapshot: Snapshot) -> tuple[SourceFile | None, FileResult | None]:
     return entry, validate_file(FLEET_FILE, snapshot.read(entry), FileSettings())
 
 
+def _raw_excludes(snapshot: Snapshot) -> list[str]:
+    """spec.exclude of a fleet.yaml that is itself invalid, so its errors do not multiply."""
+    entry = next((f for f in snapshot.files if f.path == FLEET_FILE), None)
+    if entry is None:
+        return []
+    loaded = load_yaml(FLEET_FILE, snapshot.read(entry))
+    for document in loaded.documents:
+        spec = document.get("spec") if isinstance(document, dict) else None
+        excludes = spec.get("exclude") if isinstance(spec, dict) else None
+        if isinstance(excludes, list) and all(isinstance(e, str) for e in excludes):
+            return excludes
+    return []
+
+
 def spec_files(snapshot: Snapshot, fleet: models.Fleet | None) -> list[SourceFile]:
-    excludes = fleet.spec.exclude if fleet else []
+    excludes = fleet.spec.exclude if fleet else _raw_excludes(snapshot)
     return [f for f in snapshot.files if f.path != FLEET_FILE and not is_excluded(f.path, excludes)]
 
 

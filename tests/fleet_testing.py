@@ -32,7 +32,9 @@ def copy_example(target: Path) -> Path:
 
 def git(repo: Path, *args: str) -> str:
     env = {**os.environ, **_GIT_ENV, "HOME": str(repo)}
-    done = subprocess.run(["git", "-C", str(repo), *args], env=env, check=True, capture_output=True, text=True)
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], env=env, check=True, capture_output=True, text=True
+    )
     return done.stdout.strip()
 
 

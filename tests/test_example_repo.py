@@ -14,9 +14,7 @@ from reconciler.spec.schema import schema_file_name
 
 
 def _spec_files() -> list:
-    return sorted(
-        p for p in EXAMPLE.rglob("*.y*ml") if "playbooks" not in p.relative_to(EXAMPLE).parts
-    )
+    return sorted(p for p in EXAMPLE.rglob("*.y*ml") if "playbooks" not in p.relative_to(EXAMPLE).parts)
 
 
 def _documents() -> list[tuple[str, dict]]:
@@ -56,7 +54,9 @@ def test_every_spec_file_names_its_schema_for_editors(path) -> None:
     schema = (path.parent / first.split("$schema=", 1)[1].strip()).resolve()
     assert schema.is_file(), f"{path}: {schema} does not exist"
     kinds = {doc["kind"] for doc in YAML(typ="safe", pure=True).load_all(path.read_text()) if doc}
-    assert kinds == {json.loads(schema.read_text())["title"].split()[-1]}, "one kind per file, matching its schema"
+    assert kinds == {json.loads(schema.read_text())["title"].split()[-1]}, (
+        "one kind per file, matching its schema"
+    )
 
 
 def test_every_example_document_matches_its_json_schema() -> None:

@@ -36,7 +36,9 @@ def _same(a: object, b: object) -> bool:
 def _agree(path: str, data: bytes) -> bool:
     fast, reference = load_yaml(path, data), load_yaml_reference(path, data)
     assert [d.code for d in fast.diagnostics] == [d.code for d in reference.diagnostics]
-    assert _same(fast.documents, reference.documents), f"{path}: {fast.documents!r} != {reference.documents!r}"
+    assert _same(fast.documents, reference.documents), (
+        f"{path}: {fast.documents!r} != {reference.documents!r}"
+    )
     return fast.fast
 
 
@@ -52,18 +54,90 @@ def test_fast_path_is_taken_for_ordinary_spec_files() -> None:
 
 
 TRICKY_SCALARS = [
-    "on", "off", "yes", "no", "y", "n", "true", "True", "TRUE", "false", "null", "Null", "NULL", "~", "",
-    "0", "-0", "+0", "017", "0o17", "0x1F", "0b101", "1_000", "12:30", "1:2:3", "1.", ".5", "-.5", "+.5",
-    "1e3", "1E3", "1.0e+3", "1e+3", "12e3", ".inf", "-.Inf", ".NaN", "2001-12-14", "2001-12-14t21:59:43.10-05:00",
-    "10.0.0.1", "1.2.3", "0.0.1", "=", "<<", "-", "--", "a-b", "3Gi", "500m", "99999999999999999999",
-    "'quoted'", '"double"', '"\\u00e9t\\u00e9"', "'it''s'", '"tab\\there"', "x#y", "é", "0777", "+12", "-12",
-    "0.1", "-1.5e-3", "1__0", "0x", "0b", "0o", "1e", "e3", ".e3", "inf", "nan", "NaN",
+    "on",
+    "off",
+    "yes",
+    "no",
+    "y",
+    "n",
+    "true",
+    "True",
+    "TRUE",
+    "false",
+    "null",
+    "Null",
+    "NULL",
+    "~",
+    "",
+    "0",
+    "-0",
+    "+0",
+    "017",
+    "0o17",
+    "0x1F",
+    "0b101",
+    "1_000",
+    "12:30",
+    "1:2:3",
+    "1.",
+    ".5",
+    "-.5",
+    "+.5",
+    "1e3",
+    "1E3",
+    "1.0e+3",
+    "1e+3",
+    "12e3",
+    ".inf",
+    "-.Inf",
+    ".NaN",
+    "2001-12-14",
+    "2001-12-14t21:59:43.10-05:00",
+    "10.0.0.1",
+    "1.2.3",
+    "0.0.1",
+    "=",
+    "<<",
+    "-",
+    "--",
+    "a-b",
+    "3Gi",
+    "500m",
+    "99999999999999999999",
+    "'quoted'",
+    '"double"',
+    '"\\u00e9t\\u00e9"',
+    "'it''s'",
+    '"tab\\there"',
+    "x#y",
+    "é",
+    "0777",
+    "+12",
+    "-12",
+    "0.1",
+    "-1.5e-3",
+    "1__0",
+    "0x",
+    "0b",
+    "0o",
+    "1e",
+    "e3",
+    ".e3",
+    "inf",
+    "nan",
+    "NaN",
 ]
 
 
 @pytest.mark.parametrize("scalar", TRICKY_SCALARS)
 def test_loaders_agree_on_tricky_scalars(scalar: str) -> None:
-    for shape in ("value: {s}\n", "- {s}\n", "list: [a, {s}]\nk: v\n", "{s}: key\n", "nested:\n  deeper:\n    x: {s}\n"):
+    for shape in (
+        "value: {s}\n",
+        "- {s}\n",
+        "list: [a, {s}]\nk: v\n",
+        "{s}: key\n",
+        "nested:\n  deeper:\n    x: {s}\n",
+    ):
         text = shape.format(s=scalar)
         if scalar in ("", "-", "--", "=") and shape.startswith("{s}"):
             continue

@@ -38,7 +38,18 @@ def read_worktree(root: Path) -> Snapshot:
             if not is_yaml_path(relative):
                 continue
             if absolute.is_symlink():
-                target = absolute.resolve()
+                try:
+                    target = absolute.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    problems.append(
+                        SourceProblem(
+                            relative,
+                            "symlink-broken",
+                            "symlink points to nothing or loops",
+                            "fix or remove the symlink",
+                        )
+                    )
+                    continue
                 if not target.is_relative_to(real_root):
                     problems.append(
                         SourceProblem(

@@ -9,6 +9,7 @@ only; resolving them is `references.py`'s job.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Annotated, Any, ClassVar, Literal
@@ -36,11 +37,12 @@ DnsLabel = Annotated[
     Field(description="A DNS-1123 label: lower-case letters, digits and '-', at most 63 characters."),
 ]
 
-_LABEL_KEY = re.compile(
+LABEL_KEY_PATTERN = (
     r"^(?:(?:[a-z0-9]([-a-z0-9]*[a-z0-9])?)(?:\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 )
-_LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+LABEL_VALUE_PATTERN = r"^(?:[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+_LABEL_KEY = re.compile(LABEL_KEY_PATTERN)
 
 
 def _check_label_key(key: str) -> str:
@@ -52,23 +54,20 @@ def _check_label_key(key: str) -> str:
     return key
 
 
-def _check_labels(labels: dict[str, str]) -> dict[str, str]:
-    for key, value in labels.items():
-        _check_label_key(key)
-        if not _LABEL_VALUE.match(value):
-            raise ValueError(
-                f"label {key!r} has value {value!r}: label values are at most 63 letters, "
-                "digits, '-', '_' or '.', starting and ending with a letter or digit"
-            )
-    return labels
-
-
-Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
+# Checked by pydantic-core's own regex engine: labels are on every document.
+LabelKey = Annotated[str, StringConstraints(max_length=316, pattern=LABEL_KEY_PATTERN)]
+LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE_PATTERN)]
+Labels = dict[LabelKey, LabelValue]
 
 
 def _normalise_quantity(value: Any) -> str:
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         raise ValueError("a quantity is a number or a string such as 500m, 4 or 128Gi")
+    return _canonical_quantity(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_quantity(value: str | int | float) -> str:
     try:
         return canonical_quantity(value)
     except QuantityError as exc:
@@ -91,7 +90,14 @@ QuantityInput = Annotated[
 ]
 
 
+_CANONICAL_IPV4 = re.compile(
+    r"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"
+)
+
+
 def _normalise_ip(value: Any) -> str:
+    if isinstance(value, str) and _CANONICAL_IPV4.match(value):
+        return value
     if not isinstance(value, str):
         raise ValueError("an IP address is written as a string such as 10.0.12.7 or fd00::7")
     try:
@@ -112,6 +118,8 @@ _HOSTNAME = re.compile(
 
 
 def _normalise_host(value: Any) -> str:
+    if isinstance(value, str) and _CANONICAL_IPV4.match(value):
+        return value
     if not isinstance(value, str):
         raise ValueError("an address is an IP address or a DNS name, written as a string")
     try:
@@ -134,7 +142,7 @@ Port = Annotated[int, Field(ge=1, le=65535, description="A TCP or UDP port, 1-65
 class Strict(BaseModel):
     """Base of every model: unknown fields are errors, values never coerce silently."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, populate_by_name=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=False)
 
 
 # --- credentials -------------------------------------------------------------------------

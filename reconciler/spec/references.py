@@ -39,7 +39,7 @@ def check_references(
         return f"{kind.lower()}/{name}"
 
     fleet_documents: list[tuple[str, Facts]] = []
-    for path, facts in sorted(files):
+    for path, facts in sorted(files, key=lambda item: item[0]):
         for fact in facts:
             kind, name, index = fact[0], fact[1], fact[2]
             if kind == "Fleet":
@@ -120,6 +120,8 @@ def check_references(
     machines = by_kind["Machine"]
     bmcs: dict[tuple[str, int], str] = {}
     for name, (path, fact) in sorted(machines.items()):
+        if fact[4] is None:
+            continue
         site, rack, _role, bmc_address, bmc_port, credential, _cpus, _memory = fact[4]
         here = address("Machine", name)
         if fleet is not None:
@@ -169,6 +171,8 @@ def check_references(
     vms = by_kind["VirtualMachine"]
     load: dict[str, list[tuple[str, Facts]]] = defaultdict(list)
     for name, (path, fact) in sorted(vms.items()):
+        if fact[4] is None:
+            continue
         host = fact[4][0]
         here = address("VirtualMachine", name)
         if host not in machines:
@@ -184,7 +188,10 @@ def check_references(
                 )
             )
             continue
-        role = machines[host][1][4][2]
+        host_detail = machines[host][1][4]
+        if host_detail is None:
+            continue
+        role = host_detail[2]
         if role != "hypervisor":
             out.append(
                 error(
@@ -200,9 +207,11 @@ def check_references(
             continue
         load[host].append((path, fact))
     for host, guests in sorted(load.items()):
-        cpus, memory = machines[host][1][4][6], machines[host][1][4][7]
-        want_cpus = sum(f[4][1] for _, f in guests)
-        want_memory = sum(quantity_value(f[4][2]) for _, f in guests)
+        host_detail = machines[host][1][4]
+        assert host_detail is not None
+        cpus, memory = host_detail[6], host_detail[7]
+        want_cpus = sum(f[4][1] for _, f in guests if f[4] is not None)
+        want_memory = sum(quantity_value(f[4][2]) for _, f in guests if f[4] is not None)
         over = []
         if cpus is not None and want_cpus > cpus:
             over.append(f"{want_cpus} vCPUs on {cpus} CPUs")
@@ -225,7 +234,11 @@ def check_references(
     clusters = by_kind["Cluster"]
     member_of: dict[str, str] = {}
     node_labels: dict[str, list[dict[str, str]]] = defaultdict(list)
+    labels_unknown: set[str] = set()
     for name, (path, fact) in sorted(clusters.items()):
+        if fact[4] is None:
+            labels_unknown.add(name)
+            continue
         credential, members = fact[4]
         here = address("Cluster", name)
         check_credential(path, fact, credential, ("spec", "credentialsRef"))
@@ -263,12 +276,16 @@ def check_references(
                 )
                 continue
             member_of[ref] = name
+            if table[target][1][4] is None:
+                labels_unknown.add(name)
             merged = dict(table[target][1][3])
             merged.update(dict(labels))
             node_labels[name].append(merged)
 
     namespaces: dict[tuple[str, str], str] = {}
     for name, (path, fact) in sorted(by_kind["SparkPool"].items()):
+        if fact[4] is None:
+            continue
         cluster, selector, namespace = fact[4]
         here = address("SparkPool", name)
         if cluster not in clusters:
@@ -285,7 +302,9 @@ def check_references(
             )
             continue
         wanted = dict(selector)
-        if not any(all(labels.get(k) == v for k, v in wanted.items()) for labels in node_labels[cluster]):
+        if cluster not in labels_unknown and not any(
+            all(labels.get(k) == v for k, v in wanted.items()) for labels in node_labels[cluster]
+        ):
             shown = ",".join(f"{k}={v}" for k, v in sorted(wanted.items()))
             out.append(
                 error(

@@ -13,8 +13,15 @@ from typing import Any
 
 from reconciler.spec.diagnostics import YamlPath
 
-# A cheap gate: files without any of these words hold no secret-looking keys.
-MAY_HOLD_SECRETS = re.compile(r"(?i)pass|secret|token|pwd|api.?key|private.?key|access.?key|BEGIN")
+# A cheap gate, run on the lower-cased file: without any of these words it holds no
+# secret-looking key and no PEM block.
+_GATE_WORDS = ("pass", "secret", "token", "pwd", "key", "begin")
+
+
+def may_hold_secrets(text: str) -> bool:
+    lowered = text.lower()
+    return any(word in lowered for word in _GATE_WORDS)
+
 
 _WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 _SECRET_WORDS = frozenset({"password", "passwd", "pass", "pwd", "passphrase", "secret", "token"})

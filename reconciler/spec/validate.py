@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from reconciler import __version__
 from reconciler.spec import models
 from reconciler.spec.diagnostics import Diagnostic, Severity, YamlPath, error, warning
-from reconciler.spec.secrets import MAY_HOLD_SECRETS, find_literal_secrets
+from reconciler.spec.secrets import find_literal_secrets, may_hold_secrets
 from reconciler.spec.yamlload import Limits, load_yaml, locate
 
 KIND_NAMES = tuple(models.KINDS)
@@ -66,7 +66,8 @@ def settings_from_fleet(fleet: models.Fleet | None) -> FileSettings:
 
 
 # Facts: (kind, name, doc_index, labels, detail) - small, picklable, enough for references.
-Facts = tuple[str, str, int, dict[str, str], tuple[Any, ...]]
+# detail is None for a document that is itself invalid: it exists, but nothing more is known.
+Facts = tuple[str, str, int, dict[str, str], tuple[Any, ...] | None]
 
 
 @dataclasses.dataclass(slots=True)
@@ -139,6 +140,13 @@ def _all_field_names() -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+_PATTERN_MESSAGES = {
+    models.DNS_LABEL_PATTERN: "must be a DNS-1123 label (lower-case letters, digits and '-', alphanumeric at both ends)",
+    models.LABEL_KEY_PATTERN: "is not a label key (optional DNS prefix and '/', then at most 63 letters, digits, -_.)",
+    models.LABEL_VALUE_PATTERN: "is not a label value (at most 63 letters, digits, '-', '_', '.', alphanumeric at ends)",
+}
+
+
 def _align(loc: Sequence[str | int], value: Any) -> YamlPath:
     """Drop the union tags pydantic adds to an error location, keep the path into the data."""
     path: list[str | int] = []
@@ -171,10 +179,9 @@ def _message(err: dict[str, Any], path: YamlPath) -> tuple[str, str, str]:
         return "missing-field", f"required field {field!r} is missing", f"add {str(path[-1])!r}"
     message = str(err["msg"])
     ctx = err.get("ctx") or {}
-    if kind == "string_pattern_mismatch" and ctx.get("pattern") == models.DNS_LABEL_PATTERN:
-        message = (
-            "must be a DNS-1123 label (lower-case letters, digits and '-', starting and ending alphanumeric)"
-        )
+    friendly = _PATTERN_MESSAGES.get(str(ctx.get("pattern"))) if kind == "string_pattern_mismatch" else None
+    if friendly is not None:
+        message = friendly
     elif message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     return "invalid-value", f"{field}: {message}", "see `fleet schema` for the allowed values"
@@ -201,6 +208,18 @@ def _validator(schema_json: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(schema_json))
 
 
+def _describe_failure(failure: Any) -> str:
+    """What a rule wants, from the schema's side only: jsonschema's own messages repeat the
+    offending value, which may be a secret."""
+    where = ".".join(str(p) for p in failure.absolute_path) or "document"
+    if failure.validator == "required":
+        return f"{where}: {failure.message}"
+    wanted = json.dumps(failure.validator_value, sort_keys=True, default=str)
+    if len(wanted) > 80:
+        wanted = wanted[:77] + "..."
+    return f"{where} does not satisfy {failure.validator} {wanted}"
+
+
 def _rule_diagnostics(
     path: str, index: int, kind: str, raw: dict[str, Any], rules: Sequence[Rule], address: str
 ) -> list[Diagnostic]:
@@ -213,7 +232,7 @@ def _rule_diagnostics(
             out.append(
                 make(
                     "org-rule",
-                    f"rule {rule.name!r}: {rule.message} ({failure.message})",
+                    f"rule {rule.name!r}: {rule.message} ({_describe_failure(failure)})",
                     path,
                     address=address,
                     hint="fix the document, or change the rule in fleet.yaml spec.rules",
@@ -251,8 +270,10 @@ def validate_document(
         ]
     address = _address_of(raw)
     problems: list[Diagnostic] = []
+    secrets: list[str] = []
     if scan_secrets:
         for field_path, reason in find_literal_secrets(raw):
+            secrets.append(str(_value_at(raw, field_path)))
             problems.append(
                 error(
                     "secret-literal",
@@ -316,7 +337,24 @@ def validate_document(
         problems.extend(_rule_diagnostics(path, index, kind, raw, settings.rules, address))
     if any(p.severity is Severity.ERROR for p in problems):
         document = None
+    if secrets:
+        problems = [_redacted(p, secrets) for p in problems]
     return document, problems
+
+
+def _value_at(raw: Any, field_path: YamlPath) -> Any:
+    for part in field_path:
+        raw = raw[part]
+    return raw
+
+
+def _redacted(diagnostic: Diagnostic, secrets: Sequence[str]) -> Diagnostic:
+    """Other checks may quote a value; never when that value is a secret."""
+    message = diagnostic.message
+    for secret in secrets:
+        if len(secret) >= 3:
+            message = message.replace(secret, "***")
+    return diagnostic if message == diagnostic.message else dataclasses.replace(diagnostic, message=message)
 
 
 def _located(diagnostics: list[Diagnostic], data: bytes) -> list[Diagnostic]:
@@ -329,6 +367,17 @@ def _located(diagnostics: list[Diagnostic], data: bytes) -> list[Diagnostic]:
     return out
 
 
+def _placeholder_facts(raw: Any, index: int) -> Facts | None:
+    """An invalid document still claims its name, so references to it do not cascade into errors."""
+    if not isinstance(raw, dict) or raw.get("kind") not in models.KINDS or raw.get("kind") == "Fleet":
+        return None
+    meta = raw.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(name, str):
+        return None
+    return (str(raw["kind"]), name, index, {}, None)
+
+
 def validate_file(
     path: str, data: bytes, settings: FileSettings, *, keep_documents: bool = False
 ) -> FileResult:
@@ -337,19 +386,20 @@ def validate_file(
     problems = list(loaded.diagnostics)
     facts: list[Facts] = []
     fleet: models.Fleet | None = None
-    scan_secrets = (
-        bool(MAY_HOLD_SECRETS.search(data.decode("utf-8", "replace"))) if loaded.documents else False
-    )
+    scan_secrets = may_hold_secrets(data.decode("utf-8", "replace")) if loaded.documents else False
     kept: list[Any] = []
     for index, raw in enumerate(loaded.documents):
         if raw is None:
             continue
         document, found = validate_document(path, index, raw, settings, scan_secrets)
         problems.extend(found)
+        placeholder = _placeholder_facts(raw, index) if document is None else None
+        if placeholder is not None:
+            facts.append(placeholder)
         if document is not None:
             facts.append(facts_of(document, index))
-            if isinstance(document, models.Fleet):
-                fleet = document
+            if isinstance(document, models.Fleet) and fleet is None:
+                fleet = document  # a second Fleet document is reported by the references check
             if keep_documents:
                 kept.append((index, raw))
     if problems:

@@ -57,52 +57,68 @@ class LoadedFile:
 # --- the fast path -----------------------------------------------------------------------
 
 
-def _non_string_scalar_pattern() -> re.Pattern[str]:
-    """A regex matching every plain scalar that ruamel's YAML 1.2 resolver does not read as str."""
+def _non_string_scalar_patterns() -> list[str]:
+    """The regexes of ruamel's YAML 1.2 resolver for every tag but str, unanchored."""
     resolver = VersionedResolver(version=(1, 2))
     patterns: set[str] = set()
     for entries in resolver.versioned_resolver.values():
         for tag, regexp in entries:
             if tag != "tag:yaml.org,2002:str":
-                patterns.add(regexp.pattern)
-    return re.compile("|".join(f"(?:{p})" for p in sorted(patterns)), re.X)
+                pattern = regexp.pattern
+                assert pattern.startswith("^(?:") and pattern.endswith(")$"), pattern
+                patterns.add(pattern[1:-1])
+    return sorted(patterns)
 
 
-_NON_STRING = _non_string_scalar_pattern()
-_FIRST_CHARS_OF_NON_STRING = frozenset("-+.0123456789tTfFnN~<=!&*")
+# Plain scalars ruamel would read as something other than a string (bool, int, float,
+# null, timestamp, merge, ...). rapidyaml's JSON leaves the ones it does not know as
+# strings, so a JSON string matching one of these means "maybe different": the file
+# goes to ruamel. One search over the whole JSON text, keys included.
+_ALTERNATIVES = "|".join(f"(?:{p})" for p in _non_string_scalar_patterns())
+_NON_STRING = re.compile(f"^(?:{_ALTERNATIVES})$", re.X)
+# The lookahead lists every first character of those patterns: most strings fail there.
+_QUOTED_NON_STRING = re.compile(f'"(?=[-+.0-9tTfFnN~<=!&*])(?:{_ALTERNATIVES})"', re.X)
 # Features the fast path leaves to ruamel: anchors, aliases, tags, merge keys,
-# directives, tabs, nested or multi-line flow collections.
-_NEEDS_REFERENCE_LOADER = re.compile(r"[&*!\t]|<<|^%|[\[{][^\]}\n]*[\[{]|[\[{][^\]}\n]*$", re.M)
+# directives, tabs; and nested or multi-line flow collections (an opener whose line
+# has no closer before the next bracket).
+_REFERENCE_ONLY_MARKERS = ("\t", "<<", "\n%")
+# An anchor, alias or tag starts a node: after a line start, a space or a flow indicator,
+# and so do the indicators a plain scalar may not start with (rapidyaml reads `a: @x` and
+# `a: ]`, YAML and ruamel reject them). Text in comments does not count; a `*` inside a
+# word or a quoted path such as "playbooks/**" is neither.
+_SPECIAL = re.compile(r"[&*!@`%\]}]")
+_NODE_START_BEFORE = frozenset(" \t\n[{,:")
+
+
+def _starts_a_node(text: str) -> bool:
+    """Whether any anchor, alias, tag or reserved indicator may start a node."""
+    for match in _SPECIAL.finditer(text):
+        at = match.start()
+        line_start = text.rfind("\n", 0, at) + 1
+        if text[line_start:at].lstrip(" ").startswith("#"):
+            continue
+        if match.group() in "]}":
+            before = text[line_start:at].rstrip(" ")
+            if not before or before[-1] in ":-":
+                return True
+        elif at == 0 or text[at - 1] in _NODE_START_BEFORE:
+            return True
+    return False
+
+
+# Characters YAML does not allow in a stream; ruamel reports them, rapidyaml lets them in.
+_NON_PRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufffe\uffff]")
+_OPEN_FLOW = re.compile(r"[\[{][^\[\]{}\n]*+(?![\]}])")
 
 
 class _Disagreement(Exception):
     """The fast path saw something where it might differ from ruamel."""
 
 
-def _check_scalar(value: str) -> None:
-    if value and value[0] in _FIRST_CHARS_OF_NON_STRING and _NON_STRING.match(value):
-        raise _Disagreement
-
-
-def _check_sequence(items: list[Any]) -> None:
-    for item in items:
-        if item.__class__ is str:
-            _check_scalar(item)
-        elif item.__class__ is list:
-            _check_sequence(item)
-
-
 def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _Disagreement
-        _check_scalar(key)
-        if value.__class__ is str:
-            _check_scalar(value)
-        elif value.__class__ is list:
-            _check_sequence(value)
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _Disagreement  # a duplicate key: ruamel reports it with its line
     return result
 
 
@@ -129,11 +145,17 @@ def _quiet_stderr() -> Iterator[None]:
 
 def _fast_load(data: bytes, text: str, limits: Limits) -> list[Any] | None:
     """Documents via rapidyaml, or None when the file must go to the reference loader."""
-    if _NEEDS_REFERENCE_LOADER.search(text):
+    if text.startswith("%") or any(marker in text for marker in _REFERENCE_ONLY_MARKERS):
+        return None
+    if _NON_PRINTABLE.search(text):
+        return None
+    if _starts_a_node(text):
+        return None
+    if _OPEN_FLOW.search(text):
         return None
     # Every block level indents by at least one space, and a mapping's sequence value
     # may share its key's column: depth <= 2 * (indent + 1) + 1 (one inline flow level).
-    if re.search(f"^ {{{max(1, (limits.max_depth - 3) // 2)}}}", text, re.M):
+    if "\n" + " " * max(1, (limits.max_depth - 3) // 2) in "\n" + text:
         return None
     try:
         import ryml
@@ -143,7 +165,7 @@ def _fast_load(data: bytes, text: str, limits: Limits) -> list[Any] | None:
             root = tree.root_id()
             is_stream = tree.is_stream(root)
             emitted = ryml.emit_json_malloc(tree, root)
-        if emitted is None:
+        if emitted is None or _QUOTED_NON_STRING.search(emitted):
             return None
         loaded = json.loads(
             emitted, object_pairs_hook=_object_pairs, parse_constant=_reject_constant, strict=False
@@ -158,14 +180,6 @@ def _fast_load(data: bytes, text: str, limits: Limits) -> list[Any] | None:
         documents = loaded
     else:
         documents = [loaded]
-    for document in documents:
-        if document.__class__ is str and _NON_STRING.match(document):
-            return None
-        elif document.__class__ is list:
-            try:
-                _check_sequence(document)
-            except _Disagreement:
-                return None
     return documents
 
 
@@ -440,7 +454,7 @@ def decode(path: str, data: bytes, limits: Limits) -> tuple[str | None, list[Dia
         ]
     if text.startswith("\ufeff"):
         text = text[1:]
-    tab = _TAB_INDENT.search(text)
+    tab = _TAB_INDENT.search(text) if "\t" in text else None
     if tab:
         line = text.count("\n", 0, tab.start()) + 1
         col = tab.end() - tab.start()

@@ -1,0 +1,150 @@
+"""The `fleet` command: exit codes, output formats, `get` and its selectors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from fleet_testing import EXAMPLE, FLEET, copy_example, run_cli
+from ruamel.yaml import YAML
+
+
+def _fleet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(FLEET), *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+
+
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (["validate", str(EXAMPLE), "--no-cache"], 0),
+        (["validate", "/no/such/dir"], 2),
+        (["validate", str(EXAMPLE), "--rev", "main"], 2),
+        (["validate", str(EXAMPLE), "--repo", str(EXAMPLE)], 2),
+        (["validate", str(EXAMPLE), "--format", "xml"], 2),
+        (["validate", "--no-such-option"], 2),
+        (["get", str(EXAMPLE), "--kind", "Gizmo"], 2),
+        (["get", str(EXAMPLE), "-l", "team in (a"], 2),
+        (["frobnicate"], 2),
+    ],
+    ids=[
+        "valid",
+        "missing-path",
+        "rev-without-repo",
+        "path-and-repo",
+        "bad-format",
+        "bad-option",
+        "unknown-kind",
+        "bad-selector",
+        "unknown-command",
+    ],
+)
+def test_exit_codes(args: list[str], code: int) -> None:
+    result = _fleet(*args)
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_invalid_repo_exits_1_and_warnings_only_with_strict(tmp_path: Path) -> None:
+    repo = copy_example(tmp_path / "r")
+    vms = repo / "virtual-machines"
+    target = next(p for p in sorted(vms.glob("*.yaml")))
+    text = target.read_text()
+    target.write_text(text.replace("vcpus: ", "vcpus: 9", 1))  # 4 -> 94 vCPUs: overcommits the host
+    result = _fleet("validate", str(repo), "--no-cache")
+    assert result.returncode == 0 and "warning[host-overcommitted]" in result.stdout, result.stdout
+    assert _fleet("validate", str(repo), "--no-cache", "--strict").returncode == 1
+    target.write_text(text.replace("vcpus: ", "vcpus: x", 1))
+    result = _fleet("validate", str(repo), "--no-cache")
+    assert result.returncode == 1 and "error[invalid-value]" in result.stdout
+
+
+def test_text_and_json_report_the_same_problems(tmp_path: Path) -> None:
+    repo = copy_example(tmp_path / "r")
+    rack = repo / "machines" / "ldn1" / "r01.yaml"
+    rack.write_text(
+        rack.read_text()
+        .replace("power: on", "power: maybe", 1)
+        .replace("bootDevice: disk", "bootDevice: tape", 1)
+    )
+    text = _fleet("validate", str(repo), "--no-cache", env={"NO_COLOR": "1"}).stdout
+    found = json.loads(_fleet("validate", str(repo), "--no-cache", "--format", "json").stdout)
+    assert len(found) == 2
+    for d in found:
+        assert (
+            f"{d['path']}:{d['line']}:{d['col']}: error[{d['code']}]: {d['message']} [{d['address']}]" in text
+        )
+
+
+def test_no_color_is_honoured() -> None:
+    env = {"NO_COLOR": "1", "FORCE_COLOR": "", "TERM": "xterm-256color"}
+    result = _fleet("get", str(EXAMPLE), env=env)
+    assert result.returncode == 0 and "\x1b[" not in result.stdout
+
+
+def test_version_and_help_everywhere() -> None:
+    assert _fleet("--version").stdout.startswith("fleet ")
+    for command in ([], ["validate"], ["get"], ["schema"]):
+        result = _fleet(*command, "--help")
+        assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def test_get_filters_by_kind_and_selector() -> None:
+    code, output = run_cli(
+        "get", str(EXAMPLE), "--kind", "machine", "-l", "team=platform-k8s", "--format", "json"
+    )
+    assert code == 0, output
+    items = json.loads(output)
+    assert items and all(
+        i["kind"] == "Machine" and i["metadata"]["labels"]["team"] == "platform-k8s" for i in items
+    )
+    assert all(i["address"] == f"machine/{i['metadata']['name']}" for i in items)
+    code, output = run_cli(
+        "get", str(EXAMPLE), "-k", "Machine", "-l", "team notin (platform-k8s),!no-such", "-o", "json"
+    )
+    others = {i["address"] for i in json.loads(output)}
+    assert others and not others & {i["address"] for i in items}
+
+
+def test_get_yaml_round_trips_normalised_documents() -> None:
+    code, output = run_cli("get", str(EXAMPLE), "--kind", "SparkPool", "--format", "yaml")
+    assert code == 0
+    documents = list(YAML(typ="safe", pure=True).load_all(output))
+    assert len(documents) == 3 and {d["kind"] for d in documents} == {"SparkPool"}
+
+
+def test_get_table_lists_every_resource() -> None:
+    code, output = run_cli("get", str(EXAMPLE), env={"COLUMNS": "250"})
+    assert code == 0
+    assert "machine" not in output.splitlines()[0].lower() or "KIND" in output.splitlines()[0]
+    assert output.count("VirtualMachine") >= 6 and "resources" in output.splitlines()[-1]
+
+
+def test_get_reads_a_revision(tmp_path: Path) -> None:
+    from fleet_testing import git_init
+
+    repo = copy_example(tmp_path / "r")
+    git_init(repo)
+    code, output = run_cli(
+        "get",
+        "--repo",
+        str(repo),
+        "--rev",
+        "main",
+        "-k",
+        "Cluster",
+        "-o",
+        "json",
+        "--cache-dir",
+        str(tmp_path / "c"),
+    )
+    assert code == 0 and len(json.loads(output)) == 2
+
+
+def test_shell_completion_is_available() -> None:
+    result = _fleet("--show-completion", "bash", env={"SHELL": "/bin/bash"})
+    assert result.returncode == 0 and "complete" in result.stdout
