@@ -8,13 +8,13 @@ what `fleet validate` must report:
     # expect-message: CODE: text   (some CODE diagnostic has a message containing text)
     # target: fleet.yaml           (where the file goes; default machines/zz-case.yaml)
     # xfail: reason                (a known bug in reconciler/: the case is expected to fail)
-    # xfail-loaders: reason        (the fast and reference YAML loaders are known to disagree)
 
 The case file is dropped into a fresh copy of fleet-repo-example and the real CLI
 runs on it (`fleet validate --format json --no-cache`), in-process through Typer's
 CliRunner and, for a few cases, as a subprocess. Cases that cannot carry a comment
 (symlinks, binary, non-UTF-8 or oversized files, a missing fleet.yaml) are built by
 `GENERATED` below. `tests/corpus/good/` holds files that must validate cleanly.
+(tests/test_yaml_loaders_agree.py also reads every corpus file with both YAML loaders.)
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import pytest
 from typer.testing import CliRunner
 
 from reconciler.cli import app
-from reconciler.spec.yamlload import load_yaml, load_yaml_reference
+from reconciler.spec.yamlload import load_yaml
 
 TESTS = Path(__file__).resolve().parent
 EXAMPLE = TESTS.parent / "fleet-repo-example"
@@ -73,7 +73,6 @@ class Case:
     hints: tuple[tuple[str, str], ...] = ()
     messages: tuple[tuple[str, str], ...] = ()
     xfail: str | None = None
-    xfail_loaders: str | None = None
     symlinks: dict[str, str] = dataclasses.field(default_factory=dict)  # link -> target ("{outside}" expands)
     remove: tuple[str, ...] = ()
     max_file_bytes: int | None = None  # set spec.limits.maxFileBytes of the example fleet.yaml
@@ -83,7 +82,7 @@ class Case:
         return all(e.severity == "warning" for e in self.expects)
 
 
-_HEADER = re.compile(r"^# (expect|expect-hint|expect-message|target|xfail|xfail-loaders):\s*(.*?)\s*$")
+_HEADER = re.compile(r"^# (expect|expect-hint|expect-message|target|xfail):\s*(.*?)\s*$")
 
 
 def parse_case(path: Path) -> Case:
@@ -92,7 +91,7 @@ def parse_case(path: Path) -> Case:
     raw_expects: list[tuple[str, dict[str, str]]] = []
     hints: list[tuple[str, str]] = []
     messages: list[tuple[str, str]] = []
-    xfail = xfail_loaders = None
+    xfail = None
     for line in data.decode("utf-8").splitlines():
         if not line.startswith("#"):
             break
@@ -110,14 +109,12 @@ def parse_case(path: Path) -> Case:
             target = value
         elif key == "xfail":
             xfail = value
-        else:
-            xfail_loaders = value
     assert raw_expects, f"{path.name} declares no '# expect:' line"
     expects = tuple(
         Expect(code, attrs.get("path", target), int(attrs["line"]), attrs.get("severity", "error"))
         for code, attrs in raw_expects
     )
-    return Case(path.stem, expects, {target: data}, tuple(hints), tuple(messages), xfail, xfail_loaders)
+    return Case(path.stem, expects, {target: data}, tuple(hints), tuple(messages), xfail)
 
 
 FILE_CASES = [parse_case(p) for p in sorted(BAD.glob("*.yaml"))]
@@ -204,8 +201,6 @@ GENERATED = [
         "yaml-syntax-control-character",
         (Expect("yaml-syntax", CASE_PATH, 4),),
         {CASE_PATH: _machine("zz-bell\x07").encode()},
-        xfail="bug: the rapidyaml fast path accepts a control character (U+0007) that ruamel "
-        "rejects as unacceptable",
     ),
     Case(
         "symlink-escape-absolute",
@@ -226,8 +221,6 @@ GENERATED = [
         "symlink-loop",
         (Expect("symlink-broken|file-unreadable", "machines/zz-loop.yaml", 1),),
         symlinks={"machines/zz-loop.yaml": "zz-loop.yaml"},
-        xfail="bug: source/worktree.py calls Path.resolve() on a self-referencing symlink, which raises "
-        "RuntimeError('Symlink loop ...') and crashes validate with a traceback",
     ),
 ]
 
@@ -237,7 +230,7 @@ assert len({c.name for c in ALL_CASES}) == len(ALL_CASES), "case names must be u
 
 def _params(cases: list[Case]) -> list[Any]:
     return [
-        pytest.param(c, id=c.name, marks=[pytest.mark.xfail(reason=c.xfail, strict=False)] if c.xfail else [])
+        pytest.param(c, id=c.name, marks=[pytest.mark.xfail(reason=c.xfail, strict=True)] if c.xfail else [])
         for c in cases
     ]
 
@@ -312,6 +305,7 @@ def check_well_formed(run: Run) -> list[dict[str, Any]]:
         assert set(d) == {"severity", "code", "message", "path", "line", "col", "address", "field", "hint"}, d
         assert d["severity"] in ("error", "warning"), d
         assert d["code"] and d["message"], d
+        assert "\n" not in d["message"], f"a message is one line (text output prints it on one): {d}"
         assert d["path"] and not d["path"].startswith("/"), f"path must be repo-relative: {d}"
         assert isinstance(d["line"], int) and d["line"] >= 1, f"no line: {d}"
         assert isinstance(d["col"], int) and d["col"] >= 1, f"no column: {d}"
@@ -385,6 +379,8 @@ SUBPROCESS_CASES = [
 @pytest.mark.parametrize("case", _params([c for c in ALL_CASES if c.name in SUBPROCESS_CASES]))
 def test_bad_input_subprocess(case: Case, tmp_path: Path) -> None:
     """The installed `fleet` entry point behaves the same as the in-process app."""
+    if not FLEET_BIN.exists():
+        pytest.skip(f"no fleet entry point next to {sys.executable}")
     run = validate_subprocess(make_repo(tmp_path, case), tmp_path)
     check_case(case, run)
     assert run.exit_code == 1
@@ -402,23 +398,6 @@ def test_good_input(path: Path, tmp_path: Path) -> None:
     diagnostics = check_well_formed(run)
     assert diagnostics == [], _show(diagnostics)
     assert run.exit_code == 0
-
-
-def _loader_params() -> list[Any]:
-    params = []
-    for path in sorted(BAD.glob("*.yaml")) + sorted(GOOD.glob("*.yaml")):
-        reason = parse_case(path).xfail_loaders if path.parent == BAD else None
-        marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
-        params.append(pytest.param(path, id=f"{path.parent.name}/{path.stem}", marks=marks))
-    return params
-
-
-@pytest.mark.parametrize("path", _loader_params())
-def test_fast_and_reference_loaders_agree(path: Path) -> None:
-    data = path.read_bytes()
-    fast, reference = load_yaml(path.name, data), load_yaml_reference(path.name, data)
-    assert fast.documents == reference.documents
-    assert [(d.code, d.line) for d in fast.diagnostics] == [(d.code, d.line) for d in reference.diagnostics]
 
 
 # --- output shape, secrets, completeness --------------------------------------------------
@@ -534,10 +513,6 @@ def test_secret_canary_never_printed(output: str, tmp_path: Path) -> None:
         assert "secret-literal" in run.stdout
 
 
-_ECHO = (
-    "bug: a literal secret is flagged by secret-literal, but another diagnostic of the same value "
-    "repeats it: {}"
-)
 _POOL = (
     "apiVersion: fleet/v1alpha1\nkind: SparkPool\nmetadata:\n  name: zz-canary-pool\n  labels:\n"
     "    team: data-platform\nspec:\n  cluster: k8s-nyc1\n  namespace: spark-zz-canary\n"
@@ -563,14 +538,11 @@ _POOL = (
         pytest.param(
             _POOL + f"  quota:\n    object-store-token: {CANARY}\n",
             id="quantity",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason=_ECHO.format("quantity.parse_quantity puts the value into its QuantityError message"),
-            ),
         ),
     ],
 )
 def test_secret_canary_not_echoed_by_other_diagnostics(text: str, tmp_path: Path) -> None:
+    """A secret that is also an invalid value is not repeated by the invalid-value or org-rule message."""
     run = validate(make_repo(tmp_path, Case("echo", (), {CASE_PATH: text.encode()})))
     codes = {d["code"] for d in check_well_formed(run) if d["path"] == CASE_PATH}
     assert "secret-literal" in codes and len(codes) > 1, codes
@@ -627,17 +599,15 @@ def test_duplicate_key_in_fast_path_file(tmp_path: Path) -> None:
     assert run.exit_code == 1
 
 
-def _fleet_dup_case() -> Case:
-    return _case("fleet-duplicate-document")
-
-
 def test_invalid_fleet_yaml_keeps_its_excludes(tmp_path: Path) -> None:
+    """An invalid fleet.yaml is reported once; its `exclude` still keeps playbooks/ out of the specs."""
     run = validate(make_repo(tmp_path, _case("fleet-invalid-power-domain")))
     diagnostics = check_well_formed(run)
     assert [d for d in diagnostics if d["path"].startswith("playbooks/")] == []
 
 
 def test_first_fleet_document_is_the_one_used(tmp_path: Path) -> None:
-    run = validate(make_repo(tmp_path, _fleet_dup_case()))
+    """The second Fleet of fleet.yaml is the reported duplicate, so the first one is the fleet."""
+    run = validate(make_repo(tmp_path, _case("fleet-duplicate-document")))
     codes = {d["code"] for d in check_well_formed(run)}
     assert codes == {"fleet-duplicate"}, codes

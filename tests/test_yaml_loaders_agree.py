@@ -8,6 +8,7 @@ and check that the fast path really is taken for ordinary spec files.
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 from fleet_testing import EXAMPLE, ROOT
@@ -169,3 +170,56 @@ def test_loaders_agree_on_document_shapes(text: str) -> None:
 def test_power_on_is_a_string_never_a_boolean() -> None:
     loaded = load_yaml("m.yaml", b"spec:\n  power: on\n  bootPersistent: true\n")
     assert loaded.documents == [{"spec": {"power": "on", "bootPersistent": True}}]
+
+
+ORDINARY_SCALARS = [
+    "alpha",
+    "10.0.0.1",
+    "3Gi",
+    "500m",
+    "web-01",
+    "x y z",
+    "1",
+    "2.5",
+    "nyc1-r01-07",
+    "/etc/x",
+]
+
+
+def _scalar(rng: random.Random) -> str:
+    return rng.choice(TRICKY_SCALARS if rng.random() < 0.3 else ORDINARY_SCALARS)
+
+
+def _random_document(rng: random.Random, depth: int = 0) -> str:
+    """A YAML mapping built from tricky scalars in every quoting style."""
+    lines = []
+    for index in range(rng.randint(1, 6)):
+        key = rng.choice([f"k{index}", _scalar(rng) or "e", f"'{_scalar(rng)}'"])
+        choice = rng.random()
+        indent = "  " * depth
+        if choice < 0.2 and depth < 4:
+            lines.append(f"{indent}{key}:")
+            lines.append(_random_document(rng, depth + 1))
+        elif choice < 0.35:
+            items = ", ".join(_scalar(rng) or "x" for _ in range(rng.randint(0, 4)))
+            lines.append(f"{indent}{key}: [{items}]")
+        elif choice < 0.5:
+            lines.append(f"{indent}{key}:")
+            for _ in range(rng.randint(1, 3)):
+                lines.append(f"{indent}- {_scalar(rng)}")
+        else:
+            value = _scalar(rng)
+            style = rng.choice(["{v}", "'{v}'", '"{v}"', "{v} # note"])
+            if "'" in value or '"' in value or "\\" in value:
+                style = "{v}"
+            lines.append(f"{indent}{key}: {style.format(v=value)}")
+    return "\n".join(lines)
+
+
+def test_loaders_agree_on_random_documents() -> None:
+    rng = random.Random(20261125)
+    fast_taken = 0
+    for _ in range(400):
+        text = "\n---\n".join(_random_document(rng) for _ in range(rng.randint(1, 3))) + "\n"
+        fast_taken += _agree("random.yaml", text.encode())
+    assert fast_taken > 20, "the generator should also produce files the fast path takes"

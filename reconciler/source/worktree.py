@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 from reconciler.errors import SourceError
@@ -70,6 +71,16 @@ def read_worktree(root: Path) -> Snapshot:
                         )
                     )
                     continue
+            if not stat.S_ISREG(absolute.stat().st_mode):
+                problems.append(
+                    SourceProblem(
+                        relative,
+                        "file-unreadable",
+                        "not a regular file (a pipe, socket or device)",
+                        "remove it; specs are plain files",
+                    )
+                )
+                continue
             try:
                 data = absolute.read_bytes()
             except OSError as exc:

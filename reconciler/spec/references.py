@@ -29,6 +29,10 @@ def _hint(base: str, name: str, candidates: Iterable[str]) -> str:
     return f"{suggestion} {base}".strip() if suggestion else base
 
 
+def _endpoint(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 def check_references(
     fleet: models.Fleet | None, fleet_path: str | None, files: Sequence[tuple[str, Sequence[Facts]]]
 ) -> list[Diagnostic]:
@@ -85,6 +89,31 @@ def check_references(
                     hint="keep exactly one Fleet document",
                 )
             )
+    if fleet_path is not None and not root_fleets:
+        out.append(
+            error(
+                "fleet-missing",
+                "fleet.yaml holds no Fleet document",
+                FLEET_FILE,
+                line=1,
+                col=1,
+                hint="put the one Fleet document of the repo in fleet.yaml (see fleet-repo-example/fleet.yaml)",
+            )
+        )
+    for path, facts in files:
+        if path == FLEET_FILE:
+            for fact in facts:
+                if fact[0] != "Fleet":
+                    out.append(
+                        error(
+                            "fleet-extra-document",
+                            f"fleet.yaml holds a {fact[0]}; it may hold only the Fleet document",
+                            FLEET_FILE,
+                            address=address(fact[0], fact[1]),
+                            doc_index=fact[2],
+                            hint="move the document to a file of its own",
+                        )
+                    )
     if fleet is None and fleet_path is None:
         out.append(
             error(
@@ -156,7 +185,7 @@ def check_references(
             out.append(
                 error(
                     "bmc-conflict",
-                    f"BMC {bmc_address}:{bmc_port} is also the BMC of machine {bmcs[key]!r}",
+                    f"BMC {_endpoint(bmc_address, bmc_port)} is also the BMC of machine {bmcs[key]!r}",
                     path,
                     address=here,
                     doc_index=fact[2],
@@ -169,6 +198,7 @@ def check_references(
         check_credential(path, fact, credential, ("spec", "bmc", "credentialsRef"))
 
     vms = by_kind["VirtualMachine"]
+    hypervisors = [n for n, (_, f) in machines.items() if f[4] is not None and f[4][2] == "hypervisor"]
     load: dict[str, list[tuple[str, Facts]]] = defaultdict(list)
     for name, (path, fact) in sorted(vms.items()):
         if fact[4] is None:
@@ -184,7 +214,7 @@ def check_references(
                     address=here,
                     doc_index=fact[2],
                     field_path=("spec", "host"),
-                    hint=_hint("name a Machine whose role is hypervisor", host, machines),
+                    hint=_hint("name a Machine whose role is hypervisor", host, hypervisors),
                 )
             )
             continue

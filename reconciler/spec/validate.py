@@ -141,9 +141,9 @@ def _all_field_names() -> tuple[str, ...]:
 
 
 _PATTERN_MESSAGES = {
-    models.DNS_LABEL_PATTERN: "must be a DNS-1123 label (lower-case letters, digits and '-', alphanumeric at both ends)",
-    models.LABEL_KEY_PATTERN: "is not a label key (optional DNS prefix and '/', then at most 63 letters, digits, -_.)",
-    models.LABEL_VALUE_PATTERN: "is not a label value (at most 63 letters, digits, '-', '_', '.', alphanumeric at ends)",
+    models.DNS_LABEL_PATTERN: "must be a DNS-1123 label (a-z, 0-9 and '-', alphanumeric at both ends)",
+    models.LABEL_KEY_PATTERN: "is not a label key (optional DNS prefix and '/', then 63 letters, digits, -_.)",
+    models.LABEL_VALUE_PATTERN: "is not a label value (at most 63 letters, digits, -_., alphanumeric at ends)",
 }
 
 
@@ -165,7 +165,7 @@ def _align(loc: Sequence[str | int], value: Any) -> YamlPath:
 
 def _message(err: dict[str, Any], path: YamlPath) -> tuple[str, str, str]:
     kind = err["type"]
-    field = ".".join(str(p) for p in path) or "document"
+    field = ".".join("(empty key)" if p is None else str(p) for p in path) or "document"
     if kind == "extra_forbidden":
         name = str(path[-1]) if path else "?"
         close = difflib.get_close_matches(name, _all_field_names(), n=1, cutoff=0.7)
@@ -227,7 +227,10 @@ def _rule_diagnostics(
     for rule in rules:
         if kind not in rule.kinds:
             continue
-        for failure in _validator(rule.schema_json).iter_errors(raw):
+        validator = _validator(rule.schema_json)
+        if validator.is_valid(raw):
+            continue
+        for failure in validator.iter_errors(raw):
             make = error if rule.severity == "error" else warning
             out.append(
                 make(
@@ -369,10 +372,12 @@ def _located(diagnostics: list[Diagnostic], data: bytes) -> list[Diagnostic]:
 
 def _placeholder_facts(raw: Any, index: int) -> Facts | None:
     """An invalid document still claims its name, so references to it do not cascade into errors."""
-    if not isinstance(raw, dict) or raw.get("kind") not in models.KINDS or raw.get("kind") == "Fleet":
+    if not isinstance(raw, dict) or raw.get("kind") not in models.KINDS:
         return None
     meta = raw.get("metadata")
     name = meta.get("name") if isinstance(meta, dict) else None
+    if raw.get("kind") == "Fleet":
+        name = name if isinstance(name, str) else ""
     if not isinstance(name, str):
         return None
     return (str(raw["kind"]), name, index, {}, None)

@@ -21,6 +21,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
 
@@ -106,8 +107,32 @@ def _starts_a_node(text: str) -> bool:
     return False
 
 
+_INFINITY_OR_NAN = re.compile(r'(?i)"[-+]?\.?(?:inf|nan)"')
+_JSON_LITERAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null")
+
+
+def _plain_non_string_in_tree(tree: Any) -> bool:
+    """Whether a plain scalar of the parsed tree is one ruamel reads differently.
+
+    A plain key ruamel resolves to a non-string differs (JSON keys are strings); a plain
+    value does unless it is a JSON literal, which rapidyaml emits as that literal.
+    Walking the tree is slow in Python, so it runs only when the JSON holds a candidate.
+    """
+    for node in range(tree.size()):
+        if tree.has_key(node) and tree.is_key_plain(node):
+            key = bytes(tree.key(node)).decode("utf-8")
+            if _NON_STRING.match(key):
+                return True
+        if tree.has_val(node) and tree.is_val_plain(node):
+            value = bytes(tree.val(node)).decode("utf-8")
+            if value and _NON_STRING.match(value) and not _JSON_LITERAL.fullmatch(value):
+                return True
+    return False
+
+
 # Characters YAML does not allow in a stream; ruamel reports them, rapidyaml lets them in.
-_NON_PRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufffe\uffff]")
+# NEL and the Unicode line separators are line breaks to ruamel, text to rapidyaml.
+_NON_PRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 _OPEN_FLOW = re.compile(r"[\[{][^\[\]{}\n]*+(?![\]}])")
 
 
@@ -165,7 +190,11 @@ def _fast_load(data: bytes, text: str, limits: Limits) -> list[Any] | None:
             root = tree.root_id()
             is_stream = tree.is_stream(root)
             emitted = ryml.emit_json_malloc(tree, root)
-        if emitted is None or _QUOTED_NON_STRING.search(emitted):
+        if emitted is None:
+            return None
+        if _INFINITY_OR_NAN.search(emitted):
+            return None  # rapidyaml rewrites inf/nan spellings, quoted or not
+        if ('"":' in emitted or _QUOTED_NON_STRING.search(emitted)) and _plain_non_string_in_tree(tree):
             return None
         loaded = json.loads(
             emitted, object_pairs_hook=_object_pairs, parse_constant=_reject_constant, strict=False
@@ -255,7 +284,20 @@ def _check_nodes(path: str, root: Node, index: int, limits: Limits) -> list[Diag
         if isinstance(node, MappingNode):
             seen: dict[tuple[str | None, Any], int] = {}
             for key, value in node.value:
-                if isinstance(key, ScalarNode):
+                if isinstance(key, ScalarNode) and key.tag == "tag:yaml.org,2002:null":
+                    line, col = _mark(value)  # an empty key has no position of its own
+                    problems.append(
+                        error(
+                            "empty-key",
+                            "a mapping key is empty",
+                            path,
+                            line=line,
+                            col=col,
+                            hint="write the key's name before the colon",
+                            doc_index=index,
+                        )
+                    )
+                elif isinstance(key, ScalarNode):
                     marker = (key.tag, key.value)
                     if marker in seen and key.tag != "tag:yaml.org,2002:merge":
                         line, col = _mark(key)
@@ -329,7 +371,7 @@ class _Stop(Exception):
     pass
 
 
-def _syntax_error(path: str, exc: Exception) -> Diagnostic:
+def _syntax_error(path: str, exc: Exception, text: str = "") -> Diagnostic:
     line = col = 1
     problem = str(exc)
     if isinstance(exc, MarkedYAMLError):
@@ -337,9 +379,15 @@ def _syntax_error(path: str, exc: Exception) -> Diagnostic:
         if mark is not None:
             line, col = mark.line + 1, mark.column + 1
         problem = " ".join(p for p in (exc.context, exc.problem) if p) or problem
+    elif isinstance(exc, ReaderError):
+        position = max(0, min(int(exc.position), len(text)))
+        line = text.count("\n", 0, position) + 1
+        col = position - (text.rfind("\n", 0, position) + 1) + 1
+        problem = f"character {exc.character!r} is not allowed in YAML"
+    problem = " ".join(problem.split())
     return error(
         "yaml-syntax",
-        f"YAML syntax error: {problem.strip()}",
+        f"YAML syntax error: {problem}",
         path,
         line=line,
         col=col,
@@ -363,11 +411,41 @@ def _compose(path: str, text: str) -> tuple[list[Node], Diagnostic | None]:
             hint="flatten the structure",
         )
     except (YAMLError, ValueError) as exc:
-        return nodes, _syntax_error(path, exc)
+        return nodes, _syntax_error(path, exc, text)
     return nodes, None
 
 
+def _flow_too_deep(path: str, text: str, limits: Limits) -> Diagnostic | None:
+    """Deep flow nesting costs ruamel's scanner quadratic time: refuse it before parsing.
+    Brackets inside quotes count too; that only makes the bound stricter."""
+    if text.count("[") + text.count("{") <= limits.max_depth:
+        return None
+    depth = 0
+    for match in _BRACKET.finditer(text):
+        depth += 1 if match.group() in "[{" else -1
+        if depth > limits.max_depth:
+            at = match.start()
+            line = text.count("\n", 0, at) + 1
+            col = at - (text.rfind("\n", 0, at) + 1) + 1
+            return error(
+                "yaml-too-deep",
+                f"flow collections nest deeper than {limits.max_depth} levels",
+                path,
+                line=line,
+                col=col,
+                hint="flatten the structure; fleet specs never need this depth",
+            )
+        depth = max(depth, 0)
+    return None
+
+
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
 def _reference_load(path: str, text: str, limits: Limits) -> LoadedFile:
+    too_deep = _flow_too_deep(path, text, limits)
+    if too_deep is not None:
+        return LoadedFile(path, [], [too_deep])
     nodes, failure = _compose(path, text)
     if failure is not None:
         return LoadedFile(path, [], [failure])
@@ -397,7 +475,7 @@ def _reference_load(path: str, text: str, limits: Limits) -> LoadedFile:
             ],
         )
     except (YAMLError, ValueError, TypeError) as exc:
-        return LoadedFile(path, [], [_syntax_error(path, exc)])
+        return LoadedFile(path, [], [_syntax_error(path, exc, text)])
     return LoadedFile(path, documents, [])
 
 
@@ -504,7 +582,9 @@ def locate(data: bytes, doc_index: int | None, field_path: YamlPath) -> tuple[in
     for part in field_path:
         if isinstance(node, MappingNode):
             for key, value in node.value:
-                if isinstance(key, ScalarNode) and key.value == str(part):
+                if isinstance(key, ScalarNode) and (
+                    key.tag == "tag:yaml.org,2002:null" if part is None else key.value == str(part)
+                ):
                     best = _mark(key)
                     node = value
                     break
