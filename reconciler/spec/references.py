@@ -97,7 +97,7 @@ def check_references(
                 FLEET_FILE,
                 line=1,
                 col=1,
-                hint="put the one Fleet document of the repo in fleet.yaml (see fleet-repo-example/fleet.yaml)",
+                hint="put the Fleet document of the repo in fleet.yaml (see fleet-repo-example/fleet.yaml)",
             )
         )
     for path, facts in files:

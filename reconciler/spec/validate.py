@@ -142,8 +142,8 @@ def _all_field_names() -> tuple[str, ...]:
 
 _PATTERN_MESSAGES = {
     models.DNS_LABEL_PATTERN: "must be a DNS-1123 label (a-z, 0-9 and '-', alphanumeric at both ends)",
-    models.LABEL_KEY_PATTERN: "is not a label key (optional DNS prefix and '/', then 63 letters, digits, -_.)",
-    models.LABEL_VALUE_PATTERN: "is not a label value (at most 63 letters, digits, -_., alphanumeric at ends)",
+    models.LABEL_KEY_PATTERN: "is not a label key (optional DNS prefix and /, then 63 letters, digits, -_.)",
+    models.LABEL_VALUE_PATTERN: "is not a label value (up to 63 letters, digits, -_., alphanumeric at ends)",
 }
 
 

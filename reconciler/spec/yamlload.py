@@ -21,8 +21,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.resolver import VersionedResolver
 
 from reconciler.spec.diagnostics import Diagnostic, YamlPath, error
@@ -285,7 +285,7 @@ def _check_nodes(path: str, root: Node, index: int, limits: Limits) -> list[Diag
             seen: dict[tuple[str | None, Any], int] = {}
             for key, value in node.value:
                 if isinstance(key, ScalarNode) and key.tag == "tag:yaml.org,2002:null":
-                    line, col = _mark(value)  # an empty key has no position of its own
+                    line, col = _mark(key)
                     problems.append(
                         error(
                             "empty-key",
