@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,10 +26,8 @@ from reconciler import __version__
 from reconciler.errors import FleetError, SourceError, UsageError
 from reconciler.source.snapshot import Snapshot
 from reconciler.source.worktree import read_worktree
-from reconciler.spec import models
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.diagnostics import Diagnostic
-from reconciler.spec.schema import all_schemas, kind_schema, render, write_schemas
 from reconciler.spec.selector import parse_selector
 from reconciler.workspace import (
     Validation,
@@ -38,6 +36,11 @@ from reconciler.workspace import (
     load_documents,
     validate_snapshot,
 )
+
+if TYPE_CHECKING:
+    from reconciler.spec import models
+
+KIND_NAMES = ("Fleet", "Machine", "VirtualMachine", "Cluster", "SparkPool")
 
 app = typer.Typer(
     name="fleet",
@@ -211,13 +214,15 @@ def validate(
 
 
 def _normalise_kind(kind: str) -> str:
-    for name in models.KINDS:
+    for name in KIND_NAMES:
         if kind.lower() in (name.lower(), name.lower() + "s"):
             return name
-    raise UsageError(f"unknown kind {kind!r}", hint=f"use one of {', '.join(models.KINDS)}")
+    raise UsageError(f"unknown kind {kind!r}", hint=f"use one of {', '.join(KIND_NAMES)}")
 
 
 def _where(document: models.Document) -> str:
+    from reconciler.spec import models
+
     if isinstance(document, models.Machine):
         return f"{document.spec.site}/{document.spec.rack}"
     if isinstance(document, models.VirtualMachine):
@@ -232,6 +237,8 @@ def _where(document: models.Document) -> str:
 
 
 def _what(document: models.Document) -> str:
+    from reconciler.spec import models
+
     if isinstance(document, models.Machine):
         return f"{document.spec.role}, power {document.spec.power}"
     if isinstance(document, models.VirtualMachine):
@@ -271,9 +278,7 @@ def get(
         ]
 
     items = _guard(run)
-    items.sort(
-        key=lambda item: (list(models.KINDS).index(item.document.kind_name), item.document.metadata.name)
-    )
+    items.sort(key=lambda item: (KIND_NAMES.index(item.document.kind_name), item.document.metadata.name))
     if output is GetFormat.json:
         payload = [
             {
@@ -323,6 +328,8 @@ def schema(
     ] = None,
 ) -> None:
     """Print or write the JSON Schemas (2020-12) of the fleet kinds."""
+    from reconciler.spec.schema import all_schemas, kind_schema, render, write_schemas
+
     if write is not None:
         try:
             for target in write_schemas(write):

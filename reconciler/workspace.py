@@ -18,21 +18,17 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from reconciler import __version__
 from reconciler.source.snapshot import Snapshot, SourceFile
-from reconciler.spec import models
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.diagnostics import Diagnostic, error, sorted_diagnostics
-from reconciler.spec.references import FLEET_FILE, check_references
-from reconciler.spec.validate import (
-    FileResult,
-    FileSettings,
-    settings_from_fleet,
-    validate_file,
-    validate_files,
-)
-from reconciler.spec.yamlload import load_yaml, locate
+from reconciler.spec.results import FLEET_FILE, FileResult
+
+if TYPE_CHECKING:
+    from reconciler.spec import models
+    from reconciler.spec.validate import FileSettings
 
 # Below this many files to parse, worker processes cost more than they save.
 PARALLEL_THRESHOLD = 64
@@ -86,6 +82,8 @@ def is_excluded(path: str, patterns: Sequence[str]) -> bool:
 
 
 def _parallel(batch: list[tuple[str, bytes]], settings: FileSettings, workers: int) -> list[FileResult]:
+    from reconciler.spec.validate import validate_files
+
     if workers <= 1 or len(batch) < PARALLEL_THRESHOLD:
         return validate_files(batch, settings)
     # Deal the files out largest first so the chunks weigh about the same, then put the
@@ -113,6 +111,8 @@ def default_workers() -> int:
 
 
 def _fleet(snapshot: Snapshot) -> tuple[SourceFile | None, FileResult | None]:
+    from reconciler.spec.validate import FileSettings, validate_file
+
     entry = next((f for f in snapshot.files if f.path == FLEET_FILE), None)
     if entry is None:
         return None, None
@@ -121,6 +121,8 @@ def _fleet(snapshot: Snapshot) -> tuple[SourceFile | None, FileResult | None]:
 
 def _raw_excludes(snapshot: Snapshot) -> list[str]:
     """spec.exclude of a fleet.yaml that is itself invalid, so its errors do not multiply."""
+    from reconciler.spec.yamlload import load_yaml
+
     entry = next((f for f in snapshot.files if f.path == FLEET_FILE), None)
     if entry is None:
         return []
@@ -138,26 +140,49 @@ def spec_files(snapshot: Snapshot, fleet: models.Fleet | None) -> list[SourceFil
     return [f for f in snapshot.files if f.path != FLEET_FILE and not is_excluded(f.path, excludes)]
 
 
+def revision_key(snapshot: Snapshot) -> str:
+    """Names the content of a whole revision: every YAML file (fleet.yaml, and so the limits,
+    rules and excludes, included), what the source refused, and the fleet version."""
+    return hashlib.sha256(
+        "\n".join(
+            [__version__]
+            + [f"{f.path}\0{f.blob_id}" for f in snapshot.files]
+            + [f"{p.path}\0{p.code}\0{p.message}" for p in snapshot.problems]
+        ).encode()
+    ).hexdigest()
+
+
 def validate_snapshot(snapshot: Snapshot, cache: SpecCache | None = None, workers: int = 1) -> Validation:
+    """Every diagnostic of the repo. A revision seen before costs no parsing at all."""
+    key = revision_key(snapshot)
+    if cache is not None:
+        hit = cache.get_revision(key)
+        if hit is not None:
+            return Validation(
+                snapshot.description, hit["diagnostics"], hit["documents"], hit["files"], 0, True
+            )
+    validation = _validate(snapshot, cache, workers)
+    if cache is not None:
+        cache.put_revision(
+            key,
+            {
+                "diagnostics": validation.diagnostics,
+                "documents": validation.documents,
+                "files": validation.files,
+            },
+        )
+    return validation
+
+
+def _validate(snapshot: Snapshot, cache: SpecCache | None, workers: int) -> Validation:
+    from reconciler.spec.references import check_references
+    from reconciler.spec.validate import settings_from_fleet
+
     fleet_entry, fleet_result = _fleet(snapshot)
     fleet = fleet_result.fleet if fleet_result else None
     settings = settings_from_fleet(fleet)
     fingerprint = settings.fingerprint()
     entries = spec_files(snapshot, fleet)
-
-    revision_key = hashlib.sha256(
-        "\n".join(
-            [fingerprint, fleet_entry.blob_id if fleet_entry else "-"]
-            + [f"{f.path}\0{f.blob_id}" for f in entries]
-            + [f"{p.path}\0{p.code}" for p in snapshot.problems]
-        ).encode()
-    ).hexdigest()
-    if cache is not None:
-        hit = cache.get_revision(revision_key)
-        if hit is not None:
-            return Validation(
-                snapshot.description, hit["diagnostics"], hit["documents"], hit["files"], 0, True
-            )
 
     keys = [SpecCache.file_key(fingerprint, f.blob_id, f.path) for f in entries]
     cached = cache.get_files(keys) if cache is not None else {}
@@ -186,19 +211,12 @@ def validate_snapshot(snapshot: Snapshot, cache: SpecCache | None = None, worker
         len(parsed),
         False,
     )
-    if cache is not None:
-        cache.put_revision(
-            revision_key,
-            {
-                "diagnostics": validation.diagnostics,
-                "documents": validation.documents,
-                "files": validation.files,
-            },
-        )
     return validation
 
 
 def _locate_all(snapshot: Snapshot, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    from reconciler.spec.yamlload import locate
+
     by_path = {f.path: f for f in snapshot.files}
     data: dict[str, bytes] = {}
     out = []
@@ -222,6 +240,10 @@ class LoadedDocument:
 
 def load_documents(snapshot: Snapshot) -> list[LoadedDocument]:
     """Every valid document of the repo as a model, in path order (for `fleet get`)."""
+    from reconciler.spec import models
+    from reconciler.spec.validate import settings_from_fleet
+    from reconciler.spec.yamlload import load_yaml
+
     _, fleet_result = _fleet(snapshot)
     fleet = fleet_result.fleet if fleet_result else None
     settings = settings_from_fleet(fleet)

@@ -51,3 +51,9 @@ def test_schema_command_writes_and_prints(tmp_path) -> None:
     assert code == 0 and json.loads(output)["title"] == "fleet Machine"
     code, output = run_cli("schema", "gizmo")
     assert code == 2 and "unknown kind" in output
+
+
+def test_the_cli_knows_every_kind() -> None:
+    from reconciler.cli import KIND_NAMES
+
+    assert tuple(models.KINDS) == KIND_NAMES

@@ -2,30 +2,35 @@
 
 File results are keyed by (settings fingerprint, blob id, path): an unchanged file
 is never parsed twice. Whole-revision results are keyed by a digest of every
-(path, blob id) pair. Entries are JSON, not pickles, so a tampered cache cannot
-run code. A broken cache is rebuilt, never fatal.
+(path, blob id) pair, so a revision validated before is answered without parsing
+anything. Entries hold plain values only (JSON, or pickles read by an unpickler
+that refuses every class), so a tampered cache cannot run code. A broken cache
+is rebuilt, never fatal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import pickle
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from reconciler.spec.diagnostics import Diagnostic, Severity
-from reconciler.spec.validate import Facts, FileResult
+from reconciler.spec.results import FileResult
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS file_results (key TEXT PRIMARY KEY, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS file_results (key TEXT PRIMARY KEY, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS revision_results (key TEXT PRIMARY KEY, payload TEXT NOT NULL);
 """
+_FORMAT = "2"
 
 
-def _encode_diagnostic(d: Diagnostic) -> list[Any]:
-    return [
+def _encode_diagnostic(d: Diagnostic) -> tuple[Any, ...]:
+    return (
         d.severity.value,
         d.code,
         d.message,
@@ -35,25 +40,25 @@ def _encode_diagnostic(d: Diagnostic) -> list[Any]:
         d.address,
         d.hint,
         d.doc_index,
-        list(d.field_path),
-    ]
+        tuple(d.field_path),
+    )
 
 
-def _decode_diagnostic(row: list[Any]) -> Diagnostic:
+def _decode_diagnostic(row: Sequence[Any]) -> Diagnostic:
     return Diagnostic(
         Severity(row[0]), row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], tuple(row[9])
     )
 
 
-def _freeze(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    return value
+class _PlainUnpickler(pickle.Unpickler):
+    """Reads tuples, lists, dicts, strings and numbers; any class or function is refused."""
+
+    def find_class(self, module: str, name: str) -> NoReturn:
+        raise pickle.UnpicklingError(f"cache entries hold plain values only, not {module}.{name}")
 
 
-def _decode_facts(row: list[Any]) -> Facts:
-    kind, name, index, labels, detail = row
-    return (kind, name, index, labels, _freeze(detail))
+def _load_plain(payload: bytes) -> Any:
+    return _PlainUnpickler(io.BytesIO(payload)).load()
 
 
 class SpecCache:
@@ -81,7 +86,7 @@ class SpecCache:
 
     @staticmethod
     def file_key(settings: str, blob_id: str, path: str) -> str:
-        return f"{settings}|{blob_id}|{path}"
+        return f"{_FORMAT}|{settings}|{blob_id}|{path}"
 
     def get_files(self, keys: Sequence[str]) -> dict[str, FileResult]:
         found: dict[str, FileResult] = {}
@@ -93,20 +98,18 @@ class SpecCache:
                     f"SELECT key, payload FROM file_results WHERE key IN ({marks})", chunk
                 )
                 for key, payload in rows:
-                    path, diagnostics, facts = json.loads(payload)
-                    found[key] = FileResult(
-                        path,
-                        [_decode_diagnostic(d) for d in diagnostics],
-                        [_decode_facts(f) for f in facts],
-                        [],
-                    )
-            except (sqlite3.DatabaseError, ValueError, TypeError, KeyError):
+                    try:
+                        path, diagnostics, facts = _load_plain(payload)
+                        found[key] = FileResult(path, [_decode_diagnostic(d) for d in diagnostics], facts, [])
+                    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError):
+                        continue
+            except sqlite3.DatabaseError:
                 continue
         return found
 
     def put_files(self, entries: Iterable[tuple[str, FileResult]]) -> None:
         rows = [
-            (key, json.dumps([r.path, [_encode_diagnostic(d) for d in r.diagnostics], r.facts], default=str))
+            (key, pickle.dumps((r.path, [_encode_diagnostic(d) for d in r.diagnostics], r.facts), protocol=5))
             for key, r in entries
             if r.fleet is None
         ]
@@ -121,7 +124,7 @@ class SpecCache:
             payload: dict[str, Any] = json.loads(row[0])
             payload["diagnostics"] = [_decode_diagnostic(d) for d in payload["diagnostics"]]
             return payload
-        except (sqlite3.DatabaseError, ValueError, TypeError, KeyError):
+        except (sqlite3.DatabaseError, ValueError, TypeError, KeyError, IndexError):
             return None
 
     def put_revision(self, key: str, payload: dict[str, Any]) -> None:

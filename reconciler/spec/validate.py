@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from reconciler import __version__
 from reconciler.spec import models
 from reconciler.spec.diagnostics import Diagnostic, Severity, YamlPath, error, warning
+from reconciler.spec.results import Facts, FileResult
 from reconciler.spec.secrets import find_literal_secrets, may_hold_secrets
 from reconciler.spec.yamlload import Limits, load_yaml, locate
 
@@ -63,20 +64,6 @@ def settings_from_fleet(fleet: models.Fleet | None) -> FileSettings:
             for r in spec.rules
         ),
     )
-
-
-# Facts: (kind, name, doc_index, labels, detail) - small, picklable, enough for references.
-# detail is None for a document that is itself invalid: it exists, but nothing more is known.
-Facts = tuple[str, str, int, dict[str, str], tuple[Any, ...] | None]
-
-
-@dataclasses.dataclass(slots=True)
-class FileResult:
-    path: str
-    diagnostics: list[Diagnostic]
-    facts: list[Facts]
-    documents: list[Any]
-    fleet: models.Fleet | None = None
 
 
 def _credential_name(ref: Any) -> str | None:
