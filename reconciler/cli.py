@@ -261,6 +261,9 @@ def get(
         typer.Option("--selector", "-l", help="Label selector, e.g. 'role=hypervisor,site in (nyc1)'."),
     ] = None,
     output: Annotated[GetFormat, typer.Option("--format", "-o", help="Output format.")] = GetFormat.table,
+    show_labels: Annotated[
+        bool, typer.Option("--show-labels", help="Add a LABELS column to the table.")
+    ] = False,
     cache_dir: CacheOpt = None,
 ) -> None:
     """List the resources a fleet repo declares (the inventory)."""
@@ -298,18 +301,16 @@ def get(
         yaml.dump_all([i.document.model_dump(mode="json", by_alias=True) for i in items], sys.stdout)
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("KIND", "NAME", "WHERE", "WHAT", "LABELS", "FILE"):
-        table.add_column(column, overflow="fold")
-    for i in items:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(i.document.metadata.labels.items()))
-        table.add_row(
-            i.document.kind_name,
-            i.document.metadata.name,
-            _where(i.document),
-            _what(i.document),
-            labels,
-            i.path,
+    columns = ["KIND", "NAME", "WHERE", "WHAT", "FILE"] + (["LABELS"] if show_labels else [])
+    for column in columns:
+        table.add_column(
+            column, no_wrap=column != "LABELS", overflow="fold" if column == "LABELS" else "ellipsis"
         )
+    for i in items:
+        row = [i.document.kind_name, i.document.metadata.name, _where(i.document), _what(i.document), i.path]
+        if show_labels:
+            row.append(",".join(f"{k}={v}" for k, v in sorted(i.document.metadata.labels.items())))
+        table.add_row(*row)
     console = _out()
     console.print(table)
     console.print(Text(f"{len(items)} resources", style="dim"))

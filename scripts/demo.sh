@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fleet=.venv/bin/fleet
+# Tables as wide as a real terminal when the output goes to a pipe or a log.
+[[ -t 1 ]] || export COLUMNS="${COLUMNS:-160}"
 step() { printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "$2"; }
 
 step "Validate every spec of the example fleet repo" "fleet validate fleet-repo-example"
@@ -11,8 +13,8 @@ $fleet validate fleet-repo-example
 step "The inventory it declares" "fleet get fleet-repo-example"
 $fleet get fleet-repo-example
 
-step "Only the hypervisors" "fleet get fleet-repo-example --kind Machine -l role=hypervisor"
-$fleet get fleet-repo-example --kind Machine -l role=hypervisor
+step "Select by label, as with kubectl" "fleet get fleet-repo-example --kind Machine -l team=platform-k8s --show-labels"
+$fleet get fleet-repo-example --kind Machine -l team=platform-k8s --show-labels
 
 step "A bad edit is caught with file:line:col, address and a fix" "fleet validate <copy with a typo and a literal password>"
 scratch="$(mktemp -d)"
