@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 # git: tests build fleet repos and cross-check revisions with it.
 # ca-certificates: HTTPS fetches of fleet repos and packages.
 # python3-venv: the virtualenv, when python3 comes from Debian.
-PACKAGES=(git ca-certificates python3-venv)
+# ipmitool: an independent IPMI client the tests check the BMC simulator with.
+PACKAGES=(git ca-certificates python3-venv ipmitool)
 
 missing=()
 for package in "${PACKAGES[@]}"; do
