@@ -23,6 +23,7 @@ test: lint
 
 bench: bootstrap
 	$(BIN)/python bench/bench_validate.py
+	$(BIN)/python bench/bench_ipmi.py
 
 schemas: bootstrap
 	$(BIN)/fleet schema --write schemas/

@@ -10,6 +10,7 @@ user: every failure ends as one clear message.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -314,6 +315,209 @@ def get(
     console = _out()
     console.print(table)
     console.print(Text(f"{len(items)} resources", style="dim"))
+
+
+# --- fleet observe ---------------------------------------------------------------------
+
+LabOpt = Annotated[
+    bool,
+    typer.Option(
+        "--lab", help="Talk to the simulators of the running `fleet lab` instead of real endpoints."
+    ),
+]
+
+
+def _overrides_path(lab: bool) -> Path | None:
+    from reconciler.lab import default_lab_dir, read_lab
+
+    explicit = os.environ.get("FLEET_LAB_OVERRIDES")
+    if explicit:
+        return Path(explicit)
+    if not lab:
+        return None
+    info = read_lab(default_lab_dir())
+    if info is None:
+        raise UsageError("no lab is running", hint="start one with `fleet lab up`")
+    return info.overrides
+
+
+def _selected(ref: RepoRef, kind: str | None, selector: str | None, targets: list[str]) -> list[Any]:
+    wanted = _normalise_kind(kind) if kind else None
+    match = parse_selector(selector) if selector else None
+    items = [
+        item
+        for item in load_documents(ref.snapshot())
+        if item.document.kind_name != "Fleet"
+        and (wanted is None or item.document.kind_name == wanted)
+        and (match is None or match(item.document.metadata.labels))
+        and (not targets or item.document.address in targets)
+    ]
+    missing = sorted(set(targets) - {item.document.address for item in items})
+    if missing:
+        raise UsageError(f"no such resource: {', '.join(missing)}", hint="addresses look like machine/NAME")
+    return items
+
+
+def _fleet_document(ref: RepoRef) -> models.Fleet:
+    from reconciler.spec import models
+
+    for item in load_documents(ref.snapshot()):
+        if isinstance(item.document, models.Fleet):
+            return item.document
+    raise UsageError("the repo has no valid fleet.yaml", hint="run `fleet validate` to see why")
+
+
+@app.command()
+def observe(
+    path: PathArg = None,
+    repo: RepoOpt = None,
+    rev: RevOpt = None,
+    kind: Annotated[str, typer.Option("--kind", "-k", help="Kind to observe.")] = "Machine",
+    selector: Annotated[str | None, typer.Option("--selector", "-l", help="Label selector.")] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", "-t", help="Only this address (repeatable), e.g. machine/x."),
+    ] = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", "-o", help="Output format.")
+    ] = OutputFormat.text,
+    lab: LabOpt = False,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Show what the providers see right now (power, boot device, reachability). Changes nothing."""
+    from reconciler.plan.observe import observe_documents, provider_context
+
+    ref = RepoRef(path, repo, rev, cache_dir)
+
+    def run() -> list[Any]:
+        items = _selected(ref, kind, selector, target or [])
+        overrides = _overrides_path(lab)
+        if overrides is not None:
+            _err().print(Text(f"using lab endpoints from {overrides}", style="yellow"))
+        context = provider_context(_fleet_document(ref), overrides)
+        return observe_documents([i.document for i in items], context)
+
+    observations = _guard(run)
+    if output is OutputFormat.json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "address": o.address,
+                        "state": o.state.value,
+                        "observedAt": o.observed_at.isoformat(),
+                        "fields": dict(o.fields),
+                        "reason": o.reason.value if o.reason else None,
+                        "detail": o.detail or None,
+                        "warnings": list(o.warnings),
+                    }
+                    for o in observations
+                ],
+                indent=2,
+                default=str,
+            )
+        )
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("ADDRESS", "STATE", "POWER", "BOOT", "NOTES"):
+        table.add_column(column, no_wrap=column != "NOTES")
+    for o in observations:
+        boot = ""
+        if "bootDevice" in o.fields:
+            boot = f"{o.fields['bootDevice']}{'' if o.fields.get('bootPersistent') else ' (once)'}"
+        notes = f"{o.reason.value}: {o.detail}" if o.reason else "; ".join(o.warnings)
+        style = {"observed": "green", "unknown": "yellow", "absent": "red"}[o.state.value]
+        table.add_row(
+            o.address, Text(o.state.value, style=style), str(o.fields.get("power", "")), boot, notes
+        )
+    console = _out()
+    console.print(table)
+    unknown = sum(1 for o in observations if o.state.value == "unknown")
+    console.print(Text(f"{len(observations)} observed, {unknown} unknown", style="dim"))
+
+
+# --- fleet lab -------------------------------------------------------------------------
+
+lab_app = typer.Typer(
+    help="A simulated lab (BMC simulators on loopback) for a fleet repo.", no_args_is_help=True
+)
+app.add_typer(lab_app, name="lab")
+
+
+@lab_app.command("up")
+def lab_up_command(
+    path: Annotated[Path, typer.Argument(help="Fleet repo whose Machines get simulated BMCs.")] = Path(
+        "fleet-repo-example"
+    ),
+    transition: Annotated[
+        float, typer.Option("--transition-seconds", help="How long a simulated power transition takes.")
+    ] = 0.3,
+    as_specified: Annotated[
+        bool, typer.Option("--as-specified", help="Start machines as the specs say instead of powered off.")
+    ] = False,
+    subnet: Annotated[
+        int, typer.Option("--subnet", min=1, max=250, help="BMCs listen on 127.SUBNET.x.y (default 60).")
+    ] = 60,
+) -> None:
+    """Start BMC simulators for every Machine of a fleet repo and print where they listen."""
+    from reconciler.lab import default_lab_dir, lab_up
+    from reconciler.spec import models
+
+    def run() -> Any:
+        machines = [
+            i.document for i in load_documents(read_worktree(path)) if isinstance(i.document, models.Machine)
+        ]
+        if not machines:
+            raise UsageError(f"{path} declares no valid Machine", hint="run `fleet validate` on it")
+        return lab_up(
+            str(path),
+            machines,
+            default_lab_dir(),
+            transition_seconds=transition,
+            cold=not as_specified,
+            subnet=subnet,
+        )
+
+    info = _guard(run)
+    console = _out()
+    console.print(f"lab up: {info.machines} simulated BMCs (pid {info.pid}), state in {info.directory}")
+    console.print(f"endpoint and credential overrides: {info.overrides}")
+    console.print(
+        "use them with `--lab`, e.g. `fleet observe --lab " + str(path) + "`; stop with `fleet lab down`"
+    )
+
+
+@lab_app.command("status")
+def lab_status_command(
+    output: Annotated[
+        OutputFormat, typer.Option("--format", "-o", help="Output format.")
+    ] = OutputFormat.text,
+) -> None:
+    """Say whether a lab is running, and where its simulators listen."""
+    from reconciler.lab import default_lab_dir, lab_endpoints, lab_status
+
+    status = lab_status(default_lab_dir())
+    endpoints = lab_endpoints(default_lab_dir()) if status["running"] else {}
+    if output is OutputFormat.json:
+        typer.echo(json.dumps({**status, "endpoints": endpoints}, indent=2))
+    else:
+        console = _out()
+        if not status["running"]:
+            console.print("no lab is running")
+        else:
+            console.print(f"lab running: pid {status['pid']}, {status['machines']} BMCs for {status['repo']}")
+            for written, actual in sorted(endpoints.items()):
+                console.print(f"  {written} -> {actual}")
+    raise typer.Exit(EXIT_OK if status["running"] else EXIT_INVALID)
+
+
+@lab_app.command("down")
+def lab_down_command() -> None:
+    """Stop the lab's simulators and remove its state; leaves nothing behind."""
+    from reconciler.lab import default_lab_dir, lab_down
+
+    stopped = lab_down(default_lab_dir())
+    _out().print("lab down" if stopped else "no lab was running; nothing left behind")
 
 
 # --- fleet schema ------------------------------------------------------------------------

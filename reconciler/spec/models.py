@@ -228,6 +228,9 @@ class AnsibleConfig(Strict):
 class PowerDomain(Strict):
     name: DnsLabel
     description: str | None = None
+    maxConcurrent: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="At most this many BMCs of the domain talked to at once; default no limit."
+    )
 
 
 class Rack(Strict):
@@ -237,7 +240,7 @@ class Rack(Strict):
     )
     maxConcurrent: Annotated[int, Field(ge=1)] | None = Field(
         default=None,
-        description="At most this many provider operations at once in the rack; default: the site's budget.",
+        description="At most this many BMCs of the rack talked to at once; default no limit.",
     )
 
 

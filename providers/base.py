@@ -1,0 +1,176 @@
+"""The provider contract: how the engine observes and changes live infrastructure.
+
+A provider serves one kind of resource. `observe` never changes anything and says,
+for every spec it is given, whether the resource was observed (with its live
+fields), is absent, or is unknown (unreachable, timed out, refused, with the
+reason). Unknown is never drift and never a reason to delete. `apply` makes one
+change and is idempotent: applying a change that already holds changes nothing
+and succeeds. Errors leave a provider only as `TemporaryError` or `PermanentError`;
+no SDK or socket exception ever crosses this boundary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from reconciler.spec import models
+
+
+class ObservationState(enum.StrEnum):
+    OBSERVED = "observed"
+    ABSENT = "absent"
+    UNKNOWN = "unknown"
+
+
+class UnknownReason(enum.StrEnum):
+    TIMEOUT = "timeout"
+    AUTH_FAILURE = "auth-failure"
+    UNREACHABLE = "unreachable"
+    PROTOCOL_ERROR = "protocol-error"
+    CREDENTIALS_MISSING = "credentials-missing"
+    NOT_ATTEMPTED = "not-attempted"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Observation:
+    """What a provider saw of one resource at `observed_at`."""
+
+    address: str
+    state: ObservationState
+    observed_at: datetime
+    fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    reason: UnknownReason | None = None
+    detail: str = ""
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def observed(
+        cls,
+        address: str,
+        fields: Mapping[str, Any],
+        *,
+        warnings: Sequence[str] = (),
+        at: datetime | None = None,
+    ) -> Observation:
+        return cls(
+            address, ObservationState.OBSERVED, at or utcnow(), dict(fields), None, "", tuple(warnings)
+        )
+
+    @classmethod
+    def absent(cls, address: str, *, at: datetime | None = None) -> Observation:
+        return cls(address, ObservationState.ABSENT, at or utcnow())
+
+    @classmethod
+    def unknown(
+        cls, address: str, reason: UnknownReason, detail: str, *, at: datetime | None = None
+    ) -> Observation:
+        return cls(address, ObservationState.UNKNOWN, at or utcnow(), {}, reason, detail)
+
+
+class Action(enum.StrEnum):
+    """What a change does to a resource (symbols as Terraform shows them)."""
+
+    CREATE = "+"
+    UPDATE = "~"
+    DELETE = "-"
+    REPLACE = "-/+"
+    POWER_ON = "power-on"
+    POWER_OFF = "power-off"
+    POWER_CYCLE = "power-cycle"
+    BOOT_DEVICE = "boot-device"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FieldChange:
+    field: str
+    before: Any
+    after: Any
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Change:
+    """One action on one resource, with the desired document it comes from."""
+
+    address: str
+    action: Action
+    desired: models.Document
+    fields: tuple[FieldChange, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ApplyResult:
+    address: str
+    action: Action
+    ok: bool
+    changed: bool
+    message: str
+    seconds: float = 0.0
+    observation: Observation | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def reference_key(ref: models.CredentialSource | str) -> str:
+    """How credential overrides name a credentialsRef: its name, or env:/file:/secret: for inline ones."""
+    if isinstance(ref, str):
+        return ref
+    if ref.env is not None:
+        return f"env:{ref.env}"
+    if ref.file is not None:
+        return f"file:{ref.file}"
+    assert ref.kubernetesSecret is not None
+    return f"secret:{ref.kubernetesSecret.namespace}/{ref.kubernetesSecret.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProviderContext:
+    """Everything a provider needs besides the specs: the fleet, and where to really connect.
+
+    `endpoint_overrides` maps an address as written in the specs ("10.128.1.11:623") to
+    where a simulated lab listens, and `credential_overrides` maps a credentialsRef (a
+    name, or "env:VAR" / "file:PATH" for inline ones) to the lab's own secrets. Both are
+    empty in production.
+    """
+
+    fleet: models.Fleet
+    endpoint_overrides: Mapping[str, Endpoint] = dataclasses.field(default_factory=dict)
+    credential_overrides: Mapping[str, models.CredentialSource] = dataclasses.field(default_factory=dict)
+    environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def endpoint(self, host: str, port: int) -> Endpoint:
+        written = Endpoint(host, port)
+        return self.endpoint_overrides.get(str(written), written)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Observes and changes the resources of one kind. See the module docstring."""
+
+    kind: ClassVar[str]
+
+    def observe(self, specs: Sequence[models.Document]) -> Iterable[Observation]:
+        """One Observation per spec, in any order; never changes anything."""
+        ...
+
+    def apply(self, change: Change) -> ApplyResult:
+        """Make one change and wait until it holds (or time out); safe to repeat."""
+        ...
+
+    def close(self) -> None:
+        """Release sessions, connections and worker processes."""
+        ...

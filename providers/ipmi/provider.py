@@ -1,0 +1,503 @@
+"""The IPMI provider: observes and changes Machines through their BMCs.
+
+Each observation or change is a small script (a generator) of BMC commands. One
+scheduler thread runs all of them at once over a pool of worker processes: it
+keeps the minimum interval between two commands to one BMC, holds the global,
+per-rack and per-power-domain budgets, retries what may pass with backoff, and
+gives up on a BMC at its deadline, so one slow or dead BMC never holds up the
+rest. `observe` never sends a command that changes anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any, ClassVar
+
+from providers.base import (
+    Action,
+    ApplyResult,
+    Change,
+    Endpoint,
+    Observation,
+    ProviderContext,
+    UnknownReason,
+)
+from providers.credentials import UserPassword, user_password
+from providers.ipmi.workers import WorkerPool
+from reconciler.errors import PermanentError
+from reconciler.spec import models
+from reconciler.spec.quantity import quantity_value
+
+Command = tuple[str, dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sleep:
+    """Yielded by a script to wait without holding a worker (e.g. between power polls)."""
+
+    seconds: float
+
+
+class BmcFailure(Exception):
+    def __init__(self, temporary: bool, reason: UnknownReason, message: str) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+        self.reason = reason
+        self.message = message
+
+
+Script = Generator[Command | Sleep, dict[str, Any], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    min_interval: float = 5.0
+    timeout: float = 10.0
+    retries: int = 2
+    backoff: float = 0.5
+    soft_off_grace: float = 120.0
+    transition_timeout: float = 300.0
+
+    @classmethod
+    def from_settings(cls, settings: models.IpmiSettings) -> Timing:
+        return cls(
+            min_interval=settings.minCommandIntervalSeconds,
+            timeout=settings.timeoutSeconds,
+            soft_off_grace=settings.softPowerOffGraceSeconds,
+        )
+
+
+@dataclasses.dataclass
+class _Job:
+    key: str  # the BMC endpoint
+    endpoint: Endpoint
+    credentials: UserPassword
+    groups: tuple[str, ...]
+    script: Script
+    future: Future[Any]
+    deadline: float
+    pending: Command | None = None
+    attempts: int = 0
+
+
+class Scheduler:
+    """Runs BMC scripts concurrently under budgets; one thread, many worker processes."""
+
+    def __init__(self, workers: int, timing: Timing, budgets: Mapping[str, int], global_budget: int) -> None:
+        self.timing = timing
+        self.budgets = dict(budgets)
+        self.global_budget = global_budget
+        self._pool = WorkerPool(workers)
+        self._lock = threading.Condition()
+        self._incoming: list[_Job] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="fleet-ipmi-scheduler", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: _Job) -> None:
+        with self._lock:
+            if self._closed:
+                raise PermanentError("the IPMI provider is closed")
+            self._incoming.append(job)
+            self._lock.notify()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+        self._thread.join(timeout=30)
+        self._pool.close()
+
+    # --- the loop --------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        jobs: list[_Job] = []
+        try:
+            self._run(jobs)
+        except BaseException as exc:
+            error = PermanentError(f"the IPMI scheduler stopped: {type(exc).__name__}: {exc}")
+            with self._lock:
+                self._closed = True
+                jobs.extend(self._incoming)
+                self._incoming = []
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(error)
+
+    def _run(self, jobs: list[_Job]) -> None:
+        """The scheduler proper; `jobs` collects every job it ever took, for `_loop`'s cleanup."""
+        ready: list[tuple[float, int, _Job]] = []  # (not before, tie-break, job)
+        sequence = itertools.count()
+        in_flight: dict[int, _Job] = {}
+        in_use: dict[str, int] = defaultdict(int)
+        busy_bmcs: set[str] = set()
+        last_command: dict[str, float] = {}
+        request_ids = itertools.count(1)
+
+        def finish(job: _Job, value: Any = None, error: BaseException | None = None) -> None:
+            if not job.future.done():
+                if error is not None:
+                    job.future.set_exception(error)
+                else:
+                    job.future.set_result(value)
+
+        def advance(job: _Job, reply: dict[str, Any] | None, failure: BmcFailure | None, now: float) -> None:
+            """Feed a script the answer to its last command and queue what it asks next."""
+            try:
+                if failure is not None:
+                    step = job.script.throw(failure)
+                elif reply is None:
+                    step = next(job.script)
+                else:
+                    step = job.script.send(reply)
+            except StopIteration as stop:
+                finish(job, stop.value)
+                return
+            except BaseException as exc:
+                finish(job, error=exc)
+                return
+            if isinstance(step, Sleep):
+                job.pending = None
+                heapq.heappush(ready, (now + step.seconds, next(sequence), job))
+                return
+            job.pending = step
+            job.attempts = 0
+            not_before = last_command.get(job.key, -1e9) + self.timing.min_interval
+            heapq.heappush(ready, (max(now, not_before), next(sequence), job))
+
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                arrived, self._incoming = self._incoming, []
+                closing = self._closed
+            jobs[:] = [j for j in jobs if not j.future.done()]
+            jobs.extend(arrived)
+            for job in arrived:
+                advance(job, None, None, now)
+            if closing:
+                for _, _, job in ready:
+                    finish(job, error=PermanentError("the IPMI provider was closed"))
+                for job in in_flight.values():
+                    finish(job, error=PermanentError("the IPMI provider was closed"))
+                return
+
+            # Dispatch every job whose time has come, as budgets and idle workers allow.
+            deferred: list[tuple[float, int, _Job]] = []
+            idle = self._pool.idle()
+            while ready and ready[0][0] <= now and idle:
+                item = heapq.heappop(ready)
+                job = item[2]
+                if now > job.deadline:
+                    advance(
+                        job,
+                        None,
+                        BmcFailure(
+                            True, UnknownReason.TIMEOUT, f"BMC {job.endpoint}: no answer before the deadline"
+                        ),
+                        now,
+                    )
+                    continue
+                if job.pending is None:  # a Sleep ended
+                    advance(job, {}, None, now)
+                    continue
+                over_budget = (
+                    job.key in busy_bmcs
+                    or len(in_flight) >= self.global_budget
+                    or any(in_use[g] >= self.budgets.get(g, 1 << 30) for g in job.groups)
+                )
+                if over_budget:
+                    deferred.append(item)
+                    continue
+                home = self._pool.home(job.key)
+                worker = home if home in idle else idle[0]
+                idle.remove(worker)
+                request_id = next(request_ids)
+                op, args = job.pending
+                credentials = job.credentials
+                request = (
+                    request_id,
+                    job.endpoint.host,
+                    job.endpoint.port,
+                    credentials.username,
+                    credentials.password.reveal(),
+                    op,
+                    args,
+                )
+                if not self._pool.submit(worker, request, now):
+                    deferred.append(item)  # that worker had died and was replaced; try again
+                    continue
+                in_flight[request_id] = job
+                busy_bmcs.add(job.key)
+                last_command[job.key] = now
+                for group in job.groups:
+                    in_use[group] += 1
+            for item in deferred:
+                heapq.heappush(ready, item)
+
+            wait = 0.2
+            if ready and not deferred:
+                wait = min(wait, max(0.0, ready[0][0] - time.monotonic()))
+            elif deferred:
+                wait = 0.01
+            if not in_flight:
+                with self._lock:
+                    if not self._incoming and not self._closed:
+                        self._lock.wait(timeout=wait)
+                continue
+
+            for request_id, ok, payload in self._pool.wait(wait):
+                job = in_flight.pop(request_id)
+                self._release(job, busy_bmcs, in_use)
+                now = time.monotonic()
+                last_command[job.key] = now  # as Ironic: the interval runs from the end of a command
+                if ok:
+                    advance(job, payload, None, now)
+                    continue
+                temporary, reason, message = payload
+                failure = BmcFailure(bool(temporary), UnknownReason(reason), str(message))
+                if failure.temporary and job.attempts < self.timing.retries and now < job.deadline:
+                    job.attempts += 1
+                    delay = self.timing.backoff * (2 ** (job.attempts - 1))
+                    not_before = max(now + delay, last_command[job.key] + self.timing.min_interval)
+                    heapq.heappush(ready, (not_before, next(sequence), job))
+                else:
+                    advance(job, None, failure, now)
+
+            now = time.monotonic()
+            for worker, request_id in self._pool.stuck(now, self.timing.timeout):
+                self._pool.replace(worker)
+                job = in_flight.pop(request_id)
+                self._release(job, busy_bmcs, in_use)
+                advance(
+                    job,
+                    None,
+                    BmcFailure(
+                        True,
+                        UnknownReason.TIMEOUT,
+                        f"BMC {job.endpoint} did not answer within {self.timing.timeout:g} s",
+                    ),
+                    now,
+                )
+
+    @staticmethod
+    def _release(job: _Job, busy_bmcs: set[str], in_use: dict[str, int]) -> None:
+        busy_bmcs.discard(job.key)
+        for group in job.groups:
+            in_use[group] -= 1
+
+
+# --- scripts: what one observation or change says to one BMC ---------------------------
+
+
+def observe_script(machine: models.Machine, address: str) -> Script:
+    try:
+        power = yield ("power", {})
+        boot = yield ("bootdev", {})
+    except BmcFailure as failure:
+        return Observation.unknown(address, failure.reason, failure.message)
+    try:
+        inventory = yield ("inventory", {})
+    except BmcFailure:
+        inventory = {}  # inventory is informational; power and boot device were observed
+    fields = {"power": power["power"], "reachable": True, **boot, "inventory": inventory}
+    return Observation.observed(address, fields, warnings=hardware_warnings(machine, inventory))
+
+
+def hardware_warnings(machine: models.Machine, inventory: Mapping[str, Any]) -> list[str]:
+    """Expected hardware is compared, never enforced: differences are warnings."""
+    expected = machine.spec.hardware
+    if expected is None:
+        return []
+    warnings = []
+    if expected.product and inventory.get("product") and expected.product != inventory["product"]:
+        warnings.append(
+            f"BMC reports product {inventory['product']!r}, the spec expects {expected.product!r}"
+        )
+    if expected.serial and inventory.get("serial") and expected.serial != inventory["serial"]:
+        warnings.append(f"BMC reports serial {inventory['serial']!r}, the spec expects {expected.serial!r}")
+    if expected.cpus and inventory.get("cpus") and expected.cpus != inventory["cpus"]:
+        warnings.append(f"BMC reports {inventory['cpus']} CPUs, the spec expects {expected.cpus}")
+    if expected.memory and inventory.get("memoryMiB"):
+        want = int(quantity_value(expected.memory) / (1024 * 1024))
+        if want != inventory["memoryMiB"]:
+            warnings.append(
+                f"BMC reports {inventory['memoryMiB']} MiB of memory, the spec expects {expected.memory}"
+            )
+    return warnings
+
+
+def _wait_for_power(
+    want: str, timing: Timing, until: float
+) -> Generator[Command | Sleep, dict[str, Any], bool]:
+    poll = max(1.0, timing.min_interval) if timing.min_interval >= 1 else max(0.05, timing.min_interval)
+    while True:
+        state = yield ("power", {})
+        if state["power"] == want:
+            return True
+        if time.monotonic() >= until:
+            return False
+        yield Sleep(poll)
+
+
+def apply_script(change: Change, timing: Timing) -> Script:
+    started = time.monotonic()
+    machine = change.desired
+    assert isinstance(machine, models.Machine)
+
+    def result(ok: bool, changed: bool, message: str) -> ApplyResult:
+        return ApplyResult(change.address, change.action, ok, changed, message, time.monotonic() - started)
+
+    try:
+        if change.action is Action.BOOT_DEVICE:
+            want = {"bootDevice": machine.spec.bootDevice, "bootPersistent": machine.spec.bootPersistent}
+            boot = yield ("bootdev", {})
+            if boot == want:
+                return result(True, False, f"boot device already {machine.spec.bootDevice}")
+            yield (
+                "set_bootdev",
+                {"device": machine.spec.bootDevice, "persistent": machine.spec.bootPersistent},
+            )
+            boot = yield ("bootdev", {})
+            if boot["bootDevice"] != machine.spec.bootDevice:
+                return result(
+                    False,
+                    True,
+                    f"boot device is {boot['bootDevice']} after setting {machine.spec.bootDevice}",
+                )
+            return result(True, True, f"boot device set to {machine.spec.bootDevice}")
+
+        state = (yield ("power", {}))["power"]
+        if change.action is Action.POWER_ON:
+            if state == "on":
+                return result(True, False, "already on")
+            yield ("set_power", {"state": "on"})
+            reached = yield from _wait_for_power("on", timing, time.monotonic() + timing.transition_timeout)
+            return result(reached, True, "powered on" if reached else "still off after the power-on timeout")
+        if change.action is Action.POWER_OFF:
+            if state == "off":
+                return result(True, False, "already off")
+            yield ("set_power", {"state": "shutdown"})
+            reached = yield from _wait_for_power("off", timing, time.monotonic() + timing.soft_off_grace)
+            if reached:
+                return result(True, True, "shut down by the operating system")
+            yield ("set_power", {"state": "off"})
+            reached = yield from _wait_for_power("off", timing, time.monotonic() + timing.transition_timeout)
+            return result(
+                reached, True, "powered off (hard, after the soft grace)" if reached else "still on"
+            )
+        if change.action is Action.POWER_CYCLE:
+            yield ("set_power", {"state": "boot"})
+            reached = yield from _wait_for_power("on", timing, time.monotonic() + timing.transition_timeout)
+            return result(reached, True, "power cycled" if reached else "not on after the power cycle")
+    except BmcFailure as failure:
+        return result(False, False, failure.message)
+    return result(False, False, f"the IPMI provider cannot {change.action.value}")
+
+
+# --- the provider ----------------------------------------------------------------------
+
+
+class IpmiProvider:
+    """Machines, through their BMCs. Thread-safe: observe and apply may run concurrently."""
+
+    kind: ClassVar[str] = "Machine"
+
+    def __init__(
+        self,
+        context: ProviderContext,
+        *,
+        workers: int = 8,
+        timing: Timing | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.context = context
+        settings = context.fleet.spec.providers.ipmi
+        self.timing = timing or Timing.from_settings(settings)
+        self._clock = clock
+        self._racks: dict[tuple[str, str], models.Rack] = {}
+        budgets: dict[str, int] = {}
+        for site in context.fleet.spec.sites:
+            domains = {d.name: d for d in site.powerDomains}
+            for rack in site.racks:
+                self._racks[(site.name, rack.name)] = rack
+                if rack.maxConcurrent is not None:
+                    budgets[f"rack:{site.name}/{rack.name}"] = rack.maxConcurrent
+                domain = domains.get(rack.powerDomain or "")
+                if domain is not None and domain.maxConcurrent is not None:
+                    budgets[f"power:{site.name}/{domain.name}"] = domain.maxConcurrent
+        self._scheduler = Scheduler(
+            min(workers, settings.maxConcurrent), self.timing, budgets, settings.maxConcurrent
+        )
+
+    def _groups(self, machine: models.Machine) -> tuple[str, ...]:
+        site, rack_name = machine.spec.site, machine.spec.rack
+        groups = [f"rack:{site}/{rack_name}"]
+        rack = self._racks.get((site, rack_name))
+        if rack is not None and rack.powerDomain:
+            groups.append(f"power:{site}/{rack.powerDomain}")
+        return tuple(groups)
+
+    def _job(self, machine: models.Machine, script: Script, deadline: float) -> _Job:
+        bmc = machine.spec.bmc
+        endpoint = self.context.endpoint(bmc.address, bmc.port)
+        credentials = user_password(
+            bmc.credentialsRef,
+            self.context.fleet,
+            self.context.environment,
+            self.context.credential_overrides,
+        )
+        return _Job(str(endpoint), endpoint, credentials, self._groups(machine), script, Future(), deadline)
+
+    def observe(self, specs: Sequence[models.Document]) -> Iterable[Observation]:
+        futures: list[tuple[str, Future[Any]]] = []
+        results: list[Observation] = []
+        # A pass gets time for every command of a BMC plus the retries, spaced by the interval.
+        deadline = time.monotonic() + 3 * (self.timing.timeout + self.timing.min_interval) * (
+            self.timing.retries + 1
+        )
+        for spec in specs:
+            assert isinstance(spec, models.Machine)
+            address = spec.address
+            try:
+                job = self._job(spec, observe_script(spec, address), deadline)
+            except PermanentError as exc:
+                results.append(Observation.unknown(address, UnknownReason.CREDENTIALS_MISSING, str(exc)))
+                continue
+            self._scheduler.submit(job)
+            futures.append((address, job.future))
+        for address, future in futures:
+            try:
+                results.append(future.result())
+            except PermanentError as exc:
+                results.append(Observation.unknown(address, UnknownReason.NOT_ATTEMPTED, str(exc)))
+        return results
+
+    def apply(self, change: Change) -> ApplyResult:
+        machine = change.desired
+        if not isinstance(machine, models.Machine):
+            raise PermanentError(f"the IPMI provider manages Machines, not {change.desired.kind_name}")
+        deadline = time.monotonic() + self.timing.soft_off_grace + 2 * self.timing.transition_timeout + 60
+        try:
+            job = self._job(machine, apply_script(change, self.timing), deadline)
+        except PermanentError as exc:
+            return ApplyResult(change.address, change.action, False, False, str(exc))
+        self._scheduler.submit(job)
+        result = job.future.result()
+        assert isinstance(result, ApplyResult)
+        return result
+
+    def close(self) -> None:
+        self._scheduler.close()
+
+    def __enter__(self) -> IpmiProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,154 @@
+"""Worker processes that each drive pyghmi single-threaded, and the pool that feeds them.
+
+A worker keeps one IPMI session per BMC it has served and reuses it across
+commands and passes. It runs one command at a time; the pool hands a command to
+the BMC's home worker when it is idle, else to any idle worker, so a BMC that
+hangs ties up one worker, never the pass. A worker stuck past the hard timeout
+is killed and replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import zlib
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from providers.base import UnknownReason
+
+Request = tuple[int, str, int, str, str, str, dict[str, Any]]
+# (request id, ok, result) or (request id, False, (temporary, reason, message))
+Reply = tuple[int, bool, Any]
+
+
+def _worker_main(connection: Connection) -> None:
+    # Imported here: only worker processes ever load pyghmi.
+    from providers.ipmi.client import BmcClient, BmcError
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    clients: dict[tuple[str, int, str], BmcClient] = {}
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        request_id, host, port, username, password, op, args = message
+        key = (host, port, username)
+        try:
+            client = clients.get(key)
+            if client is None:
+                client = BmcClient(host, port, username, password)
+                clients[key] = client
+            reply: Reply = (request_id, True, client.run(op, args))
+        except BmcError as exc:
+            # A failed session is dropped, never logged out (pyghmi cannot reopen after logout).
+            clients.pop(key, None)
+            reply = (request_id, False, (exc.temporary, exc.reason.value, exc.message))
+        except Exception as exc:
+            clients.pop(key, None)
+            reply = (request_id, False, (True, UnknownReason.PROTOCOL_ERROR.value, f"{type(exc).__name__}"))
+        try:
+            connection.send(reply)
+        except (BrokenPipeError, OSError):
+            return
+
+
+@dataclasses.dataclass
+class Worker:
+    process: BaseProcess
+    connection: Connection
+    busy_with: int | None = None
+    busy_since: float = 0.0
+
+
+class WorkerPool:
+    """N worker processes; `submit` to an idle one, `replies` to collect answers."""
+
+    def __init__(self, size: int) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self.workers: list[Worker] = [self._start() for _ in range(max(1, size))]
+
+    def _start(self) -> Worker:
+        parent, child = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=_worker_main, args=(child,), daemon=True, name="fleet-ipmi-worker"
+        )
+        process.start()
+        child.close()
+        return Worker(process, parent)
+
+    def home(self, key: str) -> int:
+        return zlib.crc32(key.encode()) % len(self.workers)
+
+    def idle(self) -> list[int]:
+        return [i for i, w in enumerate(self.workers) if w.busy_with is None]
+
+    def submit(self, index: int, request: Request, now: float) -> bool:
+        """Hand a request to a worker; False (and a fresh worker) if that one had died."""
+        worker = self.workers[index]
+        try:
+            worker.connection.send(request)
+        except (BrokenPipeError, OSError):
+            self.replace(index)
+            return False
+        worker.busy_with = request[0]
+        worker.busy_since = now
+        return True
+
+    def wait(self, timeout: float) -> list[Reply]:
+        busy = {w.connection: w for w in self.workers if w.busy_with is not None}
+        if not busy:
+            return []
+        ready = multiprocessing.connection.wait(list(busy), timeout=max(0.0, timeout))
+        replies: list[Reply] = []
+        for connection in ready:
+            worker = busy[connection]  # type: ignore[index]
+            try:
+                reply: Reply = worker.connection.recv()
+            except (EOFError, OSError):
+                request_id = worker.busy_with
+                self.replace(self.workers.index(worker))
+                if request_id is not None:
+                    replies.append(
+                        (request_id, False, (True, UnknownReason.PROTOCOL_ERROR.value, "worker died"))
+                    )
+                continue
+            worker.busy_with = None
+            replies.append(reply)
+        return replies
+
+    def stuck(self, now: float, hard_timeout: float) -> list[tuple[int, int]]:
+        """(worker index, request id) of workers busy for longer than the hard timeout."""
+        return [
+            (i, w.busy_with)
+            for i, w in enumerate(self.workers)
+            if w.busy_with is not None and now - w.busy_since > hard_timeout
+        ]
+
+    def replace(self, index: int) -> None:
+        worker = self.workers[index]
+        if worker.process.is_alive() and worker.process.pid is not None:
+            os.kill(worker.process.pid, signal.SIGKILL)
+        worker.process.join(timeout=5)
+        worker.connection.close()
+        self.workers[index] = self._start()
+
+    def close(self) -> None:
+        for worker in self.workers:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                worker.connection.send(None)
+        for worker in self.workers:
+            worker.process.join(timeout=2)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=2)
+            worker.connection.close()
+        self.workers = []

@@ -1,0 +1,59 @@
+"""Which provider serves which kind: the engine's only way to reach providers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from providers.base import Endpoint, Provider, ProviderContext
+from reconciler.errors import UsageError
+from reconciler.spec import models
+
+
+def _ipmi(context: ProviderContext) -> Provider:
+    from providers.ipmi.provider import IpmiProvider
+
+    return IpmiProvider(context)
+
+
+FACTORIES: Mapping[str, Callable[[ProviderContext], Provider]] = {"Machine": _ipmi}
+
+
+def provider_for(kind: str, context: ProviderContext) -> Provider:
+    try:
+        factory = FACTORIES[kind]
+    except KeyError:
+        raise UsageError(f"no provider observes {kind} resources yet") from None
+    return factory(context)
+
+
+@dataclasses.dataclass(frozen=True)
+class Overrides:
+    endpoints: dict[str, Endpoint]
+    credentials: dict[str, models.CredentialSource]
+
+
+def load_overrides(path: Path) -> Overrides:
+    """Read a lab's override file (written by `fleet lab up`; production never has one):
+    {"endpoints": {"10.128.1.11:623": "127.10.0.1:623"}, "credentials": {"bmc-nyc1": {"file": "..."}}}
+    """
+    try:
+        document = json.loads(path.read_text())
+        endpoints: dict[str, Endpoint] = {}
+        for written, actual in document.get("endpoints", {}).items():
+            host, _, port = str(actual).rpartition(":")
+            endpoints[str(written)] = Endpoint(host.strip("[]"), int(port))
+        credentials = {
+            str(name): models.CredentialSource.model_validate(source)
+            for name, source in document.get("credentials", {}).items()
+        }
+        return Overrides(endpoints, credentials)
+    except OSError as exc:
+        raise UsageError(f"cannot read lab overrides {path}: {exc.strerror}") from None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UsageError(
+            f"{path} is not a lab override file",
+            hint='expected {"endpoints": {"ADDRESS:PORT": "HOST:PORT"}, "credentials": {...}}',
+        ) from None

@@ -1,0 +1,1 @@
+"""Plans: desired specs against observed live state. This issue's part: gathering observations."""

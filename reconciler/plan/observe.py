@@ -1,0 +1,51 @@
+"""Ask the providers what is live right now, for a set of desired documents.
+
+Observing never changes anything. Documents are grouped by kind and handed to the
+provider the registry names for that kind; a kind without a provider yet is
+reported as not observed rather than guessed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from providers.base import Observation, ProviderContext, UnknownReason
+from providers.registry import FACTORIES, load_overrides, provider_for
+from reconciler.spec import models
+
+
+def provider_context(
+    fleet: models.Fleet, overrides_path: Path | None, environment: Mapping[str, str] | None = None
+) -> ProviderContext:
+    overrides = load_overrides(overrides_path) if overrides_path is not None else None
+    return ProviderContext(
+        fleet=fleet,
+        endpoint_overrides=overrides.endpoints if overrides else {},
+        credential_overrides=overrides.credentials if overrides else {},
+        environment=dict(os.environ if environment is None else environment),
+    )
+
+
+def observe_documents(documents: Sequence[models.Document], context: ProviderContext) -> list[Observation]:
+    by_kind: dict[str, list[models.Document]] = defaultdict(list)
+    for document in documents:
+        by_kind[document.kind_name].append(document)
+    observations: list[Observation] = []
+    for kind, group in sorted(by_kind.items()):
+        if kind not in FACTORIES:
+            observations.extend(
+                Observation.unknown(
+                    d.address, UnknownReason.NOT_ATTEMPTED, f"no provider observes {kind} yet"
+                )
+                for d in group
+            )
+            continue
+        provider = provider_for(kind, context)
+        try:
+            observations.extend(provider.observe(group))
+        finally:
+            provider.close()
+    return sorted(observations, key=lambda o: o.address)

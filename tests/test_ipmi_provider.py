@@ -1,0 +1,243 @@
+"""The IPMI provider against the BMC simulator farm: observe, apply, faults, budgets, sessions.
+
+Everything goes over real IPMI/RMCP+ on loopback addresses; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from providers.base import Action, Change, Endpoint, ObservationState, ProviderContext, UnknownReason
+from providers.ipmi.provider import IpmiProvider, Timing
+from providers.ipmi.simulator import BmcConfig, BmcFarm
+from reconciler.spec import models
+
+_subnets = itertools.count(1)
+FAST = Timing(
+    min_interval=0.05, timeout=3.0, retries=1, backoff=0.05, soft_off_grace=0.5, transition_timeout=5.0
+)
+
+
+def _fleet(rack_budget: int | None = None) -> models.Fleet:
+    return models.Fleet.model_validate(
+        {
+            "apiVersion": "fleet/v1alpha1",
+            "kind": "Fleet",
+            "metadata": {"name": "test"},
+            "spec": {
+                "sites": [
+                    {
+                        "name": "lab",
+                        "racks": [
+                            {"name": "r1", **({"maxConcurrent": rack_budget} if rack_budget else {})},
+                            {"name": "r2"},
+                        ],
+                    }
+                ],
+                "credentials": {"bmc": {"env": "TEST_BMC"}},
+            },
+        }
+    )
+
+
+def _machine(name: str, rack: str = "r1", **spec: Any) -> models.Machine:
+    return models.Machine.model_validate(
+        {
+            "apiVersion": "fleet/v1alpha1",
+            "kind": "Machine",
+            "metadata": {"name": name},
+            "spec": {
+                "site": "lab",
+                "rack": rack,
+                "bmc": {"address": f"10.0.0.{abs(hash(name)) % 250 + 1}", "credentialsRef": "bmc"},
+                **spec,
+            },
+        }
+    )
+
+
+class Lab:
+    """A farm plus the matching specs and provider context."""
+
+    def __init__(self, count: int, *, rack_budget: int | None = None, **config: Any) -> None:
+        subnet = next(_subnets)
+        self.machines = [_machine(f"m{i}", rack="r1" if i % 2 == 0 else "r2") for i in range(count)]
+        self.configs = [
+            BmcConfig(
+                name=m.metadata.name,
+                address=f"127.91.{subnet}.{i + 1}",
+                port=623,
+                username="admin",
+                password="s3cret-canary",
+                group=m.spec.rack,
+                **config,
+            )
+            for i, m in enumerate(self.machines)
+        ]
+        self.farm = BmcFarm(self.configs, transition_seconds=0.2)
+        self.context = ProviderContext(
+            fleet=_fleet(rack_budget),
+            endpoint_overrides={
+                f"{m.spec.bmc.address}:623": Endpoint(c.address, 623)
+                for m, c in zip(self.machines, self.configs, strict=True)
+            },
+            environment={"TEST_BMC": "admin:s3cret-canary"},
+        )
+
+
+@pytest.fixture()
+def lab() -> Iterator[Lab]:
+    lab = Lab(4, product="PowerEdge R650", cpus=64, memory_mib=512 * 1024)
+    lab.farm.start()
+    try:
+        yield lab
+    finally:
+        lab.farm.stop()
+
+
+def test_observe_reports_power_boot_device_and_inventory(lab: Lab) -> None:
+    lab.farm.set_power("m1", "off")
+    with IpmiProvider(lab.context, workers=2, timing=FAST) as provider:
+        observations = {o.address: o for o in provider.observe(lab.machines)}
+    assert set(observations) == {m.address for m in lab.machines}
+    assert all(o.state is ObservationState.OBSERVED for o in observations.values())
+    assert observations["machine/m0"].fields["power"] == "on"
+    assert observations["machine/m1"].fields["power"] == "off"
+    assert observations["machine/m0"].fields["bootDevice"] == "disk"
+    assert observations["machine/m0"].fields["inventory"]["product"] == "PowerEdge R650"
+
+
+def test_expected_hardware_is_a_warning_never_enforced(lab: Lab) -> None:
+    machine = lab.machines[0].model_copy(
+        update={
+            "spec": lab.machines[0].spec.model_copy(update={"hardware": models.Hardware(product="Other Box")})
+        }
+    )
+    with IpmiProvider(lab.context, workers=1, timing=FAST) as provider:
+        (observation,) = provider.observe([machine])
+    assert observation.state is ObservationState.OBSERVED
+    assert any("Other Box" in w for w in observation.warnings)
+
+
+def test_apply_power_and_boot_device_and_repeat_changes_nothing(lab: Lab) -> None:
+    machine = lab.machines[2]
+    lab.farm.set_power("m2", "off")
+    with IpmiProvider(lab.context, workers=2, timing=FAST) as provider:
+        first = provider.apply(Change(machine.address, Action.POWER_ON, machine))
+        assert first.ok and first.changed, first.message
+        assert lab.farm.state("m2")["power"] == "on"
+        again = provider.apply(Change(machine.address, Action.POWER_ON, machine))
+        assert again.ok and not again.changed
+
+        network = machine.model_copy(
+            update={"spec": machine.spec.model_copy(update={"bootDevice": "network"})}
+        )
+        boot = provider.apply(Change(machine.address, Action.BOOT_DEVICE, network))
+        assert boot.ok and boot.changed, boot.message
+        assert lab.farm.state("m2")["boot_device"] == "network"
+        assert not provider.apply(Change(machine.address, Action.BOOT_DEVICE, network)).changed
+
+        off = provider.apply(Change(machine.address, Action.POWER_OFF, machine))
+        assert off.ok and off.changed, off.message
+        assert lab.farm.state("m2")["power"] == "off"
+
+
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        ("silent", UnknownReason.TIMEOUT),
+        ("reject-auth", UnknownReason.AUTH_FAILURE),
+    ],
+    ids=["bmc-never-answers", "bmc-rejects-credentials"],
+)
+def test_a_faulty_bmc_is_unknown_and_never_holds_up_the_rest(
+    lab: Lab, fault: str, reason: UnknownReason
+) -> None:
+    lab.farm.set_faults("m3", [fault])
+    with IpmiProvider(lab.context, workers=2, timing=FAST) as provider:
+        observations = {o.address: o for o in provider.observe(lab.machines)}
+    bad = observations["machine/m3"]
+    assert bad.state is ObservationState.UNKNOWN and bad.reason is reason, bad
+    assert "s3cret-canary" not in bad.detail
+    assert all(o.state is ObservationState.OBSERVED for a, o in observations.items() if a != "machine/m3")
+
+
+def test_refused_power_on_is_a_clear_failure(lab: Lab) -> None:
+    lab.farm.set_power("m0", "off")
+    lab.farm.set_faults("m0", ["refuse-power-on"])
+    machine = lab.machines[0]
+    with IpmiProvider(lab.context, workers=1, timing=FAST) as provider:
+        result = provider.apply(Change(machine.address, Action.POWER_ON, machine))
+    assert not result.ok and result.message
+    assert lab.farm.state("m0")["power"] == "off"
+
+
+def test_unreachable_endpoint_is_unknown_not_an_exception() -> None:
+    machine = _machine("ghost")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    context = ProviderContext(
+        fleet=_fleet(),
+        endpoint_overrides={f"{machine.spec.bmc.address}:623": Endpoint("127.0.0.1", free_port)},
+        environment={"TEST_BMC": "admin:x"},
+    )
+    with IpmiProvider(context, workers=1, timing=FAST) as provider:
+        (observation,) = provider.observe([machine])
+        result = provider.apply(Change(machine.address, Action.POWER_ON, machine))
+    assert observation.state is ObservationState.UNKNOWN
+    assert observation.reason in (UnknownReason.TIMEOUT, UnknownReason.UNREACHABLE)
+    assert not result.ok
+
+
+def test_missing_credentials_are_unknown_and_name_the_variable(lab: Lab) -> None:
+    context = ProviderContext(fleet=lab.context.fleet, endpoint_overrides=lab.context.endpoint_overrides)
+    with IpmiProvider(context, workers=1, timing=FAST) as provider:
+        observations = list(provider.observe(lab.machines[:1]))
+    assert observations[0].reason is UnknownReason.CREDENTIALS_MISSING
+    assert "TEST_BMC" in observations[0].detail
+
+
+def test_minimum_interval_between_commands_to_one_bmc(lab: Lab) -> None:
+    # One provider command (get power, get boot device, read inventory) is a short burst of IPMI
+    # requests, as one ipmitool call is; the interval holds between bursts, as Ironic's does.
+    timing = Timing(min_interval=0.3, timeout=3.0, retries=0, backoff=0.05)
+    with IpmiProvider(lab.context, workers=2, timing=timing) as provider:
+        provider.observe(lab.machines)
+    for name, bmc in lab.farm.stats()["bmcs"].items():
+        times = sorted(bmc["times"])
+        bursts = [times[0]] + [
+            later for earlier, later in itertools.pairwise(times) if later - earlier > 0.15
+        ]
+        assert len(bursts) == 3, (name, times)  # power, boot device, inventory
+        gaps = [b - a for a, b in itertools.pairwise(bursts)]
+        assert min(gaps) >= 0.25, (name, gaps)
+
+
+def test_sessions_are_reused_across_passes(lab: Lab) -> None:
+    with IpmiProvider(lab.context, workers=1, timing=FAST) as provider:
+        provider.observe(lab.machines)
+        logins = {name: bmc["sessions_opened"] for name, bmc in lab.farm.stats()["bmcs"].items()}
+        assert all(count >= 1 for count in logins.values())
+        provider.observe(lab.machines)
+        provider.observe(lab.machines)
+        assert {name: bmc["sessions_opened"] for name, bmc in lab.farm.stats()["bmcs"].items()} == logins
+
+
+def test_rack_budget_limits_concurrent_bmcs() -> None:
+    lab = Lab(8, rack_budget=1, faults=frozenset({"slow"}), slow_seconds=0.3)
+    lab.farm.start()
+    try:
+        with IpmiProvider(lab.context, workers=4, timing=FAST) as provider:
+            observations = list(provider.observe(lab.machines))
+        stats = lab.farm.stats()
+    finally:
+        lab.farm.stop()
+    assert all(o.state is ObservationState.OBSERVED for o in observations)
+    assert stats["groups"]["r1"]["max_inflight"] == 1, stats["groups"]
+    assert stats["groups"]["r2"]["max_inflight"] > 1, stats["groups"]
