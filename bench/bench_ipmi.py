@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -157,6 +158,19 @@ def _fleet_with_interval(machines: list[models.Machine], workers: int) -> dict[s
     return {"seconds": elapsed, "observed": observed, "per_second": observed / elapsed}
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a running process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _client_cpu() -> float:
+    """CPU of this process and of its finished children (the provider's workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _ipmitool_loop(count: int, seconds: float) -> dict[str, Any]:
     calls = failures = 0
     started = time.monotonic()
@@ -192,7 +206,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--bmcs", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to measure fleet's capacity")
     parser.add_argument("--ipmitool-seconds", type=float, default=10.0)
     args = parser.parse_args()
@@ -200,7 +214,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fleet-bench-ipmi-") as tmp:
         farm = _start_farm(args.bmcs, Path(tmp))
         try:
+            farm_cpu_before = _cpu_seconds(farm.pid)
+            client_before = _client_cpu()
             capacity = _fleet_capacity(machines, args.workers, args.seconds)
+            client_cpu = _client_cpu() - client_before
+            farm_cpu = _cpu_seconds(farm.pid) - farm_cpu_before
             spaced = _fleet_with_interval(machines, args.workers)
             loop = _ipmitool_loop(args.bmcs, args.ipmitool_seconds)
         finally:
@@ -224,6 +242,14 @@ def main() -> None:
     print(
         f"ipmitool loop         {loop['calls']} calls in {loop['seconds']:.1f} s = "
         f"{loop['per_second']:.1f}/s ({loop['failures']} failed)"
+    )
+    total = capacity["observations"] + len(machines)  # the timed passes and the login pass
+    per_observation = client_cpu / total
+    print(
+        f"CPU during the fleet passes: client (fleet + workers) {client_cpu:.1f} s, "
+        f"simulator {farm_cpu:.1f} s; "
+        f"client CPU per observation {per_observation * 1000:.2f} ms -> 2 cores of client alone "
+        f"would sustain about {2 / per_observation:.0f} observations/s"
     )
     print()
     print(f"ratio fleet/ipmitool: {capacity['per_second'] / loop['per_second']:.0f}x (goal >= 20x)")

@@ -151,6 +151,11 @@ class ProviderContext:
     endpoint_overrides: Mapping[str, Endpoint] = dataclasses.field(default_factory=dict)
     credential_overrides: Mapping[str, models.CredentialSource] = dataclasses.field(default_factory=dict)
     environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # A lab may speed up provider settings (simulators do not crash when hammered).
+    ipmi_settings: models.IpmiSettings | None = None
+
+    def ipmi(self) -> models.IpmiSettings:
+        return self.ipmi_settings or self.fleet.spec.providers.ipmi
 
     def endpoint(self, host: str, port: int) -> Endpoint:
         written = Endpoint(host, port)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from providers.base import Endpoint, Provider, ProviderContext
 from reconciler.errors import UsageError
@@ -33,6 +34,7 @@ def provider_for(kind: str, context: ProviderContext) -> Provider:
 class Overrides:
     endpoints: dict[str, Endpoint]
     credentials: dict[str, models.CredentialSource]
+    ipmi: dict[str, Any]
 
 
 def load_overrides(path: Path) -> Overrides:
@@ -49,7 +51,8 @@ def load_overrides(path: Path) -> Overrides:
             str(name): models.CredentialSource.model_validate(source)
             for name, source in document.get("credentials", {}).items()
         }
-        return Overrides(endpoints, credentials)
+        ipmi = dict(document.get("settings", {}).get("ipmi", {}))
+        return Overrides(endpoints, credentials, ipmi)
     except OSError as exc:
         raise UsageError(f"cannot read lab overrides {path}: {exc.strerror}") from None
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -159,7 +159,12 @@ def lab_up(
     config = directory / "bmcs.json"
     _write_private(config, json.dumps({"transition_seconds": transition_seconds, "bmcs": bmcs}))
     overrides = directory / "overrides.json"
-    _write_private(overrides, json.dumps({"endpoints": endpoints, "credentials": credential_files}, indent=2))
+    # Simulated BMCs do not crash when hammered: the lab spaces commands 0.1 s apart, not 5 s.
+    settings = {"ipmi": {"minCommandIntervalSeconds": 0.1, "softPowerOffGraceSeconds": 2.0}}
+    _write_private(
+        overrides,
+        json.dumps({"endpoints": endpoints, "credentials": credential_files, "settings": settings}, indent=2),
+    )
     log = directory / "simulator.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(

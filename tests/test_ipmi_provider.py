@@ -6,6 +6,7 @@ Everything goes over real IPMI/RMCP+ on loopback addresses; nothing is mocked.
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,9 @@ from providers.ipmi.provider import IpmiProvider, Timing
 from providers.ipmi.simulator import BmcConfig, BmcFarm
 from reconciler.spec import models
 
-_subnets = itertools.count(1)
+# Each xdist worker gets its own range of loopback subnets, so farms never collide.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_subnets = itertools.count(1 + 40 * (_WORKER % 6))
 FAST = Timing(
     min_interval=0.05, timeout=3.0, retries=1, backoff=0.05, soft_off_grace=0.5, transition_timeout=5.0
 )
@@ -241,3 +244,11 @@ def test_rack_budget_limits_concurrent_bmcs() -> None:
     assert all(o.state is ObservationState.OBSERVED for o in observations)
     assert stats["groups"]["r1"]["max_inflight"] == 1, stats["groups"]
     assert stats["groups"]["r2"]["max_inflight"] > 1, stats["groups"]
+
+
+def test_inventory_is_read_once_not_every_pass(lab: Lab) -> None:
+    with IpmiProvider(lab.context, workers=1, timing=FAST) as provider:
+        first = list(provider.observe(lab.machines))
+        second = list(provider.observe(lab.machines))
+    assert [o.fields["inventory"] for o in first] == [o.fields["inventory"] for o in second]
+    assert all(bmc["by_command"].get("3a/01") == 1 for bmc in lab.farm.stats()["bmcs"].values())

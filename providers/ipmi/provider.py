@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import os
 import threading
 import time
 from collections import defaultdict
@@ -36,6 +37,8 @@ from reconciler.spec import models
 from reconciler.spec.quantity import quantity_value
 
 Command = tuple[str, dict[str, Any]]
+# Hardware inventory changes with a screwdriver, not between passes: read it once an hour.
+INVENTORY_TTL = 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +77,7 @@ class Timing:
         )
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class _Job:
     key: str  # the BMC endpoint
     endpoint: Endpoint
@@ -118,20 +121,20 @@ class Scheduler:
     # --- the loop --------------------------------------------------------------------
 
     def _loop(self) -> None:
-        jobs: list[_Job] = []
+        jobs: set[_Job] = set()
         try:
             self._run(jobs)
         except BaseException as exc:
             error = PermanentError(f"the IPMI scheduler stopped: {type(exc).__name__}: {exc}")
             with self._lock:
                 self._closed = True
-                jobs.extend(self._incoming)
+                jobs.update(self._incoming)
                 self._incoming = []
             for job in jobs:
                 if not job.future.done():
                     job.future.set_exception(error)
 
-    def _run(self, jobs: list[_Job]) -> None:
+    def _run(self, jobs: set[_Job]) -> None:
         """The scheduler proper; `jobs` collects every job it ever took, for `_loop`'s cleanup."""
         ready: list[tuple[float, int, _Job]] = []  # (not before, tie-break, job)
         sequence = itertools.count()
@@ -142,6 +145,7 @@ class Scheduler:
         request_ids = itertools.count(1)
 
         def finish(job: _Job, value: Any = None, error: BaseException | None = None) -> None:
+            jobs.discard(job)
             if not job.future.done():
                 if error is not None:
                     job.future.set_exception(error)
@@ -177,8 +181,7 @@ class Scheduler:
             with self._lock:
                 arrived, self._incoming = self._incoming, []
                 closing = self._closed
-            jobs[:] = [j for j in jobs if not j.future.done()]
-            jobs.extend(arrived)
+            jobs.update(arrived)
             for job in arrived:
                 advance(job, None, None, now)
             if closing:
@@ -241,11 +244,13 @@ class Scheduler:
             for item in deferred:
                 heapq.heappush(ready, item)
 
+            # Sleep until the next job falls due, or a reply frees a worker or a budget. A job
+            # that is due but blocked waits for a reply: nothing else can unblock it.
             wait = 0.2
-            if ready and not deferred:
-                wait = min(wait, max(0.0, ready[0][0] - time.monotonic()))
-            elif deferred:
-                wait = 0.01
+            upcoming = [t for t, _, _ in ready[:1] if t > time.monotonic()]
+            if upcoming and not deferred:
+                wait = min(wait, upcoming[0] - time.monotonic())
+            wait = max(wait, 0.0005)
             if not in_flight:
                 with self._lock:
                     if not self._incoming and not self._closed:
@@ -296,16 +301,24 @@ class Scheduler:
 # --- scripts: what one observation or change says to one BMC ---------------------------
 
 
-def observe_script(machine: models.Machine, address: str) -> Script:
+def observe_script(
+    machine: models.Machine,
+    address: str,
+    inventory: Mapping[str, Any] | None,
+    remember: Callable[[dict[str, Any]], None],
+) -> Script:
+    """Power and boot device every pass; the inventory only when none is cached."""
     try:
         power = yield ("power", {})
         boot = yield ("bootdev", {})
     except BmcFailure as failure:
         return Observation.unknown(address, failure.reason, failure.message)
-    try:
-        inventory = yield ("inventory", {})
-    except BmcFailure:
-        inventory = {}  # inventory is informational; power and boot device were observed
+    if inventory is None:
+        try:
+            inventory = yield ("inventory", {})
+            remember(dict(inventory))
+        except BmcFailure:
+            inventory = {}  # informational only: power and boot device were observed
     fields = {"power": power["power"], "reachable": True, **boot, "inventory": inventory}
     return Observation.observed(address, fields, warnings=hardware_warnings(machine, inventory))
 
@@ -413,12 +426,12 @@ class IpmiProvider:
         self,
         context: ProviderContext,
         *,
-        workers: int = 8,
+        workers: int | None = None,
         timing: Timing | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.context = context
-        settings = context.fleet.spec.providers.ipmi
+        settings = context.ipmi()
         self.timing = timing or Timing.from_settings(settings)
         self._clock = clock
         self._racks: dict[tuple[str, str], models.Rack] = {}
@@ -432,8 +445,12 @@ class IpmiProvider:
                 domain = domains.get(rack.powerDomain or "")
                 if domain is not None and domain.maxConcurrent is not None:
                     budgets[f"power:{site.name}/{domain.name}"] = domain.maxConcurrent
+        self._inventory: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._inventory_lock = threading.Lock()
+        # pyghmi spends CPU per packet; two workers a core keep the cores busy while others wait.
+        count = workers if workers is not None else 2 * (os.cpu_count() or 1)
         self._scheduler = Scheduler(
-            min(workers, settings.maxConcurrent), self.timing, budgets, settings.maxConcurrent
+            min(count, settings.maxConcurrent), self.timing, budgets, settings.maxConcurrent
         )
 
     def _groups(self, machine: models.Machine) -> tuple[str, ...]:
@@ -455,6 +472,20 @@ class IpmiProvider:
         )
         return _Job(str(endpoint), endpoint, credentials, self._groups(machine), script, Future(), deadline)
 
+    def _cached_inventory(self, key: str) -> dict[str, Any] | None:
+        with self._inventory_lock:
+            cached = self._inventory.get(key)
+        if cached is None or self._clock() - cached[0] > INVENTORY_TTL:
+            return None
+        return cached[1]
+
+    def _remember_inventory(self, key: str) -> Callable[[dict[str, Any]], None]:
+        def remember(inventory: dict[str, Any]) -> None:
+            with self._inventory_lock:
+                self._inventory[key] = (self._clock(), inventory)
+
+        return remember
+
     def observe(self, specs: Sequence[models.Document]) -> Iterable[Observation]:
         futures: list[tuple[str, Future[Any]]] = []
         results: list[Observation] = []
@@ -465,8 +496,13 @@ class IpmiProvider:
         for spec in specs:
             assert isinstance(spec, models.Machine)
             address = spec.address
+            key = str(self.context.endpoint(spec.spec.bmc.address, spec.spec.bmc.port))
             try:
-                job = self._job(spec, observe_script(spec, address), deadline)
+                job = self._job(
+                    spec,
+                    observe_script(spec, address, self._cached_inventory(key), self._remember_inventory(key)),
+                    deadline,
+                )
             except PermanentError as exc:
                 results.append(Observation.unknown(address, UnknownReason.CREDENTIALS_MISSING, str(exc)))
                 continue

@@ -21,11 +21,15 @@ def provider_context(
     fleet: models.Fleet, overrides_path: Path | None, environment: Mapping[str, str] | None = None
 ) -> ProviderContext:
     overrides = load_overrides(overrides_path) if overrides_path is not None else None
+    ipmi = None
+    if overrides is not None and overrides.ipmi:
+        ipmi = fleet.spec.providers.ipmi.model_copy(update=overrides.ipmi)
     return ProviderContext(
         fleet=fleet,
         endpoint_overrides=overrides.endpoints if overrides else {},
         credential_overrides=overrides.credentials if overrides else {},
         environment=dict(os.environ if environment is None else environment),
+        ipmi_settings=ipmi,
     )
 
 
