@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import struct
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -252,3 +254,81 @@ def test_inventory_is_read_once_not_every_pass(lab: Lab) -> None:
         second = list(provider.observe(lab.machines))
     assert [o.fields["inventory"] for o in first] == [o.fields["inventory"] for o in second]
     assert all(bmc["by_command"].get("3a/01") == 1 for bmc in lab.farm.stats()["bmcs"].values())
+
+
+class _GarbageResponder:
+    """A UDP peer that answers every datagram with bytes that are not IPMI."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.running:
+            try:
+                _, peer = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.sock.sendto(b"\x06\x00\xff\x07" + b"\xde\xad\xbe\xef" * 8, peer)
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(timeout=2)
+        self.sock.close()
+
+
+def test_no_pyghmi_or_socket_exception_escapes_the_provider(lab: Lab) -> None:
+    garbage = _GarbageResponder()
+    ghost = _machine("ghost-garbage")
+    lab.farm.set_faults("m1", ["flap"])
+    lab.farm.set_faults("m2", ["slow"])  # slow_seconds (2 s) is past the hard timeout below
+    context = ProviderContext(
+        fleet=lab.context.fleet,
+        endpoint_overrides={
+            **lab.context.endpoint_overrides,
+            f"{ghost.spec.bmc.address}:623": Endpoint("127.0.0.1", garbage.port),
+        },
+        environment=lab.context.environment,
+    )
+    timing = Timing(
+        min_interval=0.05, timeout=1.0, retries=1, backoff=0.05, soft_off_grace=0.2, transition_timeout=2.0
+    )
+    try:
+        with IpmiProvider(context, workers=2, timing=timing) as provider:
+            observations = {o.address: o for o in provider.observe([*lab.machines, ghost])}
+            results = [
+                provider.apply(Change(m.address, Action.POWER_CYCLE, m)) for m in (ghost, lab.machines[2])
+            ]
+    finally:
+        garbage.close()
+    assert observations["machine/ghost-garbage"].state is ObservationState.UNKNOWN
+    assert observations["machine/m2"].reason is UnknownReason.TIMEOUT
+    assert observations["machine/m0"].state is ObservationState.OBSERVED
+    assert not results[0].ok and results[0].message
+    assert all(type(r).__name__ == "ApplyResult" for r in results)
+
+
+@pytest.mark.parametrize(
+    "exc, reason, temporary",
+    [
+        (socket.gaierror(-2, "Name or service not known"), UnknownReason.UNREACHABLE, True),
+        (ConnectionRefusedError(111, "Connection refused"), UnknownReason.UNREACHABLE, True),
+        (RuntimeError("Incorrect password provided"), UnknownReason.AUTH_FAILURE, False),
+        (RuntimeError("timeout"), UnknownReason.TIMEOUT, True),
+        (struct.error("pack expected 32 items"), UnknownReason.PROTOCOL_ERROR, True),
+    ],
+    ids=["dns", "refused", "bad-password", "timeout", "pyghmi-internal-error"],
+)
+def test_every_client_error_is_mapped(exc: BaseException, reason: UnknownReason, temporary: bool) -> None:
+    from providers.ipmi.client import classify
+
+    mapped = classify(exc, "10.0.0.1:623")
+    assert (mapped.reason, mapped.temporary) == (reason, temporary)
+    assert "10.0.0.1:623" in mapped.message
