@@ -206,7 +206,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--bmcs", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to measure fleet's capacity")
     parser.add_argument("--ipmitool-seconds", type=float, default=10.0)
     args = parser.parse_args()

@@ -332,3 +332,63 @@ def test_every_client_error_is_mapped(exc: BaseException, reason: UnknownReason,
     mapped = classify(exc, "10.0.0.1:623")
     assert (mapped.reason, mapped.temporary) == (reason, temporary)
     assert "10.0.0.1:623" in mapped.message
+
+
+def test_credentials_never_show_in_reprs_or_messages() -> None:
+    from providers.credentials import Secret, user_password
+
+    fleet = _fleet()
+    credentials = user_password("bmc", fleet, {"TEST_BMC": "admin:canary-pw-991"})
+    assert credentials.password.reveal() == "canary-pw-991"
+    for shown in (repr(credentials), str(credentials), repr(credentials.password), f"{credentials.password}"):
+        assert "canary-pw-991" not in shown
+    assert Secret("x") == Secret("x")
+    with pytest.raises(Exception, match="username:password") as error:
+        user_password("bmc", fleet, {"TEST_BMC": "canary-no-colon"})
+    assert "canary-no-colon" not in str(error.value)
+
+
+def test_a_flapping_bmc_is_retried_with_backoff() -> None:
+    lab = Lab(1, faults=frozenset({"flap"}), flap_seconds=0.6)
+    lab.farm.start()
+    timing = Timing(min_interval=0.05, timeout=2.0, retries=4, backoff=0.3)
+    try:
+        with IpmiProvider(lab.context, workers=1, timing=timing) as provider:
+            observations = [next(iter(provider.observe(lab.machines))) for _ in range(3)]
+    finally:
+        lab.farm.stop()
+    assert all(o.state is ObservationState.OBSERVED for o in observations), observations
+
+
+def test_power_domain_budget_limits_concurrent_bmcs() -> None:
+    lab = Lab(6, faults=frozenset({"slow"}), slow_seconds=0.3)
+    fleet = models.Fleet.model_validate(
+        {
+            "apiVersion": "fleet/v1alpha1",
+            "kind": "Fleet",
+            "metadata": {"name": "test"},
+            "spec": {
+                "sites": [
+                    {
+                        "name": "lab",
+                        "powerDomains": [{"name": "feed-a", "maxConcurrent": 1}],
+                        "racks": [
+                            {"name": "r1", "powerDomain": "feed-a"},
+                            {"name": "r2", "powerDomain": "feed-a"},
+                        ],
+                    }
+                ],
+                "credentials": {"bmc": {"env": "TEST_BMC"}},
+            },
+        }
+    )
+    context = ProviderContext(fleet, lab.context.endpoint_overrides, environment=lab.context.environment)
+    lab.farm.start()
+    try:
+        with IpmiProvider(context, workers=4, timing=FAST) as provider:
+            observations = list(provider.observe(lab.machines))
+        stats = lab.farm.stats()
+    finally:
+        lab.farm.stop()
+    assert all(o.state is ObservationState.OBSERVED for o in observations)
+    assert stats["farm"]["max_inflight"] == 1, stats["farm"]

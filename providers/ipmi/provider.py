@@ -447,8 +447,8 @@ class IpmiProvider:
                     budgets[f"power:{site.name}/{domain.name}"] = domain.maxConcurrent
         self._inventory: dict[str, tuple[float, dict[str, Any]]] = {}
         self._inventory_lock = threading.Lock()
-        # pyghmi spends CPU per packet; two workers a core keep the cores busy while others wait.
-        count = workers if workers is not None else 2 * (os.cpu_count() or 1)
+        # pyghmi spends CPU per packet; three workers a core keep the cores busy while others wait.
+        count = workers if workers is not None else 3 * (os.cpu_count() or 1)
         self._scheduler = Scheduler(
             min(count, settings.maxConcurrent), self.timing, budgets, settings.maxConcurrent
         )
