@@ -28,22 +28,15 @@ FAST = Timing(
 )
 
 
-def _fleet(rack_budget: int | None = None) -> models.Fleet:
+def _fleet(rack_budget: int | None = None, *, site: dict[str, Any] | None = None) -> models.Fleet:
+    racks = [{"name": "r1", **({"maxConcurrent": rack_budget} if rack_budget else {})}, {"name": "r2"}]
     return models.Fleet.model_validate(
         {
             "apiVersion": "fleet/v1alpha1",
             "kind": "Fleet",
             "metadata": {"name": "test"},
             "spec": {
-                "sites": [
-                    {
-                        "name": "lab",
-                        "racks": [
-                            {"name": "r1", **({"maxConcurrent": rack_budget} if rack_budget else {})},
-                            {"name": "r2"},
-                        ],
-                    }
-                ],
+                "sites": [site or {"name": "lab", "racks": racks}],
                 "credentials": {"bmc": {"env": "TEST_BMC"}},
             },
         }
@@ -362,24 +355,11 @@ def test_a_flapping_bmc_is_retried_with_backoff() -> None:
 
 def test_power_domain_budget_limits_concurrent_bmcs() -> None:
     lab = Lab(6, faults=frozenset({"slow"}), slow_seconds=0.3)
-    fleet = models.Fleet.model_validate(
-        {
-            "apiVersion": "fleet/v1alpha1",
-            "kind": "Fleet",
-            "metadata": {"name": "test"},
-            "spec": {
-                "sites": [
-                    {
-                        "name": "lab",
-                        "powerDomains": [{"name": "feed-a", "maxConcurrent": 1}],
-                        "racks": [
-                            {"name": "r1", "powerDomain": "feed-a"},
-                            {"name": "r2", "powerDomain": "feed-a"},
-                        ],
-                    }
-                ],
-                "credentials": {"bmc": {"env": "TEST_BMC"}},
-            },
+    fleet = _fleet(
+        site={
+            "name": "lab",
+            "powerDomains": [{"name": "feed-a", "maxConcurrent": 1}],
+            "racks": [{"name": "r1", "powerDomain": "feed-a"}, {"name": "r2", "powerDomain": "feed-a"}],
         }
     )
     context = ProviderContext(fleet, lab.context.endpoint_overrides, environment=lab.context.environment)

@@ -340,17 +340,7 @@ def _check_nodes(path: str, root: Node, index: int, limits: Limits) -> list[Diag
         return problems
     except RecursionError:
         line, col = _mark(root)
-        return [
-            error(
-                "yaml-too-deep",
-                "document nests too deeply to read",
-                path,
-                line=line,
-                col=col,
-                hint="flatten the structure",
-                doc_index=index,
-            )
-        ]
+        return [dataclasses.replace(_unreadably_deep(path), line=line, col=col, doc_index=index)]
     if total - len(written) > MAX_ALIAS_EXPANSION:
         line, col = _mark(root)
         problems.append(
@@ -395,6 +385,17 @@ def _syntax_error(path: str, exc: Exception, text: str = "") -> Diagnostic:
     )
 
 
+def _unreadably_deep(path: str) -> Diagnostic:
+    return error(
+        "yaml-too-deep",
+        "document nests too deeply to read",
+        path,
+        line=1,
+        col=1,
+        hint="flatten the structure",
+    )
+
+
 def _compose(path: str, text: str) -> tuple[list[Node], Diagnostic | None]:
     yaml = _reference_yaml()
     nodes: list[Node] = []
@@ -402,14 +403,7 @@ def _compose(path: str, text: str) -> tuple[list[Node], Diagnostic | None]:
         for node in yaml.compose_all(text):
             nodes.append(node)
     except RecursionError:
-        return nodes, error(
-            "yaml-too-deep",
-            "document nests too deeply to read",
-            path,
-            line=1,
-            col=1,
-            hint="flatten the structure",
-        )
+        return nodes, _unreadably_deep(path)
     except (YAMLError, ValueError) as exc:
         return nodes, _syntax_error(path, exc, text)
     return nodes, None
@@ -463,16 +457,7 @@ def _reference_load(path: str, text: str, limits: Limits) -> LoadedFile:
         return LoadedFile(
             path,
             [],
-            [
-                error(
-                    "yaml-too-deep",
-                    "document nests too deeply to read",
-                    path,
-                    line=1,
-                    col=1,
-                    hint="flatten the structure",
-                )
-            ],
+            [_unreadably_deep(path)],
         )
     except (YAMLError, ValueError, TypeError) as exc:
         return LoadedFile(path, [], [_syntax_error(path, exc, text)])
