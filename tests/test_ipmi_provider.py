@@ -372,3 +372,18 @@ def test_power_domain_budget_limits_concurrent_bmcs() -> None:
         lab.farm.stop()
     assert all(o.state is ObservationState.OBSERVED for o in observations)
     assert stats["farm"]["max_inflight"] == 1, stats["farm"]
+
+
+def test_power_off_is_soft_first_and_hard_after_the_grace(lab: Lab) -> None:
+    machine = lab.machines[1]
+    with IpmiProvider(lab.context, workers=1, timing=FAST) as provider:
+        soft = provider.apply(Change(machine.address, Action.POWER_OFF, machine))
+        assert soft.ok and "shut down by the operating system" in soft.message, soft.message
+        provider.apply(Change(machine.address, Action.POWER_ON, machine))
+        lab.farm.set_faults("m1", ["ignore-soft-off"])  # the operating system hangs
+        hard = provider.apply(Change(machine.address, Action.POWER_OFF, machine))
+    assert hard.ok and "hard" in hard.message, hard.message
+    assert hard.seconds >= FAST.soft_off_grace
+    assert lab.farm.state("m1")["power"] == "off"
+    log = [command for _, command in lab.farm.stats()["bmcs"]["m1"]["log"]]
+    assert log.count("00/02") >= 4  # chassis control: soft off, on, soft off, hard off

@@ -42,7 +42,8 @@ arrived (session setup stays prompt); `reject-auth` answers RAKP as if the passw
 different and ends open sessions when set; `flap` answers for `flap_seconds`, then drops like
 `silent` for `flap_seconds`, and so on, from when the fault is set or the farm starts;
 `refuse-power-on` fails power on and power cycle with completion code D5h (not supported in
-present state) and leaves the power off.
+present state) and leaves the power off; `ignore-soft-off` accepts a soft shutdown and stays
+on, as a hung operating system does.
 
 Counters (`BmcFarm.stats`). A command is an in-session request other than Set Session
 Privilege and Close Session, clients' own probes included (ipmitool sends Get Device ID and
@@ -104,7 +105,7 @@ from pyghmi.ipmi.private import serversession as pyghmi_serversession  # type: i
 
 LOG = logging.getLogger("providers.ipmi.simulator")
 
-FAULTS = frozenset({"silent", "slow", "reject-auth", "flap", "refuse-power-on"})
+FAULTS = frozenset({"silent", "slow", "reject-auth", "flap", "refuse-power-on", "ignore-soft-off"})
 POWER_STATES = ("on", "off")
 # Boot device names <-> the device selector, bits 5:2 of boot flags data byte 2. "default"
 # is "no override": the firmware's own order.
@@ -768,8 +769,10 @@ class SimulatedBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]
         return 0
 
     def power_shutdown(self) -> int:
-        # The simulated OS always honours a soft shutdown.
-        self.request_power("off")
+        # The simulated OS honours a soft shutdown, unless it "hangs" (ignore-soft-off): then
+        # the request is accepted and nothing happens, as with a wedged operating system.
+        if "ignore-soft-off" not in self.faults:
+            self.request_power("off")
         return 0
 
     def power_cycle(self) -> int:
