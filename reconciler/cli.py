@@ -536,9 +536,15 @@ def schema(
     from reconciler.spec.schema import all_schemas, kind_schema, render, write_schemas
 
     if write is not None:
+        from reconciler.report.plan_json import schema_text
+
         try:
             for target in write_schemas(write):
                 typer.echo(str(target))
+            plan_schema = write / "plan.schema.json"
+            if not plan_schema.exists() or plan_schema.read_text() != schema_text():
+                plan_schema.write_text(schema_text())
+            typer.echo(str(plan_schema))
         except OSError as exc:
             _fail(f"cannot write schemas to {write}: {exc.strerror}")
         return

@@ -12,7 +12,9 @@ from reconciler.spec.schema import all_schemas
 
 
 def test_schemas_directory_is_up_to_date() -> None:
-    expected = all_schemas()
+    from reconciler.report.plan_json import schema_text
+
+    expected = {**all_schemas(), "plan.schema.json": schema_text()}
     on_disk = {p.name: p.read_text() for p in (ROOT / "schemas").glob("*.schema.json")}
     stale = sorted(name for name in expected if on_disk.get(name) != expected[name])
     extra = sorted(set(on_disk) - set(expected))
@@ -46,7 +48,7 @@ def test_schemas_reject_what_the_models_reject() -> None:
 def test_schema_command_writes_and_prints(tmp_path) -> None:
     code, output = run_cli("schema", "--write", str(tmp_path))
     assert code == 0, output
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(all_schemas())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*all_schemas(), "plan.schema.json"])
     code, output = run_cli("schema", "machine")
     assert code == 0 and json.loads(output)["title"] == "fleet Machine"
     code, output = run_cli("schema", "gizmo")

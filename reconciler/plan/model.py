@@ -1,0 +1,291 @@
+"""The Plan value: what one reconcile pass found and what it would do, resource by resource.
+
+A Plan is frozen and deterministic (entries sorted by address, then by the order they apply
+in), so every renderer shows it unchanged and two runs over the same inputs are equal. It
+never performs anything itself; its fingerprint lets a saved plan be refused when the
+revision or the observations it was computed from no longer hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from providers.base import Action, Change, FieldChange, Observation, ObservationState
+from reconciler.spec import models
+
+
+class Finding(enum.StrEnum):
+    """Why an entry is in the plan. Only `change` (and an orphan the policy acts on) is applied."""
+
+    CHANGE = "change"  # the spec differs from live state; fleet will apply it
+    OBSERVE_ONLY = "observe-only"  # differs, but the policy only observes that field
+    DRIFT = "drift"  # live state moved away from what fleet last applied (out of band)
+    ORPHANED = "orphaned"  # fleet applied it before and its spec is gone
+    UNKNOWN = "unknown"  # could not be observed: never planned, never drift
+
+
+FINDING_ORDER: tuple[Finding, ...] = tuple(Finding)
+
+# Entries of one address are listed in the order they apply: a boot device is set before
+# the power-on (or cycle) that should boot from it, and a stop comes before anything else.
+ACTION_ORDER: tuple[Action, ...] = (
+    Action.DELETE,
+    Action.POWER_OFF,
+    Action.CREATE,
+    Action.REPLACE,
+    Action.UPDATE,
+    Action.BOOT_DEVICE,
+    Action.POWER_CYCLE,
+    Action.POWER_ON,
+)
+
+# Power and boot-device actions change a resource in place, so they show as an update.
+_IN_PLACE = frozenset({Action.POWER_ON, Action.POWER_OFF, Action.POWER_CYCLE, Action.BOOT_DEVICE})
+
+_SUMMARY_PHRASES: tuple[tuple[str, str], ...] = (
+    ("create", "to create"),
+    ("update", "to update"),
+    ("replace", "to replace"),
+    ("delete", "to delete"),
+    ("power-on", "to power on"),
+    ("power-off", "to power off"),
+    ("power-cycle", "to power cycle"),
+    ("boot-device", "to set boot device"),
+    ("observe-only", "observe-only"),
+    ("drift", "drifted"),
+    ("orphaned", "orphaned"),
+    ("unknown", "unknown"),
+)
+SUMMARY_KEYS: tuple[str, ...] = tuple(key for key, _ in _SUMMARY_PHRASES)
+
+_BARE_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]*$")
+
+
+def action_name(action: Action) -> str:
+    """The action as a word ("create", "power-on"), which JSON and summaries use."""
+    return action.name.lower().replace("_", "-")
+
+
+def action_from_name(name: str) -> Action:
+    for action in Action:
+        if action_name(action) == name:
+            return action
+    raise ValueError(f"{name!r} is not a plan action ({', '.join(action_name(a) for a in Action)})")
+
+
+def action_symbol(action: Action) -> str:
+    """Terraform's symbol for the action: `+`, `~`, `-` or `-/+`."""
+    return Action.UPDATE.value if action in _IN_PLACE else action.value
+
+
+def kind_of(address: str) -> str:
+    """The kind an address names: machine/x -> Machine (an unknown prefix is returned as is)."""
+    prefix = address.partition("/")[0]
+    for kind in models.KINDS:
+        if kind.lower() == prefix:
+            return kind
+    return prefix
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FieldDiff:
+    """One field's two values. For a change: live (before) and desired (after); for drift:
+    what fleet last applied (before) and what is live now (after). Values are JSON values."""
+
+    field: str
+    before: Any
+    after: Any
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlanEntry:
+    """One finding about one resource, and the action it leads to (None: nothing is done)."""
+
+    address: str
+    kind: str
+    finding: Finding
+    action: Action | None = None
+    fields: tuple[FieldDiff, ...] = ()
+    reason: str = ""  # a short stable code: an unknown reason, the policy that decided
+    detail: str = ""  # for people; not part of the fingerprint
+    depends_on: tuple[str, ...] = ()  # planned addresses that must be done first
+    first_seen: datetime | None = None  # drift only: when it was first noticed
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depends_on", tuple(sorted(set(self.depends_on))))
+        if self.first_seen is not None:
+            object.__setattr__(self, "first_seen", _utc(self.first_seen))
+
+    @property
+    def symbol(self) -> str:
+        return action_symbol(self.action) if self.action is not None else ""
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (
+            self.address,
+            FINDING_ORDER.index(self.finding),
+            ACTION_ORDER.index(self.action) + 1 if self.action is not None else 0,
+            tuple(f.field for f in self.fields),
+            self.reason,
+        )
+
+    def change(self, desired: models.Document) -> Change:
+        """The provider's Change for this entry; only entries with an action have one."""
+        if self.action is None:
+            raise ValueError(f"{self.address}: a {self.finding} entry with no action is never applied")
+        return Change(
+            self.address,
+            self.action,
+            desired,
+            tuple(FieldChange(f.field, f.before, f.after) for f in self.fields),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ObservedState:
+    """The part of an observation a plan rests on: its state and the fields fleet manages.
+
+    Timestamps, unknown reasons and informational fields (inventory) are left out, so
+    observing again and seeing the same thing yields the same plan fingerprint.
+    """
+
+    address: str
+    state: ObservationState
+    fields: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, observation: Observation, managed: Iterable[str]) -> ObservedState:
+        kept = sorted((name, observation.fields[name]) for name in managed if name in observation.fields)
+        return cls(observation.address, observation.state, tuple(kept))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """Every entry of one pass over one revision, sorted; see the module docstring.
+
+    `waves` is the order changes apply in (addresses, dependencies first), as computed by
+    `reconciler.plan.graph`; empty when nothing is planned.
+    """
+
+    revision: str
+    created_at: datetime
+    entries: tuple[PlanEntry, ...] = ()
+    observed: tuple[ObservedState, ...] = ()
+    waves: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        # Sorting here, not in each producer, is what makes a Plan deterministic by construction.
+        object.__setattr__(self, "created_at", _utc(self.created_at))
+        object.__setattr__(self, "entries", tuple(sorted(self.entries, key=PlanEntry.sort_key)))
+        object.__setattr__(self, "observed", tuple(sorted(self.observed, key=lambda o: o.address)))
+        object.__setattr__(self, "waves", tuple(tuple(sorted(wave)) for wave in self.waves))
+
+    def changes(self) -> tuple[PlanEntry, ...]:
+        """The entries fleet would apply: those with an action."""
+        return tuple(e for e in self.entries if e.action is not None)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(e.action is not None for e in self.entries)
+
+    def with_finding(self, finding: Finding) -> tuple[PlanEntry, ...]:
+        return tuple(e for e in self.entries if e.finding is finding)
+
+    def summary(self) -> dict[str, int]:
+        """Counts under stable keys (`SUMMARY_KEYS`, zeros included).
+
+        Actions count entries (a machine both powered on and given a boot device counts
+        in both); findings without an action count resources, so a machine with two
+        drifted fields is one drifted resource.
+        """
+        counts: Counter[str] = Counter(action_name(e.action) for e in self.entries if e.action is not None)
+        for finding in (Finding.OBSERVE_ONLY, Finding.DRIFT, Finding.ORPHANED, Finding.UNKNOWN):
+            counts[finding.value] = len({e.address for e in self.with_finding(finding)})
+        return {key: counts[key] for key in SUMMARY_KEYS}
+
+    def summary_line(self) -> str:
+        """E.g. `Plan: 3 to power on, 1 to set boot device, 1 drifted, 2 unknown.`"""
+        counts = self.summary()
+        parts = [f"{counts[key]} {phrase}" for key, phrase in _SUMMARY_PHRASES if counts[key]]
+        if not self.has_changes:
+            parts.insert(0, "no changes")
+        return f"Plan: {', '.join(parts)}."
+
+    def fingerprint(self) -> str:
+        """sha256 of the revision, the entries and the observed state, as canonical JSON.
+
+        Creation time, details and first-seen times are left out: they do not change what
+        the plan would do, so re-planning an unchanged world gives the same fingerprint.
+        """
+        body = {
+            "revision": self.revision,
+            "entries": [
+                {
+                    "address": e.address,
+                    "kind": e.kind,
+                    "finding": e.finding.value,
+                    "action": action_name(e.action) if e.action is not None else None,
+                    "fields": [[f.field, f.before, f.after] for f in e.fields],
+                    "reason": e.reason,
+                    "dependsOn": list(e.depends_on),
+                }
+                for e in self.entries
+            ],
+            "observed": [
+                [o.address, o.state.value, [list(pair) for pair in o.fields]] for o in self.observed
+            ],
+        }
+        return "sha256:" + hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per value: sorted keys, no spaces, no NaN; enums and datetimes as text."""
+    return json.dumps(
+        _plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def format_time(moment: datetime) -> str:
+    return _utc(moment).isoformat().replace("+00:00", "Z")
+
+
+def format_value(value: Any) -> str:
+    """A field value as people read it in every renderer: plain words bare, the rest as JSON."""
+    if isinstance(value, str) and _BARE_WORD.match(value) and not _reads_as_json(value):
+        return value
+    return canonical_json(value)
+
+
+def _reads_as_json(word: str) -> bool:
+    # The string "true" shown bare would read as the boolean; such words keep their quotes.
+    try:
+        json.loads(word)
+    except ValueError:
+        return False
+    return True
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError(f"{moment!r} has no time zone; plans hold aware UTC times only")
+    return moment.astimezone(UTC)
