@@ -1,0 +1,1 @@
+"""Alembic revision files of the state store (loaded by alembic, never imported by fleet)."""

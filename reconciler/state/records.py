@@ -1,0 +1,107 @@
+"""The plain values the state store hands out and takes in: frozen dataclasses, no SQLAlchemy rows.
+
+Every timestamp is timezone-aware UTC. JSON fields are plain dicts and lists, copies of what
+was stored; changing them changes nothing in the store. These values must never carry a
+secret: the store refuses to write one (see `values.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ActionRecord:
+    id: int
+    run_id: int
+    address: str
+    action: str
+    before: Any
+    after: Any
+    result: str  # pending / succeeded / failed / skipped / interrupted
+    message: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: int
+    kind: str  # plan / apply / reconcile / drift
+    operator: str
+    reason: str | None
+    incident: str | None
+    revision: str | None
+    emergency: bool
+    broke_lock: bool
+    status: str  # running / succeeded / failed / interrupted
+    started_at: datetime
+    finished_at: datetime | None
+    summary: dict[str, Any] | None
+    actions: tuple[ActionRecord, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Applied:
+    """The spec fleet last applied to one resource: what drift is measured against."""
+
+    address: str
+    revision: str
+    spec_hash: str
+    fields: dict[str, Any]
+    applied_at: datetime
+    run_id: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ObservationRecord:
+    """The last observation of one resource; `state` is observed / absent / unknown."""
+
+    address: str
+    state: str
+    fields: dict[str, Any] | None
+    reason: str | None
+    observed_at: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DriftFinding:
+    id: int
+    address: str
+    field: str
+    expected: Any
+    actual: Any
+    first_seen: datetime
+    last_seen: datetime
+    resolved_at: datetime | None
+
+    @property
+    def open(self) -> bool:
+        return self.resolved_at is None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LockHolder:
+    """Who holds (or held, for a broken lock) the lease on one address, and until when."""
+
+    address: str
+    owner: str
+    run_id: int | None
+    acquired_at: datetime
+    expires_at: datetime
+
+    def describe(self) -> str:
+        run = f" (run {self.run_id})" if self.run_id is not None else ""
+        return (
+            f"{self.address} held by {self.owner}{run} until {self.expires_at.isoformat(timespec='seconds')}"
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PRComment:
+    repo: str
+    pr_number: int
+    comment_id: str
+    updated_at: datetime

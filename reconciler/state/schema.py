@@ -1,0 +1,176 @@
+"""The tables of the state store, described once with SQLAlchemy Core for both SQLite and PostgreSQL.
+
+This is the current shape the code reads and writes; migrations under `migrations/` are the
+history that produces it, and a test checks that the two agree. It must never hold a secret or
+a live SQLAlchemy object outside this package: callers get plain dataclasses from the store.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+RUN_KINDS = ("plan", "apply", "reconcile", "drift")
+RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
+ACTION_RESULTS = ("pending", "succeeded", "failed", "skipped", "interrupted")
+OBSERVATION_STATES = ("observed", "absent", "unknown")
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on both backends.
+
+    SQLite has no timezone type, so values are stored as naive UTC text (which sorts and compares
+    correctly) and given back their UTC tzinfo when read; PostgreSQL stores timestamptz.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("the state store takes timezone-aware timestamps only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def json_type() -> sa.types.TypeEngine[Any]:
+    # JSONB on PostgreSQL (indexable, compact); JSON text on SQLite. None is SQL NULL, not 'null'.
+    return sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+
+
+def id_type() -> sa.types.TypeEngine[int]:
+    # BIGSERIAL on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the fast rowid alias.
+    return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+# Named constraints, so that later migrations (SQLite batch mode included) can find them by name.
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", id_type(), primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("operator", sa.String(255), nullable=False),
+    sa.Column("reason", sa.Text()),
+    sa.Column("incident", sa.String(255)),
+    sa.Column("revision", sa.String(255)),
+    sa.Column("emergency", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("broke_lock", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime()),
+    sa.Column("summary", json_type()),
+    sa.CheckConstraint(_one_of("kind", RUN_KINDS), name="kind"),
+    sa.CheckConstraint(_one_of("status", RUN_STATUSES), name="status"),
+    sa.Index(None, "started_at"),
+)
+
+actions = sa.Table(
+    "actions",
+    metadata,
+    sa.Column("id", id_type(), primary_key=True, autoincrement=True),
+    sa.Column("run_id", id_type(), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("address", sa.String(512), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("before", json_type()),
+    sa.Column("after", json_type()),
+    sa.Column("result", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text()),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime()),
+    sa.CheckConstraint(_one_of("result", ACTION_RESULTS), name="result"),
+    sa.Index(None, "run_id"),
+    sa.Index(None, "address"),
+)
+
+applied = sa.Table(
+    "applied",
+    metadata,
+    sa.Column("address", sa.String(512), primary_key=True),
+    sa.Column("revision", sa.String(255), nullable=False),
+    sa.Column("spec_hash", sa.String(128), nullable=False),
+    sa.Column("fields", json_type(), nullable=False),
+    sa.Column("applied_at", UTCDateTime(), nullable=False),
+    sa.Column("run_id", id_type(), sa.ForeignKey("runs.id", ondelete="SET NULL")),
+)
+
+observations = sa.Table(
+    "observations",
+    metadata,
+    sa.Column("address", sa.String(512), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("fields", json_type()),
+    sa.Column("reason", sa.Text()),
+    sa.Column("observed_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint(_one_of("state", OBSERVATION_STATES), name="state"),
+)
+
+drift = sa.Table(
+    "drift",
+    metadata,
+    sa.Column("id", id_type(), primary_key=True, autoincrement=True),
+    sa.Column("address", sa.String(512), nullable=False),
+    sa.Column("field", sa.String(512), nullable=False),
+    sa.Column("expected", json_type()),
+    sa.Column("actual", json_type()),
+    sa.Column("first_seen", UTCDateTime(), nullable=False),
+    sa.Column("last_seen", UTCDateTime(), nullable=False),
+    sa.Column("resolved_at", UTCDateTime()),
+    # At most one open finding per (address, field); resolved ones are history and may repeat.
+    sa.Index(
+        "uq_drift_open",
+        "address",
+        "field",
+        unique=True,
+        sqlite_where=sa.text("resolved_at IS NULL"),
+        postgresql_where=sa.text("resolved_at IS NULL"),
+    ),
+    sa.Index(None, "address"),
+)
+
+locks = sa.Table(
+    "locks",
+    metadata,
+    sa.Column("address", sa.String(512), primary_key=True),
+    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("run_id", id_type()),
+    # A random id per acquisition: renew and release touch only rows still carrying it, so a
+    # lease that expired and was taken by someone else (even the same owner) is never disturbed.
+    sa.Column("token", sa.String(32), nullable=False),
+    sa.Column("acquired_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "token"),
+)
+
+pr_comments = sa.Table(
+    "pr_comments",
+    metadata,
+    sa.Column("repo", sa.String(512), primary_key=True),
+    sa.Column("pr_number", sa.Integer(), primary_key=True),
+    sa.Column("comment_id", sa.String(64), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)

@@ -1,0 +1,485 @@
+"""The state store: fleet's memory of runs, actions, applied specs, observations, drift and leases.
+
+Every method is one short transaction, committed before it returns (an action is on disk
+before it runs), and hands back plain dataclasses. The same code serves SQLite and PostgreSQL;
+the store must never hold a secret (callers pass non-secret fields only, and values registered
+with `forbid_values` are refused) and never let a driver exception escape as anything but
+fleet's TemporaryError or PermanentError.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.exc as sa_exc
+
+from reconciler.errors import PermanentError
+from reconciler.state import locks as leases
+from reconciler.state.engine import CHUNK, Database, chunks, database_error, display_url, resolve_url
+from reconciler.state.migrate import current_revision, upgrade_to_head
+from reconciler.state.records import (
+    ActionRecord,
+    Applied,
+    DriftFinding,
+    LockHolder,
+    ObservationRecord,
+    PRComment,
+    RunRecord,
+)
+from reconciler.state.schema import (
+    ACTION_RESULTS,
+    OBSERVATION_STATES,
+    RUN_KINDS,
+    RUN_STATUSES,
+    actions,
+    applied,
+    drift,
+    observations,
+    pr_comments,
+    runs,
+)
+from reconciler.state.values import ValueGuard, one_of, utc
+
+ObservationInput = ObservationRecord | tuple[str, str, Mapping[str, Any] | None, str | None, datetime]
+
+
+def current_operator() -> str:
+    """The OS user running fleet, for `runs.operator`."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+def open_store(url: str | None = None) -> StateStore:
+    """Open (creating and migrating as needed) the store at `url`; None means the default SQLite file."""
+    db = Database(resolve_url(url))
+    try:
+        migrated = upgrade_to_head(db.engine)
+    except sa_exc.SQLAlchemyError as exc:
+        db.close()
+        raise database_error(exc, db.url) from exc
+    except BaseException:
+        db.close()
+        raise
+    return StateStore(db, migrated=migrated)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _action(row: sa.Row[Any]) -> ActionRecord:
+    return ActionRecord(
+        row.id,
+        row.run_id,
+        row.address,
+        row.action,
+        row.before,
+        row.after,
+        row.result,
+        row.message,
+        row.started_at,
+        row.finished_at,
+    )
+
+
+def _run(row: sa.Row[Any], run_actions: Sequence[ActionRecord] = ()) -> RunRecord:
+    return RunRecord(
+        row.id,
+        row.kind,
+        row.operator,
+        row.reason,
+        row.incident,
+        row.revision,
+        bool(row.emergency),
+        bool(row.broke_lock),
+        row.status,
+        row.started_at,
+        row.finished_at,
+        row.summary,
+        tuple(run_actions),
+    )
+
+
+def _drift(row: sa.Row[Any]) -> DriftFinding:
+    return DriftFinding(
+        row.id,
+        row.address,
+        row.field,
+        row.expected,
+        row.actual,
+        row.first_seen,
+        row.last_seen,
+        row.resolved_at,
+    )
+
+
+class StateStore:
+    """Open one with `open_store`; close it (or use `with`) to release its connections."""
+
+    def __init__(self, db: Database, *, migrated: bool = False) -> None:
+        self._db = db
+        self._guard = ValueGuard()
+        self.migrated = migrated  # True when opening this store changed its schema
+
+    @property
+    def url(self) -> str:
+        """Where the store lives, password hidden."""
+        return display_url(self._db.url)
+
+    @property
+    def dialect(self) -> str:
+        return self._db.dialect
+
+    def schema_revision(self) -> str | None:
+        with self._db.transaction(write=False) as connection:
+            return current_revision(connection)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def forbid_values(self, values: Iterable[str]) -> None:
+        """Refuse (PermanentError) to store any text or JSON string containing one of these secrets."""
+        self._guard.forbid(values)
+
+    # Runs and actions: the audit trail.
+
+    def start_run(
+        self,
+        kind: str,
+        operator: str,
+        reason: str | None = None,
+        incident: str | None = None,
+        revision: str | None = None,
+        emergency: bool = False,
+    ) -> int:
+        if not operator:
+            raise PermanentError("a run needs an operator")
+        values = {
+            "kind": one_of(kind, RUN_KINDS, "run kind"),
+            "operator": self._guard.text(operator, "operator"),
+            "reason": self._guard.text(reason, "reason"),
+            "incident": self._guard.text(incident, "incident"),
+            "revision": self._guard.text(revision, "revision"),
+            "emergency": bool(emergency),
+            "broke_lock": False,
+            "status": "running",
+            "started_at": _now(),
+        }
+        with self._db.transaction(write=True) as connection:
+            run_id: int = connection.execute(sa.insert(runs).values(values).returning(runs.c.id)).scalar_one()
+        return run_id
+
+    def finish_run(self, run_id: int, status: str, summary: Mapping[str, Any] | None = None) -> None:
+        finished = one_of(status, tuple(s for s in RUN_STATUSES if s != "running"), "finished run status")
+        payload = self._guard.json(summary, f"summary of run {run_id}")
+        with self._db.transaction(write=True) as connection:
+            done = connection.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id, runs.c.status == "running")
+                .values(status=finished, summary=payload, finished_at=_now())
+            )
+            if done.rowcount != 1:
+                raise PermanentError(f"run {run_id} does not exist or has already finished")
+
+    def mark_broke_lock(self, run_id: int) -> None:
+        """Record on the run that it took over another owner's live lock (acquire_locks does it too)."""
+        with self._db.transaction(write=True) as connection:
+            connection.execute(sa.update(runs).where(runs.c.id == run_id).values(broke_lock=True))
+
+    def get_run(self, run_id: int) -> RunRecord | None:
+        with self._db.transaction(write=False) as connection:
+            row = connection.execute(sa.select(runs).where(runs.c.id == run_id)).one_or_none()
+            if row is None:
+                return None
+            rows = connection.execute(
+                sa.select(actions).where(actions.c.run_id == run_id).order_by(actions.c.id)
+            )
+            return _run(row, [_action(r) for r in rows])
+
+    def start_action(self, run_id: int, address: str, action: str, before: Any) -> int:
+        """Record an action as pending and commit, before it runs; returns its id for finish_action."""
+        values = {
+            "run_id": run_id,
+            "address": self._guard.text(address, "address"),
+            "action": self._guard.text(action, "action"),
+            "before": self._guard.json(before, f"state before {action} on {address}"),
+            "result": "pending",
+            "started_at": _now(),
+        }
+        with self._db.transaction(write=True) as connection:
+            action_id: int = connection.execute(
+                sa.insert(actions).values(values).returning(actions.c.id)
+            ).scalar_one()
+        return action_id
+
+    def finish_action(
+        self, action_id: int, result: str, after: Any = None, message: str | None = None
+    ) -> None:
+        """Record how an action ended; an action marked interrupted may still report its real end."""
+        ended = one_of(result, tuple(r for r in ACTION_RESULTS if r != "pending"), "action result")
+        values = {
+            "result": ended,
+            "after": self._guard.json(after, f"state after action {action_id}"),
+            "message": self._guard.text(message, f"message of action {action_id}"),
+            "finished_at": _now(),
+        }
+        with self._db.transaction(write=True) as connection:
+            done = connection.execute(
+                sa.update(actions)
+                .where(actions.c.id == action_id, actions.c.result.in_(("pending", "interrupted")))
+                .values(values)
+            )
+            if done.rowcount != 1:
+                raise PermanentError(f"action {action_id} does not exist or has already finished")
+
+    def interrupt_pending(self, run_id: int, message: str | None = "interrupted before it finished") -> int:
+        """Mark every pending action of the run interrupted (after a crash or a signal); returns how many."""
+        text = self._guard.text(message, f"message of run {run_id}'s interrupted actions")
+        with self._db.transaction(write=True) as connection:
+            done = connection.execute(
+                sa.update(actions)
+                .where(actions.c.run_id == run_id, actions.c.result == "pending")
+                .values(result="interrupted", message=text, finished_at=_now())
+            )
+            return int(done.rowcount)
+
+    def history(
+        self, target: str | None = None, since: datetime | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        """Runs, newest first, with their actions (only those on `target` when it is given)."""
+        query = sa.select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(max(limit, 0))
+        if since is not None:
+            query = query.where(runs.c.started_at >= utc(since, "since"))
+        if target is not None:
+            touched = sa.select(actions.c.id).where(
+                actions.c.run_id == runs.c.id, actions.c.address == target
+            )
+            query = query.where(touched.exists())
+        with self._db.transaction(write=False) as connection:
+            run_rows = list(connection.execute(query))
+            by_run: dict[int, list[ActionRecord]] = {row.id: [] for row in run_rows}
+            ids = list(by_run)
+            for start in range(0, len(ids), CHUNK):
+                action_query = (
+                    sa.select(actions)
+                    .where(actions.c.run_id.in_(ids[start : start + CHUNK]))
+                    .order_by(actions.c.id)
+                )
+                if target is not None:
+                    action_query = action_query.where(actions.c.address == target)
+                for row in connection.execute(action_query):
+                    by_run[row.run_id].append(_action(row))
+        return [_run(row, by_run[row.id]) for row in run_rows]
+
+    # What was applied and what was seen.
+
+    def set_applied(
+        self, address: str, revision: str, spec_hash: str, fields: Mapping[str, Any], run_id: int | None
+    ) -> None:
+        values = {
+            "address": self._guard.text(address, "address"),
+            "revision": self._guard.text(revision, "revision"),
+            "spec_hash": self._guard.text(spec_hash, "spec hash"),
+            "fields": self._guard.json(fields, f"applied fields of {address}"),
+            "applied_at": _now(),
+            "run_id": run_id,
+        }
+        statement = self._db.insert(applied).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[applied.c.address],
+            set_={
+                k: statement.excluded[k] for k in ("revision", "spec_hash", "fields", "applied_at", "run_id")
+            },
+        )
+        with self._db.transaction(write=True) as connection:
+            connection.execute(statement)
+
+    def get_applied(self, addresses: Iterable[str] | None = None) -> dict[str, Applied]:
+        """The last-applied spec per address (all when `addresses` is None); missing ones are left out."""
+        result: dict[str, Applied] = {}
+        with self._db.transaction(write=False) as connection:
+            for row in self._select_by_address(connection, applied, addresses):
+                result[row.address] = Applied(
+                    row.address, row.revision, row.spec_hash, row.fields, row.applied_at, row.run_id
+                )
+        return result
+
+    def save_observations(self, records: Iterable[ObservationInput]) -> None:
+        """Keep the newest observation per address; an older one arriving late never overwrites it."""
+        newest: dict[str, dict[str, Any]] = {}
+        for item in records:
+            fields: Mapping[str, Any] | None
+            if isinstance(item, ObservationRecord):
+                address, state, fields, reason, observed_at = (
+                    item.address,
+                    item.state,
+                    item.fields,
+                    item.reason,
+                    item.observed_at,
+                )
+            else:
+                address, state, fields, reason, observed_at = item
+            values = {
+                "address": self._guard.text(address, "address"),
+                "state": one_of(state, OBSERVATION_STATES, "observation state"),
+                "fields": self._guard.json(fields, f"observed fields of {address}"),
+                "reason": self._guard.text(reason, f"reason of the observation of {address}"),
+                "observed_at": utc(observed_at, "observed_at"),
+            }
+            seen = newest.get(address)
+            # One row per address per statement: PostgreSQL refuses to upsert a row twice in one go.
+            if seen is None or seen["observed_at"] <= values["observed_at"]:
+                newest[address] = values
+        if not newest:
+            return
+        statement = self._db.insert(observations)
+        statement = statement.on_conflict_do_update(
+            index_elements=[observations.c.address],
+            set_={k: statement.excluded[k] for k in ("state", "fields", "reason", "observed_at")},
+            where=observations.c.observed_at <= statement.excluded.observed_at,
+        )
+        rows = list(newest.values())
+        with self._db.transaction(write=True) as connection:
+            for start in range(0, len(rows), CHUNK):
+                connection.execute(statement, rows[start : start + CHUNK])
+
+    def get_observations(self, addresses: Iterable[str] | None = None) -> dict[str, ObservationRecord]:
+        result: dict[str, ObservationRecord] = {}
+        with self._db.transaction(write=False) as connection:
+            for row in self._select_by_address(connection, observations, addresses):
+                result[row.address] = ObservationRecord(
+                    row.address, row.state, row.fields, row.reason, row.observed_at
+                )
+        return result
+
+    # Drift findings.
+
+    def record_drift(
+        self, address: str, field: str, expected: Any, actual: Any, seen_at: datetime
+    ) -> DriftFinding:
+        """Open a finding for (address, field), or update the open one: values and last_seen."""
+        seen = utc(seen_at, "seen_at")
+        statement = self._db.insert(drift).values(
+            address=self._guard.text(address, "address"),
+            field=self._guard.text(field, "field"),
+            expected=self._guard.json(expected, f"expected {field} of {address}"),
+            actual=self._guard.json(actual, f"actual {field} of {address}"),
+            first_seen=seen,
+            last_seen=seen,
+            resolved_at=None,
+        )
+        excluded = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=[drift.c.address, drift.c.field],
+            index_where=drift.c.resolved_at.is_(None),
+            set_={
+                "expected": excluded.expected,
+                "actual": excluded.actual,
+                # Out-of-order reports (two replicas, retries) only ever widen the window.
+                "first_seen": sa.case(
+                    (excluded.first_seen < drift.c.first_seen, excluded.first_seen), else_=drift.c.first_seen
+                ),
+                "last_seen": sa.case(
+                    (excluded.last_seen > drift.c.last_seen, excluded.last_seen), else_=drift.c.last_seen
+                ),
+            },
+        ).returning(*drift.c)
+        with self._db.transaction(write=True) as connection:
+            return _drift(connection.execute(statement).one())
+
+    def resolve_drift(self, address: str, field: str, at: datetime) -> bool:
+        """Close the open finding of (address, field); False when there was none."""
+        with self._db.transaction(write=True) as connection:
+            done = connection.execute(
+                sa.update(drift)
+                .where(drift.c.address == address, drift.c.field == field, drift.c.resolved_at.is_(None))
+                .values(resolved_at=utc(at, "at"))
+            )
+            return bool(done.rowcount)
+
+    def open_drift(self, addresses: Iterable[str] | None = None) -> list[DriftFinding]:
+        """Open findings (all, or on these addresses), sorted by address and field."""
+        with self._db.transaction(write=False) as connection:
+            query = sa.select(drift).where(drift.c.resolved_at.is_(None))
+            found = [_drift(row) for row in self._select_by_address(connection, drift, addresses, query)]
+        return sorted(found, key=lambda f: (f.address, f.field))
+
+    # Leases.
+
+    def acquire_locks(
+        self,
+        addresses: Sequence[str],
+        owner: str,
+        run_id: int | None,
+        ttl_seconds: float,
+        *,
+        wait_seconds: float = 0,
+        break_lock: bool = False,
+        on_wait: leases.WaitCallback | None = None,
+    ) -> leases.LockSet:
+        """Lease every address or none. Waits up to `wait_seconds` (calling `on_wait(seconds_left,
+        holders)` between tries), then raises LockHeld naming the holders. `break_lock` takes live
+        leases of others, lists them in `LockSet.broken` and marks the run `broke_lock`."""
+        return leases.acquire(
+            self._db,
+            addresses,
+            owner,
+            run_id,
+            ttl_seconds,
+            wait_seconds=wait_seconds,
+            break_lock=break_lock,
+            on_wait=on_wait,
+        )
+
+    def held_locks(self, addresses: Sequence[str] | None = None) -> list[LockHolder]:
+        return leases.held(self._db, addresses)
+
+    # Pull-request comments (for `fleet pr comment`).
+
+    def get_pr_comment(self, repo: str, pr_number: int) -> PRComment | None:
+        with self._db.transaction(write=False) as connection:
+            row = connection.execute(
+                sa.select(pr_comments).where(pr_comments.c.repo == repo, pr_comments.c.pr_number == pr_number)
+            ).one_or_none()
+        return None if row is None else PRComment(row.repo, row.pr_number, row.comment_id, row.updated_at)
+
+    def set_pr_comment(self, repo: str, pr_number: int, comment_id: str) -> None:
+        statement = self._db.insert(pr_comments).values(
+            repo=repo, pr_number=pr_number, comment_id=str(comment_id), updated_at=_now()
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[pr_comments.c.repo, pr_comments.c.pr_number],
+            set_={"comment_id": statement.excluded.comment_id, "updated_at": statement.excluded.updated_at},
+        )
+        with self._db.transaction(write=True) as connection:
+            connection.execute(statement)
+
+    def _select_by_address(
+        self,
+        connection: sa.Connection,
+        table: sa.Table,
+        addresses: Iterable[str] | None,
+        query: sa.Select[Any] | None = None,
+    ) -> Iterator[sa.Row[Any]]:
+        base = sa.select(table) if query is None else query
+        if addresses is None:
+            yield from connection.execute(base)
+            return
+        for chunk in chunks(sorted(set(addresses))):
+            yield from connection.execute(base.where(table.c.address.in_(chunk)))
