@@ -436,6 +436,95 @@ def observe(
     console.print(Text(f"{len(observations)} observed, {unknown} unknown", style="dim"))
 
 
+# --- fleet plan ------------------------------------------------------------------------
+
+
+class PlanFormat(StrEnum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+StateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--state",
+        envvar="FLEET_STATE",
+        help="State store: a SQLite path or a PostgreSQL URL (default: $XDG_STATE_HOME/fleet/state.db).",
+        show_default=False,
+    ),
+]
+
+
+@app.command()
+def plan(
+    path: PathArg = None,
+    repo: RepoOpt = None,
+    rev: RevOpt = None,
+    selector: Annotated[str | None, typer.Option("--selector", "-l", help="Label selector.")] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", "-t", help="Only this address (repeatable), e.g. machine/x."),
+    ] = None,
+    output: Annotated[PlanFormat, typer.Option("--format", "-o", help="Output format.")] = PlanFormat.text,
+    out: Annotated[Path | None, typer.Option("--out", help="Also save the plan (JSON) to this file.")] = None,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 0 with no changes, 2 with changes, 1 on error.")
+    ] = False,
+    lab: LabOpt = False,
+    state: StateOpt = None,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Compare the specs with live state and what fleet last applied; show what would change.
+
+    Reads live state and the state store; changes neither. Unknown resources (unreachable,
+    refused) are reported, never planned.
+    """
+    from reconciler.plan.build import build_plan
+    from reconciler.plan.observe import provider_context
+    from reconciler.report.markdown import render_markdown
+    from reconciler.report.plan_json import render_json
+    from reconciler.report.text import render_text
+    from reconciler.state import open_store
+
+    ref = RepoRef(path, repo, rev, cache_dir)
+
+    def run() -> Any:
+        snapshot = ref.snapshot()
+        everything = [i.document for i in load_documents(snapshot) if i.document.kind_name != "Fleet"]
+        items = _selected(ref, None, selector, target or [])
+        overrides = _overrides_path(lab)
+        if overrides is not None:
+            _err().print(Text(f"using lab endpoints from {overrides}", style="yellow"))
+        context = provider_context(_fleet_document(ref), overrides)
+        revision = snapshot.commit or "working-tree"
+        with open_store(state) as store:
+            return build_plan(
+                everything,
+                [i.document for i in items],
+                context,
+                store,
+                revision,
+                whole_fleet=not selector and not target,
+            )
+
+    result = _guard(run)
+    rendered_json = render_json(result)
+    if out is not None:
+        try:
+            out.write_text(rendered_json)
+        except OSError as exc:
+            _fail(f"cannot write {out}: {exc.strerror}")
+    if output is PlanFormat.json:
+        typer.echo(rendered_json, nl=False)
+    elif output is PlanFormat.markdown:
+        typer.echo(render_markdown(result))
+    else:
+        render_text(result, _out())
+    if detailed_exitcode:
+        raise typer.Exit(2 if result.has_changes else EXIT_OK)
+
+
 # --- fleet lab -------------------------------------------------------------------------
 
 lab_app = typer.Typer(
