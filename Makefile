@@ -19,7 +19,7 @@ lint: bootstrap
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: bootstrap
 	$(BIN)/python bench/bench_validate.py

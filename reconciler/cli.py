@@ -9,11 +9,12 @@ user: every failure ends as one clear message.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -126,7 +127,7 @@ CacheOpt = Annotated[
 ]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class RepoRef:
     path: Path | None
     repo: str | None
@@ -480,8 +481,6 @@ def plan(
     Reads live state and the state store; changes neither. Unknown resources (unreachable,
     refused) are reported, never planned.
     """
-    from reconciler.plan.build import build_plan
-    from reconciler.plan.observe import provider_context
     from reconciler.report.markdown import render_markdown
     from reconciler.report.plan_json import render_json
     from reconciler.report.text import render_text
@@ -490,23 +489,8 @@ def plan(
     ref = RepoRef(path, repo, rev, cache_dir)
 
     def run() -> Any:
-        snapshot = ref.snapshot()
-        everything = [i.document for i in load_documents(snapshot) if i.document.kind_name != "Fleet"]
-        items = _selected(ref, None, selector, target or [])
-        overrides = _overrides_path(lab)
-        if overrides is not None:
-            _err().print(Text(f"using lab endpoints from {overrides}", style="yellow"))
-        context = provider_context(_fleet_document(ref), overrides)
-        revision = snapshot.commit or "working-tree"
         with open_store(state) as store:
-            return build_plan(
-                everything,
-                [i.document for i in items],
-                context,
-                store,
-                revision,
-                whole_fleet=not selector and not target,
-            )
+            return _make_plan(ref, selector, target or [], lab, store)[0]
 
     result = _guard(run)
     rendered_json = render_json(result)
@@ -523,6 +507,328 @@ def plan(
         render_text(result, _out())
     if detailed_exitcode:
         raise typer.Exit(2 if result.has_changes else EXIT_OK)
+
+
+def _make_plan(
+    ref: RepoRef, selector: str | None, targets: list[str], lab: bool, store: Any
+) -> tuple[Any, list[Any], Any]:
+    """(plan, every document, provider context) for a selection of the repo."""
+    from reconciler.plan.build import build_plan
+    from reconciler.plan.observe import provider_context
+
+    snapshot = ref.snapshot()
+    everything = [i.document for i in load_documents(snapshot) if i.document.kind_name != "Fleet"]
+    items = _selected(ref, None, selector, targets)
+    overrides = _overrides_path(lab)
+    if overrides is not None:
+        _err().print(Text(f"using lab endpoints from {overrides}", style="yellow"))
+    context = provider_context(_fleet_document(ref), overrides)
+    revision = snapshot.commit or "working-tree"
+    result = build_plan(
+        everything,
+        [i.document for i in items],
+        context,
+        store,
+        revision,
+        whole_fleet=not selector and not targets,
+    )
+    return result, everything, context
+
+
+def _print_outcome(outcome: Any) -> None:
+    style = {"succeeded": "green", "failed": "bold red", "skipped": "yellow", "interrupted": "yellow"}
+    line = Text(f"  {outcome.address}  {outcome.action}: ")
+    line.append(outcome.result, style=style.get(outcome.result, ""))
+    line.append(
+        f" ({outcome.message}, {outcome.seconds:.1f} s)" if outcome.seconds else f" ({outcome.message})"
+    )
+    _out().print(line)
+
+
+def _run_and_report(
+    ref: RepoRef,
+    selector: str | None,
+    targets: list[str],
+    lab: bool,
+    state: str | None,
+    options: Any,
+    *,
+    planfile: Path | None,
+    yes: bool,
+) -> None:
+    from reconciler.report.plan_json import plan_from_dict
+    from reconciler.report.text import render_text
+    from reconciler.runs import apply_plan, check_saved_plan
+    from reconciler.state import open_store
+
+    def countdown(seconds_left: float, holders: Any) -> None:
+        who = ", ".join(f"{h.owner} (run {h.run_id})" for h in holders)
+        _err().print(Text(f"waiting for locks held by {who}: {seconds_left:.0f} s left", style="yellow"))
+
+    def run() -> Any:
+        with open_store(state) as store:
+            saved = None
+            if planfile is not None:
+                try:
+                    saved = plan_from_dict(json.loads(planfile.read_text()))
+                except OSError as exc:
+                    raise UsageError(f"cannot read plan {planfile}: {exc.strerror}") from None
+                except ValueError as exc:
+                    raise UsageError(f"{planfile} is not a fleet plan: {exc}") from None
+            plan_targets = sorted({o.address for o in saved.observed}) if saved is not None else targets
+            fresh, documents, context = _make_plan(ref, None if saved else selector, plan_targets, lab, store)
+            if saved is not None:
+                check_saved_plan(saved, fresh)
+            chosen = saved or fresh
+            render_text(chosen, _out())
+            if chosen.has_changes and not yes:
+                if not sys.stdin.isatty():
+                    raise UsageError("refusing to apply without confirmation", hint="pass --yes")
+                if not typer.confirm(f"Apply {len(chosen.changes())} changes?", default=False):
+                    raise UsageError("not applied")
+            return apply_plan(
+                chosen, documents, context, store, options, on_outcome=_print_outcome, on_wait=countdown
+            )
+
+    result = _guard(run)
+    report = result.report
+    if report is None:
+        _out().print(f"Run {result.run_id}: nothing to apply.")
+        return
+    for holder in result.broken_locks:
+        _err().print(
+            Text(
+                f"broke the lock of {holder.owner} (run {holder.run_id}) on {holder.address}", style="yellow"
+            )
+        )
+    counts = {k: report.count(k) for k in ("succeeded", "failed", "skipped", "interrupted")}
+    line = ", ".join(f"{v} {k}" for k, v in counts.items() if v) or "nothing done"
+    _out().print(Text(f"Run {result.run_id}: {line}.", style="bold"))
+    if report.interrupted:
+        raise typer.Exit(130)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_INVALID)
+
+
+@app.command()
+def apply(
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A saved plan (from `fleet plan --out`), or the fleet repo working tree.", show_default=False
+        ),
+    ] = None,
+    repo: RepoOpt = None,
+    rev: RevOpt = None,
+    selector: Annotated[str | None, typer.Option("--selector", "-l", help="Label selector.")] = None,
+    target: Annotated[
+        list[str] | None, typer.Option("--target", "-t", help="Only this address (repeatable).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    parallel: Annotated[int, typer.Option("--parallel", min=1, help="Changes at once within a wave.")] = 16,
+    allow_destructive: Annotated[
+        bool, typer.Option("--allow-destructive", help="Apply even beyond the blast-radius policy.")
+    ] = False,
+    repo_path: Annotated[
+        Path | None, typer.Option("--path", help="With a saved plan: the repo working tree (default: .).")
+    ] = None,
+    lab: LabOpt = False,
+    state: StateOpt = None,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Plan and apply the changes (or apply a saved plan while it still holds), recording every action."""
+    from reconciler.runs import RunOptions
+
+    planfile = path if path is not None and path.is_file() else None
+    work_tree = repo_path if planfile is not None else path
+    ref = RepoRef(work_tree, repo, rev, cache_dir)
+    options = RunOptions(kind="apply", allow_destructive=allow_destructive, parallel=parallel)
+    _run_and_report(ref, selector, target or [], lab, state, options, planfile=planfile, yes=yes)
+
+
+@app.command()
+def reconcile(
+    now: Annotated[bool, typer.Option("--now", help="Required: reconcile the targets right now.")] = False,
+    path: PathArg = None,
+    repo: RepoOpt = None,
+    rev: RevOpt = None,
+    target: Annotated[list[str] | None, typer.Option("--target", "-t", help="Address (repeatable).")] = None,
+    selector: Annotated[str | None, typer.Option("--selector", "-l", help="Label selector.")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded in the audit trail).")] = None,
+    incident: Annotated[str | None, typer.Option("--incident", help="Incident id (recorded).")] = None,
+    emergency: Annotated[
+        bool, typer.Option("--emergency", help="Bypass blast radius and change windows (recorded).")
+    ] = False,
+    break_lock: Annotated[
+        bool, typer.Option("--break-lock", help="Take the locks of others (recorded).")
+    ] = False,
+    wait: Annotated[
+        float, typer.Option("--wait", min=0, help="Seconds to wait for locks held by others.")
+    ] = 300,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    lab: LabOpt = False,
+    state: StateOpt = None,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """The audited emergency path: observe, plan and apply only the targets, immediately."""
+    from reconciler.runs import RunOptions
+
+    if not now:
+        _fail("`fleet reconcile` needs --now (it acts immediately)")
+    if not target and not selector:
+        _fail("name what to reconcile with --target ADDRESS or -l SELECTOR")
+    if not reason or not reason.strip():
+        _fail("--reason is required: it goes into the audit record")
+    ref = RepoRef(path, repo, rev, cache_dir)
+    options = RunOptions(
+        kind="reconcile",
+        reason=reason,
+        incident=incident,
+        emergency=emergency,
+        allow_destructive=emergency,
+        break_lock=break_lock,
+        lock_wait_seconds=wait,
+    )
+    _run_and_report(ref, selector, target or [], lab, state, options, planfile=None, yes=yes)
+
+
+@app.command()
+def drift(
+    path: PathArg = None,
+    repo: RepoOpt = None,
+    rev: RevOpt = None,
+    selector: Annotated[str | None, typer.Option("--selector", "-l", help="Label selector.")] = None,
+    target: Annotated[list[str] | None, typer.Option("--target", "-t", help="Address (repeatable).")] = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", "-o", help="Output format.")
+    ] = OutputFormat.text,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 0 without drift, 2 with drift, 1 on error.")
+    ] = False,
+    lab: LabOpt = False,
+    state: StateOpt = None,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Live state that moved away from what fleet last applied (out-of-band changes), and unknowns."""
+    from datetime import UTC, datetime
+
+    from reconciler.plan.model import Finding
+    from reconciler.runs import record_drift
+    from reconciler.state import open_store
+
+    ref = RepoRef(path, repo, rev, cache_dir)
+
+    def run() -> Any:
+        with open_store(state) as store:
+            result = _make_plan(ref, selector, target or [], lab, store)[0]
+            record_drift(result, store, datetime.now(UTC))
+            return result, {(d.address, d.field): d for d in store.open_drift()}
+
+    result, findings = _guard(run)
+    entries = [e for e in result.entries if e.finding in (Finding.DRIFT, Finding.UNKNOWN)]
+    if output is OutputFormat.json:
+        payload = []
+        for e in entries:
+            item: dict[str, Any] = {
+                "address": e.address,
+                "finding": e.finding.value,
+                "reason": e.reason or None,
+            }
+            if e.finding is Finding.DRIFT:
+                item["fields"] = [
+                    {
+                        "field": f.field,
+                        "applied": f.before,
+                        "live": f.after,
+                        "firstSeen": findings[(e.address, f.field)].first_seen.isoformat()
+                        if (e.address, f.field) in findings
+                        else None,
+                    }
+                    for f in e.fields
+                ]
+            payload.append(item)
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        console = _out()
+        for e in entries:
+            if e.finding is Finding.DRIFT:
+                for f in e.fields:
+                    seen = findings.get((e.address, f.field))
+                    since = f" (first seen {seen.first_seen:%Y-%m-%d %H:%M:%S} UTC)" if seen else ""
+                    console.print(
+                        Text(
+                            f"drift    {e.address}  {f.field}: applied {f.before!r}, live {f.after!r}{since}",
+                            style="red",
+                        )
+                    )
+            else:
+                console.print(Text(f"unknown  {e.address}  {e.reason}: {e.detail}", style="yellow"))
+        drifted = len({e.address for e in entries if e.finding is Finding.DRIFT})
+        unknown = len({e.address for e in entries if e.finding is Finding.UNKNOWN})
+        console.print(Text(f"Drift: {drifted} drifted, {unknown} unknown.", style="bold"))
+    if detailed_exitcode:
+        raise typer.Exit(2 if any(e.finding is Finding.DRIFT for e in entries) else EXIT_OK)
+
+
+@app.command()
+def history(
+    target: Annotated[
+        str | None, typer.Option("--target", "-t", help="Only runs that touched this address.")
+    ] = None,
+    since: Annotated[
+        datetime | None, typer.Option("--since", help="Only runs started at or after (ISO 8601, UTC).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 50,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", "-o", help="Output format.")
+    ] = OutputFormat.text,
+    state: StateOpt = None,
+) -> None:
+    """The audit trail: who ran what, why, on which revision, and how every action ended."""
+    from datetime import UTC
+
+    from reconciler.state import open_store
+
+    def run() -> Any:
+        with open_store(state) as store:
+            when = since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
+            return store.history(target, when, limit)
+
+    runs = _guard(run)
+    if output is OutputFormat.json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        **{k: v for k, v in dataclasses.asdict(r).items() if k != "actions"},
+                        "actions": [dataclasses.asdict(a) for a in r.actions],
+                    }
+                    for r in runs
+                ],
+                indent=2,
+                default=str,
+            )
+        )
+        return
+    console = _out()
+    for r in runs:
+        flags = " EMERGENCY" if r.emergency else ""
+        flags += " broke-lock" if r.broke_lock else ""
+        header = (
+            f"run {r.id}  {r.kind}  {r.status}{flags}  {r.started_at:%Y-%m-%d %H:%M:%S} UTC  by {r.operator}"
+        )
+        console.print(Text(header, style="bold"))
+        details = [f"revision {r.revision}"]
+        if r.reason:
+            details.append(f"reason: {r.reason}")
+        if r.incident:
+            details.append(f"incident: {r.incident}")
+        console.print("    " + "; ".join(details))
+        for a in r.actions:
+            console.print(
+                f"    {a.address}  {a.action}: {a.result}" + (f" ({a.message})" if a.message else "")
+            )
+    if not runs:
+        console.print("no runs recorded")
 
 
 # --- fleet lab -------------------------------------------------------------------------

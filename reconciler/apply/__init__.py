@@ -1,0 +1,1 @@
+"""Applying plans: the executor, its budgets and its blast-radius guard."""

@@ -1,0 +1,275 @@
+"""Apply a Plan: its changes in waves, under budgets, each recorded before and after it runs.
+
+A wave starts only when the one before it has ended; inside a wave at most `parallel`
+changes run at once (providers add their own per-rack and per-power-domain budgets).
+A failed change fails alone: the rest go on, and what depends on it is skipped. When
+asked to stop (Ctrl-C), no new change starts, running ones finish or time out, and the
+unfinished ones are recorded as interrupted. Nothing here decides *what* to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from providers.base import Action, ApplyResult, Provider
+from reconciler.errors import FleetError, PermanentError, TemporaryError
+from reconciler.plan.model import Plan, PlanEntry, action_name
+from reconciler.spec import models
+from reconciler.state import StateStore
+
+MACHINE_FIELDS = ("power", "bootDevice", "bootPersistent")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    address: str
+    action: str
+    result: str  # succeeded / failed / skipped / interrupted
+    message: str
+    seconds: float = 0.0
+    changed: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ApplyReport:
+    run_id: int
+    outcomes: tuple[Outcome, ...]
+    interrupted: bool
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and all(o.result == "succeeded" for o in self.outcomes)
+
+    def count(self, result: str) -> int:
+        return sum(1 for o in self.outcomes if o.result == result)
+
+
+class BlastRadiusExceeded(PermanentError):
+    """A plan changes more than the blast-radius policy allows in one run."""
+
+
+def check_blast_radius(
+    plan: Plan, documents: Mapping[str, models.Document], policy: models.BlastRadius
+) -> None:
+    """Refuse plans over the policy, naming the rule; `--allow-destructive` skips this check."""
+    disruptive = {Action.POWER_OFF, Action.POWER_CYCLE, Action.DELETE, Action.REPLACE}
+    changes = [e for e in plan.changes() if e.action in disruptive]
+    power_offs = [e for e in changes if e.action is Action.POWER_OFF]
+    if len(power_offs) > policy.maxPowerOffsPerRun:
+        raise BlastRadiusExceeded(
+            f"the plan powers off {len(power_offs)} machines; blastRadius.maxPowerOffsPerRun is "
+            f"{policy.maxPowerOffsPerRun}",
+            hint="narrow it with --target/-l, or pass --allow-destructive if this is intended",
+        )
+    racks: dict[tuple[str, str], list[str]] = {}
+    for document in documents.values():
+        if isinstance(document, models.Machine):
+            racks.setdefault((document.spec.site, document.spec.rack), []).append(document.address)
+    for (site, rack), members in sorted(racks.items()):
+        hit = [e for e in changes if e.address in members]
+        if hit and len(hit) * 100 > policy.maxRackPercent * len(members):
+            raise BlastRadiusExceeded(
+                f"the plan disrupts {len(hit)} of {len(members)} machines in rack {site}/{rack}; "
+                f"blastRadius.maxRackPercent is {policy.maxRackPercent}%",
+                hint="apply the rack in smaller steps, or pass --allow-destructive if this is intended",
+            )
+    for document in documents.values():
+        if isinstance(document, models.Cluster):
+            nodes = [m.ref for m in document.spec.members]
+            hit = [e for e in changes if e.address in nodes]
+            if hit and len(hit) * 100 > policy.maxClusterNodePercent * len(nodes):
+                raise BlastRadiusExceeded(
+                    f"the plan disrupts {len(hit)} of {len(nodes)} nodes of cluster "
+                    f"{document.metadata.name}; "
+                    f"blastRadius.maxClusterNodePercent is {policy.maxClusterNodePercent}%",
+                    hint="apply in smaller steps, or pass --allow-destructive if this is intended",
+                )
+
+
+_FIELDS_OF_ACTION = {
+    Action.POWER_ON: ("power",),
+    Action.POWER_OFF: ("power",),
+    Action.POWER_CYCLE: ("power",),
+    Action.BOOT_DEVICE: ("bootDevice", "bootPersistent"),
+}
+
+
+def applied_fields(document: models.Document, action: Action | None = None) -> dict[str, Any]:
+    """The managed fields an action applied (all of them when `action` is None), as JSON values.
+
+    Only what fleet actually set counts as applied: a field the policy only observes was
+    never applied, so it can never be reported as drift."""
+    if isinstance(document, models.Machine):
+        values = document.spec.model_dump(mode="json")
+        names = _FIELDS_OF_ACTION.get(action, MACHINE_FIELDS) if action is not None else MACHINE_FIELDS
+        return {name: values[name] for name in names}
+    return {}
+
+
+def spec_hash(document: models.Document) -> str:
+    body = json.dumps(document.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+Reporter = Callable[[Outcome], None]
+
+
+def execute(
+    plan: Plan,
+    documents: Mapping[str, models.Document],
+    providers: Mapping[str, Provider],
+    store: StateStore,
+    run_id: int,
+    *,
+    parallel: int = 16,
+    action_timeout: float = 900.0,
+    retries: int = 3,
+    stop: threading.Event | None = None,
+    report: Reporter | None = None,
+) -> ApplyReport:
+    stop = stop or threading.Event()
+    entries = {e.address: e for e in plan.changes()}
+    outcomes: dict[str, Outcome] = {}
+    failed: set[str] = set()
+
+    def record(outcome: Outcome) -> None:
+        outcomes[outcome.address] = outcome
+        if report is not None:
+            report(outcome)
+
+    waves = plan.waves or (tuple(sorted(entries)),)
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="fleet-apply") as pool:
+        for wave in waves:
+            pending = [entries[a] for a in wave if a in entries]
+            running: dict[Future[Outcome], tuple[PlanEntry, float]] = {}
+            while pending or running:
+                while pending and len(running) < parallel and not stop.is_set():
+                    entry = pending.pop(0)
+                    blocked = [d for d in entry.depends_on if d in failed]
+                    if blocked:
+                        failed.add(entry.address)
+                        record(_skip(store, run_id, entry, f"skipped: {', '.join(blocked)} failed first"))
+                        continue
+                    future = pool.submit(
+                        _apply_one, entry, documents, providers, store, run_id, plan.revision, retries
+                    )
+                    running[future] = (entry, time.monotonic())
+                if stop.is_set() and not running:
+                    break
+                if not running:
+                    continue
+                done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+                now = time.monotonic()
+                for future in done:
+                    entry, _ = running.pop(future)
+                    outcome = future.result()
+                    if outcome.result != "succeeded":
+                        failed.add(entry.address)
+                    record(outcome)
+                for future, (entry, started) in list(running.items()):
+                    if now - started > action_timeout:
+                        running.pop(future)
+                        failed.add(entry.address)
+                        record(
+                            Outcome(
+                                entry.address,
+                                _name(entry),
+                                "failed",
+                                f"timed out after {action_timeout:g} s (still running in the provider)",
+                            )
+                        )
+            if stop.is_set():
+                break
+    interrupted = stop.is_set()
+    if interrupted:
+        store.interrupt_pending(run_id)
+        for address, entry in sorted(entries.items()):
+            if address not in outcomes:
+                # Recorded too, so the audit trail shows the whole plan and where it stopped.
+                message = "not started: the run was interrupted"
+                action_id = store.start_action(run_id, address, _name(entry), _before(entry))
+                store.finish_action(action_id, "interrupted", None, message)
+                outcomes[address] = Outcome(address, _name(entry), "interrupted", message)
+    return ApplyReport(run_id, tuple(outcomes[a] for a in sorted(outcomes)), interrupted)
+
+
+def _name(entry: PlanEntry) -> str:
+    assert entry.action is not None
+    return action_name(entry.action)
+
+
+def _skip(store: StateStore, run_id: int, entry: PlanEntry, message: str) -> Outcome:
+    action_id = store.start_action(run_id, entry.address, _name(entry), _before(entry))
+    store.finish_action(action_id, "skipped", None, message)
+    return Outcome(entry.address, _name(entry), "skipped", message)
+
+
+def _before(entry: PlanEntry) -> dict[str, Any]:
+    return {f.field: f.before for f in entry.fields}
+
+
+def _apply_one(
+    entry: PlanEntry,
+    documents: Mapping[str, models.Document],
+    providers: Mapping[str, Provider],
+    store: StateStore,
+    run_id: int,
+    revision: str,
+    retries: int,
+) -> Outcome:
+    """Record the action, run it (retrying what may pass), record how it ended."""
+    name = _name(entry)
+    action_id = store.start_action(run_id, entry.address, name, _before(entry))
+    started = time.monotonic()
+    document = documents.get(entry.address)
+    provider = providers.get(entry.kind)
+    if document is None or provider is None:
+        message = (
+            "no desired document for this resource" if document is None else f"no provider for {entry.kind}"
+        )
+        store.finish_action(action_id, "failed", None, message)
+        return Outcome(entry.address, name, "failed", message)
+    try:
+        result = _with_retries(lambda: provider.apply(entry.change(document)), retries)
+    except FleetError as exc:
+        store.finish_action(action_id, "failed", None, str(exc))
+        return Outcome(entry.address, name, "failed", str(exc), time.monotonic() - started)
+    seconds = time.monotonic() - started
+    after = applied_fields(document, entry.action)
+    if result.ok:
+        store.finish_action(action_id, "succeeded", after, result.message)
+        previous = store.get_applied([entry.address]).get(entry.address)
+        merged = {**(previous.fields if previous is not None else {}), **after}
+        store.set_applied(entry.address, revision, spec_hash(document), merged, run_id)
+        return Outcome(entry.address, name, "succeeded", result.message, seconds, result.changed)
+    store.finish_action(action_id, "failed", None, result.message)
+    return Outcome(entry.address, name, "failed", result.message, seconds, result.changed)
+
+
+def _with_retries(call: Callable[[], ApplyResult], retries: int) -> ApplyResult:
+    for attempt in Retrying(
+        retry=retry_if_exception_type(TemporaryError),
+        stop=stop_after_attempt(max(1, retries)),
+        wait=wait_exponential(multiplier=0.5, max=10),
+        reraise=True,
+    ):
+        with attempt:
+            return call()
+    raise PermanentError("unreachable")  # pragma: no cover - Retrying either returns or raises
+
+
+def summarise(report: ApplyReport) -> dict[str, int]:
+    return {result: report.count(result) for result in ("succeeded", "failed", "skipped", "interrupted")}
+
+
+def documents_by_address(documents: Sequence[models.Document]) -> dict[str, models.Document]:
+    return {d.address: d for d in documents}

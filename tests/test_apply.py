@@ -1,0 +1,335 @@
+"""fleet's main job end to end against the simulated lab: apply, plan again, drift, guards,
+saved plans, locks, the emergency path, Ctrl-C, and the audit trail, on SQLite and PostgreSQL.
+
+Out-of-band changes are made the way an operator would: with Debian's ipmitool, or through
+the simulator's control socket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fleet_testing import EXAMPLE, FLEET
+from ruamel.yaml import YAML
+from state_testing import create_pg_database, drop_pg_database
+
+from reconciler.state import open_store
+
+K8S_NODES = "team=platform-k8s"
+
+
+def _fleet(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(FLEET), *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    directory = tmp_path_factory.mktemp("apply-lab")
+    repo = directory / "repo"
+    shutil.copytree(EXAMPLE, repo)
+    _set_change_windows(repo, [])  # tests must not depend on the time of day they run at
+    env = {
+        **os.environ,
+        "FLEET_LAB_DIR": str(directory / "lab"),
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+        "REPO": str(repo),
+    }
+    env.pop("FLEET_LAB_OVERRIDES", None)
+    env.pop("FLEET_STATE", None)
+    up = _fleet("lab", "up", str(repo), "--subnet", "65", env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        yield env
+    finally:
+        _fleet("lab", "down", env=env)
+
+
+@pytest.fixture()
+def env(lab: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The lab, every machine cold again, and a fresh state store (SQLite unless a test asks
+    for PostgreSQL with indirect parametrization)."""
+    for machine in _machines(lab):
+        _control(lab, {"op": "set_faults", "name": machine, "faults": []})
+        _control(lab, {"op": "set_power", "name": machine, "power": "off"})
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield {**lab, "FLEET_STATE": str(tmp_path / "state.db")}
+        return
+    url = create_pg_database("fleet_apply")
+    try:
+        yield {**lab, "FLEET_STATE": url}
+    finally:
+        drop_pg_database(url)
+
+
+def _set_change_windows(repo: Path, windows: list[dict[str, object]]) -> None:
+    yaml = YAML()  # round trip: the rest of fleet.yaml stays as written
+    path = repo / "fleet.yaml"
+    fleet = yaml.load(path.read_text())
+    fleet["spec"]["policies"]["changeWindows"] = windows
+    with path.open("w") as handle:
+        yaml.dump(fleet, handle)
+
+
+def _machines(env: dict[str, str]) -> list[str]:
+    found = json.loads(_fleet("get", env["REPO"], "-k", "Machine", "-o", "json", env=env).stdout)
+    return [m["metadata"]["name"] for m in found]
+
+
+def _control(env: dict[str, str], request: dict[str, object]) -> object:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(Path(env["FLEET_LAB_DIR"]) / "bmc.sock"))
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        answer = json.loads(sock.makefile().readline())
+    assert answer["ok"], answer
+    return answer.get("result")
+
+
+def _power(env: dict[str, str], name: str) -> str:
+    state = _control(env, {"op": "state", "name": name})
+    assert isinstance(state, dict)
+    return str(state["power"])
+
+
+def _ipmitool(env: dict[str, str], machine: str, *command: str) -> str:
+    """Talk to a lab BMC with Debian's ipmitool, as an operator working behind fleet's back would."""
+    overrides = json.loads((Path(env["FLEET_LAB_DIR"]) / "overrides.json").read_text())
+    spec = next(
+        m
+        for m in json.loads(_fleet("get", env["REPO"], "-k", "Machine", "-o", "json", env=env).stdout)
+        if m["metadata"]["name"] == machine
+    )
+    bmc = spec["spec"]["bmc"]
+    host = overrides["endpoints"][f"{bmc['address']}:{bmc['port']}"].rsplit(":", 1)[0]
+    user, password = (
+        Path(overrides["credentials"][bmc["credentialsRef"]]["file"]).read_text().strip().split(":", 1)
+    )
+    done = subprocess.run(
+        ["ipmitool", "-I", "lanplus", "-H", host, "-U", user, "-P", password, *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.stdout + done.stderr
+
+
+def _history(env: dict[str, str]) -> list[dict]:
+    return json.loads(_fleet("history", "--format", "json", env=env).stdout)
+
+
+@pytest.mark.parametrize("env", ["sqlite", "postgresql"], indirect=True)
+def test_apply_then_plan_is_empty_then_drift_is_found_and_fixed(env: dict[str, str]) -> None:
+    repo = env["REPO"]
+    first = _fleet("apply", repo, "--lab", "-l", K8S_NODES, "--yes", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert _power(env, "nyc1-r01-02") == "on"
+
+    again = _fleet("plan", repo, "--lab", "-l", K8S_NODES, "--detailed-exitcode", env=env)
+    assert again.returncode == 0 and "Plan: no changes" in again.stdout, again.stdout
+
+    assert "Down/Off" in _ipmitool(env, "nyc1-r01-02", "chassis", "power", "off")
+    drift = _fleet("drift", repo, "--lab", "-l", K8S_NODES, "--detailed-exitcode", "-o", "json", env=env)
+    assert drift.returncode == 2, drift.stdout + drift.stderr
+    (finding,) = [d for d in json.loads(drift.stdout) if d["finding"] == "drift"]
+    assert finding["address"] == "machine/nyc1-r01-02"
+    assert finding["fields"][0] | {"firstSeen": None} == {
+        "field": "power",
+        "applied": "on",
+        "live": "off",
+        "firstSeen": None,
+    }
+    assert finding["fields"][0]["firstSeen"]
+
+    fix = _fleet("apply", repo, "--lab", "-t", "machine/nyc1-r01-02", "--yes", env=env)
+    assert fix.returncode == 0 and _power(env, "nyc1-r01-02") == "on"
+    clean = _fleet("drift", repo, "--lab", "-l", K8S_NODES, "--detailed-exitcode", env=env)
+    assert clean.returncode == 0, clean.stdout
+    with open_store(env["FLEET_STATE"]) as store:
+        assert store.open_drift() == []
+
+    runs = _history(env)
+    assert [r["kind"] for r in runs][:2] == ["apply", "apply"]
+    assert all(a["result"] == "succeeded" and a["finished_at"] for r in runs for a in r["actions"])
+
+
+def test_unknown_machines_are_never_applied(env: dict[str, str]) -> None:
+    _control(env, {"op": "set_faults", "name": "nyc1-r01-03", "faults": ["reject-auth"]})
+    result = _fleet("apply", env["REPO"], "--lab", "-t", "machine/nyc1-r01-03", "--yes", env=env)
+    assert result.returncode == 0 and "nothing to apply" in result.stdout, result.stdout
+    assert _power(env, "nyc1-r01-03") == "off"
+
+
+def test_blast_radius_refuses_and_allow_destructive_overrides(env: dict[str, str]) -> None:
+    repo = Path(env["REPO"])
+    rack = repo / "machines" / "nyc1" / "r02.yaml"
+    original = rack.read_text()
+    rack.write_text(original.replace("power: on", "power: off"))
+    try:
+        for name in ("nyc1-r02-01", "nyc1-r02-02", "nyc1-r02-03", "nyc1-r02-04"):
+            _control(env, {"op": "set_power", "name": name, "power": "on"})
+        refused = _fleet("apply", str(repo), "--lab", "-l", K8S_NODES, "--yes", env=env)
+        assert refused.returncode == 1
+        assert "blastRadius.maxRackPercent" in refused.stderr and "--allow-destructive" in refused.stderr
+        assert _power(env, "nyc1-r02-02") == "on"  # nothing happened
+        allowed = _fleet(
+            "apply", str(repo), "--lab", "-l", K8S_NODES, "--yes", "--allow-destructive", env=env
+        )
+        assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+        assert _power(env, "nyc1-r02-02") == "off"
+    finally:
+        rack.write_text(original)
+
+
+def test_a_saved_plan_is_refused_once_live_state_moved(env: dict[str, str], tmp_path: Path) -> None:
+    saved = tmp_path / "plan.json"
+    made = _fleet("plan", env["REPO"], "--lab", "-t", "machine/nyc1-r01-04", "--out", str(saved), env=env)
+    assert made.returncode == 0
+    _control(env, {"op": "set_power", "name": "nyc1-r01-04", "power": "on"})
+    stale = _fleet("apply", str(saved), "--path", env["REPO"], "--lab", "--yes", env=env)
+    assert stale.returncode == 1 and "live state changed since the plan was made" in stale.stderr
+    _control(env, {"op": "set_power", "name": "nyc1-r01-04", "power": "off"})
+    fresh = _fleet("apply", str(saved), "--path", env["REPO"], "--lab", "--yes", env=env)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert _power(env, "nyc1-r01-04") == "on"
+
+
+def test_locks_wait_break_and_the_emergency_audit_record(env: dict[str, str]) -> None:
+    repo = env["REPO"]
+    with open_store(env["FLEET_STATE"]) as store:
+        other = store.start_run("apply", "someone-else")
+        held = store.acquire_locks(["machine/nyc1-r02-03"], "someone-else@host:1", other, 600)
+        busy = _fleet("apply", repo, "--lab", "-t", "machine/nyc1-r02-03", "--yes", env=env)
+        assert busy.returncode == 1 and "someone-else@host:1" in busy.stderr, busy.stderr
+        waited = _fleet(
+            "reconcile",
+            repo,
+            "--now",
+            "-t",
+            "machine/nyc1-r02-03",
+            "--reason",
+            "disk failure",
+            "--lab",
+            "--wait",
+            "1",
+            "--yes",
+            env=env,
+        )
+        assert waited.returncode == 1 and "waiting for locks held by someone-else" in waited.stderr
+        broke = _fleet(
+            "reconcile",
+            repo,
+            "--now",
+            "-t",
+            "machine/nyc1-r02-03",
+            "--reason",
+            "disk failure",
+            "--incident",
+            "INC-42",
+            "--emergency",
+            "--break-lock",
+            "--lab",
+            "--yes",
+            env=env,
+        )
+        assert broke.returncode == 0, broke.stdout + broke.stderr
+        assert "broke the lock of someone-else@host:1" in broke.stderr
+        held.release()
+    assert _power(env, "nyc1-r02-03") == "on"
+    record = _history(env)[0]
+    assert (record["kind"], record["reason"], record["incident"]) == ("reconcile", "disk failure", "INC-42")
+    assert record["emergency"] and record["broke_lock"] and record["status"] == "succeeded"
+    assert record["operator"]
+
+
+def test_change_windows_bind_reconcile_unless_emergency(env: dict[str, str]) -> None:
+    repo = Path(env["REPO"])
+    original = (repo / "fleet.yaml").read_text()
+    # A window that never opens: the check cannot depend on when the test runs.
+    _set_change_windows(repo, [{"name": "never", "days": ["mon"], "start": "00:00", "end": "00:00"}])
+    try:
+        args = [
+            "reconcile",
+            str(repo),
+            "--now",
+            "-t",
+            "machine/nyc1-r01-05",
+            "--reason",
+            "r",
+            "--lab",
+            "--yes",
+        ]
+        refused = _fleet(*args, env=env)
+        assert refused.returncode == 1 and "outside its change windows (never)" in refused.stderr
+        assert _power(env, "nyc1-r01-05") == "off"
+        emergency = _fleet(*args, "--emergency", env=env)
+        assert emergency.returncode == 0, emergency.stdout + emergency.stderr
+        assert _power(env, "nyc1-r01-05") == "on"
+    finally:
+        (repo / "fleet.yaml").write_text(original)
+
+
+def test_reconcile_needs_a_reason_and_targets(env: dict[str, str]) -> None:
+    no_reason = _fleet("reconcile", env["REPO"], "--now", "-t", "machine/nyc1-r01-02", "--lab", env=env)
+    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+    no_target = _fleet("reconcile", env["REPO"], "--now", "--reason", "x", "--lab", env=env)
+    assert no_target.returncode == 2
+
+
+def test_ctrl_c_leaves_a_complete_audit_record(env: dict[str, str]) -> None:
+    names = [n for n in _machines(env) if n.startswith("nyc1-r0")]
+    process = subprocess.Popen(
+        [
+            str(FLEET),
+            "apply",
+            env["REPO"],
+            "--lab",
+            "-l",
+            "fleet.acme.io/env=production",
+            "--yes",
+            "--parallel",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        # Once planning is over and the run is recorded, slow every BMC down, so Ctrl-C lands
+        # while changes are running.
+        _wait_for(env, lambda runs: bool(runs))
+        for name in names:
+            _control(env, {"op": "set_faults", "name": name, "faults": ["slow"]})
+        _wait_for(env, lambda runs: bool(runs[0].actions))
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        for name in names:
+            _control(env, {"op": "set_faults", "name": name, "faults": []})
+    assert process.returncode == 130, out + err
+    (run,) = _history(env)[:1]
+    assert run["status"] == "interrupted"
+    results = {a["result"] for a in run["actions"]}
+    assert results <= {"succeeded", "failed", "interrupted", "skipped"} and "interrupted" in results, run
+    assert all(a["finished_at"] for a in run["actions"])
+
+
+def _wait_for(env: dict[str, str], condition: Callable[[list[Any]], bool], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open_store(env["FLEET_STATE"]) as store:
+            if condition(store.history(limit=1)):
+                return
+        time.sleep(0.05)
+    raise AssertionError("the apply run did not get there in time")
