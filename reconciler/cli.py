@@ -535,7 +535,7 @@ def _make_plan(
     return result, everything, context
 
 
-def _print_outcome(outcome: Any) -> None:
+def _print_outcome(outcome: Any, console: Console | None = None) -> None:
     style = {"succeeded": "green", "failed": "bold red", "skipped": "yellow", "interrupted": "yellow"}
     line = Text(f"  {outcome.address}  {outcome.action}: ")
     line.append(outcome.result, style=style.get(outcome.result, ""))
@@ -586,14 +586,38 @@ def _run_and_report(
                     raise UsageError("refusing to apply without confirmation", hint="pass --yes")
                 if not typer.confirm(f"Apply {len(chosen.changes())} changes?", default=False):
                     raise UsageError("not applied")
-            return apply_plan(
-                chosen, documents, context, store, options, on_outcome=_print_outcome, on_wait=countdown
-            )
+            console = _out()
+            if not console.is_terminal or not chosen.has_changes:
+                return apply_plan(
+                    chosen, documents, context, store, options, on_outcome=_print_outcome, on_wait=countdown
+                )
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task("applying", total=len(chosen.changes()))
+
+                def advance(outcome: Any) -> None:
+                    _print_outcome(outcome, progress.console)
+                    progress.advance(task)
+
+                return apply_plan(
+                    chosen, documents, context, store, options, on_outcome=advance, on_wait=countdown
+                )
 
     result = _guard(run)
     report = result.report
+    # The emergency path promises convergence: a target fleet could not even observe is not.
+    unknown = sorted(e.address for e in result.plan.entries if e.finding.value == "unknown")
     if report is None:
         _out().print(f"Run {result.run_id}: nothing to apply.")
+        if options.kind == "reconcile" and unknown:
+            _fail(f"not converged: {', '.join(unknown)} could not be observed", EXIT_INVALID)
         return
     for holder in result.broken_locks:
         _err().print(
@@ -606,6 +630,8 @@ def _run_and_report(
     _out().print(Text(f"Run {result.run_id}: {line}.", style="bold"))
     if report.interrupted:
         raise typer.Exit(130)
+    if options.kind == "reconcile" and unknown:
+        _fail(f"not converged: {', '.join(unknown)} could not be observed", EXIT_INVALID)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_INVALID)
 
 

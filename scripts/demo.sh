@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The fleet demo: validate the example fleet repo, print its inventory, then start the
-# simulated lab (a BMC simulator for every Machine) and observe live state over IPMI.
+# The fleet demo: validate the example fleet repo and print its inventory, then start the
+# simulated lab (a BMC simulator for every Machine) and run fleet's main job against it:
+# plan, apply, plan again, an out-of-band change, drift, apply, the audit trail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fleet=.venv/bin/fleet
@@ -27,13 +28,23 @@ $fleet validate "$scratch/repo" --no-cache || echo "(exit code $? : the repo is 
 
 step "Start the simulated lab: one BMC simulator per Machine, real IPMI on loopback" "fleet lab up fleet-repo-example"
 export FLEET_LAB_DIR="$scratch/lab"
+export FLEET_STATE="$scratch/state.db"   # the embedded SQLite state store
 trap '$fleet lab down >/dev/null 2>&1 || true; rm -rf "$scratch"' EXIT
 $fleet lab up fleet-repo-example
 
-step "Observe live state (the lab starts cold: every machine off)" "fleet observe fleet-repo-example --lab -l team=platform-k8s"
+step "What the lab looks like: it starts cold, every machine off" "fleet observe fleet-repo-example --lab -l team=platform-k8s"
 $fleet observe fleet-repo-example --lab -l team=platform-k8s
 
-# Credentials and endpoints of one simulated BMC, from the lab's override file.
+step "Plan: the specs against live state (nothing changes yet)" "fleet plan fleet-repo-example --lab"
+$fleet plan fleet-repo-example --lab
+
+step "Apply it: in waves, under budgets, every action recorded" "fleet apply fleet-repo-example --lab --yes"
+$fleet apply fleet-repo-example --lab --yes
+
+step "Plan again: nothing left to do" "fleet plan fleet-repo-example --lab --detailed-exitcode"
+$fleet plan fleet-repo-example --lab --detailed-exitcode | tail -1
+
+# Credentials and endpoint of one simulated BMC, from the lab's override file.
 read -r host user password < <(.venv/bin/python - "$(
   $fleet lab status --format json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["overrides"])')" <<'PY'
 import json, sys
@@ -43,12 +54,18 @@ user, password = open(overrides["credentials"]["bmc-nyc1"]["file"]).read().strip
 print(endpoint.rsplit(":", 1)[0], user, password)
 PY
 )
-step "Power nyc1-r01-02 on behind fleet's back, with Debian's ipmitool" "ipmitool -I lanplus -H $host -U $user -P *** chassis power on"
-ipmitool -I lanplus -H "$host" -U "$user" -P "$password" chassis power on
+step "Power nyc1-r01-02 off behind fleet's back, with Debian's ipmitool" "ipmitool -I lanplus -H $host -U $user -P *** chassis power off"
+ipmitool -I lanplus -H "$host" -U "$user" -P "$password" chassis power off
 sleep 1
 
-step "fleet sees it" "fleet observe fleet-repo-example --lab --target machine/nyc1-r01-02"
-$fleet observe fleet-repo-example --lab --target machine/nyc1-r01-02
+step "fleet drift finds the out-of-band change" "fleet drift fleet-repo-example --lab"
+$fleet drift fleet-repo-example --lab || true
+
+step "Apply fixes it" "fleet apply fleet-repo-example --lab --yes"
+$fleet apply fleet-repo-example --lab --yes | tail -2
+
+step "The audit trail" "fleet history --limit 3"
+$fleet history --limit 3 | grep -v "^    machine/" || true
 
 step "Stop the lab; nothing is left behind" "fleet lab down"
 $fleet lab down

@@ -333,3 +333,55 @@ def _wait_for(env: dict[str, str], condition: Callable[[list[Any]], bool], timeo
                 return
         time.sleep(0.05)
     raise AssertionError("the apply run did not get there in time")
+
+
+def test_one_failing_machine_fails_alone_and_the_run_exits_1(env: dict[str, str]) -> None:
+    _control(env, {"op": "set_faults", "name": "nyc1-r01-02", "faults": ["refuse-power-on"]})
+    result = _fleet("apply", env["REPO"], "--lab", "-l", K8S_NODES, "--yes", env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "machine/nyc1-r01-02  power-on: failed" in result.stdout
+    assert _power(env, "nyc1-r01-02") == "off" and _power(env, "nyc1-r01-03") == "on"
+    (run,) = _history(env)[:1]
+    results = {a["address"]: a["result"] for a in run["actions"]}
+    assert results["machine/nyc1-r01-02"] == "failed" and results["machine/nyc1-r01-03"] == "succeeded"
+    assert run["status"] == "failed"
+
+
+def test_two_concurrent_applies_never_act_on_one_resource(env: dict[str, str]) -> None:
+    # The first apply leases all its machines up front and works through them one at a time;
+    # a second apply of one of them, started meanwhile, must not touch it.
+    first = subprocess.Popen(
+        [str(FLEET), "apply", env["REPO"], "--lab", "-l", K8S_NODES, "--parallel", "1", "--yes"],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        _wait_for(env, lambda runs: bool(runs) and bool(runs[0].actions))
+        second = _fleet("apply", env["REPO"], "--lab", "-t", "machine/nyc1-r02-04", "--yes", env=env)
+        out, err = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert first.returncode == 0, out + err
+    assert second.returncode == 1 and "held by" in second.stderr, second.stdout + second.stderr
+    runs = _history(env)
+    touched = [a["address"] for r in runs for a in r["actions"] if a["address"] == "machine/nyc1-r02-04"]
+    assert touched == ["machine/nyc1-r02-04"]  # only the first run acted on it
+
+
+def test_reconcile_of_an_unobservable_target_is_not_converged(env: dict[str, str]) -> None:
+    _control(env, {"op": "set_faults", "name": "nyc1-r01-05", "faults": ["reject-auth"]})
+    result = _fleet(
+        "reconcile",
+        env["REPO"],
+        "--now",
+        "-t",
+        "machine/nyc1-r01-05",
+        "--reason",
+        "check",
+        "--lab",
+        "--yes",
+        env=env,
+    )
+    assert result.returncode == 1 and "not converged" in result.stderr, result.stdout + result.stderr
