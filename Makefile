@@ -24,6 +24,7 @@ test: lint
 bench: bootstrap
 	$(BIN)/python bench/bench_validate.py
 	$(BIN)/python bench/bench_ipmi.py
+	$(BIN)/python bench/bench_plan.py
 
 schemas: bootstrap
 	$(BIN)/fleet schema --write schemas/

@@ -214,3 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def ensure_repo(workdir: Path) -> Path:
+    """The default-size synthetic repo, generated once and cached (for the other benchmarks)."""
+    args = _parse_args([f"--workdir={workdir}"])
+    repo_dir = _repo_dir(workdir, args)
+    _ensure_repo(repo_dir, args)
+    _reset_to_base(repo_dir)
+    return repo_dir

@@ -750,7 +750,9 @@ def drift(
             return result, {(d.address, d.field): d for d in store.open_drift()}
 
     result, findings = _guard(run)
-    entries = [e for e in result.entries if e.finding in (Finding.DRIFT, Finding.UNKNOWN)]
+    entries = [
+        e for e in result.entries if e.finding in (Finding.DRIFT, Finding.OBSERVE_ONLY, Finding.UNKNOWN)
+    ]
     if output is OutputFormat.json:
         payload = []
         for e in entries:
@@ -759,6 +761,8 @@ def drift(
                 "finding": e.finding.value,
                 "reason": e.reason or None,
             }
+            if e.finding is Finding.OBSERVE_ONLY:
+                item["fields"] = [{"field": f.field, "live": f.before, "spec": f.after} for f in e.fields]
             if e.finding is Finding.DRIFT:
                 item["fields"] = [
                     {
@@ -786,11 +790,22 @@ def drift(
                             style="red",
                         )
                     )
+            elif e.finding is Finding.OBSERVE_ONLY:
+                for f in e.fields:
+                    console.print(
+                        f"observed {e.address}  {f.field}: live {f.before!r}, spec {f.after!r} (observe-only)"
+                    )
             else:
                 console.print(Text(f"unknown  {e.address}  {e.reason}: {e.detail}", style="yellow"))
         drifted = len({e.address for e in entries if e.finding is Finding.DRIFT})
         unknown = len({e.address for e in entries if e.finding is Finding.UNKNOWN})
-        console.print(Text(f"Drift: {drifted} drifted, {unknown} unknown.", style="bold"))
+        observed_only = len({e.address for e in entries if e.finding is Finding.OBSERVE_ONLY})
+        console.print(
+            Text(
+                f"Drift: {drifted} drifted, {observed_only} observe-only, {unknown} unknown.",
+                style="bold",
+            )
+        )
     if detailed_exitcode:
         raise typer.Exit(2 if any(e.finding is Finding.DRIFT for e in entries) else EXIT_OK)
 

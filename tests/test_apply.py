@@ -156,6 +156,8 @@ def test_apply_then_plan_is_empty_then_drift_is_found_and_fixed(env: dict[str, s
     assert clean.returncode == 0, clean.stdout
     with open_store(env["FLEET_STATE"]) as store:
         assert store.open_drift() == []
+        last = store.get_observations(["machine/nyc1-r01-02"])["machine/nyc1-r01-02"]
+        assert (last.state, (last.fields or {}).get("power")) == ("observed", "on")
 
     runs = _history(env)
     assert [r["kind"] for r in runs][:2] == ["apply", "apply"]

@@ -16,7 +16,7 @@ from reconciler.plan.graph import order_entries
 from reconciler.plan.model import Plan
 from reconciler.plan.observe import observe_documents
 from reconciler.spec import models
-from reconciler.state import StateStore
+from reconciler.state import ObservationRecord, StateStore
 
 
 def build_plan(
@@ -33,6 +33,20 @@ def build_plan(
     so resources fleet applied before whose specs are gone are reported as orphaned."""
     machines = [d for d in selected if isinstance(d, models.Machine)]
     observations = observe_documents(machines, context)
+    # The store keeps the last observation of every resource (what the controller and PR
+    # comments show between passes); unknown ones are kept too, with their reason.
+    store.save_observations(
+        [
+            ObservationRecord(
+                o.address,
+                o.state.value,
+                {k: v for k, v in o.fields.items() if k != "inventory"},
+                o.reason.value if o.reason else None,
+                o.observed_at,
+            )
+            for o in observations
+        ]
+    )
     addresses = [m.address for m in machines]
     applied = store.get_applied(None if whole_fleet else addresses)
     last_applied = {
