@@ -387,3 +387,25 @@ def test_reconcile_of_an_unobservable_target_is_not_converged(env: dict[str, str
         env=env,
     )
     assert result.returncode == 1 and "not converged" in result.stderr, result.stdout + result.stderr
+
+
+def test_reconcile_honours_blast_radius_unless_emergency(env: dict[str, str]) -> None:
+    repo = Path(env["REPO"])
+    rack = repo / "machines" / "nyc1" / "r02.yaml"
+    original = rack.read_text()
+    rack.write_text(original.replace("power: on", "power: off"))
+    targets = [part for n in ("02", "03", "04") for part in ("-t", f"machine/nyc1-r02-{n}")]
+    try:
+        for n in ("02", "03", "04"):
+            _control(env, {"op": "set_power", "name": f"nyc1-r02-{n}", "power": "on"})
+        args = ["reconcile", str(repo), "--now", *targets, "--reason", "rack drain", "--lab", "--yes"]
+        refused = _fleet(*args, env=env)
+        assert refused.returncode == 1 and "blastRadius.maxRackPercent" in refused.stderr, refused.stderr
+        assert _power(env, "nyc1-r02-03") == "on"
+        emergency = _fleet(*args, "--emergency", env=env)
+        assert emergency.returncode == 0, emergency.stdout + emergency.stderr
+        assert _power(env, "nyc1-r02-03") == "off"
+    finally:
+        rack.write_text(original)
+    record = _history(env)[0]
+    assert record["emergency"] and record["reason"] == "rack drain" and len(record["actions"]) == 3
