@@ -53,3 +53,21 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     """Run `fleet` in-process; returns (exit code, stdout+stderr)."""
     result = CliRunner().invoke(app, list(args), env=env)
     return result.exit_code, result.output
+
+
+def run_fleet(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the installed `fleet` command as a user would; returns the finished process."""
+    return subprocess.run([str(FLEET), *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def lab_control(env: dict[str, str], request: dict[str, object]) -> object:
+    """One request to the running lab's BMC simulator over its control socket."""
+    import json
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(Path(env["FLEET_LAB_DIR"]) / "bmc.sock"))
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        answer = json.loads(sock.makefile().readline())
+    assert answer["ok"], answer
+    return answer.get("result")

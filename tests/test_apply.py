@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -19,17 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_testing import EXAMPLE, FLEET
+from fleet_testing import EXAMPLE, FLEET, lab_control, run_fleet
 from ruamel.yaml import YAML
 from state_testing import create_pg_database, drop_pg_database
 
 from reconciler.state import open_store
 
 K8S_NODES = "team=platform-k8s"
-
-
-def _fleet(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(FLEET), *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +42,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     }
     env.pop("FLEET_LAB_OVERRIDES", None)
     env.pop("FLEET_STATE", None)
-    up = _fleet("lab", "up", str(repo), "--subnet", "65", env=env)
+    up = run_fleet("lab", "up", str(repo), "--subnet", "65", env=env)
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         yield env
     finally:
-        _fleet("lab", "down", env=env)
+        run_fleet("lab", "down", env=env)
 
 
 @pytest.fixture()
@@ -60,8 +55,8 @@ def env(lab: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest) -> 
     """The lab, every machine cold again, and a fresh state store (SQLite unless a test asks
     for PostgreSQL with indirect parametrization)."""
     for machine in _machines(lab):
-        _control(lab, {"op": "set_faults", "name": machine, "faults": []})
-        _control(lab, {"op": "set_power", "name": machine, "power": "off"})
+        lab_control(lab, {"op": "set_faults", "name": machine, "faults": []})
+        lab_control(lab, {"op": "set_power", "name": machine, "power": "off"})
     if getattr(request, "param", "sqlite") == "sqlite":
         yield {**lab, "FLEET_STATE": str(tmp_path / "state.db")}
         return
@@ -82,21 +77,12 @@ def _set_change_windows(repo: Path, windows: list[dict[str, object]]) -> None:
 
 
 def _machines(env: dict[str, str]) -> list[str]:
-    found = json.loads(_fleet("get", env["REPO"], "-k", "Machine", "-o", "json", env=env).stdout)
+    found = json.loads(run_fleet("get", env["REPO"], "-k", "Machine", "-o", "json", env=env).stdout)
     return [m["metadata"]["name"] for m in found]
 
 
-def _control(env: dict[str, str], request: dict[str, object]) -> object:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect(str(Path(env["FLEET_LAB_DIR"]) / "bmc.sock"))
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        answer = json.loads(sock.makefile().readline())
-    assert answer["ok"], answer
-    return answer.get("result")
-
-
 def _power(env: dict[str, str], name: str) -> str:
-    state = _control(env, {"op": "state", "name": name})
+    state = lab_control(env, {"op": "state", "name": name})
     assert isinstance(state, dict)
     return str(state["power"])
 
@@ -106,7 +92,7 @@ def _ipmitool(env: dict[str, str], machine: str, *command: str) -> str:
     overrides = json.loads((Path(env["FLEET_LAB_DIR"]) / "overrides.json").read_text())
     spec = next(
         m
-        for m in json.loads(_fleet("get", env["REPO"], "-k", "Machine", "-o", "json", env=env).stdout)
+        for m in json.loads(run_fleet("get", env["REPO"], "-k", "Machine", "-o", "json", env=env).stdout)
         if m["metadata"]["name"] == machine
     )
     bmc = spec["spec"]["bmc"]
@@ -124,21 +110,21 @@ def _ipmitool(env: dict[str, str], machine: str, *command: str) -> str:
 
 
 def _history(env: dict[str, str]) -> list[dict]:
-    return json.loads(_fleet("history", "--format", "json", env=env).stdout)
+    return json.loads(run_fleet("history", "--format", "json", env=env).stdout)
 
 
 @pytest.mark.parametrize("env", ["sqlite", "postgresql"], indirect=True)
 def test_apply_then_plan_is_empty_then_drift_is_found_and_fixed(env: dict[str, str]) -> None:
     repo = env["REPO"]
-    first = _fleet("apply", repo, "--lab", "-l", K8S_NODES, "--yes", env=env)
+    first = run_fleet("apply", repo, "--lab", "-l", K8S_NODES, "--yes", env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     assert _power(env, "nyc1-r01-02") == "on"
 
-    again = _fleet("plan", repo, "--lab", "-l", K8S_NODES, "--detailed-exitcode", env=env)
+    again = run_fleet("plan", repo, "--lab", "-l", K8S_NODES, "--detailed-exitcode", env=env)
     assert again.returncode == 0 and "Plan: no changes" in again.stdout, again.stdout
 
     assert "Down/Off" in _ipmitool(env, "nyc1-r01-02", "chassis", "power", "off")
-    drift = _fleet("drift", repo, "--lab", "-l", K8S_NODES, "--detailed-exitcode", "-o", "json", env=env)
+    drift = run_fleet("drift", repo, "--lab", "-l", K8S_NODES, "--detailed-exitcode", "-o", "json", env=env)
     assert drift.returncode == 2, drift.stdout + drift.stderr
     (finding,) = [d for d in json.loads(drift.stdout) if d["finding"] == "drift"]
     assert finding["address"] == "machine/nyc1-r01-02"
@@ -150,9 +136,9 @@ def test_apply_then_plan_is_empty_then_drift_is_found_and_fixed(env: dict[str, s
     }
     assert finding["fields"][0]["firstSeen"]
 
-    fix = _fleet("apply", repo, "--lab", "-t", "machine/nyc1-r01-02", "--yes", env=env)
+    fix = run_fleet("apply", repo, "--lab", "-t", "machine/nyc1-r01-02", "--yes", env=env)
     assert fix.returncode == 0 and _power(env, "nyc1-r01-02") == "on"
-    clean = _fleet("drift", repo, "--lab", "-l", K8S_NODES, "--detailed-exitcode", env=env)
+    clean = run_fleet("drift", repo, "--lab", "-l", K8S_NODES, "--detailed-exitcode", env=env)
     assert clean.returncode == 0, clean.stdout
     with open_store(env["FLEET_STATE"]) as store:
         assert store.open_drift() == []
@@ -165,8 +151,8 @@ def test_apply_then_plan_is_empty_then_drift_is_found_and_fixed(env: dict[str, s
 
 
 def test_unknown_machines_are_never_applied(env: dict[str, str]) -> None:
-    _control(env, {"op": "set_faults", "name": "nyc1-r01-03", "faults": ["reject-auth"]})
-    result = _fleet("apply", env["REPO"], "--lab", "-t", "machine/nyc1-r01-03", "--yes", env=env)
+    lab_control(env, {"op": "set_faults", "name": "nyc1-r01-03", "faults": ["reject-auth"]})
+    result = run_fleet("apply", env["REPO"], "--lab", "-t", "machine/nyc1-r01-03", "--yes", env=env)
     assert result.returncode == 0 and "nothing to apply" in result.stdout, result.stdout
     assert _power(env, "nyc1-r01-03") == "off"
 
@@ -178,12 +164,12 @@ def test_blast_radius_refuses_and_allow_destructive_overrides(env: dict[str, str
     rack.write_text(original.replace("power: on", "power: off"))
     try:
         for name in ("nyc1-r02-01", "nyc1-r02-02", "nyc1-r02-03", "nyc1-r02-04"):
-            _control(env, {"op": "set_power", "name": name, "power": "on"})
-        refused = _fleet("apply", str(repo), "--lab", "-l", K8S_NODES, "--yes", env=env)
+            lab_control(env, {"op": "set_power", "name": name, "power": "on"})
+        refused = run_fleet("apply", str(repo), "--lab", "-l", K8S_NODES, "--yes", env=env)
         assert refused.returncode == 1
         assert "blastRadius.maxRackPercent" in refused.stderr and "--allow-destructive" in refused.stderr
         assert _power(env, "nyc1-r02-02") == "on"  # nothing happened
-        allowed = _fleet(
+        allowed = run_fleet(
             "apply", str(repo), "--lab", "-l", K8S_NODES, "--yes", "--allow-destructive", env=env
         )
         assert allowed.returncode == 0, allowed.stdout + allowed.stderr
@@ -194,13 +180,13 @@ def test_blast_radius_refuses_and_allow_destructive_overrides(env: dict[str, str
 
 def test_a_saved_plan_is_refused_once_live_state_moved(env: dict[str, str], tmp_path: Path) -> None:
     saved = tmp_path / "plan.json"
-    made = _fleet("plan", env["REPO"], "--lab", "-t", "machine/nyc1-r01-04", "--out", str(saved), env=env)
+    made = run_fleet("plan", env["REPO"], "--lab", "-t", "machine/nyc1-r01-04", "--out", str(saved), env=env)
     assert made.returncode == 0
-    _control(env, {"op": "set_power", "name": "nyc1-r01-04", "power": "on"})
-    stale = _fleet("apply", str(saved), "--path", env["REPO"], "--lab", "--yes", env=env)
+    lab_control(env, {"op": "set_power", "name": "nyc1-r01-04", "power": "on"})
+    stale = run_fleet("apply", str(saved), "--path", env["REPO"], "--lab", "--yes", env=env)
     assert stale.returncode == 1 and "live state changed since the plan was made" in stale.stderr
-    _control(env, {"op": "set_power", "name": "nyc1-r01-04", "power": "off"})
-    fresh = _fleet("apply", str(saved), "--path", env["REPO"], "--lab", "--yes", env=env)
+    lab_control(env, {"op": "set_power", "name": "nyc1-r01-04", "power": "off"})
+    fresh = run_fleet("apply", str(saved), "--path", env["REPO"], "--lab", "--yes", env=env)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     assert _power(env, "nyc1-r01-04") == "on"
 
@@ -210,9 +196,9 @@ def test_locks_wait_break_and_the_emergency_audit_record(env: dict[str, str]) ->
     with open_store(env["FLEET_STATE"]) as store:
         other = store.start_run("apply", "someone-else")
         held = store.acquire_locks(["machine/nyc1-r02-03"], "someone-else@host:1", other, 600)
-        busy = _fleet("apply", repo, "--lab", "-t", "machine/nyc1-r02-03", "--yes", env=env)
+        busy = run_fleet("apply", repo, "--lab", "-t", "machine/nyc1-r02-03", "--yes", env=env)
         assert busy.returncode == 1 and "someone-else@host:1" in busy.stderr, busy.stderr
-        waited = _fleet(
+        waited = run_fleet(
             "reconcile",
             repo,
             "--now",
@@ -227,7 +213,7 @@ def test_locks_wait_break_and_the_emergency_audit_record(env: dict[str, str]) ->
             env=env,
         )
         assert waited.returncode == 1 and "waiting for locks held by someone-else" in waited.stderr
-        broke = _fleet(
+        broke = run_fleet(
             "reconcile",
             repo,
             "--now",
@@ -270,10 +256,10 @@ def test_change_windows_bind_reconcile_unless_emergency(env: dict[str, str]) -> 
             "--lab",
             "--yes",
         ]
-        refused = _fleet(*args, env=env)
+        refused = run_fleet(*args, env=env)
         assert refused.returncode == 1 and "outside its change windows (never)" in refused.stderr
         assert _power(env, "nyc1-r01-05") == "off"
-        emergency = _fleet(*args, "--emergency", env=env)
+        emergency = run_fleet(*args, "--emergency", env=env)
         assert emergency.returncode == 0, emergency.stdout + emergency.stderr
         assert _power(env, "nyc1-r01-05") == "on"
     finally:
@@ -281,9 +267,9 @@ def test_change_windows_bind_reconcile_unless_emergency(env: dict[str, str]) -> 
 
 
 def test_reconcile_needs_a_reason_and_targets(env: dict[str, str]) -> None:
-    no_reason = _fleet("reconcile", env["REPO"], "--now", "-t", "machine/nyc1-r01-02", "--lab", env=env)
+    no_reason = run_fleet("reconcile", env["REPO"], "--now", "-t", "machine/nyc1-r01-02", "--lab", env=env)
     assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
-    no_target = _fleet("reconcile", env["REPO"], "--now", "--reason", "x", "--lab", env=env)
+    no_target = run_fleet("reconcile", env["REPO"], "--now", "--reason", "x", "--lab", env=env)
     assert no_target.returncode == 2
 
 
@@ -311,14 +297,14 @@ def test_ctrl_c_leaves_a_complete_audit_record(env: dict[str, str]) -> None:
         # while changes are running.
         _wait_for(env, lambda runs: bool(runs))
         for name in names:
-            _control(env, {"op": "set_faults", "name": name, "faults": ["slow"]})
+            lab_control(env, {"op": "set_faults", "name": name, "faults": ["slow"]})
         _wait_for(env, lambda runs: bool(runs[0].actions))
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=120)
     finally:
         process.kill()
         for name in names:
-            _control(env, {"op": "set_faults", "name": name, "faults": []})
+            lab_control(env, {"op": "set_faults", "name": name, "faults": []})
     assert process.returncode == 130, out + err
     (run,) = _history(env)[:1]
     assert run["status"] == "interrupted"
@@ -338,8 +324,8 @@ def _wait_for(env: dict[str, str], condition: Callable[[list[Any]], bool], timeo
 
 
 def test_one_failing_machine_fails_alone_and_the_run_exits_1(env: dict[str, str]) -> None:
-    _control(env, {"op": "set_faults", "name": "nyc1-r01-02", "faults": ["refuse-power-on"]})
-    result = _fleet("apply", env["REPO"], "--lab", "-l", K8S_NODES, "--yes", env=env)
+    lab_control(env, {"op": "set_faults", "name": "nyc1-r01-02", "faults": ["refuse-power-on"]})
+    result = run_fleet("apply", env["REPO"], "--lab", "-l", K8S_NODES, "--yes", env=env)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "machine/nyc1-r01-02  power-on: failed" in result.stdout
     assert _power(env, "nyc1-r01-02") == "off" and _power(env, "nyc1-r01-03") == "on"
@@ -361,7 +347,7 @@ def test_two_concurrent_applies_never_act_on_one_resource(env: dict[str, str]) -
     )
     try:
         _wait_for(env, lambda runs: bool(runs) and bool(runs[0].actions))
-        second = _fleet("apply", env["REPO"], "--lab", "-t", "machine/nyc1-r02-04", "--yes", env=env)
+        second = run_fleet("apply", env["REPO"], "--lab", "-t", "machine/nyc1-r02-04", "--yes", env=env)
         out, err = first.communicate(timeout=120)
     finally:
         first.kill()
@@ -373,8 +359,8 @@ def test_two_concurrent_applies_never_act_on_one_resource(env: dict[str, str]) -
 
 
 def test_reconcile_of_an_unobservable_target_is_not_converged(env: dict[str, str]) -> None:
-    _control(env, {"op": "set_faults", "name": "nyc1-r01-05", "faults": ["reject-auth"]})
-    result = _fleet(
+    lab_control(env, {"op": "set_faults", "name": "nyc1-r01-05", "faults": ["reject-auth"]})
+    result = run_fleet(
         "reconcile",
         env["REPO"],
         "--now",
@@ -397,12 +383,12 @@ def test_reconcile_honours_blast_radius_unless_emergency(env: dict[str, str]) ->
     targets = [part for n in ("02", "03", "04") for part in ("-t", f"machine/nyc1-r02-{n}")]
     try:
         for n in ("02", "03", "04"):
-            _control(env, {"op": "set_power", "name": f"nyc1-r02-{n}", "power": "on"})
+            lab_control(env, {"op": "set_power", "name": f"nyc1-r02-{n}", "power": "on"})
         args = ["reconcile", str(repo), "--now", *targets, "--reason", "rack drain", "--lab", "--yes"]
-        refused = _fleet(*args, env=env)
+        refused = run_fleet(*args, env=env)
         assert refused.returncode == 1 and "blastRadius.maxRackPercent" in refused.stderr, refused.stderr
         assert _power(env, "nyc1-r02-03") == "on"
-        emergency = _fleet(*args, "--emergency", env=env)
+        emergency = run_fleet(*args, "--emergency", env=env)
         assert emergency.returncode == 0, emergency.stdout + emergency.stderr
         assert _power(env, "nyc1-r02-03") == "off"
     finally:

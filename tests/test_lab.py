@@ -8,11 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fleet_testing import EXAMPLE, FLEET
-
-
-def _fleet(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(FLEET), *args], capture_output=True, text=True, env=env, timeout=300)
+from fleet_testing import EXAMPLE, run_fleet
 
 
 def _alive(pid: int) -> bool:
@@ -28,18 +24,18 @@ def lab_env(tmp_path: Path):
     env = {**os.environ, "FLEET_LAB_DIR": str(tmp_path / "lab"), "NO_COLOR": "1", "COLUMNS": "200"}
     env.pop("FLEET_LAB_OVERRIDES", None)
     yield env
-    _fleet("lab", "down", env=env)
+    run_fleet("lab", "down", env=env)
 
 
 def test_lab_up_observe_status_down_leaves_nothing_behind(lab_env: dict[str, str], tmp_path: Path) -> None:
-    up = _fleet("lab", "up", str(EXAMPLE), "--subnet", "61", env=lab_env)
+    up = run_fleet("lab", "up", str(EXAMPLE), "--subnet", "61", env=lab_env)
     assert up.returncode == 0, up.stdout + up.stderr
-    status = json.loads(_fleet("lab", "status", "--format", "json", env=lab_env).stdout)
+    status = json.loads(run_fleet("lab", "status", "--format", "json", env=lab_env).stdout)
     assert status["running"] and status["machines"] >= 24
     pid = status["pid"]
     assert all(actual.startswith("127.61.") for actual in status["endpoints"].values())
 
-    observed = _fleet("observe", str(EXAMPLE), "--lab", "--format", "json", env=lab_env)
+    observed = run_fleet("observe", str(EXAMPLE), "--lab", "--format", "json", env=lab_env)
     assert observed.returncode == 0, observed.stderr
     observations = json.loads(observed.stdout)
     assert len(observations) == status["machines"]
@@ -47,7 +43,7 @@ def test_lab_up_observe_status_down_leaves_nothing_behind(lab_env: dict[str, str
 
     # An independent client sees the same BMC: Debian's ipmitool over lanplus.
     overrides = json.loads(Path(status["overrides"]).read_text())
-    machines = json.loads(_fleet("get", str(EXAMPLE), "-k", "Machine", "-o", "json", env=lab_env).stdout)
+    machines = json.loads(run_fleet("get", str(EXAMPLE), "-k", "Machine", "-o", "json", env=lab_env).stdout)
     machine = next(m for m in machines if m["metadata"]["name"] == "nyc1-r01-01")
     bmc = machine["spec"]["bmc"]
     actual = overrides["endpoints"][f"{bmc['address']}:{bmc['port']}"]
@@ -74,25 +70,25 @@ def test_lab_up_observe_status_down_leaves_nothing_behind(lab_env: dict[str, str
     )
     assert "Chassis Power is off" in ipmitool.stdout, ipmitool.stdout + ipmitool.stderr
 
-    text = _fleet("observe", str(EXAMPLE), "--lab", "-l", "team=platform-k8s", env=lab_env)
+    text = run_fleet("observe", str(EXAMPLE), "--lab", "-l", "team=platform-k8s", env=lab_env)
     assert text.returncode == 0 and "machine/" in text.stdout and "observed" in text.stdout
     assert password not in text.stdout + text.stderr + observed.stdout
 
-    down = _fleet("lab", "down", env=lab_env)
+    down = run_fleet("lab", "down", env=lab_env)
     assert down.returncode == 0 and "lab down" in down.stdout
     assert not _alive(pid)
     assert not Path(lab_env["FLEET_LAB_DIR"]).exists()
-    assert _fleet("lab", "status", env=lab_env).returncode == 1
+    assert run_fleet("lab", "status", env=lab_env).returncode == 1
 
 
 def test_observe_without_a_lab_is_a_clear_error(lab_env: dict[str, str]) -> None:
-    result = _fleet("observe", str(EXAMPLE), "--lab", env=lab_env)
+    result = run_fleet("observe", str(EXAMPLE), "--lab", env=lab_env)
     assert result.returncode == 2 and "no lab is running" in result.stderr
 
 
 def test_observe_real_endpoints_without_credentials_is_unknown_not_a_crash(lab_env: dict[str, str]) -> None:
     env = {k: v for k, v in lab_env.items() if not k.startswith("FLEET_BMC")}
-    result = _fleet("observe", str(EXAMPLE), "-t", "machine/nyc1-r01-01", "--format", "json", env=env)
+    result = run_fleet("observe", str(EXAMPLE), "-t", "machine/nyc1-r01-01", "--format", "json", env=env)
     assert result.returncode == 0, result.stderr
     (observation,) = json.loads(result.stdout)
     assert observation["state"] == "unknown" and observation["reason"] == "credentials-missing"

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fleet_testing import EXAMPLE, FLEET, ROOT
+from fleet_testing import EXAMPLE, ROOT, lab_control, run_fleet
 from jsonschema import Draft202012Validator
-
-
-def _fleet(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(FLEET), *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -29,25 +23,18 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         "COLUMNS": "200",
     }
     env.pop("FLEET_LAB_OVERRIDES", None)
-    up = _fleet("lab", "up", str(EXAMPLE), "--subnet", "63", env=env)
+    up = run_fleet("lab", "up", str(EXAMPLE), "--subnet", "63", env=env)
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         yield env
     finally:
-        _fleet("lab", "down", env=env)
-
-
-def _control(env: dict[str, str], request: dict[str, object]) -> object:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect(str(Path(env["FLEET_LAB_DIR"]) / "bmc.sock"))
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        answer = json.loads(sock.makefile().readline())
-    assert answer["ok"], answer
-    return answer.get("result")
+        run_fleet("lab", "down", env=env)
 
 
 def _plan(env: dict[str, str], *args: str) -> tuple[int, dict]:
-    result = _fleet("plan", str(EXAMPLE), "--lab", "--detailed-exitcode", "--format", "json", *args, env=env)
+    result = run_fleet(
+        "plan", str(EXAMPLE), "--lab", "--detailed-exitcode", "--format", "json", *args, env=env
+    )
     assert result.returncode in (0, 2), result.stdout + result.stderr
     return result.returncode, json.loads(result.stdout)
 
@@ -65,19 +52,19 @@ def test_a_cold_machine_is_planned_to_power_on_and_the_plan_matches_its_schema(l
 
 
 def test_no_changes_once_live_state_matches(lab: dict[str, str]) -> None:
-    _control(lab, {"op": "set_power", "name": "nyc1-r02-02", "power": "on"})
+    lab_control(lab, {"op": "set_power", "name": "nyc1-r02-02", "power": "on"})
     code, plan = _plan(lab, "--target", "machine/nyc1-r02-02")
     assert code == 0 and plan["entries"] == []
-    text = _fleet("plan", str(EXAMPLE), "--lab", "-t", "machine/nyc1-r02-02", env=lab)
+    text = run_fleet("plan", str(EXAMPLE), "--lab", "-t", "machine/nyc1-r02-02", env=lab)
     assert text.returncode == 0 and "Plan: no changes." in text.stdout
 
 
 def test_an_unreachable_bmc_is_unknown_never_planned(lab: dict[str, str]) -> None:
-    _control(lab, {"op": "set_faults", "name": "nyc1-r01-03", "faults": ["reject-auth"]})
+    lab_control(lab, {"op": "set_faults", "name": "nyc1-r01-03", "faults": ["reject-auth"]})
     try:
         code, plan = _plan(lab, "--target", "machine/nyc1-r01-03")
     finally:
-        _control(lab, {"op": "set_faults", "name": "nyc1-r01-03", "faults": []})
+        lab_control(lab, {"op": "set_faults", "name": "nyc1-r01-03", "faults": []})
     assert code == 0
     (entry,) = plan["entries"]
     assert (entry["finding"], entry["action"], entry["reason"]) == ("unknown", None, "auth-failure")
@@ -85,7 +72,7 @@ def test_an_unreachable_bmc_is_unknown_never_planned(lab: dict[str, str]) -> Non
 
 def test_saved_plan_and_markdown(lab: dict[str, str], tmp_path: Path) -> None:
     saved = tmp_path / "plan.json"
-    result = _fleet(
+    result = run_fleet(
         "plan",
         str(EXAMPLE),
         "--lab",
