@@ -343,7 +343,7 @@ def test_credentials_never_show_in_reprs_or_messages() -> None:
 def test_a_flapping_bmc_is_retried_with_backoff() -> None:
     lab = Lab(1, faults=frozenset({"flap"}), flap_seconds=0.6)
     lab.farm.start()
-    timing = Timing(min_interval=0.05, timeout=2.0, retries=4, backoff=0.3)
+    timing = Timing(min_interval=0.05, timeout=4.0, retries=4, backoff=0.3)
     try:
         with IpmiProvider(lab.context, workers=1, timing=timing) as provider:
             observations = [next(iter(provider.observe(lab.machines))) for _ in range(3)]
