@@ -280,13 +280,6 @@ class Scheduler:
                 self._pool.replace(worker)
                 job = in_flight.pop(request_id)
                 self._release(job, busy_bmcs, in_use)
-                last_command[job.key] = now
-                if job.attempts < self.timing.retries and now < job.deadline:
-                    # A hung exchange may pass on a fresh session (a flapping BMC does).
-                    job.attempts += 1
-                    delay = self.timing.backoff * (2 ** (job.attempts - 1))
-                    heapq.heappush(ready, (now + max(delay, self.timing.min_interval), next(sequence), job))
-                    continue
                 advance(
                     job,
                     None,

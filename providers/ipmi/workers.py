@@ -22,6 +22,7 @@ from typing import Any
 
 from providers.base import UnknownReason
 
+STARTUP_TIMEOUT = 60.0
 Request = tuple[int, str, int, str, str, str, dict[str, Any]]
 # (request id, ok, result) or (request id, False, (temporary, reason, message))
 Reply = tuple[int, bool, Any]
@@ -33,6 +34,10 @@ def _worker_main(connection: Connection) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     clients: dict[tuple[str, int, str], BmcClient] = {}
+    try:
+        connection.send("ready")  # start-up (a fresh interpreter, pyghmi) never counts against a BMC
+    except (BrokenPipeError, OSError):
+        return
     while True:
         try:
             message = connection.recv()
@@ -75,6 +80,8 @@ class WorkerPool:
     def __init__(self, size: int) -> None:
         self._context = multiprocessing.get_context("spawn")
         self.workers: list[Worker] = [self._start() for _ in range(max(1, size))]
+        for worker in self.workers:
+            self._await_ready(worker)
 
     def _start(self) -> Worker:
         parent, child = self._context.Pipe(duplex=True)
@@ -84,6 +91,14 @@ class WorkerPool:
         process.start()
         child.close()
         return Worker(process, parent)
+
+    @staticmethod
+    def _await_ready(worker: Worker) -> None:
+        """Wait until a worker can take a request, so its start-up (a fresh interpreter, pyghmi)
+        is never charged to the first BMC it serves, which would then look hung under load."""
+        if worker.connection.poll(STARTUP_TIMEOUT):
+            with contextlib.suppress(EOFError, OSError):
+                worker.connection.recv()
 
     def home(self, key: str) -> int:
         return zlib.crc32(key.encode()) % len(self.workers)
@@ -140,6 +155,7 @@ class WorkerPool:
         worker.process.join(timeout=5)
         worker.connection.close()
         self.workers[index] = self._start()
+        self._await_ready(self.workers[index])
 
     def close(self) -> None:
         for worker in self.workers:
