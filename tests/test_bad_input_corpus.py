@@ -379,8 +379,7 @@ SUBPROCESS_CASES = [
 @pytest.mark.parametrize("case", _params([c for c in ALL_CASES if c.name in SUBPROCESS_CASES]))
 def test_bad_input_subprocess(case: Case, tmp_path: Path) -> None:
     """The installed `fleet` entry point behaves the same as the in-process app."""
-    if not FLEET_BIN.exists():
-        pytest.skip(f"no fleet entry point next to {sys.executable}")
+    assert FLEET_BIN.exists(), f"no fleet entry point next to {sys.executable}: run scripts/bootstrap.sh"
     run = validate_subprocess(make_repo(tmp_path, case), tmp_path)
     check_case(case, run)
     assert run.exit_code == 1
