@@ -272,15 +272,7 @@ def get(
     ref = RepoRef(path, repo, rev, cache_dir)
 
     def run() -> list[Any]:
-        wanted = _normalise_kind(kind) if kind else None
-        match = parse_selector(selector) if selector else None
-        loaded = load_documents(ref.snapshot())
-        return [
-            item
-            for item in loaded
-            if (wanted is None or item.document.kind_name == wanted)
-            and (match is None or match(item.document.metadata.labels))
-        ]
+        return _selected(load_documents(ref.snapshot()), kind, selector, [], include_fleet=True)
 
     items = _guard(run)
     items.sort(key=lambda item: (KIND_NAMES.index(item.document.kind_name), item.document.metadata.name))
@@ -342,13 +334,21 @@ def _overrides_path(lab: bool) -> Path | None:
     return info.overrides
 
 
-def _selected(ref: RepoRef, kind: str | None, selector: str | None, targets: list[str]) -> list[Any]:
+def _selected(
+    loaded: list[Any],
+    kind: str | None,
+    selector: str | None,
+    targets: list[str],
+    *,
+    include_fleet: bool = False,
+) -> list[Any]:
+    """The loaded documents a command's --kind, -l and --target select."""
     wanted = _normalise_kind(kind) if kind else None
     match = parse_selector(selector) if selector else None
     items = [
         item
-        for item in load_documents(ref.snapshot())
-        if item.document.kind_name != "Fleet"
+        for item in loaded
+        if (include_fleet or item.document.kind_name != "Fleet")
         and (wanted is None or item.document.kind_name == wanted)
         and (match is None or match(item.document.metadata.labels))
         and (not targets or item.document.address in targets)
@@ -359,13 +359,18 @@ def _selected(ref: RepoRef, kind: str | None, selector: str | None, targets: lis
     return items
 
 
-def _fleet_document(ref: RepoRef) -> models.Fleet:
+def _provider_context(loaded: list[Any], lab: bool) -> Any:
+    """How providers reach live state: the repo's Fleet, plus the lab's overrides when asked."""
+    from reconciler.plan.observe import provider_context
     from reconciler.spec import models
 
-    for item in load_documents(ref.snapshot()):
-        if isinstance(item.document, models.Fleet):
-            return item.document
-    raise UsageError("the repo has no valid fleet.yaml", hint="run `fleet validate` to see why")
+    fleet = next((i.document for i in loaded if isinstance(i.document, models.Fleet)), None)
+    if fleet is None:
+        raise UsageError("the repo has no valid fleet.yaml", hint="run `fleet validate` to see why")
+    overrides = _overrides_path(lab)
+    if overrides is not None:
+        _err().print(Text(f"using lab endpoints from {overrides}", style="yellow"))
+    return provider_context(fleet, overrides)
 
 
 @app.command()
@@ -386,17 +391,14 @@ def observe(
     cache_dir: CacheOpt = None,
 ) -> None:
     """Show what the providers see right now (power, boot device, reachability). Changes nothing."""
-    from reconciler.plan.observe import observe_documents, provider_context
+    from reconciler.plan.observe import observe_documents
 
     ref = RepoRef(path, repo, rev, cache_dir)
 
     def run() -> list[Any]:
-        items = _selected(ref, kind, selector, target or [])
-        overrides = _overrides_path(lab)
-        if overrides is not None:
-            _err().print(Text(f"using lab endpoints from {overrides}", style="yellow"))
-        context = provider_context(_fleet_document(ref), overrides)
-        return observe_documents([i.document for i in items], context)
+        loaded = load_documents(ref.snapshot())
+        items = _selected(loaded, kind, selector, target or [])
+        return observe_documents([i.document for i in items], _provider_context(loaded, lab))
 
     observations = _guard(run)
     if output is OutputFormat.json:
@@ -514,15 +516,12 @@ def _make_plan(
 ) -> tuple[Any, list[Any], Any]:
     """(plan, every document, provider context) for a selection of the repo."""
     from reconciler.plan.build import build_plan
-    from reconciler.plan.observe import provider_context
 
     snapshot = ref.snapshot()
-    everything = [i.document for i in load_documents(snapshot) if i.document.kind_name != "Fleet"]
-    items = _selected(ref, None, selector, targets)
-    overrides = _overrides_path(lab)
-    if overrides is not None:
-        _err().print(Text(f"using lab endpoints from {overrides}", style="yellow"))
-    context = provider_context(_fleet_document(ref), overrides)
+    loaded = load_documents(snapshot)
+    everything = [i.document for i in loaded if i.document.kind_name != "Fleet"]
+    items = _selected(loaded, None, selector, targets)
+    context = _provider_context(loaded, lab)
     revision = snapshot.commit or "working-tree"
     result = build_plan(
         everything,

@@ -26,10 +26,11 @@ from reconciler.apply.executor import (
     check_blast_radius,
     documents_by_address,
     execute,
+    spec_hash,
     summarise,
 )
 from reconciler.errors import PermanentError, UsageError
-from reconciler.plan.build import build_plan
+from reconciler.plan.diff import MACHINE_FIELDS, enforcement_mode
 from reconciler.plan.model import Finding, Plan
 from reconciler.spec import models
 from reconciler.state import LockHolder, StateStore, current_operator
@@ -203,9 +204,6 @@ def record_converged(
 ) -> int:
     """Resources already as specified count as applied, so a later out-of-band change to them
     is drift. Only enforced fields that were observed equal to the spec are recorded."""
-    from reconciler.apply.executor import spec_hash
-    from reconciler.plan.diff import enforcement_mode
-
     busy = {e.address for e in plan.entries if e.action is not None or e.finding is Finding.UNKNOWN}
     by_address = documents_by_address(documents)
     applied = store.get_applied([o.address for o in plan.observed])
@@ -222,7 +220,7 @@ def record_converged(
         desired = document.spec.model_dump(mode="json")
         fields = {
             name: desired[name]
-            for name in ("power", "bootDevice", "bootPersistent")
+            for name in MACHINE_FIELDS
             if live.get(name) == desired[name]
             and enforcement_mode(
                 fleet.spec.policies, "bootDevice" if name == "bootPersistent" else name, document.spec.site
@@ -268,7 +266,6 @@ __all__ = [
     "RunResult",
     "StalePlan",
     "apply_plan",
-    "build_plan",
     "check_change_windows",
     "check_saved_plan",
     "record_drift",

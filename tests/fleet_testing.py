@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -71,3 +73,23 @@ def lab_control(env: dict[str, str], request: dict[str, object]) -> object:
         answer = json.loads(sock.makefile().readline())
     assert answer["ok"], answer
     return answer.get("result")
+
+
+def lab_environment(directory: Path, **extra: str) -> dict[str, str]:
+    """Environment for running `fleet` against a lab kept in `directory`, isolated from the caller's."""
+    env = {**os.environ, "FLEET_LAB_DIR": str(directory / "lab"), "NO_COLOR": "1", "COLUMNS": "200", **extra}
+    for inherited in ("FLEET_LAB_OVERRIDES", "FLEET_STATE"):
+        if inherited not in extra:
+            env.pop(inherited, None)
+    return env
+
+
+@contextlib.contextmanager
+def running_lab(repo: Path, subnet: int, env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """`fleet lab up` for `repo` on 127.SUBNET.x.y; `fleet lab down` afterwards, whatever happened."""
+    up = run_fleet("lab", "up", str(repo), "--subnet", str(subnet), env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        yield env
+    finally:
+        run_fleet("lab", "down", env=env)

@@ -8,7 +8,6 @@ the simulator's control socket.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_testing import EXAMPLE, FLEET, lab_control, run_fleet
+from fleet_testing import EXAMPLE, FLEET, lab_control, lab_environment, run_fleet, running_lab
 from ruamel.yaml import YAML
 from state_testing import create_pg_database, drop_pg_database
 
@@ -33,21 +32,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     repo = directory / "repo"
     shutil.copytree(EXAMPLE, repo)
     _set_change_windows(repo, [])  # tests must not depend on the time of day they run at
-    env = {
-        **os.environ,
-        "FLEET_LAB_DIR": str(directory / "lab"),
-        "NO_COLOR": "1",
-        "COLUMNS": "200",
-        "REPO": str(repo),
-    }
-    env.pop("FLEET_LAB_OVERRIDES", None)
-    env.pop("FLEET_STATE", None)
-    up = run_fleet("lab", "up", str(repo), "--subnet", "65", env=env)
-    assert up.returncode == 0, up.stdout + up.stderr
-    try:
+    with running_lab(repo, 65, lab_environment(directory, REPO=str(repo))) as env:
         yield env
-    finally:
-        run_fleet("lab", "down", env=env)
 
 
 @pytest.fixture()

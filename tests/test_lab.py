@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fleet_testing import EXAMPLE, run_fleet
+from fleet_testing import EXAMPLE, lab_environment, run_fleet
 
 
 def _alive(pid: int) -> bool:
@@ -21,8 +21,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture()
 def lab_env(tmp_path: Path):
-    env = {**os.environ, "FLEET_LAB_DIR": str(tmp_path / "lab"), "NO_COLOR": "1", "COLUMNS": "200"}
-    env.pop("FLEET_LAB_OVERRIDES", None)
+    env = lab_environment(tmp_path)
     yield env
     run_fleet("lab", "down", env=env)
 

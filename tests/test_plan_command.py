@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fleet_testing import EXAMPLE, ROOT, lab_control, run_fleet
+from fleet_testing import EXAMPLE, ROOT, lab_control, lab_environment, run_fleet, running_lab
 from jsonschema import Draft202012Validator
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     directory = tmp_path_factory.mktemp("plan-lab")
-    env = {
-        **os.environ,
-        "FLEET_LAB_DIR": str(directory / "lab"),
-        "FLEET_STATE": str(directory / "state.db"),
-        "NO_COLOR": "1",
-        "COLUMNS": "200",
-    }
-    env.pop("FLEET_LAB_OVERRIDES", None)
-    up = run_fleet("lab", "up", str(EXAMPLE), "--subnet", "63", env=env)
-    assert up.returncode == 0, up.stdout + up.stderr
-    try:
+    env = lab_environment(directory, FLEET_STATE=str(directory / "state.db"))
+    with running_lab(EXAMPLE, 63, env):
         yield env
-    finally:
-        run_fleet("lab", "down", env=env)
 
 
 def _plan(env: dict[str, str], *args: str) -> tuple[int, dict]:

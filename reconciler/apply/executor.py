@@ -22,11 +22,10 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from providers.base import Action, ApplyResult, Provider
 from reconciler.errors import FleetError, PermanentError, TemporaryError
+from reconciler.plan.diff import MACHINE_FIELDS
 from reconciler.plan.model import Plan, PlanEntry, action_name
 from reconciler.spec import models
 from reconciler.state import StateStore
-
-MACHINE_FIELDS = ("power", "bootDevice", "bootPersistent")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
