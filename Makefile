@@ -25,6 +25,7 @@ bench: bootstrap
 	$(BIN)/python bench/bench_validate.py
 	$(BIN)/python bench/bench_ipmi.py
 	$(BIN)/python bench/bench_plan.py
+	$(BIN)/python bench/bench_libvirt.py
 
 schemas: bootstrap
 	$(BIN)/fleet schema --write schemas/

@@ -101,7 +101,7 @@ class Change:
 
     address: str
     action: Action
-    desired: models.Document
+    desired: models.Document | None  # None for an orphan: its spec is gone
     fields: tuple[FieldChange, ...] = ()
 
 
@@ -153,9 +153,22 @@ class ProviderContext:
     environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # A lab may speed up provider settings (simulators do not crash when hammered).
     ipmi_settings: models.IpmiSettings | None = None
+    libvirt_settings: models.LibvirtSettings | None = None
+    # Every Machine of the repo by name: VirtualMachines name their host Machine.
+    machines: Mapping[str, models.Machine] = dataclasses.field(default_factory=dict)
+    # Every document of the repo by address: a SparkPool renders against its Cluster and the
+    # Cluster's other pools, a Cluster matches its members' Nodes.
+    documents: Mapping[str, models.Document] = dataclasses.field(default_factory=dict)
+    # A lab's libvirt URI per hypervisor Machine name, beating the spec and the template.
+    hypervisor_uris: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Whole-fleet passes look at every hypervisor, so domains whose specs are gone are seen too.
+    scan_all_hosts: bool = False
 
     def ipmi(self) -> models.IpmiSettings:
         return self.ipmi_settings or self.fleet.spec.providers.ipmi
+
+    def libvirt(self) -> models.LibvirtSettings:
+        return self.libvirt_settings or self.fleet.spec.providers.libvirt
 
     def endpoint(self, host: str, port: int) -> Endpoint:
         written = Endpoint(host, port)
@@ -174,6 +187,11 @@ class Provider(Protocol):
 
     def apply(self, change: Change) -> ApplyResult:
         """Make one change and wait until it holds (or time out); safe to repeat."""
+        ...
+
+    def unmatched(self) -> Sequence[Observation]:
+        """Resources the last `observe` came across that no spec it was given names
+        (domains on a hypervisor, say), with `owned` telling whether fleet made them."""
         ...
 
     def close(self) -> None:

@@ -19,7 +19,16 @@ def _ipmi(context: ProviderContext) -> Provider:
     return IpmiProvider(context)
 
 
-FACTORIES: Mapping[str, Callable[[ProviderContext], Provider]] = {"Machine": _ipmi}
+def _libvirt(context: ProviderContext) -> Provider:
+    from providers.libvirt.provider import LibvirtProvider
+
+    return LibvirtProvider(context)
+
+
+FACTORIES: Mapping[str, Callable[[ProviderContext], Provider]] = {
+    "Machine": _ipmi,
+    "VirtualMachine": _libvirt,
+}
 
 
 def provider_for(kind: str, context: ProviderContext) -> Provider:
@@ -35,11 +44,15 @@ class Overrides:
     endpoints: dict[str, Endpoint]
     credentials: dict[str, models.CredentialSource]
     ipmi: dict[str, Any]
+    libvirt: dict[str, Any] = dataclasses.field(default_factory=dict)
+    hypervisor_uris: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def load_overrides(path: Path) -> Overrides:
     """Read a lab's override file (written by `fleet lab up`; production never has one):
-    {"endpoints": {"10.128.1.11:623": "127.10.0.1:623"}, "credentials": {"bmc-nyc1": {"file": "..."}}}
+    {"endpoints": {"10.128.1.11:623": "127.10.0.1:623"}, "credentials": {"bmc-nyc1": {"file": "..."}},
+     "hypervisors": {"nyc1-r01-01": "test+unix:///default?socket=..."},
+     "settings": {"ipmi": {}, "libvirt": {}}}
     """
     try:
         document = json.loads(path.read_text())
@@ -51,8 +64,15 @@ def load_overrides(path: Path) -> Overrides:
             str(name): models.CredentialSource.model_validate(source)
             for name, source in document.get("credentials", {}).items()
         }
-        ipmi = dict(document.get("settings", {}).get("ipmi", {}))
-        return Overrides(endpoints, credentials, ipmi)
+        settings = document.get("settings", {})
+        hypervisors = {str(name): str(uri) for name, uri in document.get("hypervisors", {}).items()}
+        return Overrides(
+            endpoints,
+            credentials,
+            dict(settings.get("ipmi", {})),
+            dict(settings.get("libvirt", {})),
+            hypervisors,
+        )
     except OSError as exc:
         raise UsageError(f"cannot read lab overrides {path}: {exc.strerror}") from None
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -370,7 +370,7 @@ def _provider_context(loaded: list[Any], lab: bool) -> Any:
     overrides = _overrides_path(lab)
     if overrides is not None:
         _err().print(Text(f"using lab endpoints from {overrides}", style="yellow"))
-    return provider_context(fleet, overrides)
+    return provider_context(fleet, overrides, documents=[i.document for i in loaded])
 
 
 @app.command()
@@ -422,21 +422,32 @@ def observe(
         )
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("ADDRESS", "STATE", "POWER", "BOOT", "NOTES"):
+    for column in ("ADDRESS", "STATE", "POWER", "DETAIL", "NOTES"):
         table.add_column(column, no_wrap=column != "NOTES")
     for o in observations:
-        boot = ""
-        if "bootDevice" in o.fields:
-            boot = f"{o.fields['bootDevice']}{'' if o.fields.get('bootPersistent') else ' (once)'}"
         notes = f"{o.reason.value}: {o.detail}" if o.reason else "; ".join(o.warnings)
         style = {"observed": "green", "unknown": "yellow", "absent": "red"}[o.state.value]
         table.add_row(
-            o.address, Text(o.state.value, style=style), str(o.fields.get("power", "")), boot, notes
+            o.address,
+            Text(o.state.value, style=style),
+            str(o.fields.get("power", "")),
+            _observed_detail(o.fields),
+            notes,
         )
     console = _out()
     console.print(table)
     unknown = sum(1 for o in observations if o.state.value == "unknown")
     console.print(Text(f"{len(observations)} observed, {unknown} unknown", style="dim"))
+
+
+def _observed_detail(fields: dict[str, Any]) -> str:
+    """The few live fields worth a column: a Machine's boot device, a VM's host and size."""
+    if "bootDevice" in fields:
+        return f"boot {fields['bootDevice']}{'' if fields.get('bootPersistent') else ' (once)'}"
+    if "host" in fields:
+        owner = "" if fields.get("owned", True) else ", not fleet's"
+        return f"on {fields['host']}, {fields.get('vcpus')} vCPU, {fields.get('memory')}{owner}"
+    return ""
 
 
 # --- fleet plan ------------------------------------------------------------------------
@@ -894,14 +905,14 @@ def lab_up_command(
         int, typer.Option("--subnet", min=1, max=250, help="BMCs listen on 127.SUBNET.x.y (default 60).")
     ] = 60,
 ) -> None:
-    """Start BMC simulators for every Machine of a fleet repo and print where they listen."""
+    """Start BMC simulators for every Machine of a fleet repo, and a libvirt test-driver daemon
+    for every hypervisor Machine, and print where they listen."""
     from reconciler.lab import default_lab_dir, lab_up
     from reconciler.spec import models
 
     def run() -> Any:
-        machines = [
-            i.document for i in load_documents(read_worktree(path)) if isinstance(i.document, models.Machine)
-        ]
+        documents = [i.document for i in load_documents(read_worktree(path))]
+        machines = [d for d in documents if isinstance(d, models.Machine)]
         if not machines:
             raise UsageError(f"{path} declares no valid Machine", hint="run `fleet validate` on it")
         return lab_up(
@@ -911,11 +922,17 @@ def lab_up_command(
             transition_seconds=transition,
             cold=not as_specified,
             subnet=subnet,
+            vms=[d for d in documents if isinstance(d, models.VirtualMachine)],
         )
 
     info = _guard(run)
     console = _out()
     console.print(f"lab up: {info.machines} simulated BMCs (pid {info.pid}), state in {info.directory}")
+    if info.hypervisors:
+        console.print(
+            f"lab up: {info.hypervisors} simulated hypervisors"
+            f" (libvirtd test driver, pid {info.hypervisor_pid})"
+        )
     console.print(f"endpoint and credential overrides: {info.overrides}")
     console.print(
         "use them with `--lab`, e.g. `fleet observe --lab " + str(path) + "`; stop with `fleet lab down`"
@@ -929,12 +946,13 @@ def lab_status_command(
     ] = OutputFormat.text,
 ) -> None:
     """Say whether a lab is running, and where its simulators listen."""
-    from reconciler.lab import default_lab_dir, lab_endpoints, lab_status
+    from reconciler.lab import default_lab_dir, lab_endpoints, lab_hypervisors, lab_status
 
     status = lab_status(default_lab_dir())
     endpoints = lab_endpoints(default_lab_dir()) if status["running"] else {}
+    hypervisors = lab_hypervisors(default_lab_dir()) if status["running"] else {}
     if output is OutputFormat.json:
-        typer.echo(json.dumps({**status, "endpoints": endpoints}, indent=2))
+        typer.echo(json.dumps({**status, "endpoints": endpoints, "hypervisorUris": hypervisors}, indent=2))
     else:
         console = _out()
         if not status["running"]:
@@ -943,6 +961,8 @@ def lab_status_command(
             console.print(f"lab running: pid {status['pid']}, {status['machines']} BMCs for {status['repo']}")
             for written, actual in sorted(endpoints.items()):
                 console.print(f"  {written} -> {actual}")
+            for name, uri in sorted(hypervisors.items()):
+                console.print(f"  machine/{name} libvirt -> {uri}")
     raise typer.Exit(EXIT_OK if status["running"] else EXIT_INVALID)
 
 

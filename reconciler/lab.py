@@ -2,10 +2,12 @@
 
 `up` starts one BMC simulator process serving every Machine of the repo (real
 IPMI over UDP), gives each its own loopback endpoint and generated credentials,
-and writes an override file that maps the repo's real BMC addresses and
-credential references to them. Providers read that file only when told to
-(`--lab` or FLEET_LAB_OVERRIDES); production never has one. `down` stops what
-`up` started and removes the lab directory, leaving nothing behind.
+and, when the repo has hypervisors, one libvirtd per hypervisor Machine running
+libvirt's test driver (real libvirt RPC over a unix socket). It writes an override
+file that maps the repo's real BMC addresses, credential references and hypervisor
+URIs to them. Providers read that file only when told to (`--lab` or
+FLEET_LAB_OVERRIDES); production never has one. `down` stops what `up` started
+and removes the lab directory, leaving nothing behind.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +52,12 @@ def loopback_address(index: int, subnet: int = DEFAULT_SUBNET) -> str:
 @dataclasses.dataclass(frozen=True)
 class LabInfo:
     directory: Path
-    pid: int
+    pid: int  # the BMC simulator
     repo: str
     machines: int
     overrides: Path
+    hypervisor_pid: int | None = None  # the process holding the simulated hypervisors
+    hypervisors: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -62,7 +66,13 @@ class LabInfo:
             "repo": self.repo,
             "machines": self.machines,
             "overrides": str(self.overrides),
+            "hypervisorPid": self.hypervisor_pid,
+            "hypervisors": self.hypervisors,
         }
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.pid] + ([self.hypervisor_pid] if self.hypervisor_pid is not None else [])
 
 
 def _alive(pid: int) -> bool:
@@ -78,12 +88,15 @@ def _alive(pid: int) -> bool:
 def read_lab(directory: Path) -> LabInfo | None:
     try:
         data = json.loads((directory / "lab.json").read_text())
+        hypervisor_pid = data.get("hypervisorPid")
         return LabInfo(
             Path(data["directory"]),
             int(data["pid"]),
             data["repo"],
             int(data["machines"]),
             Path(data["overrides"]),
+            int(hypervisor_pid) if hypervisor_pid is not None else None,
+            int(data.get("hypervisors", 0)),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -112,10 +125,13 @@ def lab_up(
     transition_seconds: float = 0.3,
     cold: bool = True,
     subnet: int = DEFAULT_SUBNET,
+    vms: Sequence[models.VirtualMachine] = (),
 ) -> LabInfo:
-    """Start BMC simulators for `machines`. A cold lab starts every machine powered off."""
+    """Start BMC simulators for `machines`, and a simulated hypervisor for every Machine of
+    role hypervisor. A cold lab starts every machine powered off; every hypervisor starts with
+    only the test driver's own `test` domain, which fleet did not make and leaves alone."""
     running = read_lab(directory)
-    if running is not None and _alive(running.pid):
+    if running is not None and any(_alive(pid) for pid in running.pids):
         raise UsageError(
             f"a lab is already running from {directory} (pid {running.pid})",
             hint="run `fleet lab down` first",
@@ -159,25 +175,59 @@ def lab_up(
     config = directory / "bmcs.json"
     _write_private(config, json.dumps({"transition_seconds": transition_seconds, "bmcs": bmcs}))
     overrides = directory / "overrides.json"
-    # Simulated BMCs do not crash when hammered: the lab spaces commands 0.1 s apart, not 5 s.
-    settings = {"ipmi": {"minCommandIntervalSeconds": 0.1, "softPowerOffGraceSeconds": 2.0}}
+    process = _spawn(
+        [
+            "-m",
+            "providers.ipmi.simulator",
+            "serve",
+            "--config",
+            str(config),
+            "--control",
+            str(directory / "bmc.sock"),
+        ],
+        directory / "simulator.log",
+        lambda text: any(line.startswith("ready ") for line in text.splitlines()),
+        "the BMC simulator",
+    )
+    hypervisors = sorted(m.metadata.name for m in machines if m.spec.role == "hypervisor")
+    uris: dict[str, str] = {}
+    hypervisor_pid = None
+    if hypervisors:
+        try:
+            hypervisor_pid, uris = _start_hypervisors(directory / "hypervisors", hypervisors, vms)
+        except PermanentError:
+            _stop(process.pid)
+            raise
+    # Simulators do not crash when hammered: the lab spaces IPMI commands 0.1 s apart, not 5 s,
+    # and the test driver shuts a domain down at once, so nothing needs two minutes' grace.
+    settings = {
+        "ipmi": {"minCommandIntervalSeconds": 0.1, "softPowerOffGraceSeconds": 2.0},
+        "libvirt": {"shutdownTimeoutSeconds": 5.0, "timeoutSeconds": 10.0},
+    }
     _write_private(
         overrides,
-        json.dumps({"endpoints": endpoints, "credentials": credential_files, "settings": settings}, indent=2),
+        json.dumps(
+            {
+                "endpoints": endpoints,
+                "credentials": credential_files,
+                "hypervisors": uris,
+                "settings": settings,
+            },
+            indent=2,
+        ),
     )
-    log = directory / "simulator.log"
+    info = LabInfo(directory, process.pid, repo, len(bmcs), overrides, hypervisor_pid, len(uris))
+    _write_private(directory / "lab.json", json.dumps(info.as_json(), indent=2))
+    return info
+
+
+def _spawn(
+    arguments: list[str], log: Path, ready: Callable[[str], bool], what: str
+) -> subprocess.Popen[bytes]:
+    """Start `python ARGUMENTS` in its own session and wait until `ready(log text)`."""
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "providers.ipmi.simulator",
-                "serve",
-                "--config",
-                str(config),
-                "--control",
-                str(directory / "bmc.sock"),
-            ],
+            [sys.executable, *arguments],
             stdout=output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -186,24 +236,53 @@ def lab_up(
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
         text = log.read_text(errors="replace")
-        if any(line.startswith("ready ") for line in text.splitlines()):
-            break
+        if ready(text):
+            return process
         if process.poll() is not None or time.monotonic() > deadline:
             if process.poll() is None:
                 process.kill()
             tail = "\n".join(text.splitlines()[-5:])
-            raise PermanentError(f"the BMC simulator did not start: {tail or 'no output'}", hint=f"see {log}")
+            raise PermanentError(f"{what} did not start: {tail or 'no output'}", hint=f"see {log}")
         time.sleep(0.05)
-    info = LabInfo(directory, process.pid, repo, len(bmcs), overrides)
-    _write_private(directory / "lab.json", json.dumps(info.as_json(), indent=2))
-    return info
+
+
+def _start_hypervisors(
+    directory: Path, names: Sequence[str], vms: Sequence[models.VirtualMachine]
+) -> tuple[int, dict[str, str]]:
+    """One libvirtd (test driver) per hypervisor, with the pools, networks and base images
+    the repo's VirtualMachines name, so that they can be defined there as in production."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    arguments = ["-m", "providers.libvirt.hypervisors", "serve", "--dir", str(directory)]
+    for name in names:
+        arguments += ["--hypervisor", name]
+    pools = sorted({d.pool for vm in vms for d in vm.spec.disks})
+    images = sorted({f"{d.pool}/{d.image}" for vm in vms for d in vm.spec.disks if d.image})
+    networks = sorted({n.network for vm in vms for n in vm.spec.networks})
+    for pool in pools:
+        arguments += ["--pool", pool]
+    for network in networks:
+        arguments += ["--network", network]
+    for image in images:
+        arguments += ["--image", image]
+    table = directory / "hypervisors.json"
+    process = _spawn(arguments, directory.parent / "hypervisors.log", lambda _: table.exists(), "libvirtd")
+    document = json.loads(table.read_text())
+    return process.pid, {name: str(entry["uri"]) for name, entry in document["hypervisors"].items()}
 
 
 def lab_status(directory: Path) -> dict[str, Any]:
     info = read_lab(directory)
     if info is None:
         return {"running": False, "directory": str(directory)}
-    return {**info.as_json(), "running": _alive(info.pid)}
+    return {**info.as_json(), "running": all(_alive(pid) for pid in info.pids)}
+
+
+def lab_hypervisors(directory: Path) -> dict[str, str]:
+    try:
+        document = json.loads((directory / "overrides.json").read_text())
+        return dict(document.get("hypervisors", {}))
+    except (OSError, ValueError):
+        return {}
 
 
 def lab_endpoints(directory: Path) -> dict[str, str]:
@@ -214,21 +293,28 @@ def lab_endpoints(directory: Path) -> dict[str, str]:
         return {}
 
 
+def _stop(pid: int, timeout: float = 15.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        _reap(pid)
+
+
 def lab_down(directory: Path, timeout: float = 15.0) -> bool:
     """Stop the lab's processes and remove its directory. True if something was running."""
     info = read_lab(directory)
     was_running = False
-    if info is not None and _alive(info.pid):
-        was_running = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(info.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(info.pid) and time.monotonic() < deadline:
-            _reap(info.pid)
-            time.sleep(0.05)
-        if _alive(info.pid):
-            os.killpg(info.pid, signal.SIGKILL)
-            _reap(info.pid)
+    for pid in info.pids if info is not None else []:
+        if _alive(pid):
+            was_running = True
+            _stop(pid, timeout)
     if directory.exists():
         for path in sorted(directory.rglob("*"), reverse=True):
             if path.is_dir() and not path.is_symlink():

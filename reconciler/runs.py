@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +32,7 @@ from reconciler.apply.executor import (
 from reconciler.errors import PermanentError, UsageError
 from reconciler.plan.diff import MACHINE_FIELDS, enforcement_mode
 from reconciler.plan.model import Finding, Plan
+from reconciler.plan.vms import converged_vm_fields
 from reconciler.spec import models
 from reconciler.state import LockHolder, StateStore, current_operator
 
@@ -204,35 +205,51 @@ def record_converged(
 ) -> int:
     """Resources already as specified count as applied, so a later out-of-band change to them
     is drift. Only enforced fields that were observed equal to the spec are recorded."""
-    busy = {e.address for e in plan.entries if e.action is not None or e.finding is Finding.UNKNOWN}
+    busy = {
+        e.address
+        for e in plan.entries
+        if e.action is not None or e.finding in (Finding.UNKNOWN, Finding.UNMANAGED)
+    }
     by_address = documents_by_address(documents)
     applied = store.get_applied([o.address for o in plan.observed])
     recorded = 0
     for observed in plan.observed:
         document = by_address.get(observed.address)
-        if (
-            observed.address in busy
-            or observed.state.value != "observed"
-            or not isinstance(document, models.Machine)
-        ):
+        if observed.address in busy or observed.state.value != "observed" or document is None:
             continue
-        live = dict(observed.fields)
-        desired = document.spec.model_dump(mode="json")
-        fields = {
-            name: desired[name]
-            for name in MACHINE_FIELDS
-            if live.get(name) == desired[name]
-            and enforcement_mode(
-                fleet.spec.policies, "bootDevice" if name == "bootPersistent" else name, document.spec.site
-            )
-            == "enforce"
-        }
+        fields = _converged_fields(document, dict(observed.fields), fleet, by_address)
         previous = applied.get(observed.address)
         merged = {**(previous.fields if previous is not None else {}), **fields}
         if fields and (previous is None or previous.fields != merged):
             store.set_applied(observed.address, plan.revision, spec_hash(document), merged, run_id)
             recorded += 1
     return recorded
+
+
+def _converged_fields(
+    document: models.Document,
+    live: dict[str, Any],
+    fleet: models.Fleet,
+    by_address: Mapping[str, models.Document],
+) -> dict[str, Any]:
+    """The enforced fields of a resource that were observed as its spec says."""
+    policies = fleet.spec.policies
+    if isinstance(document, models.Machine):
+        desired = document.spec.model_dump(mode="json")
+        return {
+            name: desired[name]
+            for name in MACHINE_FIELDS
+            if live.get(name) == desired[name]
+            and enforcement_mode(
+                policies, "bootDevice" if name == "bootPersistent" else name, document.spec.site
+            )
+            == "enforce"
+        }
+    if isinstance(document, models.VirtualMachine):
+        host = by_address.get(f"machine/{document.spec.host}")
+        site = host.spec.site if isinstance(host, models.Machine) else ""
+        return converged_vm_fields(document, live, policies, site)
+    return {}
 
 
 def _kind_name(kind: str) -> str:

@@ -11,7 +11,10 @@ cd "$(dirname "$0")/.."
 # ca-certificates: HTTPS fetches of fleet repos and packages.
 # python3-venv: the virtualenv, when python3 comes from Debian.
 # ipmitool: an independent IPMI client the tests check the BMC simulator with.
-PACKAGES=(git ca-certificates python3-venv ipmitool)
+# libvirt-dev, pkg-config, gcc: libvirt-python compiles against them (with the headers of Python).
+# libvirt-daemon: libvirtd, whose test driver simulates hypervisors in tests and the lab.
+# libvirt-clients: virsh, the independent libvirt client tests check fleet against.
+PACKAGES=(git ca-certificates python3-venv ipmitool libvirt-dev pkg-config gcc libvirt-daemon libvirt-clients)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

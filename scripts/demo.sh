@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The fleet demo: validate the example fleet repo and print its inventory, then start the
-# simulated lab (a BMC simulator for every Machine) and run fleet's main job against it:
-# plan, apply, plan again, an out-of-band change, drift, apply, the audit trail.
+# simulated lab (a BMC simulator for every Machine, a libvirtd for every hypervisor) and run
+# fleet's main job against it: plan, apply, plan again, out-of-band changes with ipmitool and
+# virsh, drift, apply, the audit trail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fleet=.venv/bin/fleet
@@ -26,7 +27,7 @@ sed -i '0,/power: on/s//powr: on/' "$scratch/repo/machines/nyc1/r01.yaml"
 printf '      ipmi_password: hunter2\n' >> "$scratch/repo/machines/nyc1/r01.yaml"
 $fleet validate "$scratch/repo" --no-cache || echo "(exit code $? : the repo is invalid, nothing else happened)"
 
-step "Start the simulated lab: one BMC simulator per Machine, real IPMI on loopback" "fleet lab up fleet-repo-example"
+step "Start the simulated lab: BMCs (real IPMI on loopback) and hypervisors (libvirtd, test driver)" "fleet lab up fleet-repo-example"
 export FLEET_LAB_DIR="$scratch/lab"
 export FLEET_STATE="$scratch/state.db"   # the embedded SQLite state store
 trap '$fleet lab down >/dev/null 2>&1 || true; rm -rf "$scratch"' EXIT
@@ -44,6 +45,14 @@ $fleet apply fleet-repo-example --lab --yes
 step "Plan again: nothing left to do" "fleet plan fleet-repo-example --lab --detailed-exitcode"
 $fleet plan fleet-repo-example --lab --detailed-exitcode | tail -1
 
+hypervisor="$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["hypervisors"]["nyc1-r01-01"])' \
+  "$FLEET_LAB_DIR/overrides.json")"
+step "The VMs fleet defined on hypervisor nyc1-r01-01, seen with Debian's virsh ('test' is not fleet's)" "virsh -c <nyc1-r01-01> list --all"
+virsh -c "$hypervisor" list --all
+
+step "Shrink nyc1-bastion-1 behind fleet's back" "virsh -c <nyc1-r01-01> setvcpus nyc1-bastion-1 1 --live"
+virsh -c "$hypervisor" setvcpus nyc1-bastion-1 1 --live
+
 # Credentials and endpoint of one simulated BMC, from the lab's override file.
 read -r host user password < <(.venv/bin/python - "$(
   $fleet lab status --format json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["overrides"])')" <<'PY'
@@ -58,14 +67,14 @@ step "Power nyc1-r01-02 off behind fleet's back, with Debian's ipmitool" "ipmito
 ipmitool -I lanplus -H "$host" -U "$user" -P "$password" chassis power off
 sleep 1
 
-step "fleet drift finds the out-of-band change" "fleet drift fleet-repo-example --lab"
+step "fleet drift finds both out-of-band changes" "fleet drift fleet-repo-example --lab"
 $fleet drift fleet-repo-example --lab || true
 
 step "Apply fixes it" "fleet apply fleet-repo-example --lab --yes"
 $fleet apply fleet-repo-example --lab --yes | tail -2
 
 step "The audit trail" "fleet history --limit 3"
-$fleet history --limit 3 | grep -v "^    machine/" || true
+$fleet history --limit 3 | grep -v "^    machine/\|^    virtualmachine/" || true
 
 step "Stop the lab; nothing is left behind" "fleet lab down"
 $fleet lab down

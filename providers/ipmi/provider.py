@@ -518,7 +518,8 @@ class IpmiProvider:
     def apply(self, change: Change) -> ApplyResult:
         machine = change.desired
         if not isinstance(machine, models.Machine):
-            raise PermanentError(f"the IPMI provider manages Machines, not {change.desired.kind_name}")
+            what = change.desired.kind_name if change.desired is not None else "orphans"
+            raise PermanentError(f"the IPMI provider changes specified Machines, not {what}")
         deadline = time.monotonic() + self.timing.soft_off_grace + 2 * self.timing.transition_timeout + 60
         try:
             job = self._job(machine, apply_script(change, self.timing), deadline)
@@ -528,6 +529,9 @@ class IpmiProvider:
         result = job.future.result()
         assert isinstance(result, ApplyResult)
         return result
+
+    def unmatched(self) -> Sequence[Observation]:
+        return ()  # a BMC serves exactly the machine it is addressed as
 
     def close(self) -> None:
         self._scheduler.close()

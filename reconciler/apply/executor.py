@@ -23,7 +23,8 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from providers.base import Action, ApplyResult, Provider
 from reconciler.errors import FleetError, PermanentError, TemporaryError
 from reconciler.plan.diff import MACHINE_FIELDS
-from reconciler.plan.model import Plan, PlanEntry, action_name
+from reconciler.plan.model import Finding, Plan, PlanEntry, action_name
+from reconciler.plan.vms import desired_fields, restart_fields
 from reconciler.spec import models
 from reconciler.state import StateStore
 
@@ -61,7 +62,7 @@ def check_blast_radius(
 ) -> None:
     """Refuse plans over the policy, naming the rule; `--allow-destructive` skips this check."""
     disruptive = {Action.POWER_OFF, Action.POWER_CYCLE, Action.DELETE, Action.REPLACE}
-    changes = [e for e in plan.changes() if e.action in disruptive]
+    changes = [e for e in plan.changes() if e.action in disruptive or e.reason == "restart"]
     power_offs = [e for e in changes if e.action is Action.POWER_OFF]
     if len(power_offs) > policy.maxPowerOffsPerRun:
         raise BlastRadiusExceeded(
@@ -102,15 +103,26 @@ _FIELDS_OF_ACTION = {
 }
 
 
-def applied_fields(document: models.Document, action: Action | None = None) -> dict[str, Any]:
-    """The managed fields an action applied (all of them when `action` is None), as JSON values.
+def applied_fields(document: models.Document, entry: PlanEntry | None = None) -> dict[str, Any]:
+    """The managed fields an entry's action applied (all of them when `entry` is None), as
+    JSON values.
 
     Only what fleet actually set counts as applied: a field the policy only observes was
-    never applied, so it can never be reported as drift."""
+    never applied, and a VM field waiting for a restart is not live yet, so neither can
+    ever be reported as drift."""
+    action = entry.action if entry is not None else None
     if isinstance(document, models.Machine):
         values = document.spec.model_dump(mode="json")
         names = _FIELDS_OF_ACTION.get(action, MACHINE_FIELDS) if action is not None else MACHINE_FIELDS
         return {name: values[name] for name in names}
+    if isinstance(document, models.VirtualMachine):
+        desired = desired_fields(document)
+        if entry is None or action in (Action.CREATE, Action.REPLACE):
+            return desired
+        if action in (Action.POWER_ON, Action.POWER_OFF):
+            return {"power": desired["power"]}
+        changed = {d.field for d in entry.fields} - restart_fields(entry)
+        return {name: desired[name] for name in changed if name in desired}
     return {}
 
 
@@ -136,32 +148,44 @@ def execute(
     report: Reporter | None = None,
 ) -> ApplyReport:
     stop = stop or threading.Event()
-    entries = {e.address: e for e in plan.changes()}
-    outcomes: dict[str, Outcome] = {}
+    # One address may have several actions (a boot device set before the power-on that
+    # uses it); they run one after another, in the plan's order, as one unit of a wave.
+    entries: dict[str, list[PlanEntry]] = {}
+    for entry in plan.changes():
+        entries.setdefault(entry.address, []).append(entry)
+    outcomes: dict[tuple[str, str], Outcome] = {}
     failed: set[str] = set()
 
     def record(outcome: Outcome) -> None:
-        outcomes[outcome.address] = outcome
+        outcomes[(outcome.address, outcome.action)] = outcome
         if report is not None:
             report(outcome)
+
+    def run_address(group: Sequence[PlanEntry]) -> list[Outcome]:
+        done: list[Outcome] = []
+        for entry in group:
+            if done and done[-1].result != "succeeded":
+                done.append(_skip(store, run_id, entry, f"skipped: {done[-1].action} failed first"))
+                continue
+            done.append(_apply_one(entry, documents, providers, store, run_id, plan.revision, retries))
+        return done
 
     waves = plan.waves or (tuple(sorted(entries)),)
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="fleet-apply") as pool:
         for wave in waves:
             pending = [entries[a] for a in wave if a in entries]
-            running: dict[Future[Outcome], tuple[PlanEntry, float]] = {}
+            running: dict[Future[list[Outcome]], tuple[list[PlanEntry], float]] = {}
             while pending or running:
                 while pending and len(running) < parallel and not stop.is_set():
-                    entry = pending.pop(0)
-                    blocked = [d for d in entry.depends_on if d in failed]
+                    group = pending.pop(0)
+                    blocked = sorted({d for e in group for d in e.depends_on if d in failed})
                     if blocked:
-                        failed.add(entry.address)
-                        record(_skip(store, run_id, entry, f"skipped: {', '.join(blocked)} failed first"))
+                        failed.add(group[0].address)
+                        for entry in group:
+                            record(_skip(store, run_id, entry, f"skipped: {', '.join(blocked)} failed first"))
                         continue
-                    future = pool.submit(
-                        _apply_one, entry, documents, providers, store, run_id, plan.revision, retries
-                    )
-                    running[future] = (entry, time.monotonic())
+                    future = pool.submit(run_address, group)
+                    running[future] = (group, time.monotonic())
                 if stop.is_set() and not running:
                     break
                 if not running:
@@ -169,36 +193,38 @@ def execute(
                 done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
                 now = time.monotonic()
                 for future in done:
-                    entry, _ = running.pop(future)
-                    outcome = future.result()
-                    if outcome.result != "succeeded":
-                        failed.add(entry.address)
-                    record(outcome)
-                for future, (entry, started) in list(running.items()):
+                    group, _ = running.pop(future)
+                    for outcome in future.result():
+                        if outcome.result != "succeeded":
+                            failed.add(outcome.address)
+                        record(outcome)
+                for future, (group, started) in list(running.items()):
                     if now - started > action_timeout:
                         running.pop(future)
-                        failed.add(entry.address)
-                        record(
-                            Outcome(
-                                entry.address,
-                                _name(entry),
-                                "failed",
-                                f"timed out after {action_timeout:g} s (still running in the provider)",
+                        failed.add(group[0].address)
+                        for entry in group:
+                            record(
+                                Outcome(
+                                    entry.address,
+                                    _name(entry),
+                                    "failed",
+                                    f"timed out after {action_timeout:g} s (still running in the provider)",
+                                )
                             )
-                        )
             if stop.is_set():
                 break
     interrupted = stop.is_set()
     if interrupted:
         store.interrupt_pending(run_id)
-        for address, entry in sorted(entries.items()):
-            if address not in outcomes:
-                # Recorded too, so the audit trail shows the whole plan and where it stopped.
-                message = "not started: the run was interrupted"
-                action_id = store.start_action(run_id, address, _name(entry), _before(entry))
-                store.finish_action(action_id, "interrupted", None, message)
-                outcomes[address] = Outcome(address, _name(entry), "interrupted", message)
-    return ApplyReport(run_id, tuple(outcomes[a] for a in sorted(outcomes)), interrupted)
+        for address, group in sorted(entries.items()):
+            for entry in group:
+                if (address, _name(entry)) not in outcomes:
+                    # Recorded too, so the audit trail shows the whole plan and where it stopped.
+                    message = "not started: the run was interrupted"
+                    action_id = store.start_action(run_id, address, _name(entry), _before(entry))
+                    store.finish_action(action_id, "interrupted", None, message)
+                    outcomes[(address, _name(entry))] = Outcome(address, _name(entry), "interrupted", message)
+    return ApplyReport(run_id, tuple(outcomes[k] for k in sorted(outcomes)), interrupted)
 
 
 def _name(entry: PlanEntry) -> str:
@@ -231,19 +257,29 @@ def _apply_one(
     started = time.monotonic()
     document = documents.get(entry.address)
     provider = providers.get(entry.kind)
-    if document is None or provider is None:
+    orphan = entry.finding is Finding.ORPHANED
+    if (document is None and not orphan) or provider is None:
         message = (
             "no desired document for this resource" if document is None else f"no provider for {entry.kind}"
         )
         store.finish_action(action_id, "failed", None, message)
         return Outcome(entry.address, name, "failed", message)
+    change = entry.change(None if orphan else document)
     try:
-        result = _with_retries(lambda: provider.apply(entry.change(document)), retries)
+        result = _with_retries(lambda: provider.apply(change), retries)
     except FleetError as exc:
         store.finish_action(action_id, "failed", None, str(exc))
         return Outcome(entry.address, name, "failed", str(exc), time.monotonic() - started)
     seconds = time.monotonic() - started
-    after = applied_fields(document, entry.action)
+    if result.ok and document is None:
+        # An orphan fleet acted on: a deleted one is forgotten; a stopped one stays known as off.
+        after = {"power": "off"} if entry.action is Action.POWER_OFF else {}
+        store.finish_action(action_id, "succeeded", after, result.message)
+        if entry.action is Action.DELETE:
+            store.forget_applied(entry.address)
+        return Outcome(entry.address, name, "succeeded", result.message, seconds, result.changed)
+    assert document is not None
+    after = applied_fields(document, entry)
     if result.ok:
         store.finish_action(action_id, "succeeded", after, result.message)
         previous = store.get_applied([entry.address]).get(entry.address)

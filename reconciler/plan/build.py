@@ -1,22 +1,26 @@
 """Make a Plan for a fleet repo: observe the selected resources, read what fleet last applied
 from the state store, diff, and order the changes.
 
-Building a plan reads live state and the store; it never changes either. Only Machines
-have a provider so far; other kinds take part in ordering only.
+Building a plan reads live state and the store; it never changes either. Machines and
+VirtualMachines have providers; other kinds take part in ordering only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from providers.base import ProviderContext
+from providers.base import Observation, ProviderContext
 from reconciler.plan.diff import diff_machines
 from reconciler.plan.graph import order_entries
 from reconciler.plan.model import Plan
-from reconciler.plan.observe import observe_documents
+from reconciler.plan.observe import observe_all
+from reconciler.plan.vms import check_host_capacity, diff_virtual_machines
 from reconciler.spec import models
 from reconciler.state import ObservationRecord, StateStore
+
+_PREFIXES = {"Machine": "machine/", "VirtualMachine": "virtualmachine/"}
 
 
 def build_plan(
@@ -32,9 +36,49 @@ def build_plan(
     """`selected` are the resources to plan; `whole_fleet` says nothing was filtered out,
     so resources fleet applied before whose specs are gone are reported as orphaned."""
     machines = [d for d in selected if isinstance(d, models.Machine)]
-    observations = observe_documents(machines, context)
-    # The store keeps the last observation of every resource (what the controller and PR
-    # comments show between passes); unknown ones are kept too, with their reason.
+    vms = [d for d in selected if isinstance(d, models.VirtualMachine)]
+    all_vms = [d for d in documents if isinstance(d, models.VirtualMachine)]
+    # Refused before anything is observed: no plan may over-commit a hypervisor.
+    check_host_capacity(all_vms, context.machines, (vm.spec.host for vm in vms))
+    observed = observe_all([*machines, *vms], dataclasses.replace(context, scan_all_hosts=whole_fleet))
+    _save_observations(
+        store, [*observed.observations, *(u for u in observed.unmatched if u.fields.get("owned"))]
+    )
+    addresses = [d.address for d in (*machines, *vms)]
+    applied = store.get_applied(None if whole_fleet else addresses)
+    first_seen = {(d.address, d.field): d.first_seen for d in store.open_drift(addresses)}
+
+    def last_applied(kind: str) -> dict[str, dict[str, object]]:
+        return {
+            address: dict(record.fields)
+            for address, record in applied.items()
+            if address.startswith(_PREFIXES[kind]) and (whole_fleet or address in addresses)
+        }
+
+    machine_diff = diff_machines(
+        machines,
+        [o for o in observed.observations if o.address.startswith("machine/")],
+        last_applied("Machine"),
+        context.fleet.spec.policies,
+        drift_first_seen=first_seen,
+    )
+    vm_diff = diff_virtual_machines(
+        vms,
+        [o for o in observed.observations if o.address.startswith("virtualmachine/")],
+        observed.unmatched,
+        last_applied("VirtualMachine"),
+        context.fleet,
+        context.machines,
+        whole_fleet=whole_fleet,
+        drift_first_seen=first_seen,
+    )
+    entries, waves = order_entries(documents, machine_diff.entries + vm_diff.entries)
+    return Plan(revision, clock(), entries, machine_diff.observed + vm_diff.observed, waves)
+
+
+def _save_observations(store: StateStore, observations: Sequence[Observation]) -> None:
+    """The store keeps the last observation of every resource (what the controller and PR
+    comments show between passes); unknown ones are kept too, with their reason."""
     store.save_observations(
         [
             ObservationRecord(
@@ -47,16 +91,3 @@ def build_plan(
             for o in observations
         ]
     )
-    addresses = [m.address for m in machines]
-    applied = store.get_applied(None if whole_fleet else addresses)
-    last_applied = {
-        address: record.fields
-        for address, record in applied.items()
-        if address.startswith("machine/") and (whole_fleet or address in addresses)
-    }
-    first_seen = {(d.address, d.field): d.first_seen for d in store.open_drift(addresses)}
-    diff = diff_machines(
-        machines, observations, last_applied, context.fleet.spec.policies, drift_first_seen=first_seen
-    )
-    entries, waves = order_entries(documents, diff.entries)
-    return Plan(revision, clock(), entries, diff.observed, waves)

@@ -59,7 +59,7 @@ def diff_machines(
     for a fresh fleet). `drift_first_seen` maps (address, field) to when a drift was
     first reported, from the state store; a new drift is first seen when observed.
     """
-    by_address = _index(observations)
+    by_address = index_observations(observations)
     first_seen = drift_first_seen or {}
     entries: list[PlanEntry] = []
     observed: list[ObservedState] = []
@@ -101,12 +101,13 @@ def drift_entries(
     observation: Observation,
     applied: Mapping[str, Any],
     first_seen: Mapping[tuple[str, str], datetime],
+    managed: Sequence[str] = MACHINE_FIELDS,
 ) -> list[PlanEntry]:
     """One entry per managed field whose live value is no longer what fleet last applied."""
     if observation.state is not ObservationState.OBSERVED:
         return []  # unknown is never drift
     found = []
-    for name in MACHINE_FIELDS:
+    for name in managed:
         if name in applied and name in observation.fields and observation.fields[name] != applied[name]:
             found.append(
                 PlanEntry(
@@ -184,7 +185,7 @@ def _spec_entries(
     return entries
 
 
-def _index(observations: Iterable[Observation]) -> dict[str, Observation]:
+def index_observations(observations: Iterable[Observation]) -> dict[str, Observation]:
     by_address: dict[str, Observation] = {}
     for observation in observations:
         if observation.address in by_address:

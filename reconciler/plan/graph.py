@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from providers.base import Action
 from reconciler.errors import PermanentError
 from reconciler.plan.model import PlanEntry, action_name
+from reconciler.plan.vms import host_moves
 from reconciler.spec import models
 
 _STOPS = frozenset({Action.POWER_OFF, Action.DELETE})
@@ -38,6 +39,10 @@ def dependencies(
     waits_for = _document_edges(documents, planned)
     for entry in entries:
         waits_for[entry.address].update(entry.depends_on)
+    for address, old_host in host_moves(entries).items():
+        host = f"machine/{old_host}"
+        if planned.get(host, set()) & _STOPS:
+            waits_for[host].add(address)  # a guest leaves (or stops on) its old host before the host stops
     return {address: _planned_predecessors(address, waits_for, planned) for address in sorted(planned)}
 
 

@@ -30,6 +30,7 @@ class Finding(enum.StrEnum):
     DRIFT = "drift"  # live state moved away from what fleet last applied (out of band)
     ORPHANED = "orphaned"  # fleet applied it before and its spec is gone
     UNKNOWN = "unknown"  # could not be observed: never planned, never drift
+    UNMANAGED = "unmanaged"  # exists live, but fleet did not make it: reported, never touched
 
 
 FINDING_ORDER: tuple[Finding, ...] = tuple(Finding)
@@ -63,6 +64,7 @@ _SUMMARY_PHRASES: tuple[tuple[str, str], ...] = (
     ("drift", "drifted"),
     ("orphaned", "orphaned"),
     ("unknown", "unknown"),
+    ("unmanaged", "unmanaged"),
 )
 SUMMARY_KEYS: tuple[str, ...] = tuple(key for key, _ in _SUMMARY_PHRASES)
 
@@ -137,8 +139,9 @@ class PlanEntry:
             self.reason,
         )
 
-    def change(self, desired: models.Document) -> Change:
-        """The provider's Change for this entry; only entries with an action have one."""
+    def change(self, desired: models.Document | None) -> Change:
+        """The provider's Change for this entry; only entries with an action have one
+        (an orphan's has no desired document)."""
         if self.action is None:
             raise ValueError(f"{self.address}: a {self.finding} entry with no action is never applied")
         return Change(
@@ -209,6 +212,8 @@ class Plan:
         counts: Counter[str] = Counter(action_name(e.action) for e in self.entries if e.action is not None)
         for finding in (Finding.OBSERVE_ONLY, Finding.DRIFT, Finding.ORPHANED, Finding.UNKNOWN):
             counts[finding.value] = len({e.address for e in self.with_finding(finding)})
+        # Unmanaged domains are counted one by one: hypervisors may each have one of a name.
+        counts[Finding.UNMANAGED.value] = len(self.with_finding(Finding.UNMANAGED))
         return {key: counts[key] for key in SUMMARY_KEYS}
 
     def summary_line(self) -> str:

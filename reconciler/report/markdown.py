@@ -18,7 +18,7 @@ from reconciler.plan.model import (
     format_time,
     format_value,
 )
-from reconciler.report.text import FINDING_MARKS
+from reconciler.report.text import DETAILED_FINDINGS, FINDING_MARKS
 
 # Below GitHub's 65,536 and GitLab's 1,000,000, with room for what a tool adds around it.
 DEFAULT_MAX_CHARS = 60_000
@@ -29,6 +29,7 @@ SECTION_TITLES: dict[Finding, str] = {
     Finding.DRIFT: "Drift: changed outside fleet",
     Finding.ORPHANED: "Orphaned: specs removed",
     Finding.UNKNOWN: "Unknown: not observed, nothing planned",
+    Finding.UNMANAGED: "Unmanaged: not made by fleet, never touched",
 }
 _COUNT_LABELS: dict[str, str] = {
     "create": "create",
@@ -43,6 +44,7 @@ _COUNT_LABELS: dict[str, str] = {
     "drift": "drifted",
     "orphaned": "orphaned",
     "unknown": "unknown",
+    "unmanaged": "unmanaged",
 }
 _OPEN_CODE = "```diff\n"
 _CLOSE = "```\n\n</details>\n\n"
@@ -113,7 +115,7 @@ def _entry_lines(entry: PlanEntry) -> Iterator[str]:
     yield _safe(head) + "\n"
     for diff in entry.fields:
         yield _safe(f"    {diff.field}: {format_value(diff.before)} -> {format_value(diff.after)}") + "\n"
-    if entry.finding in (Finding.OBSERVE_ONLY, Finding.ORPHANED) and entry.detail:
+    if entry.finding in DETAILED_FINDINGS and entry.detail:
         yield _safe(f"    {entry.detail}") + "\n"
     if entry.depends_on:
         yield _safe(f"    after {', '.join(entry.depends_on)}") + "\n"

@@ -136,7 +136,11 @@ def plan_schema() -> dict[str, Any]:
                 },
                 "allOf": [
                     {
-                        "if": {"properties": {"finding": {"enum": ["observe-only", "drift", "unknown"]}}},
+                        "if": {
+                            "properties": {
+                                "finding": {"enum": ["observe-only", "drift", "unknown", "unmanaged"]}
+                            }
+                        },
                         "then": {"properties": {"action": {"const": None}, "symbol": {"const": ""}}},
                     },
                     {

@@ -23,6 +23,7 @@ FINDING_MARKS: dict[Finding, tuple[str, str]] = {
     Finding.DRIFT: ("!", "bright_red"),
     Finding.ORPHANED: ("o", "dim"),
     Finding.UNKNOWN: ("?", "yellow"),
+    Finding.UNMANAGED: ("=", "dim"),
 }
 SECTIONS: dict[Finding, tuple[str, str]] = {
     Finding.CHANGE: ("Changes", "the spec differs from live state; fleet applies them"),
@@ -30,7 +31,10 @@ SECTIONS: dict[Finding, tuple[str, str]] = {
     Finding.DRIFT: ("Drift", "changed outside fleet since fleet last applied it"),
     Finding.ORPHANED: ("Orphaned", "fleet applied these before; their specs were removed"),
     Finding.UNKNOWN: ("Unknown", "could not be observed; nothing is planned for them"),
+    Finding.UNMANAGED: ("Unmanaged", "live, but fleet did not make them; fleet never touches them"),
 }
+# Entries whose detail says something the fields do not (why, what a policy decided).
+DETAILED_FINDINGS = frozenset({Finding.CHANGE, Finding.OBSERVE_ONLY, Finding.ORPHANED, Finding.UNMANAGED})
 
 
 def render_text(plan: Plan, console: Console) -> None:
@@ -88,7 +92,7 @@ def entry_lines(entry: PlanEntry) -> Iterator[Text]:
             " -> ",
             (format_value(diff.after), "green" if entry.action is not None else ""),
         )
-    if entry.finding in (Finding.OBSERVE_ONLY, Finding.ORPHANED) and entry.detail:
+    if entry.finding in DETAILED_FINDINGS and entry.detail:
         yield Text(f"        {entry.detail}", style="dim")
     if entry.depends_on:
         yield Text(f"        after {', '.join(entry.depends_on)}", style="dim")

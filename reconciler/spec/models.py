@@ -290,6 +290,16 @@ class LibvirtSettings(Strict):
         default="qemu+ssh://root@{address}/system",
         description="libvirt URI of a hypervisor; {address} is the Machine's address. Default qemu+ssh://root@{address}/system.",
     )
+    timeoutSeconds: Annotated[float, Field(gt=0)] = Field(
+        default=30.0, description="Deadline for connecting to and reading one hypervisor; default 30."
+    )
+    shutdownTimeoutSeconds: Annotated[float, Field(ge=0)] = Field(
+        default=120.0,
+        description="Wait after a graceful shutdown before the domain is destroyed; default 120.",
+    )
+    maxConcurrent: Annotated[int, Field(ge=1)] = Field(
+        default=16, description="Hypervisors talked to at once; default 16."
+    )
 
 
 class ProviderSettings(Strict):
@@ -359,6 +369,14 @@ class Policies(Strict):
         default="report",
         description="What happens to a resource whose spec was removed; default report (never touched).",
     )
+    vmRestarts: Literal["never", "allowed"] = Field(
+        default="never",
+        description=(
+            "Whether fleet may restart a running VirtualMachine for a change the hypervisor cannot make"
+            " live (more vCPUs or memory than its maximum, other disks or networks); default never:"
+            " the change is written to the persistent definition and takes effect at the next restart."
+        ),
+    )
 
 
 class OrganisationRule(Strict):
@@ -423,6 +441,23 @@ class Bmc(Strict):
     credentialsRef: CredentialsRef
 
 
+class HypervisorAccess(Strict):
+    """How fleet reaches the libvirt daemon of a hypervisor Machine."""
+
+    uri: str | None = Field(
+        default=None,
+        description=(
+            "libvirt URI; default the Fleet's providers.libvirt.uriTemplate with the Machine's address."
+        ),
+    )
+    credentialsRef: CredentialsRef | None = Field(
+        default=None,
+        description=(
+            "username:password for libvirt SASL authentication; default none (SSH keys or TLS certificates)."
+        ),
+    )
+
+
 class Hardware(Strict):
     """What the machine is expected to be; compared with the BMC's inventory, never enforced."""
 
@@ -451,7 +486,17 @@ class MachineSpec(Strict):
         default=True, description="Whether the boot device persists across boots; default true."
     )
     hardware: Hardware | None = Field(default=None, description="Expected hardware; default none.")
+    hypervisor: HypervisorAccess | None = Field(
+        default=None,
+        description="libvirt access of a hypervisor (role hypervisor only); default from the Fleet.",
+    )
     config: AnsibleConfig | None = Field(default=None, description="Ansible configuration; default none.")
+
+    @model_validator(mode="after")
+    def _hypervisor_access(self) -> MachineSpec:
+        if self.hypervisor is not None and self.role != "hypervisor":
+            raise ValueError(f"hypervisor access is only for role hypervisor, not {self.role}")
+        return self
 
 
 # --- VirtualMachine ----------------------------------------------------------------------

@@ -310,6 +310,12 @@ class StateStore:
         with self._db.transaction(write=True) as connection:
             connection.execute(statement)
 
+    def forget_applied(self, address: str) -> None:
+        """A resource fleet deleted is no longer fleet's: it leaves the applied set (its
+        history stays in runs and actions)."""
+        with self._db.transaction(write=True) as connection:
+            connection.execute(applied.delete().where(applied.c.address == address))
+
     def get_applied(self, addresses: Iterable[str] | None = None) -> dict[str, Applied]:
         """The last-applied spec per address (all when `addresses` is None); missing ones are left out."""
         result: dict[str, Applied] = {}

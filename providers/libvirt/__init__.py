@@ -1,0 +1,1 @@
+"""libvirt hypervisors: the VirtualMachine provider, and simulated hypervisors (libvirtd's test driver)."""
