@@ -26,6 +26,7 @@ bench: bootstrap
 	$(BIN)/python bench/bench_ipmi.py
 	$(BIN)/python bench/bench_plan.py
 	$(BIN)/python bench/bench_libvirt.py
+	$(BIN)/python bench/bench_kube.py
 
 schemas: bootstrap
 	$(BIN)/fleet schema --write schemas/

@@ -25,9 +25,20 @@ def _libvirt(context: ProviderContext) -> Provider:
     return LibvirtProvider(context)
 
 
+def _kubernetes(kind: str) -> Callable[[ProviderContext], Provider]:
+    def factory(context: ProviderContext) -> Provider:
+        from providers.kubernetes.provider import KubernetesProvider
+
+        return KubernetesProvider(context, kind)
+
+    return factory
+
+
 FACTORIES: Mapping[str, Callable[[ProviderContext], Provider]] = {
     "Machine": _ipmi,
     "VirtualMachine": _libvirt,
+    "Cluster": _kubernetes("Cluster"),
+    "SparkPool": _kubernetes("SparkPool"),
 }
 
 

@@ -441,12 +441,18 @@ def observe(
 
 
 def _observed_detail(fields: dict[str, Any]) -> str:
-    """The few live fields worth a column: a Machine's boot device, a VM's host and size."""
+    """The few live fields worth a column: a Machine's boot device, a VM's host and size, how
+    many of a Cluster's or SparkPool's objects are in sync."""
     if "bootDevice" in fields:
         return f"boot {fields['bootDevice']}{'' if fields.get('bootPersistent') else ' (once)'}"
     if "host" in fields:
         owner = "" if fields.get("owned", True) else ", not fleet's"
         return f"on {fields['host']}, {fields.get('vcpus')} vCPU, {fields.get('memory')}{owner}"
+    if "objects" in fields:
+        objects = list(fields["objects"])
+        synced = sum(1 for o in objects if o.get("state") == "in-sync")
+        nodes = [n for n in fields.get("nodes", ()) if not n.get("inSync", True)]
+        return f"{synced}/{len(objects)} objects in sync" + (f", {len(nodes)} nodes not" if nodes else "")
     return ""
 
 
@@ -905,8 +911,8 @@ def lab_up_command(
         int, typer.Option("--subnet", min=1, max=250, help="BMCs listen on 127.SUBNET.x.y (default 60).")
     ] = 60,
 ) -> None:
-    """Start BMC simulators for every Machine of a fleet repo, and a libvirt test-driver daemon
-    for every hypervisor Machine, and print where they listen."""
+    """Start BMC simulators for every Machine of a fleet repo, a libvirt test-driver daemon for
+    every hypervisor Machine and a Kubernetes API test server for every Cluster; print where."""
     from reconciler.lab import default_lab_dir, lab_up
     from reconciler.spec import models
 
@@ -923,6 +929,7 @@ def lab_up_command(
             cold=not as_specified,
             subnet=subnet,
             vms=[d for d in documents if isinstance(d, models.VirtualMachine)],
+            clusters=[d for d in documents if isinstance(d, models.Cluster)],
         )
 
     info = _guard(run)
@@ -932,6 +939,11 @@ def lab_up_command(
         console.print(
             f"lab up: {info.hypervisors} simulated hypervisors"
             f" (libvirtd test driver, pid {info.hypervisor_pid})"
+        )
+    if info.apiserver_pids:
+        console.print(
+            f"lab up: {len(info.apiserver_pids)} Kubernetes API test servers"
+            f" (pids {', '.join(map(str, info.apiserver_pids))}), one per Cluster, with a Node per member"
         )
     console.print(f"endpoint and credential overrides: {info.overrides}")
     console.print(

@@ -58,6 +58,7 @@ class LabInfo:
     overrides: Path
     hypervisor_pid: int | None = None  # the process holding the simulated hypervisors
     hypervisors: int = 0
+    apiserver_pids: tuple[int, ...] = ()  # one Kubernetes API test server per Cluster
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -68,11 +69,13 @@ class LabInfo:
             "overrides": str(self.overrides),
             "hypervisorPid": self.hypervisor_pid,
             "hypervisors": self.hypervisors,
+            "apiserverPids": list(self.apiserver_pids),
         }
 
     @property
     def pids(self) -> list[int]:
-        return [self.pid] + ([self.hypervisor_pid] if self.hypervisor_pid is not None else [])
+        hypervisors = [self.hypervisor_pid] if self.hypervisor_pid is not None else []
+        return [self.pid, *hypervisors, *self.apiserver_pids]
 
 
 def _alive(pid: int) -> bool:
@@ -97,6 +100,7 @@ def read_lab(directory: Path) -> LabInfo | None:
             Path(data["overrides"]),
             int(hypervisor_pid) if hypervisor_pid is not None else None,
             int(data.get("hypervisors", 0)),
+            tuple(int(pid) for pid in data.get("apiserverPids", ())),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -126,6 +130,7 @@ def lab_up(
     cold: bool = True,
     subnet: int = DEFAULT_SUBNET,
     vms: Sequence[models.VirtualMachine] = (),
+    clusters: Sequence[models.Cluster] = (),
 ) -> LabInfo:
     """Start BMC simulators for `machines`, and a simulated hypervisor for every Machine of
     role hypervisor. A cold lab starts every machine powered off; every hypervisor starts with
@@ -198,6 +203,20 @@ def lab_up(
         except PermanentError:
             _stop(process.pid)
             raise
+    started = [process.pid] + ([hypervisor_pid] if hypervisor_pid is not None else [])
+    apiservers: list[int] = []
+    try:
+        for index, cluster in enumerate(sorted(clusters, key=lambda c: c.metadata.name)):
+            # After the BMCs' addresses, on the same loopback subnet.
+            host = loopback_address(len(bmcs) + index, subnet)
+            pid, written, actual, kubeconfig = _start_apiserver(directory / "clusters", cluster, host)
+            apiservers.append(pid)
+            endpoints[written] = actual
+            credential_files[reference_key(cluster.spec.credentialsRef)] = {"file": str(kubeconfig)}
+    except PermanentError:
+        for pid in started + apiservers:
+            _stop(pid)
+        raise
     # Simulators do not crash when hammered: the lab spaces IPMI commands 0.1 s apart, not 5 s,
     # and the test driver shuts a domain down at once, so nothing needs two minutes' grace.
     settings = {
@@ -216,7 +235,9 @@ def lab_up(
             indent=2,
         ),
     )
-    info = LabInfo(directory, process.pid, repo, len(bmcs), overrides, hypervisor_pid, len(uris))
+    info = LabInfo(
+        directory, process.pid, repo, len(bmcs), overrides, hypervisor_pid, len(uris), tuple(apiservers)
+    )
     _write_private(directory / "lab.json", json.dumps(info.as_json(), indent=2))
     return info
 
@@ -268,6 +289,105 @@ def _start_hypervisors(
     process = _spawn(arguments, directory.parent / "hypervisors.log", lambda _: table.exists(), "libvirtd")
     document = json.loads(table.read_text())
     return process.pid, {name: str(entry["uri"]) for name, entry in document["hypervisors"].items()}
+
+
+def _start_apiserver(directory: Path, cluster: models.Cluster, host: str) -> tuple[int, str, str, Path]:
+    """A Kubernetes API test server for `cluster` (HTTPS, a token of its own, a Node per member,
+    and what its batch scheduler would have installed), and a kubeconfig for it.
+    Returns (pid, "host:port" of spec.apiServer, where it really listens, kubeconfig path)."""
+    from urllib.parse import urlsplit
+
+    name = cluster.metadata.name
+    home = directory / name
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    seed: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": member.ref.partition("/")[2],
+                "labels": {"kubernetes.io/hostname": member.ref.partition("/")[2]},
+            },
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]},
+        }
+        for member in cluster.spec.members
+    ]
+    if cluster.spec.scheduler == "yunikorn":
+        seed.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "yunikorn"}})
+    if cluster.spec.scheduler == "volcano":
+        seed.append(_VOLCANO_QUEUE_CRD)
+    _write_private(home / "seed.json", json.dumps(seed))
+    token = secrets.token_urlsafe(24)
+    _write_private(home / "token", token)
+    ready = home / "ready.json"
+    process = _spawn(
+        [
+            "-m",
+            "providers.kubernetes.apiserver",
+            "serve",
+            "--host",
+            host,
+            "--port",
+            "6443",
+            "--token",
+            token,
+            "--self-signed-tls",
+            str(home / "tls"),
+            "--seed",
+            str(home / "seed.json"),
+            "--ready-file",
+            str(ready),
+        ],
+        home / "apiserver.log",
+        lambda _: ready.exists(),
+        f"the API server of cluster {name}",
+    )
+    info = json.loads(ready.read_text())
+    url = urlsplit(cluster.spec.apiServer)
+    written = f"{url.hostname}:{url.port or 443}"
+    actual = urlsplit(str(info["url"]))
+    kubeconfig = home / "kubeconfig"
+    _write_private(
+        kubeconfig,
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": name, "cluster": {"server": info["url"], "certificate-authority": info["ca"]}}
+                ],
+                "users": [{"name": "fleet", "user": {"token": token}}],
+                "contexts": [{"name": name, "context": {"cluster": name, "user": "fleet"}}],
+                "current-context": name,
+            },
+            indent=2,
+        ),
+    )
+    return process.pid, written, f"{actual.hostname}:{actual.port}", kubeconfig
+
+
+# Volcano's Queue CRD, as a cluster with Volcano installed serves it (the schema is left open).
+_VOLCANO_QUEUE_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "queues.scheduling.volcano.sh"},
+    "spec": {
+        "group": "scheduling.volcano.sh",
+        "names": {"kind": "Queue", "listKind": "QueueList", "plural": "queues", "singular": "queue"},
+        "scope": "Cluster",
+        "versions": [
+            {
+                "name": "v1beta1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+                "subresources": {"status": {}},
+            }
+        ],
+    },
+}
 
 
 def lab_status(directory: Path) -> dict[str, Any]:

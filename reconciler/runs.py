@@ -26,12 +26,12 @@ from reconciler.apply.executor import (
     check_blast_radius,
     documents_by_address,
     execute,
-    spec_hash,
     summarise,
 )
 from reconciler.errors import PermanentError, UsageError
 from reconciler.plan.diff import MACHINE_FIELDS, enforcement_mode
-from reconciler.plan.model import Finding, Plan
+from reconciler.plan.kube import converged_kube_fields
+from reconciler.plan.model import Finding, Plan, spec_hash
 from reconciler.plan.vms import converged_vm_fields
 from reconciler.spec import models
 from reconciler.state import LockHolder, StateStore, current_operator
@@ -249,6 +249,8 @@ def _converged_fields(
         host = by_address.get(f"machine/{document.spec.host}")
         site = host.spec.site if isinstance(host, models.Machine) else ""
         return converged_vm_fields(document, live, policies, site)
+    if isinstance(document, models.Cluster | models.SparkPool):
+        return converged_kube_fields(live)
     return {}
 
 

@@ -36,6 +36,19 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# kubectl: the independent Kubernetes client the tests check the API test server and the
+# Kubernetes provider with (server-side apply needs a recent one: Debian's kubernetes-client is
+# only a fallback). Not every Debian mirror carries it, hence apart from the list above.
+if ! command -v kubectl >/dev/null 2>&1; then
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $SUDO apt-get install -y -qq --no-install-recommends kubectl >/dev/null 2>&1 &&
+     ! $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null 2>&1; then
+    echo "bootstrap: no kubectl package found; the Kubernetes tests need kubectl >= 1.26 on PATH" >&2
+  fi
+fi
+
 PYTHON="${PYTHON:-python3}"
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "bootstrap: fleet needs Python >= 3.11; set PYTHON=/path/to/python3.11" >&2

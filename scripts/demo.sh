@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The fleet demo: validate the example fleet repo and print its inventory, then start the
-# simulated lab (a BMC simulator for every Machine, a libvirtd for every hypervisor) and run
-# fleet's main job against it: plan, apply, plan again, out-of-band changes with ipmitool and
-# virsh, drift, apply, the audit trail.
+# simulated lab (a BMC simulator for every Machine, a libvirtd for every hypervisor, a Kubernetes
+# API test server for every Cluster) and run fleet's main job against it: plan, apply, plan
+# again, out-of-band changes with ipmitool, virsh and kubectl, drift, apply, the audit trail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fleet=.venv/bin/fleet
@@ -53,6 +53,13 @@ virsh -c "$hypervisor" list --all
 step "Shrink nyc1-bastion-1 behind fleet's back" "virsh -c <nyc1-r01-01> setvcpus nyc1-bastion-1 1 --live"
 virsh -c "$hypervisor" setvcpus nyc1-bastion-1 1 --live
 
+kubeconfig="$FLEET_LAB_DIR/clusters/k8s-nyc1/kubeconfig"
+step "What fleet made of spark-pools/etl.yaml in cluster k8s-nyc1, seen with kubectl" "kubectl get namespace,resourcequota,limitrange,configmap -n spark-etl"
+kubectl --kubeconfig "$kubeconfig" get namespace/spark-etl resourcequota,limitrange,configmap -n spark-etl
+
+step "Raise the etl pool's pod quota behind fleet's back" "kubectl patch resourcequota spark-quota -n spark-etl -p '{\"spec\":{\"hard\":{\"pods\":\"999\"}}}'"
+kubectl --kubeconfig "$kubeconfig" patch resourcequota spark-quota -n spark-etl --type merge -p '{"spec":{"hard":{"pods":"999"}}}'
+
 # Credentials and endpoint of one simulated BMC, from the lab's override file.
 read -r host user password < <(.venv/bin/python - "$(
   $fleet lab status --format json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["overrides"])')" <<'PY'
@@ -67,14 +74,14 @@ step "Power nyc1-r01-02 off behind fleet's back, with Debian's ipmitool" "ipmito
 ipmitool -I lanplus -H "$host" -U "$user" -P "$password" chassis power off
 sleep 1
 
-step "fleet drift finds both out-of-band changes" "fleet drift fleet-repo-example --lab"
+step "fleet drift finds the three out-of-band changes" "fleet drift fleet-repo-example --lab"
 $fleet drift fleet-repo-example --lab || true
 
 step "Apply fixes it" "fleet apply fleet-repo-example --lab --yes"
 $fleet apply fleet-repo-example --lab --yes | tail -2
 
 step "The audit trail" "fleet history --limit 3"
-$fleet history --limit 3 | grep -v "^    machine/\|^    virtualmachine/" || true
+$fleet history --limit 3 | grep -v "^    machine/\|^    virtualmachine/\|^    sparkpool/\|^    cluster/" || true
 
 step "Stop the lab; nothing is left behind" "fleet lab down"
 $fleet lab down

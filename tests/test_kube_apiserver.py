@@ -948,9 +948,11 @@ def test_apply_conflict_status_names_each_field_and_manager(client: Client, name
         'Apply failed with 2 conflicts: conflicts with "creator" using v1:\n- .data.x\n- .data.y'
     )
     assert reply["details"]["causes"] == [
-        {"type": "FieldManagerConflict", "message": 'conflict with "creator" using v1', "field": ".data.x"},
-        {"type": "FieldManagerConflict", "message": 'conflict with "creator" using v1', "field": ".data.y"},
+        {"reason": "FieldManagerConflict", "message": 'conflict with "creator" using v1', "field": ".data.x"},
+        {"reason": "FieldManagerConflict", "message": 'conflict with "creator" using v1', "field": ".data.y"},
     ]
+    # Upstream's StatusCause keys exactly (metav1.StatusCause): no "type".
+    assert all(set(cause) == {"reason", "message", "field"} for cause in reply["details"]["causes"])
     forced = client.ok(
         "PATCH",
         path + "?fieldManager=applier&force=true",
@@ -1240,6 +1242,177 @@ def test_cli_serves_until_sigterm_and_keeps_state(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+
+
+def _ready(path: Path, process: subprocess.Popen[str], timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            pytest.fail(
+                f"the server exited {process.returncode}: {process.stderr.read() if process.stderr else ''}"
+            )
+        if time.monotonic() > deadline:
+            pytest.fail(f"no ready file {path} after {timeout:g} s")
+        time.sleep(0.05)
+    ready: dict[str, Any] = json.loads(path.read_text())
+    return ready
+
+
+def test_cli_self_signed_tls_seed_and_ready_file(tmp_path: Path, kubectl_binary: str) -> None:
+    """The options a benchmark or lab uses to run the server in its own process, and kubectl
+    trusting it through the CA the ready file names (no insecure-skip-tls-verify)."""
+    nodes = [f"seed-node-{i}" for i in range(3)]
+    seed = tmp_path / "seed.json"
+    seed.write_text(
+        json.dumps(
+            [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "yunikorn"}},
+                *(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Node",
+                        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+                        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+                    }
+                    for name in nodes
+                ),
+            ]
+        )
+    )
+    tls, ready_file = tmp_path / "tls", tmp_path / "ready.json"
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "providers.kubernetes.apiserver", "serve"),
+            *("--token", ADMIN, "--read-only-token", READER),
+            *("--self-signed-tls", str(tls), "--seed", str(seed), "--ready-file", str(ready_file)),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready = _ready(ready_file, process)
+        assert ready["pid"] == process.pid
+        assert ready["url"].startswith("https://127.0.0.1:")
+        assert ready["ca"] == str((tls / "tls.crt").resolve())
+        assert (tls / "tls.key").stat().st_mode & 0o777 == 0o600
+        kubeconfig = tmp_path / "config"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {
+                            "name": "c",
+                            "cluster": {"server": ready["url"], "certificate-authority": ready["ca"]},
+                        }
+                    ],
+                    "users": [{"name": "u", "user": {"token": ADMIN}}],
+                    "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                    "current-context": "c",
+                }
+            )
+        )
+
+        def kubectl(*args: str) -> str:
+            done = subprocess.run(
+                [
+                    kubectl_binary,
+                    "--kubeconfig",
+                    str(kubeconfig),
+                    "--cache-dir",
+                    str(tmp_path / "cache"),
+                    *args,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={**os.environ, "KUBECONFIG": ""},
+            )
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        rows = [line.split() for line in kubectl("get", "nodes", "--no-headers").splitlines()]
+        assert [(row[0], row[1]) for row in rows] == [(name, "Ready") for name in nodes]
+        assert kubectl("get", "namespace", "yunikorn", "-o", "name").strip() == "namespace/yunikorn"
+
+        # Python's TLS verifies it too, strictly, with the host name checked.
+        context = ssl.create_default_context(cafile=ready["ca"])
+        context.verify_flags |= ssl.VERIFY_X509_STRICT
+        port = int(ready["url"].rsplit(":", 1)[1])
+
+        def stats(token: str | None) -> tuple[int, Any]:
+            conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+            conn.request(
+                "GET", "/debug/fleet/stats", headers={"Authorization": f"Bearer {token}"} if token else {}
+            )
+            response = conn.getresponse()
+            status, raw = response.status, response.read()
+            conn.close()
+            return status, json.loads(raw)
+
+        assert stats(None)[0] == 401
+        status, refused = stats(READER)
+        assert (status, refused["reason"]) == (403, "Forbidden")
+        status, counted = stats(ADMIN)
+        assert status == 200
+        assert set(counted) == {
+            "requests",
+            "writes",
+            "dry_run_writes",
+            "stored_changes",
+            "by_verb",
+            "by_method",
+            "by_code",
+        }
+        assert counted["by_verb"]["list"] == 1 and counted["by_verb"]["get"] == 1
+        assert counted["writes"] == 0
+        assert stats(ADMIN)[1] == counted  # reading the counters is not counted
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    assert not ready_file.exists()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+@pytest.mark.parametrize("method", ["cryptography", "openssl"])
+def test_self_signed_certificate_names_the_host(tmp_path: Path, method: str, host: str) -> None:
+    if method == "openssl" and shutil.which("openssl") is None:
+        pytest.skip("no openssl command")
+    if method == "cryptography":
+        pytest.importorskip("cryptography")
+    from providers.kubernetes.apiserver_tls import self_signed_certificate, subject_alt_names
+
+    cert, key = self_signed_certificate(tmp_path / "tls", host, method=method)
+    assert (cert.name, key.name) == ("tls.crt", "tls.key")
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert subject_alt_names(host) == (["IP:127.0.0.1"] if host == "127.0.0.1" else ["DNS:localhost"])
+    assert subject_alt_names("0.0.0.0") == ["IP:127.0.0.1", "IP:::1", "DNS:localhost"]
+    with ApiServer(host, 0, tls_cert=cert, tls_key=key) as api:
+        context = ssl.create_default_context(cafile=str(cert))
+        context.verify_flags |= ssl.VERIFY_X509_STRICT
+        conn = http.client.HTTPSConnection(host, api.port, context=context, timeout=10)
+        conn.request("GET", "/version")
+        assert conn.getresponse().status == 200
+        conn.close()
+        wrong = ssl.create_default_context(cafile=str(cert))
+        other = "localhost" if host == "127.0.0.1" else "127.0.0.1"
+        conn = http.client.HTTPSConnection(other, api.port, context=wrong, timeout=10)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            conn.request("GET", "/version")
+        conn.close()
+
+
+def test_stats_endpoint_is_for_admins_and_uncounted(server: ApiServer, client: Client) -> None:
+    assert Client(server, None).request("GET", "/debug/fleet/stats")[0] == 401
+    assert Client(server, READER).request("GET", "/debug/fleet/stats")[0] == 403
+    assert client.request("POST", "/debug/fleet/stats", {})[0] == 405
+    before = server.stats()
+    reply = client.ok("GET", "/debug/fleet/stats")
+    assert reply["requests"] == before.requests == server.stats().requests
+    assert reply["writes"] == before.writes
 
 
 # ---------------------------------------------------------------------------------------------

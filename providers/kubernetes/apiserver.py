@@ -10,8 +10,9 @@ What it does:
   connection. Bearer tokens, each "admin" or "read-only": no or unknown token -> 401, a write
   with a read-only token -> 403 (both as Status bodies). /version, /healthz, /livez and /readyz
   need no token. Without any token configured every request is admin. kubectl (client-go)
-  never sends a bearer token over plain HTTP, so kubectl needs the HTTPS mode (with
-  insecure-skip-tls-verify for a self-signed certificate); other clients may use either.
+  never sends a bearer token over plain HTTP, so kubectl needs the HTTPS mode (trusting a
+  self-signed certificate as its certificate-authority, or with insecure-skip-tls-verify);
+  other clients may use either.
 - Discovery: /api, /apis, /apis/{group}, /api/v1, /apis/{group}/{version}, and the aggregated
   discovery kubectl asks for first (apidiscovery.k8s.io v2 and v2beta1). /openapi/v3 lists every
   group-version and serves a document per group-version with the paths, operations, GVK
@@ -53,11 +54,22 @@ subresources, controllers (nothing schedules pods or rolls out deployments), eve
 watch-list (sendInitialEvents), the managedFields cap of 10 update managers, and migrating
 client-side apply's last-applied annotation into managed fields.
 
+Test-server only (no such path in kube-apiserver): `GET /debug/fleet/stats` answers the request
+counters (`RequestStats`, see `ApiServer.stats()`) as JSON, for an admin token only (401 without
+a token, 403 for a read-only one); it is not counted itself. Benchmarks that run the server in
+another process read it before and after what they measure.
+
 Command line:
     python -m providers.kubernetes.apiserver serve [--host H] [--port N] --token T
-        [--read-only-token T] [--tls-cert F --tls-key F] [--state-file PATH]
-prints the base URL once it accepts requests, saves the state file (when given) every few
-seconds and on SIGTERM or SIGINT, and exits 0.
+        [--read-only-token T] [--tls-cert F --tls-key F | --self-signed-tls DIR]
+        [--state-file PATH] [--seed FILE] [--ready-file PATH]
+--self-signed-tls makes a certificate for --host (an IP SAN for an address, a DNS SAN for a name)
+into DIR/tls.crt and DIR/tls.key (0600), see apiserver_tls.py, and serves HTTPS with it. --seed
+creates the objects of a JSON list (Namespaces, Nodes with their status, ...) before serving. The
+server prints the base URL once it accepts requests and, with --ready-file, then writes
+{"url": ..., "pid": ..., "ca": <the certificate file, or null over HTTP>} there atomically (it
+removes a stale one first and its own on exit; a waiter should still check the pid). It saves
+the state file (when given) every few seconds and on SIGTERM or SIGINT, and exits 0.
 """
 
 from __future__ import annotations
@@ -67,6 +79,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import os
 import re
 import select
 import signal
@@ -77,7 +90,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -118,6 +131,8 @@ DISCOVERY_V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGrou
 MAX_BODY = 32 * 1024 * 1024
 # Upstream lets anyone read these (system:public-info-viewer).
 PUBLIC_PATHS = frozenset({"/version", "/healthz", "/livez", "/readyz"})
+# Not in kube-apiserver: the request counters, for benchmarks that run the server in another process.
+STATS_PATH = "/debug/fleet/stats"
 
 
 class Unauthorized(ApiError):
@@ -630,6 +645,8 @@ class App:
     # -- entry -------------------------------------------------------------------------------
 
     def handle(self, req: Request, alive: Callable[[], bool] = lambda: True) -> Response:
+        if "/" + "/".join(p for p in req.path.split("/") if p) == STATS_PATH:
+            return self._stats_response(req)  # not counted: reading the counters changes none
         verb, dry_run = "discovery", False
         try:
             public = "/" + "/".join(p for p in req.path.split("/") if p) in PUBLIC_PATHS
@@ -646,6 +663,23 @@ class App:
             response = _reply(e.status(), e.code)
         self._count(req.method, verb, dry_run, response.code)
         return response
+
+    def _stats_response(self, req: Request) -> Response:
+        """GET /debug/fleet/stats: the RequestStats as JSON, for admin tokens only (test server only)."""
+        try:
+            if self._authenticate(req) != "admin":
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f'forbidden: User "read-only" cannot get path "{STATS_PATH}"',
+                )
+            if req.method != "GET":
+                raise ApiError(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
+        except ApiError as e:
+            return _reply(e.status(), e.code)
+        return _reply(asdict(self.stats()))
 
     def _authenticate(self, req: Request) -> str:
         if not self.tokens:
@@ -1475,6 +1509,46 @@ class ApiServer:
 # Command line
 
 
+def load_seed(server: ApiServer, path: str | Path) -> int:
+    """Create the objects of a seed file (a JSON list of objects, or a List's `items`) in order.
+
+    An object that already exists (kept in the state file) is left as it is. A status the create
+    dropped (kinds with a status subresource other than Nodes) is written through the status
+    subresource. Returns how many objects were created; raises ValueError for a bad file."""
+    try:
+        document = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read seed file {path}: {e}") from e
+    items = document.get("items") if isinstance(document, dict) else document
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ValueError(f"seed file {path}: expected a JSON list of objects (or a List with items)")
+    created = 0
+    for index, obj in enumerate(items):
+        try:
+            made = server.create(obj)
+        except ApiError as e:
+            if e.reason == "AlreadyExists":
+                continue
+            raise ValueError(f"seed file {path}: object {index}: {e.message}") from e
+        created += 1
+        status = obj.get("status")
+        if isinstance(status, dict) and status and made.get("status") != status:
+            meta = made["metadata"]
+            server.patch_status(
+                str(made["apiVersion"]), str(made["kind"]), meta["name"], status, meta.get("namespace")
+            )
+    return created
+
+
+def write_ready_file(path: str | Path, url: str, ca: Path | None) -> None:
+    """{"url", "pid", "ca"} written to a temporary file beside `path`, then renamed over it."""
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    payload = {"url": url, "pid": os.getpid(), "ca": None if ca is None else str(ca.resolve())}
+    temporary.write_text(json.dumps(payload) + "\n")
+    temporary.replace(target)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m providers.kubernetes.apiserver", description=__doc__.split("\n\n")[0]
@@ -1491,20 +1565,57 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--tls-cert", help="PEM certificate (with --tls-key): serve HTTPS")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument(
+        "--self-signed-tls",
+        metavar="DIR",
+        help="make a self-signed certificate for --host into DIR/tls.crt and DIR/tls.key (0600) "
+        "and serve HTTPS with it; clients use DIR/tls.crt as their CA",
+    )
     serve.add_argument("--state-file", help="JSON file holding every object across restarts")
+    serve.add_argument(
+        "--seed",
+        metavar="FILE",
+        help="a JSON list of objects to create before serving (those already in the state file are kept)",
+    )
+    serve.add_argument(
+        "--ready-file",
+        metavar="PATH",
+        help='once serving, write {"url": ..., "pid": ..., "ca": <certificate path or null>} to PATH '
+        "(atomically: it appears complete or not at all)",
+    )
     serve.add_argument("--history-size", type=int, default=10_000, help="watch events kept for resumption")
     args = parser.parse_args(argv)
+    if args.self_signed_tls and (args.tls_cert or args.tls_key):
+        parser.error("--self-signed-tls makes its own certificate: leave out --tls-cert and --tls-key")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.ready_file:  # a file left by a server that was killed must not look like this one's
+        with contextlib.suppress(FileNotFoundError):
+            Path(args.ready_file).unlink()
+    tls_cert, tls_key = args.tls_cert, args.tls_key
+    if args.self_signed_tls:
+        from providers.kubernetes.apiserver_tls import self_signed_certificate
+
+        try:
+            tls_cert, tls_key = self_signed_certificate(args.self_signed_tls, args.host)
+        except (OSError, RuntimeError) as e:
+            parser.exit(2, f"{parser.prog}: cannot make a self-signed certificate: {e}\n")
     tokens = {token: "admin" for token in args.token}
     tokens.update({token: "read-only" for token in args.read_only_token})
     server = ApiServer(
         args.host,
         args.port,
         tokens=tokens,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         history_size=args.history_size,
         state_file=args.state_file,
     )
+    if args.seed:
+        try:
+            load_seed(server, args.seed)
+        except ValueError as e:
+            parser.exit(2, f"{parser.prog}: {e}\n")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -1512,10 +1623,19 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(server.start(), flush=True)
-    while not stop.wait(0.5):
-        pass
-    server.stop()
+    url = server.start()
+    print(url, flush=True)
+    if args.ready_file:
+        write_ready_file(args.ready_file, url, server.tls_cert)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        if args.ready_file:
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(Path(args.ready_file).read_text()).get("pid") == os.getpid():
+                    Path(args.ready_file).unlink()
     return 0
 
 

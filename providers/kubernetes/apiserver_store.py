@@ -152,6 +152,18 @@ def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str, str]]) -> 
     return ApiError(422, "Invalid", f'{rt.kind} "{name}" is invalid: {text}', details)
 
 
+def conflict_causes(conflict: mf.ApplyConflict) -> list[Obj]:
+    """An apply conflict's StatusCauses as upstream writes them: reason, message, field."""
+    return [
+        {
+            "reason": "FieldManagerConflict",
+            "message": f"conflict with {c.manager.describe()}",
+            "field": mf.path_string(c.path),
+        }
+        for c in conflict.conflicts
+    ]
+
+
 def expired(message: str) -> ApiError:
     return ApiError(410, "Expired", message)
 
@@ -983,7 +995,7 @@ class Store:
                 subresource=subresource,
             )
         except mf.ApplyConflict as e:
-            raise ApiError(409, "Conflict", e.message(), {"causes": e.causes()}) from e
+            raise ApiError(409, "Conflict", e.message(), {"causes": conflict_causes(e)}) from e
         except mf.FieldSetError as e:
             raise invalid(rt, name, [("FieldValueInvalid", "", str(e))]) from e
         merged = self._reset(rt, live, merged, subresource) if rt.kind == "Namespace" else merged

@@ -539,16 +539,6 @@ class ApplyConflict(Exception):
             lines.extend(f"- {path}" for path in by_manager[manager])
         return f"Apply failed with {len(self.conflicts)} conflicts: " + "\n".join(lines)
 
-    def causes(self) -> list[dict[str, str]]:
-        return [
-            {
-                "type": "FieldManagerConflict",
-                "message": f"conflict with {c.manager.describe()}",
-                "field": path_string(c.path),
-            }
-            for c in self.conflicts
-        ]
-
 
 def apply(
     live: Mapping[str, Any],

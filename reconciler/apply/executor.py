@@ -10,8 +10,6 @@ unfinished ones are recorded as interrupted. Nothing here decides *what* to chan
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +21,8 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from providers.base import Action, ApplyResult, Provider
 from reconciler.errors import FleetError, PermanentError, TemporaryError
 from reconciler.plan.diff import MACHINE_FIELDS
-from reconciler.plan.model import Finding, Plan, PlanEntry, action_name
+from reconciler.plan.kube import applied_kube_fields
+from reconciler.plan.model import Finding, Plan, PlanEntry, action_name, spec_hash
 from reconciler.plan.vms import desired_fields, restart_fields
 from reconciler.spec import models
 from reconciler.state import StateStore
@@ -123,12 +122,9 @@ def applied_fields(document: models.Document, entry: PlanEntry | None = None) ->
             return {"power": desired["power"]}
         changed = {d.field for d in entry.fields} - restart_fields(entry)
         return {name: desired[name] for name in changed if name in desired}
+    if isinstance(document, models.Cluster | models.SparkPool) and entry is not None:
+        return applied_kube_fields(document, entry)
     return {}
-
-
-def spec_hash(document: models.Document) -> str:
-    body = json.dumps(document.model_dump(mode="json", by_alias=True), sort_keys=True)
-    return hashlib.sha256(body.encode()).hexdigest()
 
 
 Reporter = Callable[[Outcome], None]

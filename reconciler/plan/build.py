@@ -1,8 +1,9 @@
 """Make a Plan for a fleet repo: observe the selected resources, read what fleet last applied
 from the state store, diff, and order the changes.
 
-Building a plan reads live state and the store; it never changes either. Machines and
-VirtualMachines have providers; other kinds take part in ordering only.
+Building a plan reads live state and the store; it never changes either. Every kind has a
+provider: IPMI for Machines, libvirt for VirtualMachines, Kubernetes for Clusters and
+SparkPools.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from datetime import UTC, datetime
 from providers.base import Observation, ProviderContext
 from reconciler.plan.diff import diff_machines
 from reconciler.plan.graph import order_entries
+from reconciler.plan.kube import PREFIXES as KUBE_PREFIXES
+from reconciler.plan.kube import diff_kubernetes
 from reconciler.plan.model import Plan
 from reconciler.plan.observe import observe_all
 from reconciler.plan.vms import check_host_capacity, diff_virtual_machines
@@ -37,14 +40,15 @@ def build_plan(
     so resources fleet applied before whose specs are gone are reported as orphaned."""
     machines = [d for d in selected if isinstance(d, models.Machine)]
     vms = [d for d in selected if isinstance(d, models.VirtualMachine)]
+    kube = [d for d in selected if isinstance(d, models.Cluster | models.SparkPool)]
     all_vms = [d for d in documents if isinstance(d, models.VirtualMachine)]
     # Refused before anything is observed: no plan may over-commit a hypervisor.
     check_host_capacity(all_vms, context.machines, (vm.spec.host for vm in vms))
-    observed = observe_all([*machines, *vms], dataclasses.replace(context, scan_all_hosts=whole_fleet))
+    observed = observe_all([*machines, *vms, *kube], dataclasses.replace(context, scan_all_hosts=whole_fleet))
     _save_observations(
         store, [*observed.observations, *(u for u in observed.unmatched if u.fields.get("owned"))]
     )
-    addresses = [d.address for d in (*machines, *vms)]
+    addresses = [d.address for d in (*machines, *vms, *kube)]
     applied = store.get_applied(None if whole_fleet else addresses)
     first_seen = {(d.address, d.field): d.first_seen for d in store.open_drift(addresses)}
 
@@ -72,8 +76,21 @@ def build_plan(
         whole_fleet=whole_fleet,
         drift_first_seen=first_seen,
     )
-    entries, waves = order_entries(documents, machine_diff.entries + vm_diff.entries)
-    return Plan(revision, clock(), entries, machine_diff.observed + vm_diff.observed, waves)
+    kube_diff = diff_kubernetes(
+        kube,
+        [o for o in observed.observations if o.address.startswith(KUBE_PREFIXES)],
+        {
+            address: (record.spec_hash, record.fields)
+            for address, record in applied.items()
+            if address.startswith(KUBE_PREFIXES) and (whole_fleet or address in addresses)
+        },
+        context.fleet.spec.policies,
+        whole_fleet=whole_fleet,
+        drift_first_seen=first_seen,
+    )
+    entries, waves = order_entries(documents, machine_diff.entries + vm_diff.entries + kube_diff.entries)
+    observed_states = machine_diff.observed + vm_diff.observed + kube_diff.observed
+    return Plan(revision, clock(), entries, observed_states, waves)
 
 
 def _save_observations(store: StateStore, observations: Sequence[Observation]) -> None:

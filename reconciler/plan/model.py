@@ -88,6 +88,12 @@ def action_symbol(action: Action) -> str:
     return Action.UPDATE.value if action in _IN_PLACE else action.value
 
 
+def spec_hash(document: models.Document) -> str:
+    """sha256 of a document's canonical JSON: whether the spec changed since it was applied."""
+    body = json.dumps(document.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
 def kind_of(address: str) -> str:
     """The kind an address names: machine/x -> Machine (an unknown prefix is returned as is)."""
     prefix = address.partition("/")[0]
