@@ -214,8 +214,7 @@ def lab_up(
             endpoints[written] = actual
             credential_files[reference_key(cluster.spec.credentialsRef)] = {"file": str(kubeconfig)}
     except PermanentError:
-        for pid in started + apiservers:
-            _stop(pid)
+        _stop(*started, *apiservers)
         raise
     # Simulators do not crash when hammered: the lab spaces IPMI commands 0.1 s apart, not 5 s,
     # and the test driver shuts a domain down at once, so nothing needs two minutes' grace.
@@ -413,28 +412,28 @@ def lab_endpoints(directory: Path) -> dict[str, str]:
         return {}
 
 
-def _stop(pid: int, timeout: float = 15.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after `timeout`."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        _reap(pid)
-        time.sleep(0.05)
-    if _alive(pid):
+def _stop(*pids: int, timeout: float = 15.0) -> None:
+    """SIGTERM every process group at once, then SIGKILL what is left after `timeout`."""
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        _reap(pid)
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        for pid in pids:
+            _reap(pid)
+        time.sleep(0.05)
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            _reap(pid)
 
 
 def lab_down(directory: Path, timeout: float = 15.0) -> bool:
     """Stop the lab's processes and remove its directory. True if something was running."""
     info = read_lab(directory)
-    was_running = False
-    for pid in info.pids if info is not None else []:
-        if _alive(pid):
-            was_running = True
-            _stop(pid, timeout)
+    running = [pid for pid in (info.pids if info is not None else []) if _alive(pid)]
+    _stop(*running, timeout=timeout)
     if directory.exists():
         for path in sorted(directory.rglob("*"), reverse=True):
             if path.is_dir() and not path.is_symlink():
@@ -442,7 +441,7 @@ def lab_down(directory: Path, timeout: float = 15.0) -> bool:
             else:
                 path.unlink()
         directory.rmdir()
-    return was_running
+    return bool(running)
 
 
 def _reap(pid: int) -> None:

@@ -27,12 +27,14 @@ K8S_NODES = "team=platform-k8s"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """A lab per test module (on the module's LAB_SUBNET), so modules can run side by side."""
     directory = tmp_path_factory.mktemp("apply-lab")
     repo = directory / "repo"
     shutil.copytree(EXAMPLE, repo)
     _set_change_windows(repo, [])  # tests must not depend on the time of day they run at
-    with running_lab(repo, 65, lab_environment(directory, REPO=str(repo))) as env:
+    subnet = getattr(request.module, "LAB_SUBNET", 65)
+    with running_lab(repo, subnet, lab_environment(directory, REPO=str(repo))) as env:
         yield env
 
 
@@ -177,88 +179,6 @@ def test_a_saved_plan_is_refused_once_live_state_moved(env: dict[str, str], tmp_
     assert _power(env, "nyc1-r01-04") == "on"
 
 
-def test_locks_wait_break_and_the_emergency_audit_record(env: dict[str, str]) -> None:
-    repo = env["REPO"]
-    with open_store(env["FLEET_STATE"]) as store:
-        other = store.start_run("apply", "someone-else")
-        held = store.acquire_locks(["machine/nyc1-r02-03"], "someone-else@host:1", other, 600)
-        busy = run_fleet("apply", repo, "--lab", "-t", "machine/nyc1-r02-03", "--yes", env=env)
-        assert busy.returncode == 1 and "someone-else@host:1" in busy.stderr, busy.stderr
-        waited = run_fleet(
-            "reconcile",
-            repo,
-            "--now",
-            "-t",
-            "machine/nyc1-r02-03",
-            "--reason",
-            "disk failure",
-            "--lab",
-            "--wait",
-            "1",
-            "--yes",
-            env=env,
-        )
-        assert waited.returncode == 1 and "waiting for locks held by someone-else" in waited.stderr
-        broke = run_fleet(
-            "reconcile",
-            repo,
-            "--now",
-            "-t",
-            "machine/nyc1-r02-03",
-            "--reason",
-            "disk failure",
-            "--incident",
-            "INC-42",
-            "--emergency",
-            "--break-lock",
-            "--lab",
-            "--yes",
-            env=env,
-        )
-        assert broke.returncode == 0, broke.stdout + broke.stderr
-        assert "broke the lock of someone-else@host:1" in broke.stderr
-        held.release()
-    assert _power(env, "nyc1-r02-03") == "on"
-    record = _history(env)[0]
-    assert (record["kind"], record["reason"], record["incident"]) == ("reconcile", "disk failure", "INC-42")
-    assert record["emergency"] and record["broke_lock"] and record["status"] == "succeeded"
-    assert record["operator"]
-
-
-def test_change_windows_bind_reconcile_unless_emergency(env: dict[str, str]) -> None:
-    repo = Path(env["REPO"])
-    original = (repo / "fleet.yaml").read_text()
-    # A window that never opens: the check cannot depend on when the test runs.
-    _set_change_windows(repo, [{"name": "never", "days": ["mon"], "start": "00:00", "end": "00:00"}])
-    try:
-        args = [
-            "reconcile",
-            str(repo),
-            "--now",
-            "-t",
-            "machine/nyc1-r01-05",
-            "--reason",
-            "r",
-            "--lab",
-            "--yes",
-        ]
-        refused = run_fleet(*args, env=env)
-        assert refused.returncode == 1 and "outside its change windows (never)" in refused.stderr
-        assert _power(env, "nyc1-r01-05") == "off"
-        emergency = run_fleet(*args, "--emergency", env=env)
-        assert emergency.returncode == 0, emergency.stdout + emergency.stderr
-        assert _power(env, "nyc1-r01-05") == "on"
-    finally:
-        (repo / "fleet.yaml").write_text(original)
-
-
-def test_reconcile_needs_a_reason_and_targets(env: dict[str, str]) -> None:
-    no_reason = run_fleet("reconcile", env["REPO"], "--now", "-t", "machine/nyc1-r01-02", "--lab", env=env)
-    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
-    no_target = run_fleet("reconcile", env["REPO"], "--now", "--reason", "x", "--lab", env=env)
-    assert no_target.returncode == 2
-
-
 def test_ctrl_c_leaves_a_complete_audit_record(env: dict[str, str]) -> None:
     names = [n for n in _machines(env) if n.startswith("nyc1-r0")]
     process = subprocess.Popen(
@@ -319,65 +239,3 @@ def test_one_failing_machine_fails_alone_and_the_run_exits_1(env: dict[str, str]
     results = {a["address"]: a["result"] for a in run["actions"]}
     assert results["machine/nyc1-r01-02"] == "failed" and results["machine/nyc1-r01-03"] == "succeeded"
     assert run["status"] == "failed"
-
-
-def test_two_concurrent_applies_never_act_on_one_resource(env: dict[str, str]) -> None:
-    # The first apply leases all its machines up front and works through them one at a time;
-    # a second apply of one of them, started meanwhile, must not touch it.
-    first = subprocess.Popen(
-        [str(FLEET), "apply", env["REPO"], "--lab", "-l", K8S_NODES, "--parallel", "1", "--yes"],
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    try:
-        _wait_for(env, lambda runs: bool(runs) and bool(runs[0].actions))
-        second = run_fleet("apply", env["REPO"], "--lab", "-t", "machine/nyc1-r02-04", "--yes", env=env)
-        out, err = first.communicate(timeout=120)
-    finally:
-        first.kill()
-    assert first.returncode == 0, out + err
-    assert second.returncode == 1 and "held by" in second.stderr, second.stdout + second.stderr
-    runs = _history(env)
-    touched = [a["address"] for r in runs for a in r["actions"] if a["address"] == "machine/nyc1-r02-04"]
-    assert touched == ["machine/nyc1-r02-04"]  # only the first run acted on it
-
-
-def test_reconcile_of_an_unobservable_target_is_not_converged(env: dict[str, str]) -> None:
-    lab_control(env, {"op": "set_faults", "name": "nyc1-r01-05", "faults": ["reject-auth"]})
-    result = run_fleet(
-        "reconcile",
-        env["REPO"],
-        "--now",
-        "-t",
-        "machine/nyc1-r01-05",
-        "--reason",
-        "check",
-        "--lab",
-        "--yes",
-        env=env,
-    )
-    assert result.returncode == 1 and "not converged" in result.stderr, result.stdout + result.stderr
-
-
-def test_reconcile_honours_blast_radius_unless_emergency(env: dict[str, str]) -> None:
-    repo = Path(env["REPO"])
-    rack = repo / "machines" / "nyc1" / "r02.yaml"
-    original = rack.read_text()
-    rack.write_text(original.replace("power: on", "power: off"))
-    targets = [part for n in ("02", "03", "04") for part in ("-t", f"machine/nyc1-r02-{n}")]
-    try:
-        for n in ("02", "03", "04"):
-            lab_control(env, {"op": "set_power", "name": f"nyc1-r02-{n}", "power": "on"})
-        args = ["reconcile", str(repo), "--now", *targets, "--reason", "rack drain", "--lab", "--yes"]
-        refused = run_fleet(*args, env=env)
-        assert refused.returncode == 1 and "blastRadius.maxRackPercent" in refused.stderr, refused.stderr
-        assert _power(env, "nyc1-r02-03") == "on"
-        emergency = run_fleet(*args, "--emergency", env=env)
-        assert emergency.returncode == 0, emergency.stdout + emergency.stderr
-        assert _power(env, "nyc1-r02-03") == "off"
-    finally:
-        rack.write_text(original)
-    record = _history(env)[0]
-    assert record["emergency"] and record["reason"] == "rack drain" and len(record["actions"]) == 3

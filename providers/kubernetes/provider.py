@@ -52,6 +52,7 @@ from providers.kubernetes.render import (
     Obj,
     cluster_node_intents,
     dependency_rank,
+    member_pool_taints,
     object_key,
     owner_value,
     parse_key,
@@ -390,10 +391,12 @@ class KubernetesProvider:
         spec: models.Cluster | models.SparkPool,
         cluster: models.Cluster,
         pools: Sequence[models.SparkPool],
+        member_taints: Mapping[str, Mapping[str, str]] | None = None,
     ) -> tuple[list[Obj], list[NodeIntent]]:
         if isinstance(spec, models.Cluster):
             return render_cluster(spec, pools), cluster_node_intents(spec, pools)
-        return render_spark_pool(spec, cluster, pools), pool_node_intents(spec, cluster, pools)
+        intents = pool_node_intents(spec, cluster, pools, member_taints)
+        return render_spark_pool(spec, cluster, pools), intents
 
     def _resolve(self, client: ClusterClient, address: str, obj: Obj) -> _Desired:
         """The object with its resource; a namespaced one without a namespace goes to `default`."""
@@ -418,8 +421,9 @@ class KubernetesProvider:
         desired: dict[str, list[_Desired]] = {}
         intents: dict[str, list[NodeIntent]] = {}
         kinds: set[tuple[str, str]] = set()
+        member_taints = member_pool_taints(cluster, pools)
         for spec in specs:
-            objects, intents[spec.address] = self._render(spec, cluster, pools)
+            objects, intents[spec.address] = self._render(spec, cluster, pools, member_taints)
             desired[spec.address] = [self._resolve(client, spec.address, obj) for obj in objects]
             kinds.update((str(o["apiVersion"]), str(o["kind"])) for o in objects)
             if isinstance(spec, models.SparkPool):

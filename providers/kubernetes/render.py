@@ -549,17 +549,29 @@ def cluster_node_intents(
     return out
 
 
+def member_pool_taints(
+    cluster: models.Cluster, pools_of_cluster: Sequence[models.SparkPool]
+) -> dict[str, dict[str, str]]:
+    """member ref -> {pool address: taint id} of the pools whose selector matches it: worked out
+    once per pass, not once per pool (which is quadratic in the pools of a cluster)."""
+    return {member.ref: _pool_taints_of(member, pools_of_cluster) for member in cluster.spec.members}
+
+
 def pool_node_intents(
-    pool: models.SparkPool, cluster: models.Cluster, pools_of_cluster: Sequence[models.SparkPool]
+    pool: models.SparkPool,
+    cluster: models.Cluster,
+    pools_of_cluster: Sequence[models.SparkPool],
+    member_taints: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[NodeIntent]:
     """A pool's part of every member its selector matches: the selector labels and the pool taint."""
     out = []
     taint = pool_taint(pool)
+    taints = member_taints if member_taints is not None else member_pool_taints(cluster, pools_of_cluster)
     for member in cluster.spec.members:
         if not pool_matches(pool, member):
             continue
-        siblings = _pool_taints_of(member, [p for p in pools_of_cluster if p.address != pool.address])
-        others = frozenset({*(taint_id(t) for t in member.taints), *siblings.values()})
+        siblings = [t for address, t in taints.get(member.ref, {}).items() if address != pool.address]
+        others = frozenset({*(taint_id(t) for t in member.taints), *siblings})
         out.append(
             NodeIntent(
                 member.ref,
