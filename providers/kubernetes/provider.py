@@ -421,7 +421,9 @@ class KubernetesProvider:
         desired: dict[str, list[_Desired]] = {}
         intents: dict[str, list[NodeIntent]] = {}
         kinds: set[tuple[str, str]] = set()
-        member_taints = member_pool_taints(cluster, pools)
+        member_taints = member_pool_taints(
+            cluster, pools, [spec for spec in specs if isinstance(spec, models.SparkPool)]
+        )
         for spec in specs:
             objects, intents[spec.address] = self._render(spec, cluster, pools, member_taints)
             desired[spec.address] = [self._resolve(client, spec.address, obj) for obj in objects]

@@ -550,11 +550,18 @@ def cluster_node_intents(
 
 
 def member_pool_taints(
-    cluster: models.Cluster, pools_of_cluster: Sequence[models.SparkPool]
+    cluster: models.Cluster,
+    pools_of_cluster: Sequence[models.SparkPool],
+    for_pools: Iterable[models.SparkPool] | None = None,
 ) -> dict[str, dict[str, str]]:
-    """member ref -> {pool address: taint id} of the pools whose selector matches it: worked out
-    once per pass, not once per pool (which is quadratic in the pools of a cluster)."""
-    return {member.ref: _pool_taints_of(member, pools_of_cluster) for member in cluster.spec.members}
+    """member ref -> {pool address: taint id} of the pools whose selector matches it, for the
+    members `for_pools` select (all without it): worked out once per pass, not once per pool,
+    which would be quadratic in the pools of a cluster."""
+    members = cluster.spec.members
+    if for_pools is not None:
+        wanted = list(for_pools)
+        members = [m for m in members if any(pool_matches(pool, m) for pool in wanted)]
+    return {member.ref: _pool_taints_of(member, pools_of_cluster) for member in members}
 
 
 def pool_node_intents(
