@@ -54,8 +54,8 @@ step "Shrink nyc1-bastion-1 behind fleet's back" "virsh -c <nyc1-r01-01> setvcpu
 virsh -c "$hypervisor" setvcpus nyc1-bastion-1 1 --live
 
 kubeconfig="$FLEET_LAB_DIR/clusters/k8s-nyc1/kubeconfig"
-step "What fleet made of spark-pools/etl.yaml in cluster k8s-nyc1, seen with kubectl" "kubectl get namespace,resourcequota,limitrange,configmap -n spark-etl"
-kubectl --kubeconfig "$kubeconfig" get namespace/spark-etl resourcequota,limitrange,configmap -n spark-etl
+step "What fleet made of spark-pools/etl.yaml in cluster k8s-nyc1, seen with kubectl" "kubectl get resourcequota,limitrange,configmap -n spark-etl"
+kubectl --kubeconfig "$kubeconfig" get resourcequota,limitrange,configmap -n spark-etl
 
 step "Raise the etl pool's pod quota behind fleet's back" "kubectl patch resourcequota spark-quota -n spark-etl -p '{\"spec\":{\"hard\":{\"pods\":\"999\"}}}'"
 kubectl --kubeconfig "$kubeconfig" patch resourcequota spark-quota -n spark-etl --type merge -p '{"spec":{"hard":{"pods":"999"}}}'
