@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from reconciler.errors import PermanentError, TemporaryError
 from reconciler.spec import models
 
 
@@ -114,6 +115,39 @@ class ApplyResult:
     message: str
     seconds: float = 0.0
     observation: Observation | None = None
+
+
+class Progress(Protocol):
+    """What an apply already changed, so that a failure part-way says so."""
+
+    @property
+    def changed(self) -> bool: ...
+
+    def failed(self, message: str) -> str: ...
+
+
+def apply_result(
+    change: Change, progress: Progress, clock: Callable[[], float], run: Callable[[], tuple[bool, str]]
+) -> ApplyResult:
+    """Run one apply and report it the same way for every provider: a temporary error is raised
+    for retrying (naming what was already changed), a permanent one is a failed result."""
+    started = clock()
+    try:
+        changed, message = run()
+    except TemporaryError as exc:
+        if not progress.changed:
+            raise
+        raise TemporaryError(progress.failed(str(exc)), delay=exc.delay) from None
+    except PermanentError as exc:
+        return ApplyResult(
+            change.address,
+            change.action,
+            False,
+            progress.changed,
+            progress.failed(str(exc)),
+            clock() - started,
+        )
+    return ApplyResult(change.address, change.action, True, changed, message, clock() - started)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -93,3 +95,20 @@ def running_lab(repo: Path, subnet: int, env: dict[str, str]) -> Iterator[dict[s
         yield env
     finally:
         run_fleet("lab", "down", env=env)
+
+
+def lab_fleet(env: dict[str, str], targets: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`fleet ARGS REPO --lab` against a running lab, only for `targets` (all when empty)."""
+    return run_fleet(*args, env["REPO"], "--lab", *(f"--target={t}" for t in targets), env=env)
+
+
+def lab_plan(env: dict[str, str], targets: list[str]) -> dict[str, Any]:
+    """The JSON plan of a running lab for `targets` (the whole fleet when empty)."""
+    done = lab_fleet(env, targets, "plan", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    plan: dict[str, Any] = json.loads(done.stdout)
+    return plan
+
+
+def entries_by_address(plan: dict[str, Any], finding: str) -> dict[str, dict[str, Any]]:
+    return {e["address"]: e for e in plan["entries"] if e["finding"] == finding}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_testing import EXAMPLE, lab_environment, run_fleet
+from fleet_testing import EXAMPLE, entries_by_address, lab_environment, lab_fleet, lab_plan, run_fleet
 from ruamel.yaml import YAML
 
 ETL = "sparkpool/etl"
@@ -69,20 +69,19 @@ def kubectl(env: dict[str, str], cluster: str, *args: str, check: bool = True) -
     return done.stdout
 
 
+def _targets(env: dict[str, str], whole_fleet: bool) -> list[str]:
+    return [] if whole_fleet else _kube_targets(Path(env["REPO"]))
+
+
 def _fleet(env: dict[str, str], *args: str, whole_fleet: bool = False) -> subprocess.CompletedProcess[str]:
-    targets = [] if whole_fleet else [f"--target={a}" for a in _kube_targets(Path(env["REPO"]))]
-    return run_fleet(*args, env["REPO"], "--lab", *targets, env=env)
+    return lab_fleet(env, _targets(env, whole_fleet), *args)
 
 
 def _plan(env: dict[str, str], *, whole_fleet: bool = False) -> dict[str, Any]:
-    done = _fleet(env, "plan", "--format", "json", whole_fleet=whole_fleet)
-    assert done.returncode == 0, done.stderr
-    plan: dict[str, Any] = json.loads(done.stdout)
-    return plan
+    return lab_plan(env, _targets(env, whole_fleet))
 
 
-def _by(plan: dict[str, Any], finding: str) -> dict[str, dict[str, Any]]:
-    return {e["address"]: e for e in plan["entries"] if e["finding"] == finding}
+_by = entries_by_address
 
 
 def _apply(env: dict[str, str], *extra: str, whole_fleet: bool = False) -> None:

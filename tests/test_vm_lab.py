@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_testing import EXAMPLE, lab_environment, run_fleet
+from fleet_testing import EXAMPLE, entries_by_address, lab_environment, lab_fleet, lab_plan, run_fleet
 from ruamel.yaml import YAML
 
 BASTION = "nyc1-bastion-1"  # on nyc1-r01-01, 2 vCPUs, 4Gi
@@ -72,27 +72,26 @@ def _vm_targets(repo: Path) -> list[str]:
     its clusters are not observed (test_apply and test_kube_lab cover those)."""
     yaml = YAML(typ="safe")
     return sorted(
-        f"--target=virtualmachine/{document['metadata']['name']}"
+        f"virtualmachine/{document['metadata']['name']}"
         for path in (repo / "virtual-machines").glob("*.yaml")
         for document in yaml.load_all(path.read_text())
         if document
     )
 
 
+def _targets(env: dict[str, str], whole_fleet: bool) -> list[str]:
+    return [] if whole_fleet else _vm_targets(Path(env["REPO"]))
+
+
 def _fleet(env: dict[str, str], *args: str, whole_fleet: bool = False) -> subprocess.CompletedProcess[str]:
-    targets = [] if whole_fleet else _vm_targets(Path(env["REPO"]))
-    return run_fleet(*args, env["REPO"], "--lab", *targets, env=env)
+    return lab_fleet(env, _targets(env, whole_fleet), *args)
 
 
 def _plan(env: dict[str, str], *, whole_fleet: bool = False) -> dict[str, Any]:
-    done = _fleet(env, "plan", "--format", "json", whole_fleet=whole_fleet)
-    assert done.returncode == 0, done.stderr
-    plan: dict[str, Any] = json.loads(done.stdout)
-    return plan
+    return lab_plan(env, _targets(env, whole_fleet))
 
 
-def _entries(plan: dict[str, Any], finding: str) -> dict[str, dict[str, Any]]:
-    return {e["address"]: e for e in plan["entries"] if e["finding"] == finding}
+_entries = entries_by_address
 
 
 def _dominfo(env: dict[str, str], host: str, name: str) -> dict[str, str]:

@@ -28,6 +28,7 @@ from providers.base import (
     ObservationState,
     ProviderContext,
     UnknownReason,
+    apply_result,
     utcnow,
 )
 from providers.kubernetes import nodes as node_rules
@@ -583,26 +584,13 @@ class KubernetesProvider:
     # --- apply ---------------------------------------------------------------------------
 
     def apply(self, change: Change) -> ApplyResult:
-        started = self._clock()
         progress = _Progress()
-        try:
+
+        def run() -> tuple[bool, str]:
             message = self._apply(change, progress)
-        except TemporaryError as exc:
-            if not progress.changed:
-                raise
-            raise TemporaryError(progress.failed(str(exc)), delay=exc.delay) from None
-        except PermanentError as exc:
-            return ApplyResult(
-                change.address,
-                change.action,
-                False,
-                progress.changed,
-                progress.failed(str(exc)),
-                self._clock() - started,
-            )
-        return ApplyResult(
-            change.address, change.action, True, progress.changed, message, self._clock() - started
-        )
+            return progress.changed, message
+
+        return apply_result(change, progress, self._clock, run)
 
     def _apply(self, change: Change, progress: _Progress) -> str:
         if change.action is Action.DELETE:

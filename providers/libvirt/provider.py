@@ -24,6 +24,7 @@ from providers.base import (
     ObservationState,
     ProviderContext,
     UnknownReason,
+    apply_result,
     utcnow,
 )
 from providers.credentials import user_password
@@ -382,24 +383,8 @@ class LibvirtProvider:
     # --- apply --------------------------------------------------------------------------
 
     def apply(self, change: Change) -> ApplyResult:
-        started = self._clock()
         progress = _Progress()
-        try:
-            changed, message = self._apply(change, progress)
-        except TemporaryError as exc:
-            if not progress.changed:
-                raise
-            raise TemporaryError(progress.failed(str(exc)), delay=exc.delay) from None
-        except PermanentError as exc:
-            return ApplyResult(
-                change.address,
-                change.action,
-                False,
-                progress.changed,
-                progress.failed(str(exc)),
-                self._clock() - started,
-            )
-        return ApplyResult(change.address, change.action, True, changed, message, self._clock() - started)
+        return apply_result(change, progress, self._clock, lambda: self._apply(change, progress))
 
     def _apply(self, change: Change, progress: _Progress) -> tuple[bool, str]:
         action = change.action
