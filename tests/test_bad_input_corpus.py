@@ -340,7 +340,7 @@ def test_corpus_is_big_enough() -> None:
         "missing-field invalid-value secret-literal duplicate-name unknown-site unknown-rack "
         "bmc-conflict unknown-credential unresolved-reference host-not-hypervisor member-conflict "
         "selector-matches-nothing namespace-conflict org-rule fleet-missing fleet-misplaced "
-        "fleet-duplicate host-overcommitted"
+        "fleet-duplicate host-overcommitted pool-taint-conflict"
     )
     for code in required.split(" "):
         assert code in codes, f"no case covers {code}"

@@ -314,10 +314,12 @@ def check_references(
             node_labels[name].append(merged)
 
     namespaces: dict[tuple[str, str], str] = {}
+    # (cluster, member index, taint key, effect) -> (value, pool): a Node holds one value there.
+    node_taints: dict[tuple[str, int, str, str], tuple[str, str]] = {}
     for name, (path, fact) in sorted(by_kind["SparkPool"].items()):
         if fact[4] is None:
             continue
-        cluster, selector, namespace = fact[4]
+        cluster, selector, namespace, taint = fact[4]
         here = address("SparkPool", name)
         if cluster not in clusters:
             out.append(
@@ -346,6 +348,26 @@ def check_references(
                     doc_index=fact[2],
                     field_path=("spec", "nodes", "selector"),
                     hint="label some members of the Cluster with these labels, or fix the selector",
+                )
+            )
+        key, value, effect = taint
+        clash = None
+        for index, labels in enumerate(node_labels[cluster]):
+            if all(labels.get(k) == v for k, v in wanted.items()):
+                holder = node_taints.setdefault((cluster, index, key, effect), (value, name))
+                if holder[0] != value and clash is None:
+                    clash = holder[1]
+        if clash is not None:
+            out.append(
+                error(
+                    "pool-taint-conflict",
+                    f"pools {clash!r} and {name!r} both select nodes of cluster {cluster!r} and taint them"
+                    f" {key}:{effect} with different values; a node holds one value per key and effect",
+                    path,
+                    address=here,
+                    doc_index=fact[2],
+                    field_path=("spec", "nodes", "taint"),
+                    hint="give pools that share nodes the same taint, or select different nodes",
                 )
             )
         other = namespaces.get((cluster, namespace))

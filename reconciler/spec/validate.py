@@ -105,9 +105,17 @@ def facts_of(document: models.Document, index: int) -> Facts:
             name,
             index,
             labels,
-            (p.cluster, tuple(sorted(p.nodes.selector.items())), p.namespace),
+            (p.cluster, tuple(sorted(p.nodes.selector.items())), p.namespace, _pool_taint(name, p)),
         )
     return (document.kind_name, name, index, labels, ())
+
+
+def _pool_taint(name: str, pool: models.SparkPoolSpec) -> tuple[str, str, str]:
+    """(key, value, effect) of the taint a pool puts on its nodes (default dedicated=<pool>)."""
+    taint = pool.nodes.taint
+    if taint is None:
+        return ("dedicated", name, "NoSchedule")
+    return (taint.key, taint.value, taint.effect)
 
 
 # --- pydantic errors -> diagnostics ------------------------------------------------------
