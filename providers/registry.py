@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,14 @@ def provider_for(kind: str, context: ProviderContext) -> Provider:
     except KeyError:
         raise UsageError(f"no provider observes {kind} resources yet") from None
     return factory(context)
+
+
+def ansible_inventory(documents: Sequence[models.Document], fleet: models.Fleet, output: str) -> str:
+    """The Ansible inventory of a fleet (hosts with `config`): INI, or dynamic-inventory JSON."""
+    from providers.ansible.inventory import build_inventory, render_ini
+
+    inventory = build_inventory(documents, fleet)
+    return render_ini(inventory) if output == "ini" else json.dumps(inventory, indent=2) + "\n"
 
 
 @dataclasses.dataclass(frozen=True)

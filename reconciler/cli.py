@@ -252,6 +252,39 @@ def _what(document: models.Document) -> str:
     return ""
 
 
+class InventoryFormat(StrEnum):
+    ini = "ini"
+    json = "json"
+
+
+@app.command()
+def inventory(
+    path: PathArg = None,
+    repo: RepoOpt = None,
+    rev: RevOpt = None,
+    output: Annotated[
+        InventoryFormat, typer.Option("--format", "-o", help="ini, or json (dynamic-inventory shape).")
+    ] = InventoryFormat.ini,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Print the Ansible inventory of a fleet repo: a host per Machine or VM with `config`, its vars,
+    and groups per site, rack, role, Cluster and SparkPool. Use it with plain ansible-playbook:
+    `fleet inventory -o json > inv.json; ansible-playbook -i inv.json site.yml`."""
+    from providers.registry import ansible_inventory
+    from reconciler.spec import models
+
+    ref = RepoRef(path, repo, rev, cache_dir)
+
+    def run() -> str:
+        documents = [i.document for i in load_documents(ref.snapshot())]
+        fleet = next((d for d in documents if isinstance(d, models.Fleet)), None)
+        if fleet is None:
+            raise UsageError("the repo has no valid fleet.yaml", hint="run `fleet validate` to see why")
+        return ansible_inventory([d for d in documents if d is not fleet], fleet, output.value)
+
+    typer.echo(_guard(run), nl=False)
+
+
 @app.command()
 def get(
     path: PathArg = None,

@@ -316,7 +316,7 @@ def _start_apiserver(directory: Path, cluster: models.Cluster, host: str) -> tup
     if cluster.spec.scheduler == "volcano":
         seed.append(_VOLCANO_QUEUE_CRD)
     _write_private(home / "seed.json", json.dumps(seed))
-    token = secrets.token_urlsafe(24)
+    token = secrets.token_hex(24)
     _write_private(home / "token", token)
     ready = home / "ready.json"
     process = _spawn(
@@ -328,8 +328,7 @@ def _start_apiserver(directory: Path, cluster: models.Cluster, host: str) -> tup
             host,
             "--port",
             "6443",
-            "--token",
-            token,
+            f"--token={token}",  # one argument even if it began with "-"
             "--self-signed-tls",
             str(home / "tls"),
             "--seed",

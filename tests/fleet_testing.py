@@ -87,9 +87,9 @@ def lab_environment(directory: Path, **extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_lab(repo: Path, subnet: int, env: dict[str, str]) -> Iterator[dict[str, str]]:
+def running_lab(repo: Path, subnet: int, env: dict[str, str], *options: str) -> Iterator[dict[str, str]]:
     """`fleet lab up` for `repo` on 127.SUBNET.x.y; `fleet lab down` afterwards, whatever happened."""
-    up = run_fleet("lab", "up", str(repo), "--subnet", str(subnet), env=env)
+    up = run_fleet("lab", "up", str(repo), "--subnet", str(subnet), *options, env=env)
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         yield env

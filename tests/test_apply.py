@@ -34,7 +34,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     shutil.copytree(EXAMPLE, repo)
     _set_change_windows(repo, [])  # tests must not depend on the time of day they run at
     subnet = getattr(request.module, "LAB_SUBNET", 65)
-    with running_lab(repo, subnet, lab_environment(directory, REPO=str(repo))) as env:
+    # Power transitions of 0.1 s: what is tested is order, budgets and records, not waiting.
+    with running_lab(
+        repo, subnet, lab_environment(directory, REPO=str(repo)), "--transition-seconds", "0.1"
+    ) as env:
         yield env
 
 

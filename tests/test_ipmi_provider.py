@@ -227,7 +227,7 @@ def test_sessions_are_reused_across_passes(lab: Lab) -> None:
 
 
 def test_rack_budget_limits_concurrent_bmcs() -> None:
-    lab = Lab(8, rack_budget=1, faults=frozenset({"slow"}), slow_seconds=0.3)
+    lab = Lab(8, rack_budget=1, faults=frozenset({"slow"}), slow_seconds=0.1)
     lab.farm.start()
     try:
         with IpmiProvider(lab.context, workers=4, timing=FAST) as provider:
@@ -353,7 +353,7 @@ def test_a_flapping_bmc_is_retried_with_backoff() -> None:
 
 
 def test_power_domain_budget_limits_concurrent_bmcs() -> None:
-    lab = Lab(6, faults=frozenset({"slow"}), slow_seconds=0.3)
+    lab = Lab(6, faults=frozenset({"slow"}), slow_seconds=0.1)
     fleet = _fleet(
         site={
             "name": "lab",

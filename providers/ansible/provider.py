@@ -1,0 +1,303 @@
+"""The Ansible provider: a Machine's or VirtualMachine's `spec.config` as observed, enforced state.
+
+`observe` runs the spec's playbooks and roles in check mode with diffs, one ansible-runner run per
+distinct set of playbooks and roles (all hosts of a set at once), and reports per host the tasks
+that would change it, the tasks that failed and the tasks check mode could not evaluate. A host is
+in sync only when there is nothing of the three: a task Ansible could not verify is never taken
+for one that holds. `apply` runs the playbooks for real on the change's host; Ansible's own
+idempotence makes a repeated apply harmless. Secrets named by `credentialsRef` host variables are
+read at the moment of the run and never appear in an observation, a message or a file left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from providers.ansible.inventory import Inventory, build_inventory, credential_vars, host_names, select_hosts
+from providers.ansible.runner import HostReport, RunResult, RunSettings, run_playbooks
+from providers.base import (
+    Action,
+    ApplyResult,
+    Change,
+    Observation,
+    ProviderContext,
+    UnknownReason,
+    apply_result,
+)
+from providers.credentials import Secret, credential_source, read_secret
+from reconciler.errors import PermanentError, TemporaryError
+from reconciler.spec import models
+
+Configured = models.Machine | models.VirtualMachine
+
+
+def config_fields(report: HostReport) -> dict[str, Any]:
+    """The observed fields of one host, the contract with the engine's plan.
+
+    {"config": {"changes": [{task, module, diff}], "failed": [{task, module, message}],
+    "notVerifiable": [{task, module, why}], "coverage": {"verified": n, "total": m}, "inSync": bool}}.
+    `changes` are tasks check mode says would change the host, `diff` their unified diff
+    ("(no_log)" for tasks that hide their output). `notVerifiable` are tasks check mode could not
+    evaluate: skipped for check mode, modules without check-mode support, ignored errors, and
+    skips whose reason no_log hides; a task skipped because its `when` was false counts as
+    verified. `coverage` counts the task results the host got (tasks after a failure never run).
+    `inSync` holds only when there are no changes, no failures and nothing not verifiable.
+    """
+    return {
+        "config": {
+            "changes": [{"task": c.task, "module": c.module, "diff": c.diff} for c in report.changes],
+            "failed": [{"task": f.task, "module": f.module, "message": f.message} for f in report.failed],
+            "notVerifiable": [
+                {"task": u.task, "module": u.module, "why": u.why} for u in report.not_verifiable
+            ],
+            "coverage": {"verified": report.verified, "total": report.total},
+            "inSync": report.in_sync,
+        }
+    }
+
+
+class _NotRunnable(PermanentError):
+    """A host fleet cannot even try to configure (no config, no address, no credentials)."""
+
+    def __init__(self, message: str, reason: UnknownReason, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    document: Configured
+    host: str
+    config: models.AnsibleConfig
+    secrets: dict[str, Secret]
+
+    @property
+    def playbook_set(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return tuple(self.config.playbooks), tuple(self.config.roles)
+
+
+class _Progress:
+    """The tasks an apply already changed, for the message when a later task fails."""
+
+    def __init__(self) -> None:
+        self.tasks: list[str] = []
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.tasks)
+
+    def failed(self, message: str) -> str:
+        if not self.tasks:
+            return message
+        return f"{message}; changed before that: {', '.join(self.tasks)}"
+
+
+class AnsibleProvider:
+    """Operating-system configuration of Machines and VirtualMachines with Ansible.
+
+    `playbook_root` is a directory holding the fleet repo's files at the planned revision (the
+    engine exports it from Git); `spec.config.playbooks` and path-like roles are relative to it.
+    `connection_overrides` maps an inventory host name to host variables that beat the specs (a
+    lab's {"ansible_connection": "local"}, or ssh host, port, user and key). Thread-safe: no state
+    is kept between calls.
+    """
+
+    kind: ClassVar[str] = "AnsibleConfig"
+
+    def __init__(
+        self,
+        context: ProviderContext,
+        playbook_root: Path | None = None,
+        *,
+        connection_overrides: Mapping[str, Mapping[str, str]] | None = None,
+        settings: RunSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.context = context
+        self.playbook_root = playbook_root
+        self.connection_overrides = {h: dict(v) for h, v in (connection_overrides or {}).items()}
+        self.settings = settings or RunSettings()
+        self._clock = clock
+
+    # --- targets ------------------------------------------------------------------------
+
+    def _documents(self, specs: Iterable[models.Document]) -> dict[str, models.Document]:
+        documents = dict(self.context.documents)
+        documents.update({spec.address: spec for spec in specs})
+        return documents
+
+    def _inventory(self, documents: Mapping[str, models.Document]) -> Inventory:
+        return build_inventory(
+            documents.values(), self.context.fleet, connection_overrides=self.connection_overrides
+        )
+
+    def _target(self, spec: models.Document, names: Mapping[str, str], inventory: Inventory) -> _Target:
+        if not isinstance(spec, Configured):
+            raise _NotRunnable(
+                f"{spec.address}: the Ansible provider configures Machines and VirtualMachines",
+                UnknownReason.NOT_ATTEMPTED,
+            )
+        config = spec.spec.config
+        if config is None:
+            raise _NotRunnable(
+                f"{spec.address} has no spec.config: fleet does not configure its operating system",
+                UnknownReason.NOT_ATTEMPTED,
+            )
+        if self.playbook_root is None:
+            raise _NotRunnable(
+                "no playbook directory was given to the Ansible provider",
+                UnknownReason.NOT_ATTEMPTED,
+                hint="pass the fleet repo exported at the planned revision as playbook_root",
+            )
+        host = names[spec.address]
+        hostvars = inventory["_meta"]["hostvars"][host]
+        if "ansible_host" not in hostvars and hostvars.get("ansible_connection") != "local":
+            raise _NotRunnable(
+                f"{spec.address} has no spec.address, so Ansible cannot reach it",
+                UnknownReason.NOT_ATTEMPTED,
+                hint="set spec.address to the operating system's management address",
+            )
+        secrets: dict[str, Secret] = {}
+        try:
+            refs = credential_vars(config)
+        except ValueError as exc:
+            raise _NotRunnable(f"{spec.address}: {exc}", UnknownReason.CREDENTIALS_MISSING) from None
+        for name, ref in sorted(refs.items()):
+            try:
+                source = credential_source(ref, self.context.fleet, self.context.credential_overrides)
+                secrets[name] = read_secret(source, self.context.environment)
+            except PermanentError as exc:
+                raise _NotRunnable(
+                    f"{spec.address}: spec.config.vars.{name}: {exc.message}",
+                    UnknownReason.CREDENTIALS_MISSING,
+                    hint=exc.hint,
+                ) from None
+        return _Target(spec, host, config, secrets)
+
+    def _secret_env_names(self) -> list[str]:
+        """Environment variables credentials are read from: they never reach Ansible's environment."""
+        sources = [*self.context.fleet.spec.credentials.values(), *self.context.credential_overrides.values()]
+        return sorted({s.env for s in sources if s.env is not None})
+
+    def _run(self, targets: Sequence[_Target], inventory: Inventory, *, check: bool) -> RunResult:
+        assert self.playbook_root is not None
+        playbooks, roles = targets[0].playbook_set
+        inline_env = [
+            ref.env
+            for t in targets
+            for ref in credential_vars(t.config).values()
+            if isinstance(ref, models.CredentialSource) and ref.env is not None
+        ]
+        return run_playbooks(
+            playbook_root=self.playbook_root,
+            playbooks=playbooks,
+            roles=roles,
+            inventory=select_hosts(inventory, [t.host for t in targets]),
+            secret_vars={t.host: t.secrets for t in targets},
+            check=check,
+            settings=self.settings,
+            drop_env=[*self._secret_env_names(), *inline_env],
+            clock=self._clock,
+        )
+
+    # --- observe ------------------------------------------------------------------------
+
+    def observe(self, specs: Sequence[models.Document]) -> Iterable[Observation]:
+        documents = self._documents(specs)
+        inventory = self._inventory(documents)
+        names = host_names(documents.values())
+        results: list[Observation] = []
+        groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[_Target]] = defaultdict(list)
+        for spec in specs:
+            try:
+                target = self._target(spec, names, inventory)
+            except _NotRunnable as exc:
+                results.append(Observation.unknown(spec.address, exc.reason, str(exc)))
+                continue
+            groups[target.playbook_set].append(target)
+        for _, targets in sorted(groups.items()):
+            try:
+                run = self._run(targets, inventory, check=True)
+            except PermanentError as exc:
+                results.extend(
+                    Observation.unknown(t.document.address, UnknownReason.NOT_ATTEMPTED, str(exc))
+                    for t in targets
+                )
+                continue
+            results.extend(self._observation(t, run) for t in targets)
+        return results
+
+    @staticmethod
+    def _observation(target: _Target, run: RunResult) -> Observation:
+        address = target.document.address
+        report = run.report(target.host)
+        if report is None:
+            if run.status == "timeout":
+                return Observation.unknown(address, UnknownReason.TIMEOUT, run.error)
+            detail = (
+                run.error or f"ansible-playbook ended ({run.status}, rc {run.rc}) before reaching the host"
+            )
+            return Observation.unknown(address, UnknownReason.NOT_ATTEMPTED, detail)
+        if report.unreachable is not None:
+            return Observation.unknown(address, UnknownReason.UNREACHABLE, report.unreachable)
+        if run.status == "timeout":
+            return Observation.unknown(address, UnknownReason.TIMEOUT, run.error)
+        warnings = []
+        if report.total == 0:
+            warnings.append("no task of spec.config ran on this host: do its plays target it?")
+        return Observation.observed(address, config_fields(report), warnings=warnings)
+
+    def unmatched(self) -> Sequence[Observation]:
+        return ()
+
+    # --- apply --------------------------------------------------------------------------
+
+    def apply(self, change: Change) -> ApplyResult:
+        progress = _Progress()
+        return apply_result(change, progress, self._clock, lambda: self._apply(change, progress))
+
+    def _apply(self, change: Change, progress: _Progress) -> tuple[bool, str]:
+        if change.action is not Action.UPDATE:
+            raise PermanentError(
+                f"{change.address}: the Ansible provider only updates configuration (~), not {change.action}"
+            )
+        if change.desired is None:
+            raise PermanentError(f"{change.address}: no desired spec to configure the host from")
+        documents = self._documents([change.desired])
+        inventory = self._inventory(documents)
+        target = self._target(change.desired, host_names(documents.values()), inventory)
+        run = self._run([target], inventory, check=False)
+        report = run.report(target.host)
+        if report is not None:
+            progress.tasks.extend(c.task for c in report.changes)
+        if report is not None and report.unreachable is not None:
+            raise TemporaryError(f"{change.address} is unreachable: {report.unreachable}", delay=30.0)
+        if report is not None and report.failed:
+            first = report.failed[0]
+            more = f" (and {len(report.failed) - 1} more failed tasks)" if len(report.failed) > 1 else ""
+            raise PermanentError(f"task {first.task!r} ({first.module}) failed: {first.message}{more}")
+        if run.status == "timeout":
+            raise TemporaryError(f"{change.address}: {run.error}", delay=60.0)
+        if report is None:
+            raise PermanentError(
+                f"{change.address}: {run.error or f'ansible-playbook ended ({run.status}, rc {run.rc})'}"
+            )
+        if report.total == 0:
+            return False, "no task of spec.config ran on this host: do its plays target it?"
+        if not report.changes:
+            return False, f"no task changed anything ({report.total} tasks ran)"
+        return True, f"changed {len(report.changes)} of {report.total} tasks: {', '.join(progress.tasks)}"
+
+    def close(self) -> None:
+        """Nothing to release: every run has its own process and directory."""
+
+    def __enter__(self) -> AnsibleProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
