@@ -112,3 +112,18 @@ def lab_plan(env: dict[str, str], targets: list[str]) -> dict[str, Any]:
 
 def entries_by_address(plan: dict[str, Any], finding: str) -> dict[str, dict[str, Any]]:
     return {e["address"]: e for e in plan["entries"] if e["finding"] == finding}
+
+
+def ansible_inventory_list(path: Path, home: Path) -> dict[str, Any]:
+    """What Ansible's own `ansible-inventory --list` reads from an inventory file or script."""
+    env = {**os.environ, "HOME": str(home), "ANSIBLE_LOCAL_TEMP": str(home / "tmp")}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(path), "--list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    listed: dict[str, Any] = json.loads(done.stdout)
+    return listed

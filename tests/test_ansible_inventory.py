@@ -4,16 +4,13 @@ the INI and YAML forms as Ansible's own `ansible-inventory` reads them back."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_testing import EXAMPLE
+from fleet_testing import EXAMPLE, ansible_inventory_list
 
 from providers.ansible.inventory import (
     build_inventory,
@@ -26,8 +23,6 @@ from providers.ansible.inventory import (
 from reconciler.source.worktree import read_worktree
 from reconciler.spec import models
 from reconciler.workspace import load_documents
-
-ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
 
 
 @pytest.fixture(scope="module")
@@ -249,17 +244,7 @@ def test_ini_writes_host_vars_once_and_quotes_what_needs_it(inventory: dict[str,
 
 
 def _listed(path: Path, home: Path) -> dict[str, Any]:
-    env = {**os.environ, "HOME": str(home), "ANSIBLE_LOCAL_TEMP": str(home / "tmp")}
-    done = subprocess.run(
-        [str(ANSIBLE_INVENTORY), "-i", str(path), "--list"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    listed: dict[str, Any] = json.loads(done.stdout)
-    return listed
+    return ansible_inventory_list(path, home)
 
 
 @pytest.mark.parametrize("form", ["ini", "yaml"])

@@ -3,30 +3,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from fleet_testing import EXAMPLE, run_cli
-
-ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
-
-
-def _ansible_inventory(path: Path, tmp_path: Path) -> dict[str, object]:
-    env = {**os.environ, "HOME": str(tmp_path), "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp")}
-    done = subprocess.run(
-        [str(ANSIBLE_INVENTORY), "-i", str(path), "--list"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    listed: dict[str, object] = json.loads(done.stdout)
-    return listed
+from fleet_testing import EXAMPLE, ansible_inventory_list, run_cli
 
 
 @pytest.mark.parametrize("output", ["json", "ini"])
@@ -41,7 +21,7 @@ def test_ansible_reads_the_inventory_fleet_prints(output: str, tmp_path: Path) -
         script.write_text(f"#!/bin/sh\ncat {path}\n")
         script.chmod(0o755)
         path = script
-    listed = _ansible_inventory(path, tmp_path)
+    listed = ansible_inventory_list(path, tmp_path)
     hostvars = listed["_meta"]["hostvars"]  # type: ignore[index]
     assert hostvars["nyc1-bastion-1"]["fleet_address"] == "virtualmachine/nyc1-bastion-1"
     assert hostvars["nyc1-r01-02"]["ansible_host"] == "10.20.1.12"
