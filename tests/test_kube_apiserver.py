@@ -8,9 +8,7 @@ its own, so tests share one server without seeing each other's objects.
 
 from __future__ import annotations
 
-import datetime
 import http.client
-import ipaddress
 import json
 import os
 import selectors
@@ -29,6 +27,7 @@ import pytest
 from providers.kubernetes import managedfields as mf
 from providers.kubernetes.apiserver import ApiServer, human_duration
 from providers.kubernetes.apiserver_store import ApiError
+from providers.kubernetes.apiserver_tls import self_signed_certificate, subject_alt_names
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = "admin-token"
@@ -41,55 +40,7 @@ JSON_PATCH = "application/json-patch+json"
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "tls.crt", directory / "tls.key"
-    try:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-    except ImportError:
-        subprocess.run(
-            [
-                *(
-                    "openssl",
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:P-256",
-                    "-nodes",
-                ),
-                *("-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=fleet-test-apiserver"),
-                *("-addext", "subjectAltName=IP:127.0.0.1"),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        return cert, key
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleet-test-apiserver")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-        )
-        .sign(private, hashes.SHA256())
-    )
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert, key
+    return self_signed_certificate(directory, "127.0.0.1")
 
 
 @pytest.fixture(scope="module")
@@ -1377,15 +1328,8 @@ def test_cli_self_signed_tls_seed_and_ready_file(tmp_path: Path, kubectl_binary:
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
-@pytest.mark.parametrize("method", ["cryptography", "openssl"])
-def test_self_signed_certificate_names_the_host(tmp_path: Path, method: str, host: str) -> None:
-    if method == "openssl" and shutil.which("openssl") is None:
-        pytest.skip("no openssl command")
-    if method == "cryptography":
-        pytest.importorskip("cryptography")
-    from providers.kubernetes.apiserver_tls import self_signed_certificate, subject_alt_names
-
-    cert, key = self_signed_certificate(tmp_path / "tls", host, method=method)
+def test_self_signed_certificate_names_the_host(tmp_path: Path, host: str) -> None:
+    cert, key = self_signed_certificate(tmp_path / "tls", host)
     assert (cert.name, key.name) == ("tls.crt", "tls.key")
     assert key.stat().st_mode & 0o777 == 0o600
     assert subject_alt_names(host) == (["IP:127.0.0.1"] if host == "127.0.0.1" else ["DNS:localhost"])

@@ -7,8 +7,8 @@ subject and authority key identifiers, as OpenSSL's strict verification and Go's
 want), and is valid from a day ago for 30 days. Clients trust it by naming the certificate
 file as their CA (kubeconfig `certificate-authority`), with no need to skip verification.
 
-Made with the `cryptography` package when it can be imported, else with the `openssl` CLI.
-The key (EC P-256, PKCS#8 PEM) is readable by its owner only (0600) from the moment it exists.
+Made with the `cryptography` package. The key (EC P-256, PKCS#8 PEM) is readable by its owner
+only (0600) from the moment it exists.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import contextlib
 import datetime
 import ipaddress
 import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CERT_NAME = "tls.crt"
 KEY_NAME = "tls.key"
@@ -52,12 +54,7 @@ def _write_private(path: Path, content: bytes) -> None:
     os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
 
 
-def _with_cryptography(host: str) -> tuple[bytes, bytes]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
+def _certificate(host: str) -> tuple[bytes, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, COMMON_NAME)])
     sans: list[x509.GeneralName] = []
@@ -101,67 +98,11 @@ def _with_cryptography(host: str) -> tuple[bytes, bytes]:
     return certificate.public_bytes(serialization.Encoding.PEM), key_pem
 
 
-def _with_openssl(host: str) -> tuple[bytes, bytes]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise RuntimeError(
-            "a self-signed certificate needs the cryptography package or the openssl command; "
-            "neither is available"
-        )
-    with tempfile.TemporaryDirectory(prefix="fleet-apiserver-tls-") as scratch:
-        os.chmod(scratch, 0o700)
-        cert, key = Path(scratch) / CERT_NAME, Path(scratch) / KEY_NAME
-        done = subprocess.run(
-            [
-                openssl,
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-sha256",
-                "-days",
-                str(VALID_DAYS),
-                "-subj",
-                f"/CN={COMMON_NAME}",
-                "-keyout",
-                str(key),
-                "-out",
-                str(cert),
-                "-addext",
-                "subjectAltName=" + ",".join(subject_alt_names(host)),
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,digitalSignature,keyCertSign",
-                "-addext",
-                "extendedKeyUsage=serverAuth",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"openssl could not make a self-signed certificate: {done.stderr.strip()}")
-        return cert.read_bytes(), key.read_bytes()
-
-
-def self_signed_certificate(directory: str | Path, host: str, *, method: str = "auto") -> tuple[Path, Path]:
+def self_signed_certificate(directory: str | Path, host: str) -> tuple[Path, Path]:
     """Write DIR/tls.crt and DIR/tls.key (0600) for serving on `host`; returns their paths.
 
-    `method` is "auto" (cryptography if importable, else openssl), "cryptography" or "openssl".
     Existing files are replaced; the directory is made (0700) when missing."""
-    if method not in ("auto", "cryptography", "openssl"):
-        raise ValueError(f"unknown method {method!r}")
-    if method == "auto":
-        method = "cryptography"
-        try:
-            import cryptography.x509  # noqa: F401
-        except ImportError:
-            method = "openssl"
-    cert_pem, key_pem = _with_cryptography(host) if method == "cryptography" else _with_openssl(host)
+    cert_pem, key_pem = _certificate(host)
     folder = Path(directory)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     cert, key = folder / CERT_NAME, folder / KEY_NAME
