@@ -30,6 +30,7 @@ bench: bootstrap
 	$(BIN)/python bench/bench_plan.py
 	$(BIN)/python bench/bench_libvirt.py
 	$(BIN)/python bench/bench_kube.py
+	$(BIN)/python bench/bench_ansible.py
 
 schemas: bootstrap
 	$(BIN)/fleet schema --write schemas/

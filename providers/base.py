@@ -15,6 +15,7 @@ import dataclasses
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from reconciler.errors import PermanentError, TemporaryError
@@ -87,6 +88,7 @@ class Action(enum.StrEnum):
     POWER_OFF = "power-off"
     POWER_CYCLE = "power-cycle"
     BOOT_DEVICE = "boot-device"
+    CONFIGURE = "configure"  # the operating system's configuration (Ansible), in place
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -197,6 +199,16 @@ class ProviderContext:
     hypervisor_uris: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # Whole-fleet passes look at every hypervisor, so domains whose specs are gone are seen too.
     scan_all_hosts: bool = False
+    # The fleet repo's files at the planned revision (playbooks, roles), exported from Git;
+    # None when configuration is not observed.
+    playbook_root: Path | None = None
+    # A lab's Ansible host variables per inventory host (where its sshd listens, its key),
+    # beating the specs.
+    ansible_hosts: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    ansible_settings: models.AnsibleSettings | None = None
+
+    def ansible(self) -> models.AnsibleSettings:
+        return self.ansible_settings or self.fleet.spec.providers.ansible
 
     def ipmi(self) -> models.IpmiSettings:
         return self.ipmi_settings or self.fleet.spec.providers.ipmi

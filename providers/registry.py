@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,36 @@ def provider_for(kind: str, context: ProviderContext) -> Provider:
     return factory(context)
 
 
+def config_provider(context: ProviderContext) -> Provider:
+    """The provider of Machines' and VirtualMachines' `spec.config` (Ansible): a second provider
+    for those kinds, driven by the `configure` action."""
+    from providers.ansible.provider import AnsibleProvider
+    from providers.ansible.runner import RunSettings
+
+    settings = context.ansible()
+    artifacts = settings.artifactsDir or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "fleet", "ansible"
+    )
+    return AnsibleProvider(
+        context,
+        context.playbook_root,
+        connection_overrides=context.ansible_hosts,
+        settings=RunSettings(
+            forks=settings.forks,
+            timeout_seconds=settings.timeoutSeconds,
+            host_key_checking=settings.hostKeyChecking,
+        ),
+        artifacts_dir=Path(artifacts),
+    )
+
+
+def ansible_host_names(documents: Sequence[models.Document]) -> dict[str, str]:
+    """The inventory host name of every Machine and VirtualMachine, by address."""
+    from providers.ansible.inventory import host_names
+
+    return host_names(documents)
+
+
 def ansible_inventory(documents: Sequence[models.Document], fleet: models.Fleet, output: str) -> str:
     """The Ansible inventory of a fleet (hosts with `config`): INI, or dynamic-inventory JSON."""
     from providers.ansible.inventory import build_inventory, render_ini
@@ -65,13 +96,16 @@ class Overrides:
     ipmi: dict[str, Any]
     libvirt: dict[str, Any] = dataclasses.field(default_factory=dict)
     hypervisor_uris: dict[str, str] = dataclasses.field(default_factory=dict)
+    ansible: dict[str, Any] = dataclasses.field(default_factory=dict)
+    ansible_hosts: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
 
 def load_overrides(path: Path) -> Overrides:
     """Read a lab's override file (written by `fleet lab up`; production never has one):
     {"endpoints": {"10.128.1.11:623": "127.10.0.1:623"}, "credentials": {"bmc-nyc1": {"file": "..."}},
      "hypervisors": {"nyc1-r01-01": "test+unix:///default?socket=..."},
-     "settings": {"ipmi": {}, "libvirt": {}}}
+     "ansibleHosts": {"nyc1-r01-01": {"ansible_host": "127.10.0.1", "ansible_port": "2222", ...}},
+     "settings": {"ipmi": {}, "libvirt": {}, "ansible": {}}}
     """
     try:
         document = json.loads(path.read_text())
@@ -85,12 +119,18 @@ def load_overrides(path: Path) -> Overrides:
         }
         settings = document.get("settings", {})
         hypervisors = {str(name): str(uri) for name, uri in document.get("hypervisors", {}).items()}
+        ansible_hosts = {
+            str(host): {str(k): str(v) for k, v in variables.items()}
+            for host, variables in document.get("ansibleHosts", {}).items()
+        }
         return Overrides(
             endpoints,
             credentials,
             dict(settings.get("ipmi", {})),
             dict(settings.get("libvirt", {})),
             hypervisors,
+            dict(settings.get("ansible", {})),
+            ansible_hosts,
         )
     except OSError as exc:
         raise UsageError(f"cannot read lab overrides {path}: {exc.strerror}") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import posixpath
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -498,6 +499,15 @@ class PlanFormat(StrEnum):
     json = "json"
 
 
+ConfigOpt = Annotated[
+    bool,
+    typer.Option(
+        "--config/--no-config",
+        envvar="FLEET_CONFIG",
+        help="Check (Ansible check mode) and apply the operating-system configuration of Machines "
+        "and VirtualMachines.",
+    ),
+]
 StateOpt = Annotated[
     str | None,
     typer.Option(
@@ -525,6 +535,7 @@ def plan(
         bool, typer.Option("--detailed-exitcode", help="Exit 0 with no changes, 2 with changes, 1 on error.")
     ] = False,
     lab: LabOpt = False,
+    config: ConfigOpt = True,
     state: StateOpt = None,
     cache_dir: CacheOpt = None,
 ) -> None:
@@ -542,7 +553,7 @@ def plan(
 
     def run() -> Any:
         with open_store(state) as store:
-            return _make_plan(ref, selector, target or [], lab, store)[0]
+            return _make_plan(ref, selector, target or [], lab, store, config=config)[0]
 
     result = _guard(run)
     rendered_json = render_json(result)
@@ -562,7 +573,7 @@ def plan(
 
 
 def _make_plan(
-    ref: RepoRef, selector: str | None, targets: list[str], lab: bool, store: Any
+    ref: RepoRef, selector: str | None, targets: list[str], lab: bool, store: Any, *, config: bool = True
 ) -> tuple[Any, list[Any], Any]:
     """(plan, every document, provider context) for a selection of the repo."""
     from reconciler.plan.build import build_plan
@@ -572,6 +583,8 @@ def _make_plan(
     everything = [i.document for i in loaded if i.document.kind_name != "Fleet"]
     items = _selected(loaded, None, selector, targets)
     context = _provider_context(loaded, lab)
+    if config:
+        context = _with_playbooks(snapshot, context, [i.document for i in items])
     revision = snapshot.commit or "working-tree"
     result = build_plan(
         everything,
@@ -582,6 +595,26 @@ def _make_plan(
         whole_fleet=not selector and not targets,
     )
     return result, everything, context
+
+
+def _with_playbooks(snapshot: Snapshot, context: Any, selected: list[Any]) -> Any:
+    """The context with the repo's playbooks and roles at the planned revision, exported into a
+    private directory that lives as long as this command (a working tree may change meanwhile)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    configs = [d.spec.config for d in selected if getattr(d.spec, "config", None) is not None]
+    if not configs or snapshot.export is None:
+        return context
+    prefixes = {"roles"}
+    for config in configs:
+        prefixes.update(posixpath.dirname(p) for p in config.playbooks)
+        prefixes.update(r for r in config.roles if "/" in r)
+    root = Path(tempfile.mkdtemp(prefix="fleet-playbooks-"))
+    atexit.register(shutil.rmtree, root, True)
+    snapshot.export(root, sorted(prefixes))
+    return dataclasses.replace(context, playbook_root=root)
 
 
 def _print_outcome(outcome: Any, console: Console | None = None) -> None:
@@ -604,6 +637,7 @@ def _run_and_report(
     *,
     planfile: Path | None,
     yes: bool,
+    config: bool = True,
 ) -> None:
     from reconciler.report.plan_json import plan_from_dict
     from reconciler.report.text import render_text
@@ -625,7 +659,9 @@ def _run_and_report(
                 except ValueError as exc:
                     raise UsageError(f"{planfile} is not a fleet plan: {exc}") from None
             plan_targets = sorted({o.address for o in saved.observed}) if saved is not None else targets
-            fresh, documents, context = _make_plan(ref, None if saved else selector, plan_targets, lab, store)
+            fresh, documents, context = _make_plan(
+                ref, None if saved else selector, plan_targets, lab, store, config=config
+            )
             if saved is not None:
                 check_saved_plan(saved, fresh)
             chosen = saved or fresh
@@ -707,6 +743,7 @@ def apply(
         Path | None, typer.Option("--path", help="With a saved plan: the repo working tree (default: .).")
     ] = None,
     lab: LabOpt = False,
+    config: ConfigOpt = True,
     state: StateOpt = None,
     cache_dir: CacheOpt = None,
 ) -> None:
@@ -717,7 +754,9 @@ def apply(
     work_tree = repo_path if planfile is not None else path
     ref = RepoRef(work_tree, repo, rev, cache_dir)
     options = RunOptions(kind="apply", allow_destructive=allow_destructive, parallel=parallel)
-    _run_and_report(ref, selector, target or [], lab, state, options, planfile=planfile, yes=yes)
+    _run_and_report(
+        ref, selector, target or [], lab, state, options, planfile=planfile, yes=yes, config=config
+    )
 
 
 @app.command()
@@ -741,6 +780,7 @@ def reconcile(
     ] = 300,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     lab: LabOpt = False,
+    config: ConfigOpt = True,
     state: StateOpt = None,
     cache_dir: CacheOpt = None,
 ) -> None:
@@ -763,7 +803,7 @@ def reconcile(
         break_lock=break_lock,
         lock_wait_seconds=wait,
     )
-    _run_and_report(ref, selector, target or [], lab, state, options, planfile=None, yes=yes)
+    _run_and_report(ref, selector, target or [], lab, state, options, planfile=None, yes=yes, config=config)
 
 
 @app.command()
@@ -780,6 +820,7 @@ def drift(
         bool, typer.Option("--detailed-exitcode", help="Exit 0 without drift, 2 with drift, 1 on error.")
     ] = False,
     lab: LabOpt = False,
+    config: ConfigOpt = True,
     state: StateOpt = None,
     cache_dir: CacheOpt = None,
 ) -> None:
@@ -794,14 +835,18 @@ def drift(
 
     def run() -> Any:
         with open_store(state) as store:
-            result = _make_plan(ref, selector, target or [], lab, store)[0]
+            result = _make_plan(ref, selector, target or [], lab, store, config=config)[0]
             record_drift(result, store, datetime.now(UTC))
             return result, {(d.address, d.field): d for d in store.open_drift()}
 
     result, findings = _guard(run)
     entries = [
-        e for e in result.entries if e.finding in (Finding.DRIFT, Finding.OBSERVE_ONLY, Finding.UNKNOWN)
+        e
+        for e in result.entries
+        if e.finding in (Finding.DRIFT, Finding.OBSERVE_ONLY, Finding.UNKNOWN, Finding.NOT_VERIFIABLE)
     ]
+    # Check mode's coverage of every configured host: what "no drift" rests on.
+    coverage = {o.address: dict(o.fields)["config"] for o in result.observed if "config" in dict(o.fields)}
     if output is OutputFormat.json:
         payload = []
         for e in entries:
@@ -812,6 +857,9 @@ def drift(
             }
             if e.finding is Finding.OBSERVE_ONLY:
                 item["fields"] = [{"field": f.field, "live": f.before, "spec": f.after} for f in e.fields]
+            if e.finding is Finding.NOT_VERIFIABLE:
+                item["fields"] = [{"field": f.field, "why": f.after} for f in e.fields]
+                item["coverage"] = coverage.get(e.address, {}).get("coverage")
             if e.finding is Finding.DRIFT:
                 item["fields"] = [
                     {
@@ -825,6 +873,10 @@ def drift(
                     for f in e.fields
                 ]
             payload.append(item)
+        payload.extend(
+            {"address": address, "finding": "config-coverage", "reason": None, "config": summary}
+            for address, summary in sorted(coverage.items())
+        )
         typer.echo(json.dumps(payload, indent=2))
     else:
         console = _out()
@@ -844,8 +896,24 @@ def drift(
                     console.print(
                         f"observed {e.address}  {f.field}: live {f.before!r}, spec {f.after!r} (observe-only)"
                     )
+            elif e.finding is Finding.NOT_VERIFIABLE:
+                for f in e.fields:
+                    console.print(
+                        Text(f"unverif. {e.address}  {f.field}: not verifiable in check mode ({f.after})")
+                    )
             else:
                 console.print(Text(f"unknown  {e.address}  {e.reason}: {e.detail}", style="yellow"))
+        for address, summary in sorted(coverage.items()):
+            cover = summary.get("coverage", {})
+            state = "in sync" if summary.get("inSync") else f"{summary.get('changes', 0)} tasks would change"
+            console.print(
+                Text(
+                    f"config   {address}  check mode verified {cover.get('verified', 0)} of "
+                    f"{cover.get('total', 0)} tasks, {summary.get('notVerifiable', 0)} not verifiable; "
+                    f"{state}",
+                    style="dim",
+                )
+            )
         drifted = len({e.address for e in entries if e.finding is Finding.DRIFT})
         unknown = len({e.address for e in entries if e.finding is Finding.UNKNOWN})
         observed_only = len({e.address for e in entries if e.finding is Finding.OBSERVE_ONLY})

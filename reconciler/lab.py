@@ -3,11 +3,12 @@
 `up` starts one BMC simulator process serving every Machine of the repo (real
 IPMI over UDP), gives each its own loopback endpoint and generated credentials,
 and, when the repo has hypervisors, one libvirtd per hypervisor Machine running
-libvirt's test driver (real libvirt RPC over a unix socket). It writes an override
-file that maps the repo's real BMC addresses, credential references and hypervisor
-URIs to them. Providers read that file only when told to (`--lab` or
-FLEET_LAB_OVERRIDES); production never has one. `down` stops what `up` started
-and removes the lab directory, leaving nothing behind.
+libvirt's test driver (real libvirt RPC over a unix socket), and an sshd for every
+Machine and VirtualMachine with `spec.config` and `spec.address` (real SSH with key-only
+login, for Ansible). It writes an override file that maps the repo's real BMC addresses,
+credential references, hypervisor URIs and Ansible hosts to them. Providers read that
+file only when told to (`--lab` or FLEET_LAB_OVERRIDES); production never has one.
+`down` stops what `up` started and removes the lab directory, leaving nothing behind.
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from providers.base import reference_key
+from providers.registry import ansible_host_names
 from reconciler.errors import PermanentError, UsageError
 from reconciler.spec import models
 
 READY_TIMEOUT = 120.0
 LAB_USER = "admin"
+# Simulated SSH hosts listen here, on addresses of their own after the BMCs' and API servers'.
+SSH_PORT = 2222
 
 
 def default_lab_dir() -> Path:
@@ -59,6 +63,8 @@ class LabInfo:
     hypervisor_pid: int | None = None  # the process holding the simulated hypervisors
     hypervisors: int = 0
     apiserver_pids: tuple[int, ...] = ()  # one Kubernetes API test server per Cluster
+    ssh_pid: int | None = None  # the process holding the simulated SSH hosts
+    ssh_hosts: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -70,12 +76,15 @@ class LabInfo:
             "hypervisorPid": self.hypervisor_pid,
             "hypervisors": self.hypervisors,
             "apiserverPids": list(self.apiserver_pids),
+            "sshPid": self.ssh_pid,
+            "sshHosts": self.ssh_hosts,
         }
 
     @property
     def pids(self) -> list[int]:
         hypervisors = [self.hypervisor_pid] if self.hypervisor_pid is not None else []
-        return [self.pid, *hypervisors, *self.apiserver_pids]
+        ssh = [self.ssh_pid] if self.ssh_pid is not None else []
+        return [self.pid, *hypervisors, *self.apiserver_pids, *ssh]
 
 
 def _alive(pid: int) -> bool:
@@ -92,6 +101,7 @@ def read_lab(directory: Path) -> LabInfo | None:
     try:
         data = json.loads((directory / "lab.json").read_text())
         hypervisor_pid = data.get("hypervisorPid")
+        ssh_pid = data.get("sshPid")
         return LabInfo(
             Path(data["directory"]),
             int(data["pid"]),
@@ -101,6 +111,8 @@ def read_lab(directory: Path) -> LabInfo | None:
             int(hypervisor_pid) if hypervisor_pid is not None else None,
             int(data.get("hypervisors", 0)),
             tuple(int(pid) for pid in data.get("apiserverPids", ())),
+            int(ssh_pid) if ssh_pid is not None else None,
+            int(data.get("sshHosts", 0)),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -132,9 +144,11 @@ def lab_up(
     vms: Sequence[models.VirtualMachine] = (),
     clusters: Sequence[models.Cluster] = (),
 ) -> LabInfo:
-    """Start BMC simulators for `machines`, and a simulated hypervisor for every Machine of
-    role hypervisor. A cold lab starts every machine powered off; every hypervisor starts with
-    only the test driver's own `test` domain, which fleet did not make and leaves alone."""
+    """Start BMC simulators for `machines`, a simulated hypervisor for every Machine of role
+    hypervisor, an API test server per Cluster and an SSH host for every Machine and
+    VirtualMachine Ansible configures. A cold lab starts every machine powered off; every
+    hypervisor starts with only the test driver's own `test` domain, which fleet did not make
+    and leaves alone. The SSH hosts come up while the other simulators start."""
     running = read_lab(directory)
     if running is not None and any(_alive(pid) for pid in running.pids):
         raise UsageError(
@@ -142,6 +156,32 @@ def lab_up(
             hint="run `fleet lab down` first",
         )
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # After the BMCs' and the API servers' addresses, on the same loopback subnet.
+    ssh_table = _ssh_table(machines, vms, len(machines) + len(clusters), subnet)
+    ssh = _launch_ssh_hosts(directory / "ssh", ssh_table) if ssh_table else None
+    started: list[int] = [ssh.pid] if ssh is not None else []
+    try:
+        return _start_simulators(
+            repo, machines, directory, transition_seconds, cold, subnet, vms, clusters, ssh, started
+        )
+    except BaseException:
+        _stop(*started)
+        raise
+
+
+def _start_simulators(
+    repo: str,
+    machines: Sequence[models.Machine],
+    directory: Path,
+    transition_seconds: float,
+    cold: bool,
+    subnet: int,
+    vms: Sequence[models.VirtualMachine],
+    clusters: Sequence[models.Cluster],
+    ssh: subprocess.Popen[bytes] | None,
+    started: list[int],
+) -> LabInfo:
+    """The rest of `lab_up`; every process it starts goes into `started`, for stopping on failure."""
     credentials: dict[str, tuple[str, str]] = {}
     bmcs: list[dict[str, Any]] = []
     endpoints: dict[str, str] = {}
@@ -193,34 +233,29 @@ def lab_up(
         directory / "simulator.log",
         lambda text: any(line.startswith("ready ") for line in text.splitlines()),
         "the BMC simulator",
+        started,
     )
     hypervisors = sorted(m.metadata.name for m in machines if m.spec.role == "hypervisor")
     uris: dict[str, str] = {}
     hypervisor_pid = None
     if hypervisors:
-        try:
-            hypervisor_pid, uris = _start_hypervisors(directory / "hypervisors", hypervisors, vms)
-        except PermanentError:
-            _stop(process.pid)
-            raise
-    started = [process.pid] + ([hypervisor_pid] if hypervisor_pid is not None else [])
+        hypervisor_pid, uris = _start_hypervisors(directory / "hypervisors", hypervisors, vms, started)
     apiservers: list[int] = []
-    try:
-        for index, cluster in enumerate(sorted(clusters, key=lambda c: c.metadata.name)):
-            # After the BMCs' addresses, on the same loopback subnet.
-            host = loopback_address(len(bmcs) + index, subnet)
-            pid, written, actual, kubeconfig = _start_apiserver(directory / "clusters", cluster, host)
-            apiservers.append(pid)
-            endpoints[written] = actual
-            credential_files[reference_key(cluster.spec.credentialsRef)] = {"file": str(kubeconfig)}
-    except PermanentError:
-        _stop(*started, *apiservers)
-        raise
+    for index, cluster in enumerate(sorted(clusters, key=lambda c: c.metadata.name)):
+        # After the BMCs' addresses, on the same loopback subnet.
+        host = loopback_address(len(bmcs) + index, subnet)
+        pid, written, actual, kubeconfig = _start_apiserver(directory / "clusters", cluster, host, started)
+        apiservers.append(pid)
+        endpoints[written] = actual
+        credential_files[reference_key(cluster.spec.credentialsRef)] = {"file": str(kubeconfig)}
+    ansible_hosts = _await_ssh_hosts(directory / "ssh", ssh) if ssh is not None else {}
     # Simulators do not crash when hammered: the lab spaces IPMI commands 0.1 s apart, not 5 s,
     # and the test driver shuts a domain down at once, so nothing needs two minutes' grace.
     settings = {
         "ipmi": {"minCommandIntervalSeconds": 0.1, "softPowerOffGraceSeconds": 2.0},
         "libvirt": {"shutdownTimeoutSeconds": 5.0, "timeoutSeconds": 10.0},
+        # The artifacts of the lab's Ansible runs stay in the lab (and go with `fleet lab down`).
+        "ansible": {"artifactsDir": str(directory / "ansible-artifacts")},
     }
     _write_private(
         overrides,
@@ -229,35 +264,61 @@ def lab_up(
                 "endpoints": endpoints,
                 "credentials": credential_files,
                 "hypervisors": uris,
+                "ansibleHosts": ansible_hosts,
                 "settings": settings,
             },
             indent=2,
         ),
     )
     info = LabInfo(
-        directory, process.pid, repo, len(bmcs), overrides, hypervisor_pid, len(uris), tuple(apiservers)
+        directory,
+        process.pid,
+        repo,
+        len(bmcs),
+        overrides,
+        hypervisor_pid,
+        len(uris),
+        tuple(apiservers),
+        ssh.pid if ssh is not None else None,
+        len(ansible_hosts),
     )
     _write_private(directory / "lab.json", json.dumps(info.as_json(), indent=2))
     return info
 
 
 def _spawn(
-    arguments: list[str], log: Path, ready: Callable[[str], bool], what: str
+    arguments: list[str], log: Path, ready: Callable[[str], bool], what: str, started: list[int] | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start `python ARGUMENTS` in its own session and wait until `ready(log text)`."""
+    """Start `python ARGUMENTS` in its own session (its pid goes into `started`) and wait until
+    `ready(log text)`."""
+    process = _launch(arguments, log)
+    if started is not None:
+        started.append(process.pid)
+    _await_ready(process, log, ready, what)
+    return process
+
+
+def _launch(arguments: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """Start `python ARGUMENTS` in its own session, its output going to `log`."""
     with open(log, "wb") as output:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, *arguments],
             stdout=output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+
+
+def _await_ready(
+    process: subprocess.Popen[bytes], log: Path, ready: Callable[[str], bool], what: str
+) -> None:
+    """Wait until `ready(log text)`; kill the process and raise if it ends or takes too long."""
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
         text = log.read_text(errors="replace")
         if ready(text):
-            return process
+            return
         if process.poll() is not None or time.monotonic() > deadline:
             if process.poll() is None:
                 process.kill()
@@ -267,7 +328,7 @@ def _spawn(
 
 
 def _start_hypervisors(
-    directory: Path, names: Sequence[str], vms: Sequence[models.VirtualMachine]
+    directory: Path, names: Sequence[str], vms: Sequence[models.VirtualMachine], started: list[int]
 ) -> tuple[int, dict[str, str]]:
     """One libvirtd (test driver) per hypervisor, with the pools, networks and base images
     the repo's VirtualMachines name, so that they can be defined there as in production."""
@@ -285,12 +346,16 @@ def _start_hypervisors(
     for image in images:
         arguments += ["--image", image]
     table = directory / "hypervisors.json"
-    process = _spawn(arguments, directory.parent / "hypervisors.log", lambda _: table.exists(), "libvirtd")
+    process = _spawn(
+        arguments, directory.parent / "hypervisors.log", lambda _: table.exists(), "libvirtd", started
+    )
     document = json.loads(table.read_text())
     return process.pid, {name: str(entry["uri"]) for name, entry in document["hypervisors"].items()}
 
 
-def _start_apiserver(directory: Path, cluster: models.Cluster, host: str) -> tuple[int, str, str, Path]:
+def _start_apiserver(
+    directory: Path, cluster: models.Cluster, host: str, started: list[int]
+) -> tuple[int, str, str, Path]:
     """A Kubernetes API test server for `cluster` (HTTPS, a token of its own, a Node per member,
     and what its batch scheduler would have installed), and a kubeconfig for it.
     Returns (pid, "host:port" of spec.apiServer, where it really listens, kubeconfig path)."""
@@ -339,6 +404,7 @@ def _start_apiserver(directory: Path, cluster: models.Cluster, host: str) -> tup
         home / "apiserver.log",
         lambda _: ready.exists(),
         f"the API server of cluster {name}",
+        started,
     )
     info = json.loads(ready.read_text())
     url = urlsplit(cluster.spec.apiServer)
@@ -362,6 +428,41 @@ def _start_apiserver(directory: Path, cluster: models.Cluster, host: str) -> tup
         ),
     )
     return process.pid, written, f"{actual.hostname}:{actual.port}", kubeconfig
+
+
+def _ssh_table(
+    machines: Sequence[models.Machine], vms: Sequence[models.VirtualMachine], first: int, subnet: int
+) -> list[dict[str, Any]]:
+    """An SSH host for every Machine and VirtualMachine Ansible configures and could reach
+    (`spec.config` and `spec.address`), named as in the inventory, on loopback addresses from
+    index `first` on."""
+    configured: list[models.Machine | models.VirtualMachine] = [*machines, *vms]
+    names = ansible_host_names(configured)
+    reachable = sorted(names[d.address] for d in configured if d.address in names and d.spec.address)
+    return [
+        {"name": name, "address": loopback_address(first + index, subnet), "port": SSH_PORT}
+        for index, name in enumerate(reachable)
+    ]
+
+
+def _launch_ssh_hosts(directory: Path, table: list[dict[str, Any]]) -> subprocess.Popen[bytes]:
+    """Start the process that runs an sshd per entry of `table`; `_await_ssh_hosts` waits for it."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write_private(directory / "hosts.json", json.dumps({"hosts": table}, indent=2))
+    arguments = ["-m", "providers.ansible.sshd", "serve", "--dir", str(directory)]
+    arguments += ["--table", str(directory / "hosts.json"), "--ready-file", str(directory / "ready.json")]
+    return _launch(arguments, directory.parent / "ssh.log")
+
+
+def _await_ssh_hosts(directory: Path, process: subprocess.Popen[bytes]) -> dict[str, dict[str, str]]:
+    """Wait until every SSH host answers; returns the Ansible host variables per inventory host."""
+    ready = directory / "ready.json"
+    _await_ready(process, directory.parent / "ssh.log", lambda _: ready.exists(), "the simulated SSH hosts")
+    document = json.loads(ready.read_text())
+    return {
+        str(name): {str(k): str(v) for k, v in entry["ansibleVars"].items()}
+        for name, entry in document["hosts"].items()
+    }
 
 
 # Volcano's Queue CRD, as a cluster with Volcano installed serves it (the schema is left open).

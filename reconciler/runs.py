@@ -19,13 +19,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from providers.base import Provider, ProviderContext
-from providers.registry import provider_for
+from providers.registry import config_provider, provider_for
 from reconciler.apply.executor import (
+    CONFIG_PROVIDER,
     ApplyReport,
     Outcome,
     check_blast_radius,
     documents_by_address,
     execute,
+    provider_key,
     summarise,
 )
 from reconciler.errors import PermanentError, UsageError
@@ -175,8 +177,12 @@ def apply_plan(
         ) as leases:
             providers: dict[str, Provider] = {}
             try:
-                for kind in sorted({e.kind for e in changes}):
-                    providers[kind] = provider_for(_kind_name(kind), context)
+                for key in sorted({provider_key(e) for e in changes}):
+                    providers[key] = (
+                        config_provider(context)
+                        if key == CONFIG_PROVIDER
+                        else provider_for(_kind_name(key), context)
+                    )
                 with stop_on_interrupt() as stop:
                     report = execute(
                         plan,
@@ -234,6 +240,12 @@ def _converged_fields(
 ) -> dict[str, Any]:
     """The enforced fields of a resource that were observed as its spec says."""
     policies = fleet.spec.policies
+    if "config" in live:
+        # A configuration check mode fully verified as in sync counts as applied at its version.
+        config = live["config"]
+        if config.get("inSync") and not config.get("notVerifiable") and config.get("version"):
+            return {"config": config["version"]}
+        return {}
     if isinstance(document, models.Machine):
         desired = document.spec.model_dump(mode="json")
         return {

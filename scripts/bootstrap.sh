@@ -14,7 +14,9 @@ cd "$(dirname "$0")/.."
 # libvirt-dev, pkg-config, gcc: libvirt-python compiles against them (with the headers of Python).
 # libvirt-daemon: libvirtd, whose test driver simulates hypervisors in tests and the lab.
 # libvirt-clients: virsh, the independent libvirt client tests check fleet against.
-PACKAGES=(git ca-certificates python3-venv ipmitool libvirt-dev pkg-config gcc libvirt-daemon libvirt-clients)
+# openssh-server, openssh-client: sshd hosts that Ansible configures over real SSH in tests and the lab.
+PACKAGES=(git ca-certificates python3-venv ipmitool libvirt-dev pkg-config gcc libvirt-daemon libvirt-clients
+          openssh-server openssh-client)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

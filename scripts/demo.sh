@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The fleet demo: validate the example fleet repo and print its inventory, then start the
 # simulated lab (a BMC simulator for every Machine, a libvirtd for every hypervisor, a Kubernetes
-# API test server for every Cluster) and run fleet's main job against it: plan, apply, plan
-# again, out-of-band changes with ipmitool, virsh and kubectl, drift, apply, the audit trail.
+# API test server for every Cluster, an sshd for every configured host) and run fleet's main job
+# against it: plan, apply, plan again, out-of-band changes with ipmitool, virsh, kubectl and ssh,
+# drift, apply, the audit trail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fleet=.venv/bin/fleet
@@ -27,7 +28,7 @@ sed -i '0,/power: on/s//powr: on/' "$scratch/repo/machines/nyc1/r01.yaml"
 printf '      ipmi_password: hunter2\n' >> "$scratch/repo/machines/nyc1/r01.yaml"
 $fleet validate "$scratch/repo" --no-cache || echo "(exit code $? : the repo is invalid, nothing else happened)"
 
-step "Start the simulated lab: BMCs (real IPMI on loopback) and hypervisors (libvirtd, test driver)" "fleet lab up fleet-repo-example"
+step "Start the simulated lab: BMCs (IPMI), hypervisors (libvirtd), API servers, SSH hosts (sshd), all on loopback" "fleet lab up fleet-repo-example"
 export FLEET_LAB_DIR="$scratch/lab"
 export FLEET_STATE="$scratch/state.db"   # the embedded SQLite state store
 trap '$fleet lab down >/dev/null 2>&1 || true; rm -rf "$scratch"' EXIT
@@ -36,8 +37,11 @@ $fleet lab up fleet-repo-example
 step "What the lab looks like: it starts cold, every machine off" "fleet observe fleet-repo-example --lab -l team=platform-k8s"
 $fleet observe fleet-repo-example --lab -l team=platform-k8s
 
-step "Plan: the specs against live state (nothing changes yet)" "fleet plan fleet-repo-example --lab"
-$fleet plan fleet-repo-example --lab
+step "Plan: the specs against live state, the hosts' configuration in Ansible check mode (nothing changes yet)" "fleet plan fleet-repo-example --lab"
+$fleet plan fleet-repo-example --lab > "$scratch/plan.txt"
+# The whole plan is long (every host's configuration diffs): its summary, then one host in full.
+grep -E "^(fleet plan|Plan:)" "$scratch/plan.txt"
+sed -n '/^~ machine\/nyc1-r01-02  configure/,/^[~+?!*^=o-] /p' "$scratch/plan.txt" | sed '$d' | head -40
 
 step "Apply it: in waves, under budgets, every action recorded" "fleet apply fleet-repo-example --lab --yes"
 $fleet apply fleet-repo-example --lab --yes
@@ -74,8 +78,24 @@ step "Power nyc1-r01-02 off behind fleet's back, with Debian's ipmitool" "ipmito
 ipmitool -I lanplus -H "$host" -U "$user" -P "$password" chassis power off
 sleep 1
 
-step "fleet drift finds the three out-of-band changes" "fleet drift fleet-repo-example --lab"
-$fleet drift fleet-repo-example --lab || true
+# How to reach the lab's SSH host for nyc1-r02-02 (key, known_hosts, port), and the directory
+# it keeps its files in, from the lab's override file.
+eval "$(.venv/bin/python - "$FLEET_LAB_DIR/overrides.json" <<'PY'
+import json, shlex, sys
+v = json.load(open(sys.argv[1]))["ansibleHosts"]["nyc1-r02-02"]
+args = ["-i", v["ansible_ssh_private_key_file"], *shlex.split(v["ansible_ssh_common_args"]),
+        "-o", "BatchMode=yes", "-p", v["ansible_port"], f"{v['ansible_user']}@{v['ansible_host']}"]
+print(f"ssh_args=({shlex.join(args)}); ssh_root={shlex.quote(v['baseline_root'])}")
+PY
+)"
+step "Edit nyc1-r02-02's sysctl settings behind fleet's back, over SSH" "ssh root@<nyc1-r02-02> 'echo vm.swappiness = 60 >> /etc/sysctl.d/90-fleet-baseline.conf'"
+ssh "${ssh_args[@]}" "echo 'vm.swappiness = 60' >> $ssh_root/etc/sysctl.d/90-fleet-baseline.conf"
+
+step "fleet drift finds the four out-of-band changes (and each host's check-mode coverage)" "fleet drift fleet-repo-example --lab"
+$fleet drift fleet-repo-example --lab > "$scratch/drift.txt" || true
+grep -v "^config " "$scratch/drift.txt"
+grep "^config " "$scratch/drift.txt" | head -3
+echo "... ($(grep -c "^config " "$scratch/drift.txt") configured hosts)"
 
 step "Apply fixes it" "fleet apply fleet-repo-example --lab --yes"
 $fleet apply fleet-repo-example --lab --yes | tail -2

@@ -78,8 +78,18 @@ def lab_control(env: dict[str, str], request: dict[str, object]) -> object:
 
 
 def lab_environment(directory: Path, **extra: str) -> dict[str, str]:
-    """Environment for running `fleet` against a lab kept in `directory`, isolated from the caller's."""
-    env = {**os.environ, "FLEET_LAB_DIR": str(directory / "lab"), "NO_COLOR": "1", "COLUMNS": "200", **extra}
+    """Environment for running `fleet` against a lab kept in `directory`, isolated from the caller's.
+
+    Ansible configuration is left out (FLEET_CONFIG=false) unless `extra` asks for it: only the
+    configuration suites pay for check-mode runs over SSH."""
+    env = {
+        **os.environ,
+        "FLEET_LAB_DIR": str(directory / "lab"),
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+        "FLEET_CONFIG": "false",
+        **extra,
+    }
     for inherited in ("FLEET_LAB_OVERRIDES", "FLEET_STATE"):
         if inherited not in extra:
             env.pop(inherited, None)

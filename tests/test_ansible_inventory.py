@@ -207,10 +207,13 @@ def test_credential_vars_stay_out_of_the_inventory(fleet: models.Fleet) -> None:
     ],
 )
 def test_a_malformed_credentials_ref_is_an_error_naming_the_variable(ref: Any) -> None:
-    machine = _machine("db-1", {"vars": {"db_password": {"credentialsRef": ref}}})
-    assert machine.spec.config is not None
-    with pytest.raises(ValueError, match=r"spec\.config\.vars\.db_password\.credentialsRef"):
-        credential_vars(machine.spec.config)
+    with pytest.raises(ValueError, match=r"(?s)vars\.db_password.*credentialsRef is neither"):
+        _machine("db-1", {"vars": {"db_password": {"credentialsRef": ref}}})
+
+
+def test_a_secret_variable_holds_nothing_but_its_reference() -> None:
+    with pytest.raises(ValueError, match=r"(?s)vars\.db_password.*holds only credentialsRef"):
+        _machine("db-1", {"vars": {"db_password": {"credentialsRef": "db", "default": "x"}}})
 
 
 def test_a_vm_named_like_a_machine_gets_its_own_host_name(fleet: models.Fleet) -> None:

@@ -241,11 +241,11 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             patch.setenv("ANSIBLE_GATHERING", "explicit")  # the lab role needs no facts: saves a second a run
             first = {o.address: o for o in provider.observe(list(machines.values()))}
             motd_after_check = (roots["web-1"] / "etc" / "motd").read_text()
-            apply_web = provider.apply(Change("machine/web-1", Action.UPDATE, machines["web-1"]))
+            apply_web = provider.apply(Change("machine/web-1", Action.CONFIGURE, machines["web-1"]))
             second = {o.address: o for o in keeping.observe([machines["web-1"]])}
-            apply_broken = provider.apply(Change("machine/broken-1", Action.UPDATE, machines["broken-1"]))
+            apply_broken = provider.apply(Change("machine/broken-1", Action.CONFIGURE, machines["broken-1"]))
             with pytest.raises(TemporaryError) as unreachable:
-                provider.apply(Change("machine/gone-1", Action.UPDATE, machines["gone-1"]))
+                provider.apply(Change("machine/gone-1", Action.CONFIGURE, machines["gone-1"]))
             wrong = provider.apply(Change("machine/web-1", Action.POWER_OFF, machines["web-1"]))
     finally:
         root_logger.removeHandler(records)
@@ -377,7 +377,7 @@ def test_an_unreachable_host_is_a_temporary_error(scenario: Scenario) -> None:
 
 def test_only_configuration_updates_are_applied(scenario: Scenario) -> None:
     assert not scenario.apply_wrong_action.ok
-    assert "only updates configuration" in scenario.apply_wrong_action.message
+    assert "only configures hosts" in scenario.apply_wrong_action.message
 
 
 # --- secrets ---------------------------------------------------------------------------

@@ -73,9 +73,36 @@ def test_lab_up_observe_status_down_leaves_nothing_behind(lab_env: dict[str, str
     assert text.returncode == 0 and "machine/" in text.stdout and "observed" in text.stdout
     assert password not in text.stdout + text.stderr + observed.stdout
 
+    # Every configured Machine is an SSH host a plain ssh client reaches with the lab's key.
+    ssh_vars = overrides["ansibleHosts"]["nyc1-r01-01"]
+    assert status["sshHosts"] == len(overrides["ansibleHosts"]) and ssh_vars["ansible_host"].startswith(
+        "127.61."
+    )
+    ssh = subprocess.run(
+        [
+            "ssh",
+            "-i",
+            ssh_vars["ansible_ssh_private_key_file"],
+            *ssh_vars["ansible_ssh_common_args"].split(),
+            "-o",
+            "BatchMode=yes",
+            "-p",
+            ssh_vars["ansible_port"],
+            f"{ssh_vars['ansible_user']}@{ssh_vars['ansible_host']}",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ssh.returncode == 0, ssh.stderr
+    ready = json.loads((Path(lab_env["FLEET_LAB_DIR"]) / "ssh" / "ready.json").read_text())
+    sshd_pids = [host["pid"] for host in ready["hosts"].values()]
+
     down = run_fleet("lab", "down", env=lab_env)
     assert down.returncode == 0 and "lab down" in down.stdout
     assert not _alive(pid)
+    assert not _alive(status["sshPid"]) and not [p for p in sshd_pids if _alive(p)]
     assert not Path(lab_env["FLEET_LAB_DIR"]).exists()
     assert run_fleet("lab", "status", env=lab_env).returncode == 1
 

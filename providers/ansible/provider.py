@@ -116,12 +116,14 @@ class AnsibleProvider:
         *,
         connection_overrides: Mapping[str, Mapping[str, str]] | None = None,
         settings: RunSettings | None = None,
+        artifacts_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.context = context
         self.playbook_root = playbook_root
         self.connection_overrides = {h: dict(v) for h, v in (connection_overrides or {}).items()}
         self.settings = settings or RunSettings()
+        self.artifacts_dir = artifacts_dir
         self._clock = clock
 
     # --- targets ------------------------------------------------------------------------
@@ -184,7 +186,14 @@ class AnsibleProvider:
         sources = [*self.context.fleet.spec.credentials.values(), *self.context.credential_overrides.values()]
         return sorted({s.env for s in sources if s.env is not None})
 
-    def _run(self, targets: Sequence[_Target], inventory: Inventory, *, check: bool) -> RunResult:
+    def _run(
+        self,
+        targets: Sequence[_Target],
+        inventory: Inventory,
+        *,
+        check: bool,
+        settings: RunSettings | None = None,
+    ) -> RunResult:
         assert self.playbook_root is not None
         playbooks, roles = targets[0].playbook_set
         inline_env = [
@@ -200,7 +209,7 @@ class AnsibleProvider:
             inventory=select_hosts(inventory, [t.host for t in targets]),
             secret_vars={t.host: t.secrets for t in targets},
             check=check,
-            settings=self.settings,
+            settings=settings or self.settings,
             drop_env=[*self._secret_env_names(), *inline_env],
             clock=self._clock,
         )
@@ -262,16 +271,24 @@ class AnsibleProvider:
         return apply_result(change, progress, self._clock, lambda: self._apply(change, progress))
 
     def _apply(self, change: Change, progress: _Progress) -> tuple[bool, str]:
-        if change.action is not Action.UPDATE:
+        if change.action is not Action.CONFIGURE:
             raise PermanentError(
-                f"{change.address}: the Ansible provider only updates configuration (~), not {change.action}"
+                f"{change.address}: the Ansible provider only configures hosts, it cannot {change.action}"
             )
         if change.desired is None:
             raise PermanentError(f"{change.address}: no desired spec to configure the host from")
         documents = self._documents([change.desired])
         inventory = self._inventory(documents)
         target = self._target(change.desired, host_names(documents.values()), inventory)
-        run = self._run([target], inventory, check=False)
+        # An apply's artifacts (events and output, secrets masked) are kept where the store's
+        # record of the action says.
+        kept = (
+            dataclasses.replace(self.settings, keep_artifacts=True, temp_dir=self.artifacts_dir)
+            if self.artifacts_dir is not None
+            else None
+        )
+        run = self._run([target], inventory, check=False, settings=kept)
+        where = f" (artifacts: {run.artifacts})" if run.artifacts is not None else ""
         report = run.report(target.host)
         if report is not None:
             progress.tasks.extend(c.task for c in report.changes)
@@ -280,7 +297,7 @@ class AnsibleProvider:
         if report is not None and report.failed:
             first = report.failed[0]
             more = f" (and {len(report.failed) - 1} more failed tasks)" if len(report.failed) > 1 else ""
-            raise PermanentError(f"task {first.task!r} ({first.module}) failed: {first.message}{more}")
+            raise PermanentError(f"task {first.task!r} ({first.module}) failed: {first.message}{more}{where}")
         if run.status == "timeout":
             raise TemporaryError(f"{change.address}: {run.error}", delay=60.0)
         if report is None:
@@ -288,10 +305,13 @@ class AnsibleProvider:
                 f"{change.address}: {run.error or f'ansible-playbook ended ({run.status}, rc {run.rc})'}"
             )
         if report.total == 0:
-            return False, "no task of spec.config ran on this host: do its plays target it?"
+            return False, f"no task of spec.config ran on this host: do its plays target it?{where}"
         if not report.changes:
-            return False, f"no task changed anything ({report.total} tasks ran)"
-        return True, f"changed {len(report.changes)} of {report.total} tasks: {', '.join(progress.tasks)}"
+            return False, f"no task changed anything ({report.total} tasks ran){where}"
+        return (
+            True,
+            f"changed {len(report.changes)} of {report.total} tasks: {', '.join(progress.tasks)}{where}",
+        )
 
     def close(self) -> None:
         """Nothing to release: every run has its own process and directory."""

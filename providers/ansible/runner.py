@@ -425,7 +425,12 @@ def _write_private(path: Path, content: str) -> None:
 
 
 def _environment(
-    private: Path, root: Path, binary: Path, settings: RunSettings, inherited: Mapping[str, str]
+    private: Path,
+    root: Path,
+    binary: Path,
+    settings: RunSettings,
+    inherited: Mapping[str, str],
+    control: Path | None = None,
 ) -> dict[str, str]:
     path = os.pathsep.join([str(binary.parent), inherited.get("PATH", os.defpath)])
     roles_path = os.pathsep.join(str(p) for p in (root / "roles", root / "playbooks" / "roles"))
@@ -436,7 +441,7 @@ def _environment(
         "ANSIBLE_LOCAL_TEMP": str(private / "tmp" / "local"),
         "TMPDIR": str(private / "tmp" / "local"),
         "ANSIBLE_REMOTE_TEMP": str(private / "tmp" / "remote"),
-        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private / "cp"),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control or private / "cp"),
         "ANSIBLE_PERSISTENT_CONTROL_PATH_DIR": str(private / "pc"),
         "ANSIBLE_ROLES_PATH": roles_path,
         "ANSIBLE_INVENTORY_ENABLED": "yaml",
@@ -570,6 +575,9 @@ def run_playbooks(
         private = Path(tempfile.mkdtemp(prefix="fleet-ansible-", dir=settings.temp_dir))
     except OSError as exc:
         raise PermanentError(f"cannot make a directory for the Ansible run: {exc.strerror}") from None
+    # SSH's control sockets need a short path (a unix socket's is at most 107 bytes), which a
+    # private directory deep in an artifacts tree may not have.
+    control = Path(tempfile.mkdtemp(prefix="fleet-cp-", dir="/tmp" if os.path.isdir("/tmp") else None))
     try:
         try:
             inventory_file = _prepare(private, plays, inventory, secret_vars)
@@ -579,7 +587,7 @@ def run_playbooks(
         status, rc = _execute(
             private,
             inventory_file,
-            _environment(private, root, binary, settings, os.environ),
+            _environment(private, root, binary, settings, os.environ, control),
             collector,
             check=check,
             forks=max(1, min(settings.forks, len(hosts))),
@@ -596,7 +604,9 @@ def run_playbooks(
         artifacts = private if settings.keep_artifacts else None
         return RunResult(status, rc, reports, "; ".join(dict.fromkeys(errors)), clock() - started, artifacts)
     finally:
+        _stop_leftovers(control)  # SSH connection masters, named by their control socket
         _clean_up(private, masker, keep_artifacts=settings.keep_artifacts)
+        shutil.rmtree(control, ignore_errors=True)
 
 
 def _stop_leftovers(private: Path) -> None:

@@ -20,6 +20,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from providers.base import Action, ApplyResult, Provider
 from reconciler.errors import FleetError, PermanentError, TemporaryError
+from reconciler.plan.config import VERSION_FIELD
 from reconciler.plan.diff import MACHINE_FIELDS
 from reconciler.plan.kube import applied_kube_fields
 from reconciler.plan.model import Finding, Plan, PlanEntry, action_name, spec_hash
@@ -110,6 +111,10 @@ def applied_fields(document: models.Document, entry: PlanEntry | None = None) ->
     never applied, and a VM field waiting for a restart is not live yet, so neither can
     ever be reported as drift."""
     action = entry.action if entry is not None else None
+    if entry is not None and action is Action.CONFIGURE:
+        # The configuration's version, when it changed; a repaired drift keeps the one applied.
+        versions = [f.after for f in entry.fields if f.field == VERSION_FIELD]
+        return {"config": versions[0]} if versions else {}
     if isinstance(document, models.Machine):
         values = document.spec.model_dump(mode="json")
         names = _FIELDS_OF_ACTION.get(action, MACHINE_FIELDS) if action is not None else MACHINE_FIELDS
@@ -252,7 +257,7 @@ def _apply_one(
     action_id = store.start_action(run_id, entry.address, name, _before(entry))
     started = time.monotonic()
     document = documents.get(entry.address)
-    provider = providers.get(entry.kind)
+    provider = providers.get(provider_key(entry))
     orphan = entry.finding is Finding.ORPHANED
     if (document is None and not orphan) or provider is None:
         message = (
@@ -284,6 +289,15 @@ def _apply_one(
         return Outcome(entry.address, name, "succeeded", result.message, seconds, result.changed)
     store.finish_action(action_id, "failed", None, result.message)
     return Outcome(entry.address, name, "failed", result.message, seconds, result.changed)
+
+
+CONFIG_PROVIDER = "AnsibleConfig"
+"""The key of the configuration provider in `execute`'s providers (all kinds share it)."""
+
+
+def provider_key(entry: PlanEntry) -> str:
+    """Which of `execute`'s providers applies an entry: its kind's, or Ansible for `configure`."""
+    return CONFIG_PROVIDER if entry.action is Action.CONFIGURE else entry.kind
 
 
 def _with_retries(call: Callable[[], ApplyResult], retries: int) -> ApplyResult:

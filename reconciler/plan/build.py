@@ -3,7 +3,8 @@ from the state store, diff, and order the changes.
 
 Building a plan reads live state and the store; it never changes either. Every kind has a
 provider: IPMI for Machines, libvirt for VirtualMachines, Kubernetes for Clusters and
-SparkPools.
+SparkPools; the `config` of Machines and VirtualMachines is checked by Ansible when the
+context holds the repo's files at the planned revision (`playbook_root`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from providers.base import Observation, ProviderContext
+from reconciler.plan.config import config_version, configured, diff_config, observed_config
 from reconciler.plan.diff import diff_machines
 from reconciler.plan.graph import order_entries
 from reconciler.plan.kube import PREFIXES as KUBE_PREFIXES
 from reconciler.plan.kube import diff_kubernetes
-from reconciler.plan.model import Plan
+from reconciler.plan.model import ObservedState, Plan
 from reconciler.plan.observe import observe_all
 from reconciler.plan.vms import check_host_capacity, diff_virtual_machines
 from reconciler.spec import models
@@ -44,9 +46,16 @@ def build_plan(
     all_vms = [d for d in documents if isinstance(d, models.VirtualMachine)]
     # Refused before anything is observed: no plan may over-commit a hypervisor.
     check_host_capacity(all_vms, context.machines, (vm.spec.host for vm in vms))
-    observed = observe_all([*machines, *vms, *kube], dataclasses.replace(context, scan_all_hosts=whole_fleet))
+    root = context.playbook_root
+    checked = configured([*machines, *vms]) if root is not None else []
+    versions = {d.address: config_version(d.spec.config, root) for d in checked if d.spec.config and root}
+    observed = observe_all(
+        [*machines, *vms, *kube], dataclasses.replace(context, scan_all_hosts=whole_fleet), config=checked
+    )
     _save_observations(
-        store, [*observed.observations, *(u for u in observed.unmatched if u.fields.get("owned"))]
+        store,
+        [*observed.observations, *(u for u in observed.unmatched if u.fields.get("owned"))],
+        [observed_config(o, versions[o.address]) for o in observed.config],
     )
     addresses = [d.address for d in (*machines, *vms, *kube)]
     applied = store.get_applied(None if whole_fleet else addresses)
@@ -88,20 +97,38 @@ def build_plan(
         whole_fleet=whole_fleet,
         drift_first_seen=first_seen,
     )
-    entries, waves = order_entries(documents, machine_diff.entries + vm_diff.entries + kube_diff.entries)
-    observed_states = machine_diff.observed + vm_diff.observed + kube_diff.observed
+    config_diff = diff_config(
+        checked,
+        observed.config,
+        versions,
+        {address: record.fields for address, record in applied.items()},
+        context.fleet.spec.policies,
+        context.machines,
+        drift_first_seen=first_seen,
+    )
+    entries, waves = order_entries(
+        documents, machine_diff.entries + vm_diff.entries + kube_diff.entries + config_diff.entries
+    )
+    observed_states = machine_diff.observed + vm_diff.observed + kube_diff.observed + config_diff.observed
     return Plan(revision, clock(), entries, observed_states, waves)
 
 
-def _save_observations(store: StateStore, observations: Sequence[Observation]) -> None:
+def _save_observations(
+    store: StateStore, observations: Sequence[Observation], config: Sequence[ObservedState] = ()
+) -> None:
     """The store keeps the last observation of every resource (what the controller and PR
-    comments show between passes); unknown ones are kept too, with their reason."""
+    comments show between passes); unknown ones are kept too, with their reason. A checked
+    configuration is kept with its resource, as counts and coverage (`config`)."""
+    summaries = {c.address: dict(c.fields).get("config") for c in config}
     store.save_observations(
         [
             ObservationRecord(
                 o.address,
                 o.state.value,
-                {k: v for k, v in o.fields.items() if k != "inventory"},
+                {
+                    **{k: v for k, v in o.fields.items() if k != "inventory"},
+                    **({"config": summaries[o.address]} if summaries.get(o.address) else {}),
+                },
                 o.reason.value if o.reason else None,
                 o.observed_at,
             )

@@ -31,6 +31,7 @@ class Finding(enum.StrEnum):
     ORPHANED = "orphaned"  # fleet applied it before and its spec is gone
     UNKNOWN = "unknown"  # could not be observed: never planned, never drift
     UNMANAGED = "unmanaged"  # exists live, but fleet did not make it: reported, never touched
+    NOT_VERIFIABLE = "not-verifiable"  # config tasks check mode cannot evaluate: never "in sync"
 
 
 FINDING_ORDER: tuple[Finding, ...] = tuple(Finding)
@@ -46,10 +47,13 @@ ACTION_ORDER: tuple[Action, ...] = (
     Action.BOOT_DEVICE,
     Action.POWER_CYCLE,
     Action.POWER_ON,
+    Action.CONFIGURE,  # the operating system is configured once the machine runs
 )
 
-# Power and boot-device actions change a resource in place, so they show as an update.
-_IN_PLACE = frozenset({Action.POWER_ON, Action.POWER_OFF, Action.POWER_CYCLE, Action.BOOT_DEVICE})
+# Power, boot-device and configuration actions change a resource in place: they show as an update.
+_IN_PLACE = frozenset(
+    {Action.POWER_ON, Action.POWER_OFF, Action.POWER_CYCLE, Action.BOOT_DEVICE, Action.CONFIGURE}
+)
 
 _SUMMARY_PHRASES: tuple[tuple[str, str], ...] = (
     ("create", "to create"),
@@ -60,11 +64,13 @@ _SUMMARY_PHRASES: tuple[tuple[str, str], ...] = (
     ("power-off", "to power off"),
     ("power-cycle", "to power cycle"),
     ("boot-device", "to set boot device"),
+    ("configure", "to configure"),
     ("observe-only", "observe-only"),
     ("drift", "drifted"),
     ("orphaned", "orphaned"),
     ("unknown", "unknown"),
     ("unmanaged", "unmanaged"),
+    ("not-verifiable", "not verifiable"),
 )
 SUMMARY_KEYS: tuple[str, ...] = tuple(key for key, _ in _SUMMARY_PHRASES)
 
@@ -216,7 +222,13 @@ class Plan:
         drifted fields is one drifted resource.
         """
         counts: Counter[str] = Counter(action_name(e.action) for e in self.entries if e.action is not None)
-        for finding in (Finding.OBSERVE_ONLY, Finding.DRIFT, Finding.ORPHANED, Finding.UNKNOWN):
+        for finding in (
+            Finding.OBSERVE_ONLY,
+            Finding.DRIFT,
+            Finding.ORPHANED,
+            Finding.UNKNOWN,
+            Finding.NOT_VERIFIABLE,
+        ):
             counts[finding.value] = len({e.address for e in self.with_finding(finding)})
         # Unmanaged domains are counted one by one: hypervisors may each have one of a name.
         counts[Finding.UNMANAGED.value] = len(self.with_finding(Finding.UNMANAGED))

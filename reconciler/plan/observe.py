@@ -11,10 +11,11 @@ import dataclasses
 import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from providers.base import Observation, ProviderContext, UnknownReason
-from providers.registry import FACTORIES, load_overrides, provider_for
+from providers.registry import FACTORIES, config_provider, load_overrides, provider_for
 from reconciler.spec import models
 
 
@@ -26,11 +27,13 @@ def provider_context(
 ) -> ProviderContext:
     """`documents` are every document of the repo: VirtualMachines find their hosts among them."""
     overrides = load_overrides(overrides_path) if overrides_path is not None else None
-    ipmi = libvirt = None
+    ipmi = libvirt = ansible = None
     if overrides is not None and overrides.ipmi:
         ipmi = fleet.spec.providers.ipmi.model_copy(update=overrides.ipmi)
     if overrides is not None and overrides.libvirt:
         libvirt = fleet.spec.providers.libvirt.model_copy(update=overrides.libvirt)
+    if overrides is not None and overrides.ansible:
+        ansible = fleet.spec.providers.ansible.model_copy(update=overrides.ansible)
     return ProviderContext(
         fleet=fleet,
         endpoint_overrides=overrides.endpoints if overrides else {},
@@ -41,22 +44,50 @@ def provider_context(
         machines={d.metadata.name: d for d in documents if isinstance(d, models.Machine)},
         documents={d.address: d for d in documents if not isinstance(d, models.Fleet)},
         hypervisor_uris=overrides.hypervisor_uris if overrides else {},
+        ansible_hosts=overrides.ansible_hosts if overrides else {},
+        ansible_settings=ansible,
     )
 
 
 @dataclasses.dataclass(frozen=True)
 class Observed:
-    """One observation per document, and what the providers saw that no document names."""
+    """One observation per document, what the providers saw that no document names, and the
+    configuration (Ansible check mode) of the documents whose configuration was asked for."""
 
     observations: list[Observation]
     unmatched: list[Observation]
+    config: list[Observation] = dataclasses.field(default_factory=list)
 
 
 def observe_documents(documents: Sequence[models.Document], context: ProviderContext) -> list[Observation]:
     return observe_all(documents, context).observations
 
 
-def observe_all(documents: Sequence[models.Document], context: ProviderContext) -> Observed:
+def observe_all(
+    documents: Sequence[models.Document],
+    context: ProviderContext,
+    *,
+    config: Sequence[models.Document] = (),
+) -> Observed:
+    """`config` are documents whose `spec.config` is checked too (needs `context.playbook_root`).
+    Ansible runs in processes of its own, so the check runs alongside the other providers."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-config") as pool:
+        checked = pool.submit(_observe_config, config, context) if config else None
+        observed = _observe_kinds(documents, context)
+        if checked is not None:
+            observed = dataclasses.replace(observed, config=checked.result())
+    return observed
+
+
+def _observe_config(documents: Sequence[models.Document], context: ProviderContext) -> list[Observation]:
+    provider = config_provider(context)
+    try:
+        return sorted(provider.observe(documents), key=lambda o: o.address)
+    finally:
+        provider.close()
+
+
+def _observe_kinds(documents: Sequence[models.Document], context: ProviderContext) -> Observed:
     by_kind: dict[str, list[models.Document]] = defaultdict(list)
     for document in documents:
         by_kind[document.kind_name].append(document)

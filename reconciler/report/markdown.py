@@ -30,6 +30,7 @@ SECTION_TITLES: dict[Finding, str] = {
     Finding.ORPHANED: "Orphaned: specs removed",
     Finding.UNKNOWN: "Unknown: not observed, nothing planned",
     Finding.UNMANAGED: "Unmanaged: not made by fleet, never touched",
+    Finding.NOT_VERIFIABLE: "Not verifiable: configuration check mode cannot evaluate",
 }
 _COUNT_LABELS: dict[str, str] = {
     "create": "create",
@@ -40,11 +41,13 @@ _COUNT_LABELS: dict[str, str] = {
     "power-off": "power off",
     "power-cycle": "power cycle",
     "boot-device": "set boot device",
+    "configure": "configure",
     "observe-only": "observe-only",
     "drift": "drifted",
     "orphaned": "orphaned",
     "unknown": "unknown",
     "unmanaged": "unmanaged",
+    "not-verifiable": "not verifiable",
 }
 _OPEN_CODE = "```diff\n"
 _CLOSE = "```\n\n</details>\n\n"
@@ -116,7 +119,8 @@ def _entry_lines(entry: PlanEntry) -> Iterator[str]:
     for diff in entry.fields:
         yield _safe(f"    {diff.field}: {format_value(diff.before)} -> {format_value(diff.after)}") + "\n"
     if entry.finding in DETAILED_FINDINGS and entry.detail:
-        yield _safe(f"    {entry.detail}") + "\n"
+        for line in entry.detail.splitlines():
+            yield _safe(f"    {line}") + "\n"
     if entry.depends_on:
         yield _safe(f"    after {', '.join(entry.depends_on)}") + "\n"
 

@@ -138,7 +138,15 @@ def plan_schema() -> dict[str, Any]:
                     {
                         "if": {
                             "properties": {
-                                "finding": {"enum": ["observe-only", "drift", "unknown", "unmanaged"]}
+                                "finding": {
+                                    "enum": [
+                                        "observe-only",
+                                        "drift",
+                                        "unknown",
+                                        "unmanaged",
+                                        "not-verifiable",
+                                    ]
+                                }
                             }
                         },
                         "then": {"properties": {"action": {"const": None}, "symbol": {"const": ""}}},

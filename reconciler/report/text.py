@@ -24,6 +24,7 @@ FINDING_MARKS: dict[Finding, tuple[str, str]] = {
     Finding.ORPHANED: ("o", "dim"),
     Finding.UNKNOWN: ("?", "yellow"),
     Finding.UNMANAGED: ("=", "dim"),
+    Finding.NOT_VERIFIABLE: ("^", "magenta"),
 }
 SECTIONS: dict[Finding, tuple[str, str]] = {
     Finding.CHANGE: ("Changes", "the spec differs from live state; fleet applies them"),
@@ -32,9 +33,15 @@ SECTIONS: dict[Finding, tuple[str, str]] = {
     Finding.ORPHANED: ("Orphaned", "fleet applied these before; their specs were removed"),
     Finding.UNKNOWN: ("Unknown", "could not be observed; nothing is planned for them"),
     Finding.UNMANAGED: ("Unmanaged", "live, but fleet did not make them; fleet never touches them"),
+    Finding.NOT_VERIFIABLE: (
+        "Not verifiable",
+        "configuration tasks check mode cannot evaluate: neither in sync nor drifted",
+    ),
 }
 # Entries whose detail says something the fields do not (why, what a policy decided).
-DETAILED_FINDINGS = frozenset({Finding.CHANGE, Finding.OBSERVE_ONLY, Finding.ORPHANED, Finding.UNMANAGED})
+DETAILED_FINDINGS = frozenset(
+    {Finding.CHANGE, Finding.OBSERVE_ONLY, Finding.ORPHANED, Finding.UNMANAGED, Finding.NOT_VERIFIABLE}
+)
 
 
 def render_text(plan: Plan, console: Console) -> None:
@@ -93,7 +100,9 @@ def entry_lines(entry: PlanEntry) -> Iterator[Text]:
             (format_value(diff.after), "green" if entry.action is not None else ""),
         )
     if entry.finding in DETAILED_FINDINGS and entry.detail:
-        yield Text(f"        {entry.detail}", style="dim")
+        # A detail may span lines (the diffs of configuration tasks): each keeps the indent.
+        for line in entry.detail.splitlines():
+            yield Text(f"        {line}", style="dim")
     if entry.depends_on:
         yield Text(f"        after {', '.join(entry.depends_on)}", style="dim")
 

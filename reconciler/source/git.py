@@ -12,13 +12,13 @@ import fcntl
 import hashlib
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pygit2
 
 from reconciler.errors import SourceError
-from reconciler.source.snapshot import Snapshot, SourceFile, SourceProblem, is_yaml_path
+from reconciler.source.snapshot import Snapshot, SourceFile, SourceProblem, is_yaml_path, under
 
 _URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[^/\s:]+@[^/\s:]+:)", re.I)
 _MIRROR = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
@@ -163,6 +163,9 @@ def snapshot_at(repo: pygit2.Repository, revision: str, location: str) -> Snapsh
         assert isinstance(blob, pygit2.Blob)
         return bytes(blob.data)
 
+    def export(destination: Path, prefixes: Sequence[str]) -> None:
+        _export(repo, entries, by_path, destination, prefixes)
+
     shown = _redact(location) if is_url(location) else location
     return Snapshot(
         f"{shown}@{revision} ({str(commit.id)[:12]})",
@@ -170,7 +173,45 @@ def snapshot_at(repo: pygit2.Repository, revision: str, location: str) -> Snapsh
         tuple(problems),
         read,
         commit=str(commit.id),
+        export=export,
     )
+
+
+def _export(
+    repo: pygit2.Repository,
+    entries: Sequence[tuple[str, pygit2.Object, int]],
+    by_path: Mapping[str, pygit2.Object],
+    destination: Path,
+    prefixes: Sequence[str],
+) -> None:
+    """Write the files of the commit under `prefixes` into `destination`, from Git's objects
+    (never from a checkout, which may differ). A symlink becomes a copy of what it points to
+    when that is a file of the repo; one leaving the repo is left out."""
+    for path, entry, mode in entries:
+        if not under(path, prefixes):
+            continue
+        oid = entry.id
+        if mode == _LINK_MODE:
+            link = repo[oid]
+            assert isinstance(link, pygit2.Blob)
+            target = bytes(link.data).decode("utf-8", "replace")
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+            if target.startswith("/") or resolved.startswith("..") or resolved not in by_path:
+                continue
+            oid = by_path[resolved].id
+        try:
+            blob = repo[oid]
+        except (KeyError, ValueError, pygit2.GitError) as exc:
+            raise SourceError(f"cannot read {path}: {exc}") from exc
+        if not isinstance(blob, pygit2.Blob):
+            continue  # a submodule: its files are not in this repo
+        target_path = destination / path
+        try:
+            target_path.parent.mkdir(parents=True, exist_ok=True)
+            target_path.write_bytes(bytes(blob.data))
+            target_path.chmod(0o755 if mode == pygit2.enums.FileMode.BLOB_EXECUTABLE else 0o644)
+        except OSError as exc:
+            raise SourceError(f"cannot write {target_path}: {exc.strerror}") from None
 
 
 def read_revision(location: str, revision: str, cache_dir: Path) -> Snapshot:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -35,6 +36,14 @@ class Snapshot:
     read: Callable[[SourceFile], bytes]
     commit: str | None = None
     root: str | None = None
+    # Writes the repo's files under some directories (all of them for "") into a directory:
+    # the playbooks and roles Ansible runs, exactly as they are at this revision.
+    export: Callable[[Path, Sequence[str]], None] | None = None
+
+
+def under(path: str, prefixes: Sequence[str]) -> bool:
+    """Whether a repo path lies in one of the directories `prefixes` ("" is the whole repo)."""
+    return any(not p or path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
 
 
 def is_yaml_path(path: str) -> bool:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from reconciler.errors import SourceError
-from reconciler.source.snapshot import Snapshot, SourceFile, SourceProblem, is_yaml_path
+from reconciler.source.snapshot import Snapshot, SourceFile, SourceProblem, is_yaml_path, under
 
 
 def git_blob_id(data: bytes) -> str:
@@ -99,4 +101,31 @@ def read_worktree(root: Path) -> Snapshot:
     def read(entry: SourceFile) -> bytes:
         return contents[entry.path]
 
-    return Snapshot(f"working tree {root}", tuple(files), tuple(problems), read, root=str(real_root))
+    def export(destination: Path, prefixes: Sequence[str]) -> None:
+        _export(real_root, destination, prefixes)
+
+    return Snapshot(
+        f"working tree {root}", tuple(files), tuple(problems), read, root=str(real_root), export=export
+    )
+
+
+def _export(root: Path, destination: Path, prefixes: Sequence[str]) -> None:
+    """Copy the working tree's files under `prefixes` (hidden directories left out), as they
+    are now, so a run sees one consistent copy even while someone edits the tree."""
+    for directory, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for filename in filenames:
+            source = Path(directory, filename)
+            relative = source.relative_to(root).as_posix()
+            if not under(relative, prefixes):
+                continue
+            try:
+                if source.is_symlink() and not source.resolve().is_relative_to(root):
+                    continue
+                if not source.is_file():
+                    continue
+                target = destination / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+            except OSError as exc:
+                raise SourceError(f"cannot copy {relative}: {exc.strerror}") from None

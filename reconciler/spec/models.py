@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     StringConstraints,
     Tag,
+    ValidationError,
     model_validator,
 )
 
@@ -196,6 +197,27 @@ CredentialsRef = Annotated[
 ]
 
 
+class _SecretVar(Strict):
+    credentialsRef: CredentialsRef
+
+
+def _secret_var(value: Any) -> Any:
+    """A host variable `{credentialsRef: ...}` is a secret: nothing else in it, a valid reference."""
+    if not isinstance(value, dict) or "credentialsRef" not in value:
+        return value
+    if set(value) != {"credentialsRef"}:
+        others = ", ".join(sorted(str(k) for k in value if k != "credentialsRef"))
+        raise ValueError(f"a secret variable holds only credentialsRef (found also {others})")
+    try:
+        _SecretVar.model_validate(value)
+    except ValidationError:
+        raise ValueError(
+            "credentialsRef is neither the name of a credential of fleet.yaml nor an env, file or "
+            "kubernetesSecret source"
+        ) from None
+    return value
+
+
 # --- common document parts ---------------------------------------------------------------
 
 
@@ -216,10 +238,19 @@ class AnsibleConfig(Strict):
     roles: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
         default_factory=list, description="Roles applied after the playbooks; default none."
     )
-    vars: dict[str, Any] = Field(
+    vars: dict[str, Annotated[Any, AfterValidator(_secret_var)]] = Field(
         default_factory=dict,
-        description="Host variables. Secrets go through credentialsRef, never as literals.",
+        description="Host variables. A secret is a variable written as {credentialsRef: NAME or "
+        "source}: read when Ansible runs, given to it in a file only it can read, never a literal.",
     )
+
+    def credential_names(self) -> tuple[tuple[str, str], ...]:
+        """(variable, credential name) of the secret variables that name a fleet.yaml credential."""
+        return tuple(
+            (name, var["credentialsRef"])
+            for name, var in sorted(self.vars.items())
+            if isinstance(var, dict) and isinstance(var.get("credentialsRef"), str)
+        )
 
 
 # --- Fleet -------------------------------------------------------------------------------
@@ -302,10 +333,30 @@ class LibvirtSettings(Strict):
     )
 
 
+class AnsibleSettings(Strict):
+    forks: Annotated[int, Field(ge=1)] = Field(
+        default=20, description="Hosts Ansible works on at once in one run; default 20."
+    )
+    timeoutSeconds: Annotated[float, Field(gt=0)] = Field(
+        default=1800.0, description="Deadline of one ansible-playbook run; default 1800."
+    )
+    artifactsDir: str | None = Field(
+        default=None,
+        description="Where the artifacts of every apply run are kept (secrets masked); default "
+        "$XDG_STATE_HOME/fleet/ansible.",
+    )
+    hostKeyChecking: bool = Field(
+        default=True, description="Check SSH host keys against known_hosts; default true."
+    )
+
+
 class ProviderSettings(Strict):
     ipmi: IpmiSettings = Field(default_factory=IpmiSettings, description="IPMI provider settings.")
     libvirt: LibvirtSettings = Field(
         default_factory=LibvirtSettings, description="libvirt provider settings."
+    )
+    ansible: AnsibleSettings = Field(
+        default_factory=AnsibleSettings, description="Ansible provider settings."
     )
 
 

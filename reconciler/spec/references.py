@@ -147,13 +147,18 @@ def check_references(
                 )
             )
 
+    def check_config_credentials(path: str, fact: Facts, secrets: Sequence[tuple[str, str]]) -> None:
+        for variable, credential in secrets:
+            check_credential(path, fact, credential, ("spec", "config", "vars", variable, "credentialsRef"))
+
     machines = by_kind["Machine"]
     bmcs: dict[tuple[str, int], str] = {}
     for name, (path, fact) in sorted(machines.items()):
         if fact[4] is None:
             continue
-        site, rack, _role, bmc_address, bmc_port, credential, _cpus, _memory = fact[4]
+        site, rack, _role, bmc_address, bmc_port, credential, _cpus, _memory, secrets = fact[4]
         here = address("Machine", name)
+        check_config_credentials(path, fact, secrets)
         if fleet is not None:
             if site not in sites:
                 out.append(
@@ -206,6 +211,7 @@ def check_references(
             continue
         host = fact[4][0]
         here = address("VirtualMachine", name)
+        check_config_credentials(path, fact, fact[4][4])
         if host not in machines:
             out.append(
                 error(

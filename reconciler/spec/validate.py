@@ -89,11 +89,13 @@ def facts_of(document: models.Document, index: int) -> Facts:
                 _credential_name(s.bmc.credentialsRef),
                 hw.cpus if hw else None,
                 hw.memory if hw else None,
+                s.config.credential_names() if s.config else (),
             ),
         )
     if isinstance(document, models.VirtualMachine):
         v = document.spec
-        return ("VirtualMachine", name, index, labels, (v.host, v.vcpus, v.memory, v.power))
+        secrets = v.config.credential_names() if v.config else ()
+        return ("VirtualMachine", name, index, labels, (v.host, v.vcpus, v.memory, v.power, secrets))
     if isinstance(document, models.Cluster):
         c = document.spec
         members = tuple((m.ref, tuple(sorted(m.labels.items()))) for m in c.members)

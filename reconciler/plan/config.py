@@ -1,0 +1,230 @@
+"""Configuration plan entries: a Machine's or VirtualMachine's `spec.config` against what
+Ansible's check mode says a run would do on the host.
+
+The Ansible provider reports per host the tasks that would change it (with their diffs), the
+tasks that failed in check mode, and the tasks check mode could not evaluate. A host with
+changes or failures is planned as `configure`. Tasks that could not be verified are reported as
+`not-verifiable`, never as in sync. Drift is a change under a configuration fleet already
+applied: the same spec and the same playbook and role files (the configuration's version), yet
+check mode finds work to do, so something changed on the host behind fleet's back.
+
+Pure functions over values: the version of a configuration is computed by the caller from the
+files at the planned revision (`config_version`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from providers.base import Action, Observation, ObservationState
+from reconciler.plan.diff import MachineDiff, enforcement_mode, index_observations, unknown_entry
+from reconciler.plan.model import FieldDiff, Finding, ObservedState, PlanEntry
+from reconciler.spec import models
+
+Configured = models.Machine | models.VirtualMachine
+
+VERSION_FIELD = "config.version"
+"""The plan field that carries a configuration's version when it changes (recorded as applied)."""
+
+_MAX_DIFF_LINES = 30  # per task: a new file's whole content is its diff
+_MAX_DETAIL_LINES = 200
+
+
+def configured(documents: Iterable[models.Document]) -> list[Configured]:
+    """The Machines and VirtualMachines whose operating system fleet configures."""
+    return [d for d in documents if isinstance(d, Configured) and d.spec.config is not None]
+
+
+def config_version(config: models.AnsibleConfig, root: Path) -> str:
+    """A short hash of the configuration: the spec's `config` and every file of the directories
+    its playbooks and roles are read from (a playbook's directory, with its roles, and `roles/`).
+
+    Equal versions mean a run would be given exactly the same input, so check-mode changes under
+    an applied version are drift, and under a new version they are the change itself.
+    """
+    digest = hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode())
+    directories = {root / "roles"}
+    directories.update((root / p).parent for p in config.playbooks)
+    directories.update(root / r for r in config.roles if "/" in r)
+    files: set[Path] = set()
+    for directory in directories:
+        if directory.is_dir():
+            files.update(p for p in directory.rglob("*") if p.is_file())
+        elif directory.is_file():
+            files.add(directory)
+    for path in sorted(files):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def site_of(document: Configured, machines: Mapping[str, models.Machine]) -> str:
+    if isinstance(document, models.Machine):
+        return document.spec.site
+    host = machines.get(document.spec.host)
+    return host.spec.site if host is not None else ""
+
+
+def observed_config(observation: Observation, version: str) -> ObservedState:
+    """What a plan rests on for one host's configuration: counts, coverage and version (the
+    task names and diffs are in the entries)."""
+    if observation.state is not ObservationState.OBSERVED:
+        return ObservedState(observation.address, observation.state)
+    config = observation.fields.get("config", {})
+    summary = {
+        "version": version,
+        "inSync": bool(config.get("inSync")),
+        "changes": len(config.get("changes", ())),
+        "failed": len(config.get("failed", ())),
+        "notVerifiable": len(config.get("notVerifiable", ())),
+        "coverage": config.get("coverage", {"verified": 0, "total": 0}),
+    }
+    return ObservedState(observation.address, observation.state, (("config", summary),))
+
+
+def diff_config(
+    documents: Sequence[Configured],
+    observations: Iterable[Observation],
+    versions: Mapping[str, str],
+    applied: Mapping[str, Mapping[str, Any]],
+    policies: models.Policies,
+    machines: Mapping[str, models.Machine],
+    *,
+    drift_first_seen: Mapping[tuple[str, str], datetime] | None = None,
+) -> MachineDiff:
+    """Entries for the configuration of every document given (all have `spec.config`).
+
+    `versions` maps an address to its configuration's version at the planned revision,
+    `applied` to the fields fleet last applied there (its `config` is the version applied).
+    """
+    by_address = index_observations(observations)
+    first_seen = drift_first_seen or {}
+    entries: list[PlanEntry] = []
+    observed: list[ObservedState] = []
+    for document in documents:
+        address = document.address
+        observation = by_address.get(address)
+        version = versions[address]
+        if observation is not None:
+            observed.append(observed_config(observation, version))
+        if observation is None or observation.state is not ObservationState.OBSERVED:
+            entry = unknown_entry(address, observation)
+            entries.append(
+                PlanEntry(
+                    address,
+                    entry.kind,
+                    Finding.UNKNOWN,
+                    fields=(FieldDiff("config", None, None),),
+                    reason=f"config-{entry.reason}",
+                    detail=f"the configuration could not be checked: {entry.detail}",
+                )
+            )
+            continue
+        entries.extend(
+            _entries(
+                document,
+                observation,
+                version,
+                applied.get(address, {}).get("config"),
+                enforcement_mode(policies, "config", site_of(document, machines)) == "enforce",
+                first_seen,
+            )
+        )
+    return MachineDiff(tuple(entries), tuple(observed))
+
+
+def _entries(
+    document: Configured,
+    observation: Observation,
+    version: str,
+    applied_version: Any,
+    enforced: bool,
+    first_seen: Mapping[tuple[str, str], datetime],
+) -> list[PlanEntry]:
+    address, kind = document.address, document.kind_name
+    config = observation.fields.get("config", {})
+    changes = list(config.get("changes", ()))
+    failed = list(config.get("failed", ()))
+    unverified = list(config.get("notVerifiable", ()))
+    coverage = config.get("coverage", {})
+    entries: list[PlanEntry] = []
+    if unverified:
+        entries.append(
+            PlanEntry(
+                address,
+                kind,
+                Finding.NOT_VERIFIABLE,
+                fields=tuple(FieldDiff(f"config/{u['task']}", None, u["why"]) for u in _unique(unverified)),
+                reason="check-mode",
+                detail=f"check mode verified {coverage.get('verified', 0)} of {coverage.get('total', 0)} "
+                "tasks; the others are neither in sync nor drifted",
+            )
+        )
+    if not changes and not failed:
+        return entries
+    fields = [FieldDiff(f"config/{c['task']}", "differs", "as specified") for c in _unique(changes)]
+    fields.extend(
+        FieldDiff(f"config/{f['task']}", "failed in check mode", f["message"]) for f in _unique(failed)
+    )
+    detail = _detail(changes, failed)
+    if applied_version == version and changes:
+        # The same configuration was applied, yet a run would change the host: edited behind fleet's back.
+        entries.extend(
+            PlanEntry(
+                address,
+                kind,
+                Finding.DRIFT,
+                fields=(FieldDiff(f"config/{c['task']}", "as applied", "changed"),),
+                reason="out-of-band",
+                detail="changed on the host since fleet applied its configuration",
+                first_seen=first_seen.get((address, f"config/{c['task']}"), observation.observed_at),
+            )
+            for c in _unique(changes)
+        )
+    if applied_version != version:
+        fields.insert(0, FieldDiff(VERSION_FIELD, applied_version, version))
+    if enforced:
+        entries.append(
+            PlanEntry(address, kind, Finding.CHANGE, Action.CONFIGURE, tuple(fields), detail=detail)
+        )
+    else:
+        entries.append(
+            PlanEntry(
+                address,
+                kind,
+                Finding.OBSERVE_ONLY,
+                fields=tuple(fields),
+                reason="policy=observe",
+                detail="the enforcement policy only observes config here; " + detail,
+            )
+        )
+    return entries
+
+
+def _unique(items: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """One item per task name (a task looping over items reports once per item)."""
+    seen: dict[str, Mapping[str, Any]] = {}
+    for item in items:
+        seen.setdefault(str(item["task"]), item)
+    return list(seen.values())
+
+
+def _detail(changes: Sequence[Mapping[str, Any]], failed: Sequence[Mapping[str, Any]]) -> str:
+    """The diffs of the tasks that would change the host, and why tasks failed, for reviewers."""
+    lines: list[str] = []
+    for change in changes:
+        lines.append(f"{change['task']} ({change['module']}) would change:")
+        diff = str(change.get("diff") or "(no diff)").splitlines()
+        lines.extend(f"  {line}" for line in diff[:_MAX_DIFF_LINES])
+        if len(diff) > _MAX_DIFF_LINES:
+            lines.append(f"  ... {len(diff) - _MAX_DIFF_LINES} more lines of this diff")
+    for failure in failed:
+        lines.append(f"{failure['task']} ({failure['module']}) failed in check mode: {failure['message']}")
+    if len(lines) > _MAX_DETAIL_LINES:
+        lines = [*lines[:_MAX_DETAIL_LINES], f"... {len(lines) - _MAX_DETAIL_LINES} more lines"]
+    return "\n".join(lines)
