@@ -1013,7 +1013,8 @@ def lab_up_command(
     ] = 60,
 ) -> None:
     """Start BMC simulators for every Machine of a fleet repo, a libvirt test-driver daemon for
-    every hypervisor Machine and a Kubernetes API test server for every Cluster; print where."""
+    every hypervisor Machine, a Kubernetes API test server for every Cluster and an SSH host for
+    every configured Machine and VirtualMachine; print where."""
     from reconciler.lab import default_lab_dir, lab_up
     from reconciler.spec import models
 
@@ -1045,6 +1046,11 @@ def lab_up_command(
         console.print(
             f"lab up: {len(info.apiserver_pids)} Kubernetes API test servers"
             f" (pids {', '.join(map(str, info.apiserver_pids))}), one per Cluster, with a Node per member"
+        )
+    if info.ssh_hosts:
+        console.print(
+            f"lab up: {info.ssh_hosts} SSH hosts for Ansible (sshd, pid {info.ssh_pid}),"
+            " one per Machine and VirtualMachine with spec.config"
         )
     console.print(f"endpoint and credential overrides: {info.overrides}")
     console.print(

@@ -33,7 +33,7 @@ from reconciler.apply.executor import (
 from reconciler.errors import PermanentError, UsageError
 from reconciler.plan.diff import MACHINE_FIELDS, enforcement_mode
 from reconciler.plan.kube import converged_kube_fields
-from reconciler.plan.model import Finding, Plan, spec_hash
+from reconciler.plan.model import Finding, ObservedState, Plan, spec_hash
 from reconciler.plan.vms import converged_vm_fields
 from reconciler.spec import models
 from reconciler.state import LockHolder, StateStore, current_operator
@@ -273,6 +273,10 @@ def _kind_name(kind: str) -> str:
     raise UsageError(f"unknown kind {kind!r}")
 
 
+def _is_config(observed: ObservedState) -> bool:
+    return any(name == "config" for name, _ in observed.fields)
+
+
 def record_drift(plan: Plan, store: StateStore, at: datetime) -> None:
     """Open or refresh a finding per drifted field; resolve the ones that no longer drift."""
     drifted: set[tuple[str, str]] = set()
@@ -280,9 +284,13 @@ def record_drift(plan: Plan, store: StateStore, at: datetime) -> None:
         for field in entry.fields:
             store.record_drift(entry.address, field.field, field.before, field.after, at)
             drifted.add((entry.address, field.field))
-    observed = {o.address for o in plan.observed if o.state.value == "observed"}
-    for finding in store.open_drift(sorted(observed)):
-        if (finding.address, finding.field) not in drifted:
+    # A finding is resolved only by an observation of its own kind: a host's configuration
+    # (Ansible) and its other fields (BMC, hypervisor, API server) are observed separately.
+    observed = {o.address for o in plan.observed if o.state.value == "observed" and not _is_config(o)}
+    configs = {o.address for o in plan.observed if o.state.value == "observed" and _is_config(o)}
+    for finding in store.open_drift(sorted(observed | configs)):
+        seen = configs if finding.field.startswith("config/") else observed
+        if finding.address in seen and (finding.address, finding.field) not in drifted:
             store.resolve_drift(finding.address, finding.field, at)
 
 

@@ -41,10 +41,14 @@ step "Plan: the specs against live state, the hosts' configuration in Ansible ch
 $fleet plan fleet-repo-example --lab > "$scratch/plan.txt"
 # The whole plan is long (every host's configuration diffs): its summary, then one host in full.
 grep -E "^(fleet plan|Plan:)" "$scratch/plan.txt"
-sed -n '/^~ machine\/nyc1-r01-02  configure/,/^[~+?!*^=o-] /p' "$scratch/plan.txt" | sed '$d' | head -40
+sed -n '/^    ~ machine\/nyc1-r01-02  configure/,/^    [~+?!*^=o-] /p' "$scratch/plan.txt" | sed '$d' | head -40
 
 step "Apply it: in waves, under budgets, every action recorded" "fleet apply fleet-repo-example --lab --yes"
-$fleet apply fleet-repo-example --lab --yes
+$fleet apply fleet-repo-example --lab --yes > "$scratch/apply.txt"
+# It shows the plan again first; here only the outcomes (the first of them, shortened) and the result.
+grep -E "^  [a-z]+/" "$scratch/apply.txt" | cut -c1-150 | head -24
+echo "  ... ($(grep -cE "^  [a-z]+/" "$scratch/apply.txt") actions)"
+grep -E "^Run " "$scratch/apply.txt"
 
 step "Plan again: nothing left to do" "fleet plan fleet-repo-example --lab --detailed-exitcode"
 $fleet plan fleet-repo-example --lab --detailed-exitcode | tail -1
@@ -98,7 +102,7 @@ grep "^config " "$scratch/drift.txt" | head -3
 echo "... ($(grep -c "^config " "$scratch/drift.txt") configured hosts)"
 
 step "Apply fixes it" "fleet apply fleet-repo-example --lab --yes"
-$fleet apply fleet-repo-example --lab --yes | tail -2
+$fleet apply fleet-repo-example --lab --yes | grep -E "^  [a-z]+/|^Run " | cut -c1-200
 
 step "The audit trail" "fleet history --limit 3"
 $fleet history --limit 3 | grep -v "^    machine/\|^    virtualmachine/\|^    sparkpool/\|^    cluster/" || true

@@ -18,15 +18,17 @@ from test_plan import T0, machine, rows, vm
 from providers.base import Action, Observation, UnknownReason
 from reconciler.apply.executor import CONFIG_PROVIDER, applied_fields, provider_key
 from reconciler.plan.config import VERSION_FIELD, config_version, configured, diff_config
+from reconciler.plan.diff import MACHINE_FIELDS
 from reconciler.plan.graph import order_entries
-from reconciler.plan.model import FieldDiff, Finding, Plan, PlanEntry
+from reconciler.plan.model import FieldDiff, Finding, ObservedState, Plan, PlanEntry
 from reconciler.report.markdown import render_markdown
 from reconciler.report.plan_json import plan_schema, plan_to_dict
 from reconciler.report.text import plan_text
-from reconciler.runs import _converged_fields
+from reconciler.runs import _converged_fields, record_drift
 from reconciler.source.git import read_revision
 from reconciler.source.worktree import read_worktree
 from reconciler.spec import models
+from reconciler.state import open_store
 
 CONFIG = {"playbooks": ["playbooks/site.yml"], "vars": {"motd": "hello"}}
 M = "machine/web-1"
@@ -278,3 +280,23 @@ def test_playbooks_are_exported_from_git_at_the_revision_not_the_working_tree(tm
     tree.export(tmp_path / "tree", ["playbooks"])
     assert "edited" in (tmp_path / "tree/playbooks/site.yml").read_text()
     assert not (tmp_path / "tree/machines").exists()
+
+
+def test_config_drift_stays_open_while_only_the_bmc_answers_and_closes_once_checked_in_sync(
+    tmp_path: Path,
+) -> None:
+    document = host()
+    bmc = Observation.observed(M, {"power": "on", "bootDevice": "disk", "bootPersistent": True}, at=T0)
+
+    def plan_of(config: Observation) -> Plan:
+        found = diff_config([document], [config], {M: V2}, {M: {"config": V2}}, policies(), {})
+        return Plan("rev", T0, found.entries, (ObservedState.of(bmc, MACHINE_FIELDS), *found.observed))
+
+    with open_store(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        record_drift(plan_of(checked(changes=[MOTD])), store, T0)
+        assert [(d.address, d.field) for d in store.open_drift()] == [(M, "config/" + MOTD["task"])]
+        gone = Observation.unknown(M, UnknownReason.UNREACHABLE, "ssh: refused", at=T0)
+        record_drift(plan_of(gone), store, T0)
+        assert len(store.open_drift()) == 1  # unknown is never "no longer drifted"
+        record_drift(plan_of(checked()), store, T0)
+        assert store.open_drift() == []

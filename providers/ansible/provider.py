@@ -4,14 +4,16 @@
 distinct set of playbooks and roles (all hosts of a set at once), and reports per host the tasks
 that would change it, the tasks that failed and the tasks check mode could not evaluate. A host is
 in sync only when there is nothing of the three: a task Ansible could not verify is never taken
-for one that holds. `apply` runs the playbooks for real on the change's host; Ansible's own
-idempotence makes a repeated apply harmless. Secrets named by `credentialsRef` host variables are
+for one that holds. `apply` runs the playbooks for real on the change's host (applies that
+arrive together share one run limited to their hosts); Ansible's own idempotence makes a
+repeated apply harmless. Secrets named by `credentialsRef` host variables are
 read at the moment of the run and never appear in an observation, a message or a file left behind.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -97,6 +99,49 @@ class _Progress:
         return f"{message}; changed before that: {', '.join(self.tasks)}"
 
 
+class _Batch:
+    def __init__(self) -> None:
+        self.targets: list[_Target] = []
+        self.done = threading.Event()
+        self.result: RunResult | None = None
+        self.error: BaseException | None = None
+
+
+class _Batches:
+    """Applies that arrive together share one ansible-playbook run (`--limit`ed to their hosts,
+    `forks` at a time) instead of one process per host: the first apply of a set of playbooks
+    waits `window` seconds for the others of its wave, runs them all, and each gets the run."""
+
+    def __init__(self, run: Callable[[Sequence[_Target]], RunResult], window: float) -> None:
+        self._run = run
+        self._window = window
+        self._lock = threading.Lock()
+        self._open: dict[tuple[tuple[str, ...], tuple[str, ...]], _Batch] = {}
+
+    def run(self, key: tuple[tuple[str, ...], tuple[str, ...]], target: _Target) -> RunResult:
+        with self._lock:
+            batch = self._open.get(key)
+            leader = batch is None
+            if batch is None:
+                batch = self._open[key] = _Batch()
+            batch.targets.append(target)
+        if leader:
+            time.sleep(self._window)
+            with self._lock:
+                del self._open[key]  # later applies start a batch of their own
+            try:
+                batch.result = self._run(batch.targets)
+            except BaseException as exc:  # handed to every apply of the batch
+                batch.error = exc
+            finally:
+                batch.done.set()
+        batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        assert batch.result is not None
+        return batch.result
+
+
 class AnsibleProvider:
     """Operating-system configuration of Machines and VirtualMachines with Ansible.
 
@@ -117,6 +162,7 @@ class AnsibleProvider:
         connection_overrides: Mapping[str, Mapping[str, str]] | None = None,
         settings: RunSettings | None = None,
         artifacts_dir: Path | None = None,
+        batch_window_seconds: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.context = context
@@ -124,6 +170,7 @@ class AnsibleProvider:
         self.connection_overrides = {h: dict(v) for h, v in (connection_overrides or {}).items()}
         self.settings = settings or RunSettings()
         self.artifacts_dir = artifacts_dir
+        self._batches = _Batches(self._apply_run, batch_window_seconds)
         self._clock = clock
 
     # --- targets ------------------------------------------------------------------------
@@ -278,16 +325,8 @@ class AnsibleProvider:
         if change.desired is None:
             raise PermanentError(f"{change.address}: no desired spec to configure the host from")
         documents = self._documents([change.desired])
-        inventory = self._inventory(documents)
-        target = self._target(change.desired, host_names(documents.values()), inventory)
-        # An apply's artifacts (events and output, secrets masked) are kept where the store's
-        # record of the action says.
-        kept = (
-            dataclasses.replace(self.settings, keep_artifacts=True, temp_dir=self.artifacts_dir)
-            if self.artifacts_dir is not None
-            else None
-        )
-        run = self._run([target], inventory, check=False, settings=kept)
+        target = self._target(change.desired, host_names(documents.values()), self._inventory(documents))
+        run = self._batches.run(target.playbook_set, target)
         where = f" (artifacts: {run.artifacts})" if run.artifacts is not None else ""
         report = run.report(target.host)
         if report is not None:
@@ -312,6 +351,17 @@ class AnsibleProvider:
             True,
             f"changed {len(report.changes)} of {report.total} tasks: {', '.join(progress.tasks)}{where}",
         )
+
+    def _apply_run(self, targets: Sequence[_Target]) -> RunResult:
+        """One real run for every host of a batch. Its artifacts (events and output, secrets
+        masked) are kept where the store's record of each action says."""
+        kept = (
+            dataclasses.replace(self.settings, keep_artifacts=True, temp_dir=self.artifacts_dir)
+            if self.artifacts_dir is not None
+            else None
+        )
+        inventory = self._inventory(self._documents([t.document for t in targets]))
+        return self._run(targets, inventory, check=False, settings=kept)
 
     def close(self) -> None:
         """Nothing to release: every run has its own process and directory."""
