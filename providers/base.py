@@ -243,3 +243,14 @@ class Provider(Protocol):
     def close(self) -> None:
         """Release sessions, connections and worker processes."""
         ...
+
+
+@runtime_checkable
+class BatchProvider(Provider, Protocol):
+    """A provider that makes many changes of one wave more cheaply together than one by one
+    (Ansible: one ansible-playbook run for many hosts). The executor hands it a wave's changes
+    at once, after the wave's other actions."""
+
+    def apply_many(self, changes: Sequence[Change]) -> list[ApplyResult | TemporaryError]:
+        """One result per change, in order; a TemporaryError is retried like a raised one."""
+        ...

@@ -4,16 +4,16 @@
 distinct set of playbooks and roles (all hosts of a set at once), and reports per host the tasks
 that would change it, the tasks that failed and the tasks check mode could not evaluate. A host is
 in sync only when there is nothing of the three: a task Ansible could not verify is never taken
-for one that holds. `apply` runs the playbooks for real on the change's host (applies that
-arrive together share one run limited to their hosts); Ansible's own idempotence makes a
-repeated apply harmless. Secrets named by `credentialsRef` host variables are
+for one that holds. `apply` runs the playbooks for real on the change's host, and `apply_many`
+on several hosts with one run limited to them; Ansible's own idempotence makes a repeated apply
+harmless. Secrets named by `credentialsRef` host variables are
 read at the moment of the run and never appear in an observation, a message or a file left behind.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -99,49 +99,6 @@ class _Progress:
         return f"{message}; changed before that: {', '.join(self.tasks)}"
 
 
-class _Batch:
-    def __init__(self) -> None:
-        self.targets: list[_Target] = []
-        self.done = threading.Event()
-        self.result: RunResult | None = None
-        self.error: BaseException | None = None
-
-
-class _Batches:
-    """Applies that arrive together share one ansible-playbook run (`--limit`ed to their hosts,
-    `forks` at a time) instead of one process per host: the first apply of a set of playbooks
-    waits `window` seconds for the others of its wave, runs them all, and each gets the run."""
-
-    def __init__(self, run: Callable[[Sequence[_Target]], RunResult], window: float) -> None:
-        self._run = run
-        self._window = window
-        self._lock = threading.Lock()
-        self._open: dict[tuple[tuple[str, ...], tuple[str, ...]], _Batch] = {}
-
-    def run(self, key: tuple[tuple[str, ...], tuple[str, ...]], target: _Target) -> RunResult:
-        with self._lock:
-            batch = self._open.get(key)
-            leader = batch is None
-            if batch is None:
-                batch = self._open[key] = _Batch()
-            batch.targets.append(target)
-        if leader:
-            time.sleep(self._window)
-            with self._lock:
-                del self._open[key]  # later applies start a batch of their own
-            try:
-                batch.result = self._run(batch.targets)
-            except BaseException as exc:  # handed to every apply of the batch
-                batch.error = exc
-            finally:
-                batch.done.set()
-        batch.done.wait()
-        if batch.error is not None:
-            raise batch.error
-        assert batch.result is not None
-        return batch.result
-
-
 class AnsibleProvider:
     """Operating-system configuration of Machines and VirtualMachines with Ansible.
 
@@ -162,7 +119,6 @@ class AnsibleProvider:
         connection_overrides: Mapping[str, Mapping[str, str]] | None = None,
         settings: RunSettings | None = None,
         artifacts_dir: Path | None = None,
-        batch_window_seconds: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.context = context
@@ -170,7 +126,6 @@ class AnsibleProvider:
         self.connection_overrides = {h: dict(v) for h, v in (connection_overrides or {}).items()}
         self.settings = settings or RunSettings()
         self.artifacts_dir = artifacts_dir
-        self._batches = _Batches(self._apply_run, batch_window_seconds)
         self._clock = clock
 
     # --- targets ------------------------------------------------------------------------
@@ -314,10 +269,47 @@ class AnsibleProvider:
     # --- apply --------------------------------------------------------------------------
 
     def apply(self, change: Change) -> ApplyResult:
-        progress = _Progress()
-        return apply_result(change, progress, self._clock, lambda: self._apply(change, progress))
+        (result,) = self.apply_many([change])
+        if isinstance(result, TemporaryError):
+            raise result
+        return result
 
-    def _apply(self, change: Change, progress: _Progress) -> tuple[bool, str]:
+    def apply_many(self, changes: Sequence[Change]) -> list[ApplyResult | TemporaryError]:
+        """Configure several hosts with one ansible-playbook run per set of playbooks (`--limit`ed
+        to these hosts, `forks` at a time) instead of a process per host. One result per change,
+        in order: an ApplyResult, or the TemporaryError (unreachable, timed out) to retry it with."""
+        results: dict[int, ApplyResult | TemporaryError] = {}
+        groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[int, _Target]]] = defaultdict(list)
+        for index, change in enumerate(changes):
+            try:
+                target = self._apply_target(change)
+            except PermanentError as exc:
+                results[index] = ApplyResult(change.address, change.action, False, False, str(exc))
+                continue
+            groups[target.playbook_set].append((index, target))
+        for _, members in sorted(groups.items()):
+            started = self._clock()
+            try:
+                run: RunResult | PermanentError = self._apply_run([t for _, t in members])
+            except PermanentError as exc:
+                run = exc
+            for index, target in members:
+                change = changes[index]
+                progress = _Progress()
+                try:
+                    result = apply_result(
+                        change,
+                        progress,
+                        self._clock,
+                        functools.partial(self._outcome, change, target, run, progress),
+                    )
+                except TemporaryError as exc:
+                    results[index] = exc
+                    continue
+                results[index] = dataclasses.replace(result, seconds=self._clock() - started)
+        return [results[i] for i in range(len(changes))]
+
+    def _apply_target(self, change: Change) -> _Target:
         if change.action is not Action.CONFIGURE:
             raise PermanentError(
                 f"{change.address}: the Ansible provider only configures hosts, it cannot {change.action}"
@@ -325,8 +317,18 @@ class AnsibleProvider:
         if change.desired is None:
             raise PermanentError(f"{change.address}: no desired spec to configure the host from")
         documents = self._documents([change.desired])
-        target = self._target(change.desired, host_names(documents.values()), self._inventory(documents))
-        run = self._batches.run(target.playbook_set, target)
+        try:
+            return self._target(change.desired, host_names(documents.values()), self._inventory(documents))
+        except _NotRunnable as exc:
+            raise PermanentError(exc.message, hint=exc.hint) from None
+
+    @staticmethod
+    def _outcome(
+        change: Change, target: _Target, run: RunResult | PermanentError, progress: _Progress
+    ) -> tuple[bool, str]:
+        """What the run did to one host: (changed, message), or the error it ended in."""
+        if isinstance(run, PermanentError):
+            raise run
         where = f" (artifacts: {run.artifacts})" if run.artifacts is not None else ""
         report = run.report(target.host)
         if report is not None:

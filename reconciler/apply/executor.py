@@ -18,7 +18,7 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from providers.base import Action, ApplyResult, Provider
+from providers.base import Action, ApplyResult, BatchProvider, Provider
 from reconciler.errors import FleetError, PermanentError, TemporaryError
 from reconciler.plan.config import VERSION_FIELD
 from reconciler.plan.diff import MACHINE_FIELDS
@@ -151,9 +151,13 @@ def execute(
     stop = stop or threading.Event()
     # One address may have several actions (a boot device set before the power-on that
     # uses it); they run one after another, in the plan's order, as one unit of a wave.
+    # Actions of a batch provider wait until the wave's other actions are done, then run
+    # together (their address's earlier actions, e.g. a power-on, have finished by then).
     entries: dict[str, list[PlanEntry]] = {}
+    batched: dict[str, list[PlanEntry]] = {}
     for entry in plan.changes():
-        entries.setdefault(entry.address, []).append(entry)
+        batch = isinstance(providers.get(provider_key(entry)), BatchProvider)
+        (batched if batch else entries).setdefault(entry.address, []).append(entry)
     outcomes: dict[tuple[str, str], Outcome] = {}
     failed: set[str] = set()
 
@@ -171,7 +175,7 @@ def execute(
             done.append(_apply_one(entry, documents, providers, store, run_id, plan.revision, retries))
         return done
 
-    waves = plan.waves or (tuple(sorted(entries)),)
+    waves = plan.waves or (tuple(sorted({*entries, *batched})),)
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="fleet-apply") as pool:
         for wave in waves:
             pending = [entries[a] for a in wave if a in entries]
@@ -212,12 +216,21 @@ def execute(
                                     f"timed out after {action_timeout:g} s (still running in the provider)",
                                 )
                             )
+            if not stop.is_set():
+                together = [e for a in wave for e in batched.get(a, ())]
+                for outcome in _apply_batches(
+                    together, documents, providers, store, run_id, plan.revision, retries, failed
+                ):
+                    if outcome.result != "succeeded":
+                        failed.add(outcome.address)
+                    record(outcome)
             if stop.is_set():
                 break
     interrupted = stop.is_set()
     if interrupted:
         store.interrupt_pending(run_id)
-        for address, group in sorted(entries.items()):
+        every = {a: [*entries.get(a, ()), *batched.get(a, ())] for a in {*entries, *batched}}
+        for address, group in sorted(every.items()):
             for entry in group:
                 if (address, _name(entry)) not in outcomes:
                     # Recorded too, so the audit trail shows the whole plan and where it stopped.
@@ -271,7 +284,81 @@ def _apply_one(
     except FleetError as exc:
         store.finish_action(action_id, "failed", None, str(exc))
         return Outcome(entry.address, name, "failed", str(exc), time.monotonic() - started)
-    seconds = time.monotonic() - started
+    return _finish(entry, document, result, store, action_id, revision, run_id, time.monotonic() - started)
+
+
+def _apply_batches(
+    group: Sequence[PlanEntry],
+    documents: Mapping[str, models.Document],
+    providers: Mapping[str, Provider],
+    store: StateStore,
+    run_id: int,
+    revision: str,
+    retries: int,
+    failed: set[str],
+) -> list[Outcome]:
+    """A wave's actions of batch providers, each provider's at once; retried together."""
+    outcomes: list[Outcome] = []
+    by_provider: dict[str, list[PlanEntry]] = {}
+    for entry in group:
+        blocked = sorted(d for d in entry.depends_on if d in failed)
+        if entry.address in failed:
+            outcomes.append(_skip(store, run_id, entry, "skipped: an earlier action of it failed"))
+        elif blocked:
+            outcomes.append(_skip(store, run_id, entry, f"skipped: {', '.join(blocked)} failed first"))
+        elif documents.get(entry.address) is None:
+            outcomes.append(_apply_one(entry, documents, providers, store, run_id, revision, retries))
+        else:
+            by_provider.setdefault(provider_key(entry), []).append(entry)
+    for key, todo in sorted(by_provider.items()):
+        provider = providers[key]
+        assert isinstance(provider, BatchProvider)
+        started = time.monotonic()
+        action_ids = {e.address: store.start_action(run_id, e.address, _name(e), _before(e)) for e in todo}
+        results: dict[str, ApplyResult | FleetError] = {}
+        for attempt in range(max(1, retries)):
+            try:
+                answers: Sequence[ApplyResult | FleetError] = provider.apply_many(
+                    [e.change(documents[e.address]) for e in todo]
+                )
+            except FleetError as exc:
+                answers = [exc] * len(todo)
+            again = [
+                e
+                for e, r in zip(todo, answers, strict=True)
+                if isinstance(r, TemporaryError) and attempt + 1 < max(1, retries)
+            ]
+            results.update((e.address, r) for e, r in zip(todo, answers, strict=True) if e not in again)
+            if not again:
+                break
+            time.sleep(min(10.0, 0.5 * 2**attempt))
+            todo = again
+        for entry in by_provider[key]:
+            result = results[entry.address]
+            seconds = time.monotonic() - started
+            if isinstance(result, FleetError):
+                store.finish_action(action_ids[entry.address], "failed", None, str(result))
+                outcomes.append(Outcome(entry.address, _name(entry), "failed", str(result), seconds))
+                continue
+            document = documents[entry.address]
+            outcomes.append(
+                _finish(entry, document, result, store, action_ids[entry.address], revision, run_id, seconds)
+            )
+    return outcomes
+
+
+def _finish(
+    entry: PlanEntry,
+    document: models.Document | None,
+    result: ApplyResult,
+    store: StateStore,
+    action_id: int,
+    revision: str,
+    run_id: int,
+    seconds: float,
+) -> Outcome:
+    """Record how an action ended, and what it applied."""
+    name = _name(entry)
     if result.ok and document is None:
         # An orphan fleet acted on: a deleted one is forgotten; a stopped one stays known as off.
         after = {"power": "off"} if entry.action is Action.POWER_OFF else {}
