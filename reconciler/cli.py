@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import posixpath
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -604,16 +603,14 @@ def _with_playbooks(snapshot: Snapshot, context: Any, selected: list[Any]) -> An
     import shutil
     import tempfile
 
-    configs = [d.spec.config for d in selected if getattr(d.spec, "config", None) is not None]
+    from reconciler.plan.config import config_directories, configured
+
+    configs = [d.spec.config for d in configured(selected) if d.spec.config is not None]
     if not configs or snapshot.export is None:
         return context
-    prefixes = {"roles"}
-    for config in configs:
-        prefixes.update(posixpath.dirname(p) for p in config.playbooks)
-        prefixes.update(r for r in config.roles if "/" in r)
     root = Path(tempfile.mkdtemp(prefix="fleet-playbooks-"))
     atexit.register(shutil.rmtree, root, True)
-    snapshot.export(root, sorted(prefixes))
+    snapshot.export(root, sorted({d for config in configs for d in config_directories(config)}))
     return dataclasses.replace(context, playbook_root=root)
 
 

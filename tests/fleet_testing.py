@@ -15,6 +15,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from reconciler.cli import app
+from reconciler.spec import models
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "fleet-repo-example"
@@ -137,3 +138,19 @@ def ansible_inventory_list(path: Path, home: Path) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     listed: dict[str, Any] = json.loads(done.stdout)
     return listed
+
+
+def ansible_fleet(token_env: str) -> models.Fleet:
+    """A one-site Fleet for Ansible provider tests: an `app-token` credential read from
+    `token_env`, and the BMC credential its Machines name."""
+    return models.Fleet.model_validate(
+        {
+            "apiVersion": "fleet/v1alpha1",
+            "kind": "Fleet",
+            "metadata": {"name": "lab"},
+            "spec": {
+                "sites": [{"name": "lab1", "racks": [{"name": "r01"}]}],
+                "credentials": {"app-token": {"env": token_env}, "bmc": {"env": "FLEET_TEST_BMC"}},
+            },
+        }
+    )

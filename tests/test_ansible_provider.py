@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fleet_testing import ansible_fleet
 
 from providers.ansible.provider import AnsibleProvider
 from providers.ansible.runner import RunSettings
@@ -83,20 +84,6 @@ ROLE_TASKS = """\
     lab_marker_ran: true
 """
 MOTD = "web-1: managed by fleet, changes are reverted"
-
-
-def _fleet() -> models.Fleet:
-    return models.Fleet.model_validate(
-        {
-            "apiVersion": "fleet/v1alpha1",
-            "kind": "Fleet",
-            "metadata": {"name": "lab"},
-            "spec": {
-                "sites": [{"name": "lab1", "racks": [{"name": "r01"}]}],
-                "credentials": {"app-token": {"env": TOKEN_ENV}, "bmc": {"env": "FLEET_TEST_BMC"}},
-            },
-        }
-    )
 
 
 def _machine(name: str, index: int, config: dict[str, object] | None) -> models.Machine:
@@ -202,7 +189,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         "gone-1": {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": "1"},
     }
     context = ProviderContext(
-        _fleet(),
+        ansible_fleet(TOKEN_ENV),
         environment={TOKEN_ENV: CANARY},
         machines=machines,
         documents={m.address: m for m in machines.values()},

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_testing import EXAMPLE
+from fleet_testing import EXAMPLE, ansible_fleet
 
 from providers.ansible.provider import AnsibleProvider
 from providers.ansible.runner import RunSettings
@@ -73,20 +73,6 @@ TOKEN_PLAYBOOK = """\
         mode: "0600"
       no_log: true
 """
-
-
-def _fleet() -> models.Fleet:
-    return models.Fleet.model_validate(
-        {
-            "apiVersion": "fleet/v1alpha1",
-            "kind": "Fleet",
-            "metadata": {"name": "ssh-lab"},
-            "spec": {
-                "sites": [{"name": "lab1", "racks": [{"name": "r01"}]}],
-                "credentials": {"app-token": {"env": TOKEN_ENV}, "bmc": {"env": "FLEET_TEST_BMC"}},
-            },
-        }
-    )
 
 
 def _machine(name: str, index: int) -> models.Machine:
@@ -152,7 +138,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         trusted = known_hosts(base, [host for name, host in hosts.items() if name != "stranger-1"])
         machines = {name: _machine(name, index) for index, name in enumerate(names, start=1)}
         context = ProviderContext(
-            _fleet(),
+            ansible_fleet(TOKEN_ENV),
             environment={TOKEN_ENV: CANARY},
             machines=machines,
             documents={m.address: m for m in machines.values()},

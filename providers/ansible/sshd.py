@@ -27,15 +27,16 @@ import shlex
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from providers.serving import stop_signals, write_json_atomically
 
 SSHD = Path("/usr/sbin/sshd")
 SETPRIV = Path("/usr/bin/setpriv")
@@ -407,30 +408,10 @@ def ready_document(hosts: Sequence[SshHost], client_key: Path, known_hosts_file:
     }
 
 
-def _write_atomically(path: Path, document: Mapping[str, Any]) -> None:
-    """A reader sees all of the file or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as out:
-        json.dump(document, out, indent=2)
-        out.write("\n")
-    os.replace(out.name, path)
-
-
 def _become_subreaper() -> None:
     """Make connections whose daemon died this process's children, so that stopping finds them."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-@contextlib.contextmanager
-def _stop_signals() -> Iterator[threading.Event]:
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stop
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -458,7 +439,7 @@ def serve(directory: Path, table: Path, ready_file: Path, stop: threading.Event)
         client_key = make_client_key(directory)
         started = start_hosts(directory, wanted, client_key.with_name(client_key.name + ".pub"))
         known = known_hosts(directory, started)
-        _write_atomically(ready_file, ready_document(started, client_key, known))
+        write_json_atomically(ready_file, ready_document(started, client_key, known))
         print(f"ready {len(started)} ssh hosts ({ready_file})", flush=True)
         reported: set[str] = set()
         while not stop.wait(0.5):
@@ -478,7 +459,7 @@ def serve(directory: Path, table: Path, ready_file: Path, stop: threading.Event)
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _arguments(argv)
-    with _stop_signals() as stop:
+    with stop_signals() as stop:
         return serve(args.dir, args.table, args.ready_file, stop)
 
 

@@ -111,6 +111,7 @@ from providers.kubernetes.apiserver_store import (
     parse_field_selector,
     parse_label_selector,
 )
+from providers.serving import write_json_atomically
 
 SERVER_VERSION = {
     "major": "1",
@@ -1541,12 +1542,9 @@ def load_seed(server: ApiServer, path: str | Path) -> int:
 
 
 def write_ready_file(path: str | Path, url: str, ca: Path | None) -> None:
-    """{"url", "pid", "ca"} written to a temporary file beside `path`, then renamed over it."""
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    """{"url", "pid", "ca"}, written so a reader sees all of it or nothing."""
     payload = {"url": url, "pid": os.getpid(), "ca": None if ca is None else str(ca.resolve())}
-    temporary.write_text(json.dumps(payload) + "\n")
-    temporary.replace(target)
+    write_json_atomically(Path(path), payload)
 
 
 def main(argv: list[str] | None = None) -> int:

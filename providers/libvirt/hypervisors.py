@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import re
 import shutil
@@ -31,13 +30,15 @@ import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import libvirt  # type: ignore[import-untyped]
+
+from providers.serving import stop_signals, write_json_atomically
 
 LIBVIRTD = Path("/usr/sbin/libvirtd")
 SETPRIV = Path("/usr/bin/setpriv")
@@ -162,11 +163,7 @@ class HypervisorFarm:
 
     def write_table(self, path: Path) -> None:
         """Write `describe()` to `path` atomically: a reader sees all of it or nothing."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as out:
-            json.dump(self.describe(), out, indent=2)
-            out.write("\n")
-        os.replace(out.name, path)
+        write_json_atomically(path, self.describe())
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -422,17 +419,6 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-@contextlib.contextmanager
-def _stop_signals() -> Iterator[threading.Event]:
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stop
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _arguments(argv)
     farm = HypervisorFarm(
@@ -443,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         images=args.image,
         sample_domain=not args.no_sample_domain,
     )
-    with _stop_signals() as stop:
+    with stop_signals() as stop:
         try:
             farm.start()
         except HypervisorFarmError as exc:

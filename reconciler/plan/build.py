@@ -48,7 +48,10 @@ def build_plan(
     check_host_capacity(all_vms, context.machines, (vm.spec.host for vm in vms))
     root = context.playbook_root
     checked = configured([*machines, *vms]) if root is not None else []
-    versions = {d.address: config_version(d.spec.config, root) for d in checked if d.spec.config and root}
+    digests: dict[str, str] = {}
+    versions = {
+        d.address: config_version(d.spec.config, root, digests) for d in checked if d.spec.config and root
+    }
     observed = observe_all(
         [*machines, *vms, *kube], dataclasses.replace(context, scan_all_hosts=whole_fleet), config=checked
     )

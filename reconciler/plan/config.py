@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -40,27 +41,41 @@ def configured(documents: Iterable[models.Document]) -> list[Configured]:
     return [d for d in documents if isinstance(d, Configured) and d.spec.config is not None]
 
 
-def config_version(config: models.AnsibleConfig, root: Path) -> str:
-    """A short hash of the configuration: the spec's `config` and every file of the directories
-    its playbooks and roles are read from (a playbook's directory, with its roles, and `roles/`).
+def config_directories(config: models.AnsibleConfig) -> list[str]:
+    """The repo directories a run of `config` reads ("" is the whole repo): `roles/`, the
+    directory of each playbook (with the roles beside it) and every role given as a path."""
+    return sorted(
+        {"roles", *(posixpath.dirname(p) for p in config.playbooks), *(r for r in config.roles if "/" in r)}
+    )
+
+
+def config_version(config: models.AnsibleConfig, root: Path, digests: dict[str, str] | None = None) -> str:
+    """A short hash of the configuration: the spec's `config` and every file of its
+    `config_directories` under `root`. `digests` keeps each directory's hash across the calls of
+    one plan, so thousands of hosts sharing a playbook read its files once.
 
     Equal versions mean a run would be given exactly the same input, so check-mode changes under
     an applied version are drift, and under a new version they are the change itself.
     """
+    known = {} if digests is None else digests
     digest = hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode())
-    directories = {root / "roles"}
-    directories.update((root / p).parent for p in config.playbooks)
-    directories.update(root / r for r in config.roles if "/" in r)
-    files: set[Path] = set()
-    for directory in directories:
-        if directory.is_dir():
-            files.update(p for p in directory.rglob("*") if p.is_file())
-        elif directory.is_file():
-            files.add(directory)
-    for path in sorted(files):
+    for directory in config_directories(config):
+        if directory not in known:
+            known[directory] = _directory_digest(root, directory)
+        digest.update(f"{directory}\0{known[directory]}\0".encode())
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def _directory_digest(root: Path, directory: str) -> str:
+    top = root / directory
+    files = (
+        sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top] if top.is_file() else []
+    )
+    digest = hashlib.sha256()
+    for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
-    return "sha256:" + digest.hexdigest()[:16]
+    return digest.hexdigest()
 
 
 def site_of(document: Configured, machines: Mapping[str, models.Machine]) -> str:
