@@ -18,9 +18,12 @@ import signal
 import zlib
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from providers.base import UnknownReason
+
+if TYPE_CHECKING:
+    from providers.ipmi.client import BmcClient
 
 STARTUP_TIMEOUT = 60.0
 Request = tuple[int, str, int, str, str, str, dict[str, Any]]
@@ -29,15 +32,25 @@ Reply = tuple[int, bool, Any]
 
 
 def _worker_main(connection: Connection) -> None:
-    # Imported here: only worker processes ever load pyghmi.
-    from providers.ipmi.client import BmcClient, BmcError
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     clients: dict[tuple[str, int, str], BmcClient] = {}
     try:
         connection.send("ready")  # start-up (a fresh interpreter, pyghmi) never counts against a BMC
     except (BrokenPipeError, OSError):
         return
+    try:
+        _serve(connection, clients)
+    finally:
+        # BMCs hold only a few sessions each (often 4 to 16) and keep an abandoned one for about
+        # a minute: every session this worker opened is logged out when it stops.
+        for client in clients.values():
+            client.close()
+
+
+def _serve(connection: Connection, clients: dict[tuple[str, int, str], BmcClient]) -> None:
+    # Imported here: only worker processes ever load pyghmi.
+    from providers.ipmi.client import BmcClient, BmcError
+
     while True:
         try:
             message = connection.recv()
