@@ -227,6 +227,16 @@ def test_sessions_are_reused_across_passes(lab: Lab) -> None:
         assert {name: bmc["sessions_opened"] for name, bmc in lab.farm.stats()["bmcs"].items()} == logins
 
 
+def test_a_bmc_keeps_its_worker_so_a_run_logs_in_once(lab: Lab) -> None:
+    # As many workers as BMCs: each BMC's worker is free whenever that BMC's next command is due,
+    # so every command goes over the session its first one opened.
+    with IpmiProvider(lab.context, workers=len(lab.machines), timing=FAST) as provider:
+        for _ in range(3):
+            assert {o.state for o in provider.observe(lab.machines)} == {ObservationState.OBSERVED}
+        logins = {name: bmc["sessions_opened"] for name, bmc in lab.farm.stats()["bmcs"].items()}
+    assert logins == {m.metadata.name: 1 for m in lab.machines}
+
+
 def test_sessions_are_logged_out_so_repeated_runs_never_exhaust_a_bmc(lab: Lab) -> None:
     # A BMC keeps an abandoned session for a minute and holds only a few (the simulator 32):
     # runs that left theirs open would be refused after a handful, which fleet reads as a timeout.

@@ -142,6 +142,9 @@ class Scheduler:
         in_use: dict[str, int] = defaultdict(int)
         busy_bmcs: set[str] = set()
         last_command: dict[str, float] = {}
+        # The worker that holds each BMC's session: its next command goes there when that worker
+        # is idle, so a run logs in to a BMC once, not once per worker (BMCs have few session slots).
+        served_by: dict[str, int] = {}
         request_ids = itertools.count(1)
 
         def finish(job: _Job, value: Any = None, error: BaseException | None = None) -> None:
@@ -218,8 +221,9 @@ class Scheduler:
                 if over_budget:
                     deferred.append(item)
                     continue
-                home = self._pool.home(job.key)
-                worker = home if home in idle else idle[0]
+                worker = next(
+                    (w for w in (served_by.get(job.key), self._pool.home(job.key)) if w in idle), idle[0]
+                )
                 idle.remove(worker)
                 request_id = next(request_ids)
                 op, args = job.pending
@@ -237,6 +241,7 @@ class Scheduler:
                     deferred.append(item)  # that worker had died and was replaced; try again
                     continue
                 in_flight[request_id] = job
+                served_by[job.key] = worker
                 busy_bmcs.add(job.key)
                 last_command[job.key] = now
                 for group in job.groups:

@@ -1,10 +1,11 @@
 """Worker processes that each drive pyghmi single-threaded, and the pool that feeds them.
 
 A worker keeps one IPMI session per BMC it has served and reuses it across
-commands and passes. It runs one command at a time; the pool hands a command to
-the BMC's home worker when it is idle, else to any idle worker, so a BMC that
-hangs ties up one worker, never the pass. A worker stuck past the hard timeout
-is killed and replaced.
+commands and passes, and logs them all out when it stops. It runs one command at
+a time; the scheduler hands a command to the worker that already holds the BMC's
+session when it is idle, else to the BMC's home worker, else to any idle worker,
+so a BMC that hangs ties up one worker, never the pass. A worker stuck past the
+hard timeout is killed and replaced.
 """
 
 from __future__ import annotations
