@@ -26,7 +26,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_results (key TEXT PRIMARY KEY, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS revision_results (key TEXT PRIMARY KEY, payload TEXT NOT NULL);
 """
-_FORMAT = "4"
+_FORMAT = "5"
 
 
 def _encode_diagnostic(d: Diagnostic) -> tuple[Any, ...]:

@@ -201,9 +201,29 @@ class _SecretVar(Strict):
     credentialsRef: CredentialsRef
 
 
+def _nested_credentials_ref(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "credentialsRef" in value or any(_nested_credentials_ref(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_nested_credentials_ref(v) for v in value)
+    return False
+
+
 def _secret_var(value: Any) -> Any:
-    """A host variable `{credentialsRef: ...}` is a secret: nothing else in it, a valid reference."""
-    if not isinstance(value, dict) or "credentialsRef" not in value:
+    """A host variable `{credentialsRef: ...}` is a secret: nothing else in it, a valid reference.
+
+    Only a whole variable can be a secret: a credentialsRef deeper inside one would reach Ansible as
+    a literal mapping, so it is refused."""
+    if isinstance(value, (dict, list)) and not (isinstance(value, dict) and "credentialsRef" in value):
+        if _nested_credentials_ref(value):
+            raise ValueError(
+                "credentialsRef is read only as a whole variable; nested inside this one it would "
+                "reach Ansible as a literal: make the secret a variable of its own, e.g. "
+                "db_password: {credentialsRef: NAME}, and refer to it from here as "
+                "'{{ db_password }}'"
+            )
+        return value
+    if not isinstance(value, dict):
         return value
     if set(value) != {"credentialsRef"}:
         others = ", ".join(sorted(str(k) for k in value if k != "credentialsRef"))
