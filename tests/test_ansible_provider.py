@@ -113,7 +113,6 @@ class Scenario:
     apply_broken: ApplyResult
     apply_gone: TemporaryError
     apply_wrong_action: ApplyResult
-    seconds: float
     started: float
 
 
@@ -219,7 +218,6 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     root_logger.setLevel(logging.DEBUG)
     output = base / "output.log"
     started = time.time()
-    clock = time.monotonic()
     try:
         with pytest.MonkeyPatch.context() as patch, _captured_output(output):
             # The reconciler's own environment holds the secret too: it must not reach Ansible.
@@ -249,7 +247,6 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         apply_broken,
         unreachable.value,
         wrong,
-        time.monotonic() - clock,
         started,
     )
 
@@ -414,7 +411,3 @@ def test_the_secret_reaches_the_host_and_nothing_else(scenario: Scenario) -> Non
             if not p.is_relative_to(hosts)
         ]
         assert leaked == [], leaked
-
-
-def test_the_scenario_stays_fast(scenario: Scenario) -> None:
-    assert scenario.seconds < 40, f"{scenario.seconds:.1f} s for five ansible runs"

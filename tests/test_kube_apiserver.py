@@ -828,14 +828,14 @@ def test_watch_from_a_version_streams_changes_and_selector_transitions(
     )
     # Leaving the selection reads as a deletion to the watcher.
     assert [e["type"] for e in selected] == ["MODIFIED", "DELETED"]
-    started = time.monotonic()
+    # The server ends a quiet watch after timeoutSeconds: the stream closes (the client's own
+    # 10 s read timeout would raise instead) and holds no event.
     assert (
         _watch_lines(
             server, cm_path(namespace) + f"?watch=1&resourceVersion={server.store.rv}&timeoutSeconds=1", 1
         )
         == []
     )
-    assert time.monotonic() - started < 5
 
 
 def test_watch_from_a_version_older_than_history_is_gone() -> None:

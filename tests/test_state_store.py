@@ -414,7 +414,7 @@ def test_waiting_for_a_lock_counts_down_then_takes_it_or_gives_up(store: StateSt
     started = time.monotonic()
     with pytest.raises(LockHeld):
         store.acquire_locks(["machine/a", "machine/b"], "bob", None, 60, wait_seconds=0.4, on_wait=on_wait)
-    assert 0.4 <= time.monotonic() - started < 2
+    assert time.monotonic() - started >= 0.4  # it waited as long as asked before giving up
     assert len(calls) >= 2
     lefts = [left for left, _ in calls]
     assert lefts == sorted(lefts, reverse=True) and lefts[0] <= 0.4
