@@ -411,3 +411,50 @@ def test_the_secret_reaches_the_host_and_nothing_else(scenario: Scenario) -> Non
             if not p.is_relative_to(hosts)
         ]
         assert leaked == [], leaked
+
+
+# --- the run's deadline ------------------------------------------------------------------------
+
+HANGING = """\
+- name: Hangs
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Wait for a device that never settles
+      ansible.builtin.command: sleep 613
+      check_mode: false
+      changed_when: false
+"""
+
+
+def _processes_running(needle: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and needle in (entry / "cmdline").read_bytes().replace(b"\0", b" "):
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_run_past_its_timeout_is_stopped_and_its_host_is_unknown(tmp_path: Path) -> None:
+    (tmp_path / "repo" / "playbooks").mkdir(parents=True)
+    (tmp_path / "repo" / "playbooks" / "hang.yml").write_text(HANGING)
+    machine = _machine("hang-1", 1, {"playbooks": ["playbooks/hang.yml"]})
+    context = ProviderContext(
+        ansible_fleet(TOKEN_ENV), machines={"hang-1": machine}, documents={machine.address: machine}
+    )
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    provider = AnsibleProvider(
+        context,
+        tmp_path / "repo",
+        connection_overrides={"hang-1": local},
+        settings=RunSettings(forks=2, timeout_seconds=5, temp_dir=tmp_path / "runs"),
+    )
+    (observed,) = provider.observe([machine])
+    assert observed.state is ObservationState.UNKNOWN and observed.reason is UnknownReason.TIMEOUT
+    assert "did not finish within 5 s" in observed.detail
+    with pytest.raises(TemporaryError, match="did not finish within 5 s"):
+        provider.apply(Change(machine.address, Action.CONFIGURE, machine))
+    # Ansible's workers run in sessions of their own; nothing of either run is left behind.
+    assert _processes_running(b"sleep 613") == []
+    assert list((tmp_path / "runs").iterdir()) == []
