@@ -4,7 +4,8 @@ Each lab host is `ansible_connection=local` with a root directory of its own, ma
 playbook. One scenario runs once per module (a handful of ansible-runner runs, hosts batched into
 one run where the provider allows it) and the tests read its results: drift behind fleet's back,
 apply, in sync again, check-mode blind spots, an unreachable host, a failing task, and a canary
-secret that must never leave the run.
+secret that must never leave the run. Two runs of their own check the run's budgets: a run past
+its timeout, and no more hosts at once than the forks allow.
 """
 
 from __future__ import annotations
@@ -458,3 +459,44 @@ def test_a_run_past_its_timeout_is_stopped_and_its_host_is_unknown(tmp_path: Pat
     # Ansible's workers run in sessions of their own; nothing of either run is left behind.
     assert _processes_running(b"sleep 613") == []
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+COUNTING = """\
+- name: Counts the hosts worked on at once
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Note this host as busy, wait, and write down how many were busy meanwhile
+      ansible.builtin.shell: |
+        touch {{ busy }}/{{ inventory_hostname }}
+        sleep 1
+        ls {{ busy }} | wc -l > {{ seen }}/{{ inventory_hostname }}
+        rm {{ busy }}/{{ inventory_hostname }}
+      check_mode: false
+      changed_when: false
+"""
+
+
+def test_no_more_hosts_than_the_forks_budget_are_worked_on_at_once(tmp_path: Path) -> None:
+    (tmp_path / "repo" / "playbooks").mkdir(parents=True)
+    (tmp_path / "repo" / "playbooks" / "count.yml").write_text(COUNTING)
+    busy, seen = tmp_path / "busy", tmp_path / "seen"
+    busy.mkdir()
+    seen.mkdir()
+    config = {"playbooks": ["playbooks/count.yml"], "vars": {"busy": str(busy), "seen": str(seen)}}
+    machines = {f"count-{i}": _machine(f"count-{i}", i, config) for i in range(1, 7)}
+    context = ProviderContext(
+        ansible_fleet(TOKEN_ENV), machines=machines, documents={m.address: m for m in machines.values()}
+    )
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    provider = AnsibleProvider(
+        context,
+        tmp_path / "repo",
+        connection_overrides=dict.fromkeys(machines, local),
+        settings=RunSettings(forks=2, timeout_seconds=300, temp_dir=tmp_path / "runs"),
+    )
+    observed = provider.observe(list(machines.values()))
+    assert {o.state for o in observed} == {ObservationState.OBSERVED}, observed
+    counts = {path.name: int(path.read_text()) for path in seen.iterdir()}
+    assert set(counts) == set(machines)
+    assert max(counts.values()) <= 2, counts
