@@ -233,6 +233,7 @@ def main() -> None:
             "ansible_connection": "local",
             "ansible_python_interpreter": python,
             "ansible_become": "false",
+            "ansible_remote_tmp": str(scratch / "remote-tmp"),
         }
         overrides = {m.metadata.name: local for m in machines}
         fleet = _fleet()

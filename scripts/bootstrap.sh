@@ -14,9 +14,10 @@ cd "$(dirname "$0")/.."
 # libvirt-dev, pkg-config, gcc: libvirt-python compiles against them (with the headers of Python).
 # libvirt-daemon: libvirtd, whose test driver simulates hypervisors in tests and the lab.
 # libvirt-clients: virsh, the independent libvirt client tests check fleet against.
-# openssh-server, openssh-client: sshd hosts that Ansible configures over real SSH in tests and the lab.
+# openssh-server, openssh-client: sshd hosts that Ansible configures over real SSH in tests and the lab;
+# sudo: Ansible's `become` from an unprivileged login on such a host, in the tests.
 PACKAGES=(git ca-certificates python3-venv ipmitool libvirt-dev pkg-config gcc libvirt-daemon libvirt-clients
-          openssh-server openssh-client)
+          openssh-server openssh-client sudo)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

@@ -181,6 +181,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         "ansible_connection": "local",
         "ansible_python_interpreter": python,
         "ansible_pipelining": "true",
+        "ansible_remote_tmp": str(base / "remote-tmp"),  # "the host" is this machine
     }
     overrides = {
         "web-1": local,
@@ -428,6 +429,15 @@ HANGING = """\
 """
 
 
+def _local(base: Path) -> dict[str, str]:
+    """Connection variables of a host that is this machine, with Ansible's files kept under `base`."""
+    return {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "ansible_remote_tmp": str(base / "remote-tmp"),
+    }
+
+
 def _processes_running(needle: bytes) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -444,7 +454,7 @@ def test_a_run_past_its_timeout_is_stopped_and_its_host_is_unknown(tmp_path: Pat
     context = ProviderContext(
         ansible_fleet(TOKEN_ENV), machines={"hang-1": machine}, documents={machine.address: machine}
     )
-    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    local = _local(tmp_path)
     provider = AnsibleProvider(
         context,
         tmp_path / "repo",
@@ -488,7 +498,7 @@ def test_no_more_hosts_than_the_forks_budget_are_worked_on_at_once(tmp_path: Pat
     context = ProviderContext(
         ansible_fleet(TOKEN_ENV), machines=machines, documents={m.address: m for m in machines.values()}
     )
-    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    local = _local(tmp_path)
     provider = AnsibleProvider(
         context,
         tmp_path / "repo",

@@ -5,7 +5,8 @@ directory the example repo's baseline role writes into instead of `/`. Host key 
 on. One scenario (five ansible-playbook runs) runs once per module and the tests read its
 results: fresh hosts, apply, in sync, a file changed behind fleet's back, a host whose sshd
 died, a host whose key nobody trusts, a canary secret, and a plain `ssh` client reading back
-what apply wrote.
+what apply wrote. One more test logs in as an unprivileged user (made for it, removed after)
+and configures through sudo, with the sudo password a secret variable.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,10 +78,10 @@ TOKEN_PLAYBOOK = """\
 """
 
 
-def _machine(name: str, index: int) -> models.Machine:
-    """A Machine running the example's site playbook, then the token one: every host has the same
-    set, so that one ansible-playbook run observes them all."""
-    config = {
+def _machine(name: str, index: int, config: dict[str, Any] | None = None) -> models.Machine:
+    """A Machine running the example's site playbook, then the token one (unless `config` says
+    otherwise): every host has the same set, so that one ansible-playbook run observes them all."""
+    config = config or {
         "playbooks": ["playbooks/site.yml", "playbooks/token.yml"],
         "vars": {
             "baseline_ntp_servers": ["ntp1.lab1.acme.internal", "ntp2.lab1.acme.internal"],
@@ -361,3 +364,135 @@ def test_a_host_that_cannot_start_is_named_with_what_sshd_said(tmp_path: Path) -
     ):
         # 192.0.2.1 is no address of this machine: sshd cannot bind it.
         start_hosts(tmp_path / "hosts", [("bad-1", "192.0.2.1", PORT)], Path(f"{key}.pub"))
+
+
+# --- an unprivileged login and sudo --------------------------------------------------------
+
+BECOME_USER = "fleet-become-test"
+BECOME_ENV = "FLEET_TEST_BECOME_PASSWORD"
+PROOF_PLAYBOOK = """\
+- name: Privileged configuration
+  hosts: all
+  gather_facts: false
+  become: true
+  tasks:
+    - name: Write a file only root may write
+      ansible.builtin.copy:
+        dest: "{{ proof_dir }}/proof"
+        content: "written by {{ ansible_user }} through sudo\\n"
+        owner: root
+        mode: "0600"
+"""
+
+
+@dataclasses.dataclass
+class Unprivileged:
+    name: str
+    password: str
+    home: Path
+
+
+@pytest.fixture()
+def unprivileged_user() -> Iterator[Unprivileged]:
+    """A login without privileges that sudo lets run anything as root after its password, as on
+    hosts where nobody logs in as root. The user and its sudoers entry go away afterwards."""
+    password = f"canary-{secrets.token_hex(8)}-sudo-password"
+    sudoers = Path("/etc/sudoers.d") / BECOME_USER
+    # Its home must be reachable by the user: not under pytest's directory, which only root enters.
+    base = Path(tempfile.mkdtemp(prefix="fleet-become-"))
+    base.chmod(0o755)
+    home = base / "home"
+    subprocess.run(["userdel", "--remove", BECOME_USER], capture_output=True)  # an interrupted run's
+    try:
+        subprocess.run(
+            ["useradd", "--create-home", "--home-dir", str(home), "--shell", "/bin/sh", BECOME_USER],
+            check=True,
+            capture_output=True,
+        )
+        # A password unlocks the account (sshd refuses a locked one, keys or not) and is what sudo asks.
+        subprocess.run(["chpasswd"], input=f"{BECOME_USER}:{password}\n", text=True, check=True)
+        sudoers.write_text(f"{BECOME_USER} ALL=(ALL:ALL) ALL\n")
+        sudoers.chmod(0o440)
+        subprocess.run(["visudo", "-cf", str(sudoers)], check=True, capture_output=True)
+        yield Unprivileged(BECOME_USER, password, home)
+    finally:
+        sudoers.unlink(missing_ok=True)
+        subprocess.run(["userdel", "--remove", BECOME_USER], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _without_remote_tmp(variables: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in variables.items() if name != "ansible_remote_tmp"}
+
+
+def test_an_unprivileged_login_configures_through_sudo_with_a_secret_password(
+    unprivileged_user: Unprivileged,
+) -> None:
+    base = unprivileged_user.home.parent
+    repo = base / "repo"
+    (repo / "playbooks").mkdir(parents=True)
+    (repo / "playbooks" / "proof.yml").write_text(PROOF_PLAYBOOK)
+    proof_dir = base / "proof"
+    proof_dir.mkdir(mode=0o700)  # root's alone: only a task running as root can write here
+    client_key = make_client_key(base / "client")
+    names = ["sudo-1", "wrong-1"]
+    hosts = {
+        h.name: h
+        for h in start_hosts(
+            base / "hosts",
+            [(name, f"{SUBNET}.{30 + i}", PORT) for i, name in enumerate(names)],
+            Path(f"{client_key}.pub"),
+        )
+    }
+    try:
+        trusted = known_hosts(base, list(hosts.values()))
+        config = {
+            "playbooks": ["playbooks/proof.yml"],
+            "vars": {
+                "proof_dir": str(proof_dir),
+                "ansible_become_password": {"credentialsRef": {"env": BECOME_ENV}},
+            },
+        }
+        right = _machine("sudo-1", 30, config)
+        wrong_password = {"credentialsRef": {"env": f"{BECOME_ENV}_WRONG"}}
+        wrong = _machine(
+            "wrong-1", 31, {**config, "vars": {**config["vars"], "ansible_become_password": wrong_password}}
+        )
+        # As on a real host: Ansible keeps its files in ~/.ansible/tmp of the login user, its own
+        # default (the test hosts' usual directory belongs to root).
+        login = {"ansible_user": unprivileged_user.name, "ansible_become": "true"}
+        provider = AnsibleProvider(
+            ProviderContext(
+                ansible_fleet(TOKEN_ENV),
+                environment={
+                    BECOME_ENV: unprivileged_user.password,
+                    f"{BECOME_ENV}_WRONG": "not-the-password",
+                },
+                machines={"sudo-1": right, "wrong-1": wrong},
+                documents={right.address: right, wrong.address: wrong},
+            ),
+            repo,
+            connection_overrides={
+                n: _without_remote_tmp(ansible_vars(h, client_key, trusted)) | login for n, h in hosts.items()
+            },
+            settings=RunSettings(forks=2, timeout_seconds=120, temp_dir=base / "runs"),
+        )
+        before = _by_address(provider.observe([right, wrong]))
+        applied = provider.apply(Change(right.address, Action.CONFIGURE, right))
+        after = _by_address(provider.observe([right]))
+    finally:
+        stop_hosts([h.pid for h in hosts.values()])
+
+    # Check mode read root's directory through sudo, so it knows the file is missing.
+    assert _changed_tasks(before[right.address]) == ["Write a file only root may write"]
+    assert applied.changed, applied.message
+    proof = proof_dir / "proof"
+    assert proof.read_text() == f"written by {BECOME_USER} through sudo\n"
+    assert proof.stat().st_uid == 0
+    assert _changed_tasks(after[right.address]) == []
+    # A wrong password is the host's failure, said as sudo said it, never a silent "in sync".
+    (failed,) = _config(before[wrong.address])["failed"]
+    assert "password" in failed["message"].lower(), failed
+    shown = [repr(before), repr(applied), repr(after)]
+    assert not [text for text in shown if unprivileged_user.password in text]
+    assert _files_holding(base, unprivileged_user.password.encode()) == []

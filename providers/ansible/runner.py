@@ -440,7 +440,8 @@ def _environment(
         "ANSIBLE_HOME": str(private / "home" / ".ansible"),
         "ANSIBLE_LOCAL_TEMP": str(private / "tmp" / "local"),
         "TMPDIR": str(private / "tmp" / "local"),
-        "ANSIBLE_REMOTE_TEMP": str(private / "tmp" / "remote"),
+        # ANSIBLE_REMOTE_TEMP is left alone: it names a directory on the host, which the login
+        # user must be able to create (Ansible's default is ~/.ansible/tmp in that user's home).
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control or private / "cp"),
         "ANSIBLE_PERSISTENT_CONTROL_PATH_DIR": str(private / "pc"),
         "ANSIBLE_ROLES_PATH": roles_path,
@@ -484,7 +485,7 @@ def _prepare(
     secret_vars: Mapping[str, Mapping[str, Secret]],
 ) -> Path:
     """Lay out the private data directory; returns the inventory file."""
-    for sub in ("project", "inventory", "env", "home", "tmp/local", "tmp/remote", "cp", "pc"):
+    for sub in ("project", "inventory", "env", "home", "tmp/local", "cp", "pc"):
         (private / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
     (private / "project" / "fleet.yml").write_text(json.dumps(plays, indent=2))
     inventory_file = private / "inventory" / "hosts.json"

@@ -293,6 +293,9 @@ def ansible_vars(host: SshHost, client_key: Path, known_hosts: Path) -> dict[str
         # No sudo and no requiretty: modules go through the connection's stdin, a round trip less.
         "ansible_pipelining": "true",
         "ansible_python_interpreter": REMOTE_PYTHON,
+        # The hosts share this machine: Ansible's files on "the host" stay in its directory
+        # instead of the login user's ~/.ansible/tmp.
+        "ansible_remote_tmp": str(host.root.parent / "remote-tmp"),
         "baseline_root": str(host.root),
         "baseline_manage_services": "false",
     }
