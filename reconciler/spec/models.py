@@ -214,7 +214,7 @@ def _secret_var(value: Any) -> Any:
 
     Only a whole variable can be a secret: a credentialsRef deeper inside one would reach Ansible as
     a literal mapping, so it is refused."""
-    if isinstance(value, (dict, list)) and not (isinstance(value, dict) and "credentialsRef" in value):
+    if not (isinstance(value, dict) and "credentialsRef" in value):
         if _nested_credentials_ref(value):
             raise ValueError(
                 "credentialsRef is read only as a whole variable; nested inside this one it would "
@@ -222,8 +222,6 @@ def _secret_var(value: Any) -> Any:
                 "db_password: {credentialsRef: NAME}, and refer to it from here as "
                 "'{{ db_password }}'"
             )
-        return value
-    if not isinstance(value, dict):
         return value
     if set(value) != {"credentialsRef"}:
         others = ", ".join(sorted(str(k) for k in value if k != "credentialsRef"))
