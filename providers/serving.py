@@ -1,5 +1,6 @@
-"""What the lab's simulator processes (`python -m providers.X serve`) share: a ready file written
-so a reader never sees half of it, and stopping on SIGTERM or SIGINT."""
+"""What the lab's simulator processes (`python -m providers.X serve`) and those who start them
+share: a ready file written so a reader never sees half of it, stopping on SIGTERM or SIGINT, and
+telling whether a process still runs."""
 
 from __future__ import annotations
 
@@ -33,3 +34,23 @@ def stop_signals() -> Iterator[threading.Event]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def process_running(pid: int) -> bool:
+    """True while process `pid` runs: it exists and is not a zombie waiting to be reaped."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's, and there
+    with contextlib.suppress(OSError):
+        state = Path(f"/proc/{pid}/stat").read_text()
+        return state[state.rfind(")") + 2 :].split()[0] != "Z"
+    return True
+
+
+def reap(pid: int, *, block: bool = False) -> None:
+    """Collect the exit status of `pid` if it is this process's child (a no-op otherwise)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0 if block else os.WNOHANG)

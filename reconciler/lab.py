@@ -28,6 +28,7 @@ from typing import Any
 
 from providers.base import reference_key
 from providers.registry import ansible_host_names
+from providers.serving import process_running, reap
 from reconciler.errors import PermanentError, UsageError
 from reconciler.spec import models
 
@@ -87,16 +88,6 @@ class LabInfo:
         return [self.pid, *hypervisors, *self.apiserver_pids, *ssh]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_lab(directory: Path) -> LabInfo | None:
     try:
         data = json.loads((directory / "lab.json").read_text())
@@ -150,7 +141,7 @@ def lab_up(
     hypervisor starts with only the test driver's own `test` domain, which fleet did not make
     and leaves alone. The SSH hosts come up while the other simulators start."""
     running = read_lab(directory)
-    if running is not None and any(_alive(pid) for pid in running.pids):
+    if running is not None and any(process_running(pid) for pid in running.pids):
         raise UsageError(
             f"a lab is already running from {directory} (pid {running.pid})",
             hint="run `fleet lab down` first",
@@ -493,7 +484,7 @@ def lab_status(directory: Path) -> dict[str, Any]:
     info = read_lab(directory)
     if info is None:
         return {"running": False, "directory": str(directory)}
-    return {**info.as_json(), "running": all(_alive(pid) for pid in info.pids)}
+    return {**info.as_json(), "running": all(process_running(pid) for pid in info.pids)}
 
 
 def lab_hypervisors(directory: Path) -> dict[str, str]:
@@ -518,21 +509,21 @@ def _stop(*pids: int, timeout: float = 15.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(process_running(pid) for pid in pids) and time.monotonic() < deadline:
         for pid in pids:
-            _reap(pid)
+            reap(pid)
         time.sleep(0.05)
     for pid in pids:
-        if _alive(pid):
+        if process_running(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            _reap(pid)
+            reap(pid)
 
 
 def lab_down(directory: Path, timeout: float = 15.0) -> bool:
     """Stop the lab's processes and remove its directory. True if something was running."""
     info = read_lab(directory)
-    running = [pid for pid in (info.pids if info is not None else []) if _alive(pid)]
+    running = [pid for pid in (info.pids if info is not None else []) if process_running(pid)]
     _stop(*running, timeout=timeout)
     if directory.exists():
         for path in sorted(directory.rglob("*"), reverse=True):
@@ -542,8 +533,3 @@ def lab_down(directory: Path, timeout: float = 15.0) -> bool:
                 path.unlink()
         directory.rmdir()
     return bool(running)
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)

@@ -48,6 +48,7 @@ from providers.base import (
     ProviderContext,
     UnknownReason,
 )
+from providers.serving import process_running
 from reconciler.spec import models
 
 SUBNET = "127.0.93"
@@ -313,15 +314,6 @@ def test_the_secret_reaches_the_host_and_nothing_else(scenario: Scenario) -> Non
 # --- the hosts themselves ----------------------------------------------------------------
 
 
-def _running(pid: int) -> bool:
-    """True while the process runs (a zombie waiting for init to reap it has stopped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"
-
-
 def test_stopping_a_host_ends_its_sessions_and_leaves_no_sshd(tmp_path: Path) -> None:
     key = make_client_key(tmp_path / "client")
     (host,) = start_hosts(tmp_path / "hosts", [("once-1", f"{SUBNET}.20", PORT)], Path(f"{key}.pub"))
@@ -351,7 +343,7 @@ def test_stopping_a_host_ends_its_sessions_and_leaves_no_sshd(tmp_path: Path) ->
         assert len(serving) >= 3
         stop_hosts([host.pid])
         assert ssh.wait(timeout=10) != 0  # the session was cut
-        assert not [pid for pid in serving if _running(pid)]
+        assert not [pid for pid in serving if process_running(pid)]
     finally:
         ssh.kill()
         ssh.wait()

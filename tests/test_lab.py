@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 from fleet_testing import EXAMPLE, lab_environment, run_fleet
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from providers.serving import process_running
 
 
 @pytest.fixture()
@@ -101,8 +94,8 @@ def test_lab_up_observe_status_down_leaves_nothing_behind(lab_env: dict[str, str
 
     down = run_fleet("lab", "down", env=lab_env)
     assert down.returncode == 0 and "lab down" in down.stdout
-    assert not _alive(pid)
-    assert not _alive(status["sshPid"]) and not [p for p in sshd_pids if _alive(p)]
+    assert not process_running(pid)
+    assert not process_running(status["sshPid"]) and not [p for p in sshd_pids if process_running(p)]
     assert not Path(lab_env["FLEET_LAB_DIR"]).exists()
     assert run_fleet("lab", "status", env=lab_env).returncode == 1
 

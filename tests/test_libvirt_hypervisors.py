@@ -15,20 +15,13 @@ from pathlib import Path
 import pytest
 
 from providers.libvirt.hypervisors import HypervisorFarm, HypervisorFarmError
+from providers.serving import process_running
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def virsh(uri: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True, timeout=30)
-
-
-def running(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return status.rpartition(")")[2].split()[0] != "Z"
 
 
 def test_a_farm_starts_daemons_that_answer_and_stops_them_all(tmp_path: Path) -> None:
@@ -38,7 +31,7 @@ def test_a_farm_starts_daemons_that_answer_and_stops_them_all(tmp_path: Path) ->
     ) as farm:
         pids = farm.pids
         assert sorted(farm.uris) == names and len(set(pids.values())) == len(names)
-        assert all(running(pid) for pid in pids.values())
+        assert all(process_running(pid) for pid in pids.values())
         uri = farm.uri("hv-03")
         listing = virsh(uri, "list", "--all")
         assert listing.returncode == 0 and " test " in listing.stdout  # the test driver's own domain
@@ -46,7 +39,7 @@ def test_a_farm_starts_daemons_that_answer_and_stops_them_all(tmp_path: Path) ->
         assert "lan" in virsh(uri, "net-list", "--all").stdout
         assert "debian-12" in virsh(uri, "vol-list", "default").stdout
         assert (tmp_path / "hv-03" / "libvirtd.log").exists()
-    assert not any(running(pid) for pid in pids.values())
+    assert not any(process_running(pid) for pid in pids.values())
     assert not (tmp_path / "hv-03" / "libvirt-sock").exists()
     assert (tmp_path / "hv-03" / "libvirtd.conf").exists()  # the directory is the caller's
 
@@ -67,7 +60,7 @@ def test_faults_kill_pause_and_restart_one_daemon(tmp_path: Path) -> None:
         assert " test " not in virsh(farm.uri("hv-a"), "list", "--all").stdout
         old_pid = farm.pids["hv-a"]
         farm.kill("hv-a")
-        assert not running(old_pid) and not farm.alive("hv-a")
+        assert not process_running(old_pid) and not farm.alive("hv-a")
         assert virsh(farm.uri("hv-a"), "list").returncode != 0
         assert virsh(farm.uri("hv-b"), "list").returncode == 0
 
@@ -81,7 +74,7 @@ def test_faults_kill_pause_and_restart_one_daemon(tmp_path: Path) -> None:
         assert virsh(farm.uri("hv-b"), "list").returncode == 0
         farm.pause("hv-b")  # a paused daemon is stopped all the same
         pids = farm.pids
-    assert not any(running(pid) for pid in pids.values())
+    assert not any(process_running(pid) for pid in pids.values())
 
 
 def test_a_deep_directory_gets_short_socket_paths(tmp_path: Path) -> None:
@@ -113,7 +106,7 @@ def test_serve_writes_the_table_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert sorted(table) == ["hv-a", "hv-b"]
         for name, entry in table.items():
             assert entry["dir"] == str(directory / name)
-            assert running(entry["pid"])
+            assert process_running(entry["pid"])
             assert "base" in virsh(entry["uri"], "vol-list", "default").stdout
         os.kill(table["hv-a"]["pid"], signal.SIGKILL)  # a daemon that dies is reported, not restarted
         assert "hv-a stopped" in process.stdout.readline()
@@ -122,5 +115,5 @@ def test_serve_writes_the_table_and_stops_on_sigterm(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
-    assert not any(running(entry["pid"]) for entry in table.values())
+    assert not any(process_running(entry["pid"]) for entry in table.values())
     assert not (directory / "hv-b" / "libvirt-sock").exists()

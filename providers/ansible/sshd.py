@@ -36,7 +36,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from providers.serving import stop_signals, write_json_atomically
+from providers.serving import process_running, reap, stop_signals, write_json_atomically
 
 SSHD = Path("/usr/sbin/sshd")
 SETPRIV = Path("/usr/bin/setpriv")
@@ -334,33 +334,14 @@ def descendants(pids: Iterable[int]) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_text()
-        return state[state.rfind(")") + 2 :].split()[0] != "Z"
-    return True
-
-
-def _reap(pid: int, *, block: bool = False) -> None:
-    """Collect the exit status of `pid` if it is this process's child (a no-op otherwise)."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0 if block else os.WNOHANG)
-
-
 def stop_hosts(pids: Iterable[int], *, timeout: float = 5.0) -> None:
     """Stop the sshd daemons `pids` and every connection and session they serve: SIGTERM, then
     SIGKILL after `timeout`. Connections go first, while their daemon is there to reap them.
     Daemons already gone are skipped."""
     given = list(pids)
     for pid in given:
-        _reap(pid)  # one that was killed on purpose
-    daemons = [pid for pid in given if _alive(pid)]
+        reap(pid)  # one that was killed on purpose
+    daemons = [pid for pid in given if process_running(pid)]
     _terminate([pid for pid in descendants(daemons) if pid not in daemons], timeout)
     _terminate(daemons, timeout)
 
@@ -372,8 +353,8 @@ def _terminate(pids: Sequence[int], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         for pid in pids:
-            _reap(pid)
-        left = [pid for pid in pids if _alive(pid)]
+            reap(pid)
+        left = [pid for pid in pids if process_running(pid)]
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.02)
@@ -381,7 +362,7 @@ def _terminate(pids: Sequence[int], timeout: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     for pid in pids:
-        _reap(pid, block=True)  # every one has ended (or was killed just now)
+        reap(pid, block=True)  # every one has ended (or was killed just now)
 
 
 # --- command line ------------------------------------------------------------------------
@@ -447,8 +428,8 @@ def serve(directory: Path, table: Path, ready_file: Path, stop: threading.Event)
         reported: set[str] = set()
         while not stop.wait(0.5):
             for host in started:
-                _reap(host.pid)
-                if host.name not in reported and not _alive(host.pid):
+                reap(host.pid)
+                if host.name not in reported and not process_running(host.pid):
                     reported.add(host.name)
                     print(f"ssh host {host.name} stopped; it is not restarted", flush=True)
     except SshHostError as exc:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from providers.base import Action, ApplyResult, BatchProvider, Provider
 from reconciler.errors import FleetError, PermanentError, TemporaryError
@@ -331,7 +331,7 @@ def _apply_batches(
             results.update((e.address, r) for e, r in zip(todo, answers, strict=True) if e not in again)
             if not again:
                 break
-            time.sleep(min(10.0, 0.5 * 2**attempt))
+            time.sleep(_backoff(attempt + 1))
             todo = again
         for entry in by_provider[key]:
             result = results[entry.address]
@@ -387,11 +387,16 @@ def provider_key(entry: PlanEntry) -> str:
     return CONFIG_PROVIDER if entry.action is Action.CONFIGURE else entry.kind
 
 
+def _backoff(tries: int) -> float:
+    """Seconds before trying again once `tries` tries ended in a temporary error: 0.5, 1, 2, ... 10."""
+    return min(10.0, 0.5 * 2.0 ** (tries - 1))
+
+
 def _with_retries(call: Callable[[], ApplyResult], retries: int) -> ApplyResult:
     for attempt in Retrying(
         retry=retry_if_exception_type(TemporaryError),
         stop=stop_after_attempt(max(1, retries)),
-        wait=wait_exponential(multiplier=0.5, max=10),
+        wait=lambda state: _backoff(state.attempt_number),
         reraise=True,
     ):
         with attempt:
