@@ -280,9 +280,13 @@ class AnsibleProvider:
         in order: an ApplyResult, or the TemporaryError (unreachable, timed out) to retry it with."""
         results: dict[int, ApplyResult | TemporaryError] = {}
         groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[int, _Target]]] = defaultdict(list)
+        # One inventory (of the whole fleet, for its groups) serves every change and every run.
+        documents = self._documents(c.desired for c in changes if c.desired is not None)
+        inventory = self._inventory(documents)
+        names = host_names(documents.values())
         for index, change in enumerate(changes):
             try:
-                target = self._apply_target(change)
+                target = self._apply_target(change, names, inventory)
             except PermanentError as exc:
                 results[index] = ApplyResult(change.address, change.action, False, False, str(exc))
                 continue
@@ -290,7 +294,7 @@ class AnsibleProvider:
         for _, members in sorted(groups.items()):
             started = self._clock()
             try:
-                run: RunResult | PermanentError = self._apply_run([t for _, t in members])
+                run: RunResult | PermanentError = self._apply_run([t for _, t in members], inventory)
             except PermanentError as exc:
                 run = exc
             for index, target in members:
@@ -309,16 +313,15 @@ class AnsibleProvider:
                 results[index] = dataclasses.replace(result, seconds=self._clock() - started)
         return [results[i] for i in range(len(changes))]
 
-    def _apply_target(self, change: Change) -> _Target:
+    def _apply_target(self, change: Change, names: Mapping[str, str], inventory: Inventory) -> _Target:
         if change.action is not Action.CONFIGURE:
             raise PermanentError(
                 f"{change.address}: the Ansible provider only configures hosts, it cannot {change.action}"
             )
         if change.desired is None:
             raise PermanentError(f"{change.address}: no desired spec to configure the host from")
-        documents = self._documents([change.desired])
         try:
-            return self._target(change.desired, host_names(documents.values()), self._inventory(documents))
+            return self._target(change.desired, names, inventory)
         except _NotRunnable as exc:
             raise PermanentError(exc.message, hint=exc.hint) from None
 
@@ -354,7 +357,7 @@ class AnsibleProvider:
             f"changed {len(report.changes)} of {report.total} tasks: {', '.join(progress.tasks)}{where}",
         )
 
-    def _apply_run(self, targets: Sequence[_Target]) -> RunResult:
+    def _apply_run(self, targets: Sequence[_Target], inventory: Inventory) -> RunResult:
         """One real run for every host of a batch. Its artifacts (events and output, secrets
         masked) are kept where the store's record of each action says."""
         kept = (
@@ -362,7 +365,6 @@ class AnsibleProvider:
             if self.artifacts_dir is not None
             else None
         )
-        inventory = self._inventory(self._documents([t.document for t in targets]))
         return self._run(targets, inventory, check=False, settings=kept)
 
     def close(self) -> None:

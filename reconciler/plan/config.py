@@ -164,6 +164,7 @@ def _entries(
     address, kind = document.address, document.kind_name
     config = observation.fields.get("config", {})
     changes = list(config.get("changes", ()))
+    changed_tasks = _unique(changes)
     failed = list(config.get("failed", ()))
     unverified = list(config.get("notVerifiable", ()))
     coverage = config.get("coverage", {})
@@ -182,7 +183,7 @@ def _entries(
         )
     if not changes and not failed:
         return entries
-    fields = [FieldDiff(f"config/{c['task']}", "differs", "as specified") for c in _unique(changes)]
+    fields = [FieldDiff(f"config/{c['task']}", "differs", "as specified") for c in changed_tasks]
     fields.extend(
         FieldDiff(f"config/{f['task']}", "failed in check mode", f["message"]) for f in _unique(failed)
     )
@@ -199,7 +200,7 @@ def _entries(
                 detail="changed on the host since fleet applied its configuration",
                 first_seen=first_seen.get((address, f"config/{c['task']}"), observation.observed_at),
             )
-            for c in _unique(changes)
+            for c in changed_tasks
         )
     if applied_version != version:
         fields.insert(0, FieldDiff(VERSION_FIELD, applied_version, version))
