@@ -161,83 +161,63 @@ class Endpoint:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def reference_key(ref: models.CredentialSource | str) -> str:
-    """How credential overrides name a credentialsRef: its name, or env:/file:/secret: for inline ones."""
-    if isinstance(ref, str):
-        return ref
-    if ref.env is not None:
-        return f"env:{ref.env}"
-    if ref.file is not None:
-        return f"file:{ref.file}"
-    assert ref.kubernetesSecret is not None
-    return f"secret:{ref.kubernetesSecret.namespace}/{ref.kubernetesSecret.name}"
-
-
 @dataclasses.dataclass(frozen=True)
-class ProviderContext:
-    """Everything a provider needs besides the specs: the fleet, and where to really connect.
-
-    `endpoint_overrides` maps an address as written in the specs ("10.128.1.11:623") to
-    where a simulated lab listens, and `credential_overrides` maps a credentialsRef (a
-    name, or "env:VAR" / "file:PATH" for inline ones) to the lab's own secrets. Both are
-    empty in production.
-    """
+class RevisionInputs:
+    """What providers need of the revision a call is about, besides the specs it names: the
+    Fleet, every document of the repo by address (a VirtualMachine names its host Machine, a
+    SparkPool renders against its Cluster and the Cluster's other pools), and the repo's files
+    at the revision (playbooks and roles, exported from Git; None when configuration is not
+    observed). Passed with every call, so one provider serves revision after revision."""
 
     fleet: models.Fleet
-    endpoint_overrides: Mapping[str, Endpoint] = dataclasses.field(default_factory=dict)
-    credential_overrides: Mapping[str, models.CredentialSource] = dataclasses.field(default_factory=dict)
-    environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    # A lab may speed up provider settings (simulators do not crash when hammered).
-    ipmi_settings: models.IpmiSettings | None = None
-    libvirt_settings: models.LibvirtSettings | None = None
-    # Every Machine of the repo by name: VirtualMachines name their host Machine.
-    machines: Mapping[str, models.Machine] = dataclasses.field(default_factory=dict)
-    # Every document of the repo by address: a SparkPool renders against its Cluster and the
-    # Cluster's other pools, a Cluster matches its members' Nodes.
     documents: Mapping[str, models.Document] = dataclasses.field(default_factory=dict)
-    # A lab's libvirt URI per hypervisor Machine name, beating the spec and the template.
-    hypervisor_uris: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    playbook_root: Path | None = None
     # Whole-fleet passes look at every hypervisor, so domains whose specs are gone are seen too.
     scan_all_hosts: bool = False
-    # The fleet repo's files at the planned revision (playbooks, roles), exported from Git;
-    # None when configuration is not observed.
-    playbook_root: Path | None = None
-    # A lab's Ansible host variables per inventory host (where its sshd listens, its key),
-    # beating the specs.
-    ansible_hosts: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
-    ansible_settings: models.AnsibleSettings | None = None
+    machines: Mapping[str, models.Machine] = dataclasses.field(init=False, repr=False, compare=False)
 
-    def ansible(self) -> models.AnsibleSettings:
-        return self.ansible_settings or self.fleet.spec.providers.ansible
+    def __post_init__(self) -> None:
+        machines = {d.metadata.name: d for d in self.documents.values() if isinstance(d, models.Machine)}
+        object.__setattr__(self, "machines", machines)
 
-    def ipmi(self) -> models.IpmiSettings:
-        return self.ipmi_settings or self.fleet.spec.providers.ipmi
+    @classmethod
+    def of(
+        cls,
+        fleet: models.Fleet,
+        documents: Iterable[models.Document],
+        *,
+        playbook_root: Path | None = None,
+        scan_all_hosts: bool = False,
+    ) -> RevisionInputs:
+        by_address = {d.address: d for d in documents if not isinstance(d, models.Fleet)}
+        return cls(fleet, by_address, playbook_root, scan_all_hosts)
 
-    def libvirt(self) -> models.LibvirtSettings:
-        return self.libvirt_settings or self.fleet.spec.providers.libvirt
 
-    def endpoint(self, host: str, port: int) -> Endpoint:
-        written = Endpoint(host, port)
-        return self.endpoint_overrides.get(str(written), written)
+@dataclasses.dataclass(frozen=True, slots=True)
+class Observed:
+    """What one `observe` call saw: an observation per spec, and the resources it came across
+    that no spec names (domains on a hypervisor, say), with `owned` telling whether fleet made them."""
+
+    observations: tuple[Observation, ...] = ()
+    unmatched: tuple[Observation, ...] = ()
 
 
 @runtime_checkable
 class Provider(Protocol):
-    """Observes and changes the resources of one kind. See the module docstring."""
+    """Observes and changes the resources of one kind. See the module docstring.
+
+    A provider lives across runs (the caller's provider pool keeps it): it holds what is worth
+    keeping between passes (sessions, connections, clients, caches) and takes the revision's
+    inputs with every call."""
 
     kind: ClassVar[str]
 
-    def observe(self, specs: Sequence[models.Document]) -> Iterable[Observation]:
+    def observe(self, specs: Sequence[models.Document], inputs: RevisionInputs) -> Observed:
         """One Observation per spec, in any order; never changes anything."""
         ...
 
-    def apply(self, change: Change) -> ApplyResult:
+    def apply(self, change: Change, inputs: RevisionInputs) -> ApplyResult:
         """Make one change and wait until it holds (or time out); safe to repeat."""
-        ...
-
-    def unmatched(self) -> Sequence[Observation]:
-        """Resources the last `observe` came across that no spec it was given names
-        (domains on a hypervisor, say), with `owned` telling whether fleet made them."""
         ...
 
     def close(self) -> None:
@@ -251,6 +231,8 @@ class BatchProvider(Provider, Protocol):
     (Ansible: one ansible-playbook run for many hosts). The executor hands it a wave's changes
     at once, after the wave's other actions."""
 
-    def apply_many(self, changes: Sequence[Change]) -> list[ApplyResult | TemporaryError]:
+    def apply_many(
+        self, changes: Sequence[Change], inputs: RevisionInputs
+    ) -> list[ApplyResult | TemporaryError]:
         """One result per change, in order; a TemporaryError is retried like a raised one."""
         ...

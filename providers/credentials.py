@@ -3,15 +3,19 @@
 A secret comes from an environment variable or a file; it is wrapped in `Secret`,
 whose repr and str are masked, so it cannot reach a log, an error or a plan by
 accident. Errors name the reference (the variable or the path), never the value.
+`Credentials` is the credential source a deployment injects: the environment it reads
+variables from and, where a deployment (or the lab) keeps a secret elsewhere than the
+specs say, a source per reference that beats the spec. It remembers every value it
+handed out, so a run can forbid the state store to ever hold one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from providers.base import reference_key
 from reconciler.errors import PermanentError
 from reconciler.spec import models
 
@@ -44,27 +48,23 @@ class Secret:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class UserPassword:
+    """A `username:password` credential, as BMCs and SASL logins use them."""
+
     username: str
     password: Secret
 
 
-def credential_source(
-    ref: models.CredentialSource | str,
-    fleet: models.Fleet,
-    overrides: Mapping[str, models.CredentialSource] | None = None,
-) -> models.CredentialSource:
-    if overrides:
-        override = overrides.get(reference_key(ref))
-        if override is not None:
-            return override
-    if isinstance(ref, models.CredentialSource):
+def reference_key(ref: models.CredentialSource | str) -> str:
+    """How a credential source map names a credentialsRef: its name, or env:/file:/secret: for
+    inline ones."""
+    if isinstance(ref, str):
         return ref
-    try:
-        return fleet.spec.credentials[ref]
-    except KeyError:
-        raise PermanentError(
-            f"credentialsRef {ref!r} is not defined in fleet.yaml", hint="add it under spec.credentials"
-        ) from None
+    if ref.env is not None:
+        return f"env:{ref.env}"
+    if ref.file is not None:
+        return f"file:{ref.file}"
+    assert ref.kubernetesSecret is not None
+    return f"secret:{ref.kubernetesSecret.namespace}/{ref.kubernetesSecret.name}"
 
 
 def describe(source: models.CredentialSource) -> str:
@@ -76,41 +76,100 @@ def describe(source: models.CredentialSource) -> str:
     return f"Kubernetes Secret {source.kubernetesSecret.namespace}/{source.kubernetesSecret.name}"
 
 
-def read_secret(source: models.CredentialSource, environment: Mapping[str, str]) -> Secret:
-    if source.env is not None:
-        value = environment.get(source.env)
-        if not value:
-            raise PermanentError(
-                f"environment variable {source.env} is not set",
-                hint=f"export {source.env} before running fleet (it holds the credential, never the repo)",
-            )
-        return Secret(value.strip())
-    if source.file is not None:
+class Credentials:
+    """The credential source: resolves a credentialsRef of a fleet to its secret. Thread-safe."""
+
+    def __init__(
+        self,
+        environment: Mapping[str, str] | None = None,
+        sources: Mapping[str, models.CredentialSource] | None = None,
+    ) -> None:
+        self.environment: Mapping[str, str] = dict(environment or {})
+        # By reference key: where this deployment keeps a credential, beating the spec.
+        self.sources: Mapping[str, models.CredentialSource] = dict(sources or {})
+        self._lock = threading.Lock()
+        self._revealed: set[str] = set()
+        self._listeners: list[Callable[[str], None]] = []
+
+    def source(self, ref: models.CredentialSource | str, fleet: models.Fleet) -> models.CredentialSource:
+        override = self.sources.get(reference_key(ref))
+        if override is not None:
+            return override
+        if isinstance(ref, models.CredentialSource):
+            return ref
         try:
-            return Secret(Path(source.file).read_text(encoding="utf-8").strip())
-        except OSError as exc:
+            return fleet.spec.credentials[ref]
+        except KeyError:
             raise PermanentError(
-                f"cannot read credential file {source.file}: {exc.strerror}",
-                hint="check the path and its mode",
+                f"credentialsRef {ref!r} is not defined in fleet.yaml", hint="add it under spec.credentials"
             ) from None
-    raise PermanentError(
-        f"{describe(source)} cannot be read here", hint="use an env or file credential for this resource"
-    )
 
+    def secret(self, ref: models.CredentialSource | str, fleet: models.Fleet) -> Secret:
+        return self.read(self.source(ref, fleet))
 
-def user_password(
-    ref: models.CredentialSource | str,
-    fleet: models.Fleet,
-    environment: Mapping[str, str],
-    overrides: Mapping[str, models.CredentialSource] | None = None,
-) -> UserPassword:
-    """A `username:password` credential, as BMCs use them."""
-    source = credential_source(ref, fleet, overrides)
-    value = read_secret(source, environment).reveal()
-    username, sep, password = value.partition(":")
-    if not sep or not username:
+    def read(self, source: models.CredentialSource) -> Secret:
+        """The secret a source holds, read now."""
+        if source.env is not None:
+            value = self.environment.get(source.env)
+            if not value:
+                raise PermanentError(
+                    f"environment variable {source.env} is not set",
+                    hint=f"export {source.env} before running fleet (it holds the credential, not the repo)",
+                )
+            return self._reveal(value.strip())
+        if source.file is not None:
+            try:
+                return self._reveal(Path(source.file).read_text(encoding="utf-8").strip())
+            except OSError as exc:
+                raise PermanentError(
+                    f"cannot read credential file {source.file}: {exc.strerror}",
+                    hint="check the path and its mode",
+                ) from None
         raise PermanentError(
-            f"the credential in {describe(source)} is not of the form username:password",
-            hint="store it as `username:password` (one line)",
+            f"{describe(source)} cannot be read here", hint="use an env or file credential for this resource"
         )
-    return UserPassword(username, Secret(password))
+
+    def user_password(self, ref: models.CredentialSource | str, fleet: models.Fleet) -> UserPassword:
+        """A `username:password` credential."""
+        source = self.source(ref, fleet)
+        value = self.read(source).reveal()
+        username, sep, password = value.partition(":")
+        if not sep or not username:
+            raise PermanentError(
+                f"the credential in {describe(source)} is not of the form username:password",
+                hint="store it as `username:password` (one line)",
+            )
+        self._reveal(password)
+        return UserPassword(username, Secret(password))
+
+    def environment_names(self, fleet: models.Fleet) -> list[str]:
+        """Environment variables credentials are read from (never passed on to child processes)."""
+        sources = [*fleet.spec.credentials.values(), *self.sources.values()]
+        return sorted({s.env for s in sources if s.env is not None})
+
+    # --- what was handed out ------------------------------------------------------------------
+
+    def on_reveal(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call `listener` with every secret value read from now on (and each read before); returns
+        a function that stops it."""
+        with self._lock:
+            self._listeners.append(listener)
+            known = sorted(self._revealed)
+        for value in known:
+            listener(value)
+
+        def stop() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return stop
+
+    def _reveal(self, value: str) -> Secret:
+        with self._lock:
+            new = value not in self._revealed
+            self._revealed.add(value)
+            listeners = list(self._listeners) if new else []
+        for listener in listeners:
+            listener(value)
+        return Secret(value)

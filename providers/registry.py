@@ -1,77 +1,142 @@
-"""Which provider serves which kind: the engine's only way to reach providers."""
+"""Which provider serves which kind, and the pool that keeps providers alive across runs: the
+engine's only way to reach providers.
+
+The pool is owned by its caller (the CLI for one command, the controller for its whole life).
+It makes a kind's provider when first asked and keeps it, with its sessions, connections,
+clients and caches, for as long as the provider settings it was made with hold; a revision
+that changes them gets a new provider and the old one is closed.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from providers.base import Endpoint, Provider, ProviderContext
+from providers.access import Access
+from providers.base import BatchProvider, Provider
 from reconciler.errors import UsageError
 from reconciler.spec import models
 
+Factory = Callable[[models.ProviderSettings, Access, Path], Provider]
+"""Makes a provider from the provider settings, the access, and a directory it may keep files in."""
 
-def _ipmi(context: ProviderContext) -> Provider:
+
+def _ipmi(settings: models.ProviderSettings, access: Access, state_dir: Path) -> Provider:
     from providers.ipmi.provider import IpmiProvider
 
-    return IpmiProvider(context)
+    return IpmiProvider(settings.ipmi, access)
 
 
-def _libvirt(context: ProviderContext) -> Provider:
+def _libvirt(settings: models.ProviderSettings, access: Access, state_dir: Path) -> Provider:
     from providers.libvirt.provider import LibvirtProvider
 
-    return LibvirtProvider(context)
+    return LibvirtProvider(settings.libvirt, access)
 
 
-def _kubernetes(kind: str) -> Callable[[ProviderContext], Provider]:
-    def factory(context: ProviderContext) -> Provider:
+def _kubernetes(kind: str) -> Factory:
+    def factory(settings: models.ProviderSettings, access: Access, state_dir: Path) -> Provider:
         from providers.kubernetes.provider import KubernetesProvider
 
-        return KubernetesProvider(context, kind)
+        return KubernetesProvider(access, kind)
 
     return factory
 
 
-FACTORIES: Mapping[str, Callable[[ProviderContext], Provider]] = {
+def _ansible(settings: models.ProviderSettings, access: Access, state_dir: Path) -> Provider:
+    from providers.ansible.provider import AnsibleProvider
+    from providers.ansible.runner import RunSettings
+
+    ansible = settings.ansible
+    artifacts = Path(ansible.artifactsDir) if ansible.artifactsDir else state_dir / "ansible"
+    return AnsibleProvider(
+        access,
+        settings=RunSettings(
+            forks=ansible.forks,
+            timeout_seconds=ansible.timeoutSeconds,
+            host_key_checking=ansible.hostKeyChecking,
+        ),
+        artifacts_dir=artifacts,
+    )
+
+
+CONFIG = "AnsibleConfig"
+"""The key of the provider of Machines' and VirtualMachines' `spec.config` (Ansible): a second
+provider for those kinds, driven by the `configure` action."""
+
+FACTORIES: Mapping[str, Factory] = {
     "Machine": _ipmi,
     "VirtualMachine": _libvirt,
     "Cluster": _kubernetes("Cluster"),
     "SparkPool": _kubernetes("SparkPool"),
+    CONFIG: _ansible,
 }
 
-
-def provider_for(kind: str, context: ProviderContext) -> Provider:
-    try:
-        factory = FACTORIES[kind]
-    except KeyError:
-        raise UsageError(f"no provider observes {kind} resources yet") from None
-    return factory(context)
+# The part of the provider settings each provider is made with: a change elsewhere keeps it.
+_SETTINGS_OF = {"Machine": "ipmi", "VirtualMachine": "libvirt", CONFIG: "ansible"}
 
 
-def config_provider(context: ProviderContext) -> Provider:
-    """The provider of Machines' and VirtualMachines' `spec.config` (Ansible): a second provider
-    for those kinds, driven by the `configure` action."""
-    from providers.ansible.provider import AnsibleProvider
-    from providers.ansible.runner import RunSettings
+class ProviderPool:
+    """Providers by key (a kind, or CONFIG), made on first use and kept until `close`. Thread-safe."""
 
-    settings = context.ansible()
-    artifacts = settings.artifactsDir or os.path.join(
-        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "fleet", "ansible"
-    )
-    return AnsibleProvider(
-        context,
-        context.playbook_root,
-        connection_overrides=context.ansible_hosts,
-        settings=RunSettings(
-            forks=settings.forks,
-            timeout_seconds=settings.timeoutSeconds,
-            host_key_checking=settings.hostKeyChecking,
-        ),
-        artifacts_dir=Path(artifacts),
-    )
+    def __init__(self, access: Access, state_dir: Path, factories: Mapping[str, Factory] = FACTORIES) -> None:
+        self.access = access
+        self.state_dir = state_dir  # where providers keep files of their own (Ansible's artifacts)
+        self._factories = factories
+        self._lock = threading.Lock()
+        self._providers: dict[str, tuple[str, Provider]] = {}
+        self._closed = False
+
+    def serves(self, key: str) -> bool:
+        return key in self._factories
+
+    def provider(self, key: str, fleet: models.Fleet) -> Provider:
+        """The provider for `key` made with the fleet's provider settings (and the endpoint map's)."""
+        try:
+            factory = self._factories[key]
+        except KeyError:
+            raise UsageError(f"no provider observes {key} resources yet") from None
+        settings = self.access.endpoints.provider_settings(fleet)
+        part = _SETTINGS_OF.get(key)
+        fingerprint = (
+            json.dumps(getattr(settings, part).model_dump(mode="json"), sort_keys=True) if part else ""
+        )
+        stale: Provider | None = None
+        with self._lock:
+            if self._closed:
+                raise UsageError("the provider pool is closed")
+            held = self._providers.get(key)
+            if held is not None and held[0] == fingerprint:
+                return held[1]
+            made = factory(settings, self.access, self.state_dir)
+            self._providers[key] = (fingerprint, made)
+            stale = held[1] if held is not None else None
+        if stale is not None:
+            stale.close()
+        return made
+
+    def config_provider(self, fleet: models.Fleet) -> BatchProvider:
+        provider = self.provider(CONFIG, fleet)
+        assert isinstance(provider, BatchProvider)
+        return provider
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            held, self._providers = list(self._providers.values()), {}
+        for _, provider in held:
+            provider.close()
+
+    def __enter__(self) -> ProviderPool:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 def ansible_host_names(documents: Sequence[models.Document]) -> dict[str, str]:
@@ -85,57 +150,5 @@ def ansible_inventory(documents: Sequence[models.Document], fleet: models.Fleet,
     """The Ansible inventory of a fleet (hosts with `config`): INI, or dynamic-inventory JSON."""
     from providers.ansible.inventory import build_inventory, render_ini
 
-    inventory = build_inventory(documents, fleet)
+    inventory: Any = build_inventory(documents, fleet)
     return render_ini(inventory) if output == "ini" else json.dumps(inventory, indent=2) + "\n"
-
-
-@dataclasses.dataclass(frozen=True)
-class Overrides:
-    endpoints: dict[str, Endpoint]
-    credentials: dict[str, models.CredentialSource]
-    ipmi: dict[str, Any]
-    libvirt: dict[str, Any] = dataclasses.field(default_factory=dict)
-    hypervisor_uris: dict[str, str] = dataclasses.field(default_factory=dict)
-    ansible: dict[str, Any] = dataclasses.field(default_factory=dict)
-    ansible_hosts: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
-
-
-def load_overrides(path: Path) -> Overrides:
-    """Read a lab's override file (written by `fleet lab up`; production never has one):
-    {"endpoints": {"10.128.1.11:623": "127.10.0.1:623"}, "credentials": {"bmc-nyc1": {"file": "..."}},
-     "hypervisors": {"nyc1-r01-01": "test+unix:///default?socket=..."},
-     "ansibleHosts": {"nyc1-r01-01": {"ansible_host": "127.10.0.1", "ansible_port": "2222", ...}},
-     "settings": {"ipmi": {}, "libvirt": {}, "ansible": {}}}
-    """
-    try:
-        document = json.loads(path.read_text())
-        endpoints: dict[str, Endpoint] = {}
-        for written, actual in document.get("endpoints", {}).items():
-            host, _, port = str(actual).rpartition(":")
-            endpoints[str(written)] = Endpoint(host.strip("[]"), int(port))
-        credentials = {
-            str(name): models.CredentialSource.model_validate(source)
-            for name, source in document.get("credentials", {}).items()
-        }
-        settings = document.get("settings", {})
-        hypervisors = {str(name): str(uri) for name, uri in document.get("hypervisors", {}).items()}
-        ansible_hosts = {
-            str(host): {str(k): str(v) for k, v in variables.items()}
-            for host, variables in document.get("ansibleHosts", {}).items()
-        }
-        return Overrides(
-            endpoints,
-            credentials,
-            dict(settings.get("ipmi", {})),
-            dict(settings.get("libvirt", {})),
-            hypervisors,
-            dict(settings.get("ansible", {})),
-            ansible_hosts,
-        )
-    except OSError as exc:
-        raise UsageError(f"cannot read lab overrides {path}: {exc.strerror}") from None
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise UsageError(
-            f"{path} is not a lab override file",
-            hint='expected {"endpoints": {"ADDRESS:PORT": "HOST:PORT"}, "credentials": {...}}',
-        ) from None

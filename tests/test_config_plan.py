@@ -16,15 +16,24 @@ from fleet_testing import commit_all, git_init
 from test_plan import T0, machine, rows, vm
 
 from providers.base import Action, Observation, UnknownReason
-from reconciler.apply.executor import CONFIG_PROVIDER, applied_fields, provider_key
-from reconciler.plan.config import VERSION_FIELD, config_version, configured, diff_config
-from reconciler.plan.diff import MACHINE_FIELDS
-from reconciler.plan.graph import order_entries
+from providers.registry import CONFIG as CONFIG_PROVIDER
+from reconciler.apply.executor import provider_key
+from reconciler.apply.record import applied_fields, record_drift
+from reconciler.kinds.config import (
+    VERSION_FIELD,
+    config_directories,
+    config_version,
+    configured,
+    converged_config,
+    diff_config,
+)
+from reconciler.kinds.machine import MACHINE_FIELDS
+from reconciler.kinds.planning import order
 from reconciler.plan.model import FieldDiff, Finding, ObservedState, Plan, PlanEntry
 from reconciler.report.markdown import render_markdown
 from reconciler.report.plan_json import plan_schema, plan_to_dict
 from reconciler.report.text import plan_text
-from reconciler.runs import _converged_fields, record_drift
+from reconciler.source.export import directory_digest
 from reconciler.source.git import read_revision
 from reconciler.source.worktree import read_worktree
 from reconciler.spec import models
@@ -187,7 +196,7 @@ def test_a_looping_task_is_one_field() -> None:
 def test_configure_comes_after_the_power_on_of_the_same_machine() -> None:
     power = PlanEntry(M, "Machine", Finding.CHANGE, Action.POWER_ON, (FieldDiff("power", "off", "on"),))
     (configure,) = diff([host()], [checked(changes=[MOTD])])
-    plan = Plan("rev", T0, (configure, power), waves=order_entries([host()], [configure, power])[1])
+    plan = Plan("rev", T0, (configure, power), waves=order({host().address: host()}, [configure, power])[1])
     assert [e.action for e in plan.changes()] == [Action.POWER_ON, Action.CONFIGURE]
     assert plan.summary()["configure"] == 1
     assert "1 to configure" in plan.summary_line()
@@ -205,18 +214,10 @@ def test_the_executor_records_only_the_version_and_sends_configure_to_ansible() 
 
 
 def test_only_a_fully_verified_host_in_sync_counts_as_converged() -> None:
-    fleet = models.Fleet.model_validate(
-        {
-            "apiVersion": "fleet/v1alpha1",
-            "kind": "Fleet",
-            "metadata": {"name": "t"},
-            "spec": {"sites": [{"name": "nyc1", "racks": [{"name": "r01"}]}]},
-        }
-    )
     summary = {"version": V2, "inSync": True, "changes": 0, "failed": 0, "notVerifiable": 0}
-    assert _converged_fields(host(), {"config": summary}, fleet, {}) == {"config": V2}
-    assert _converged_fields(host(), {"config": {**summary, "notVerifiable": 1}}, fleet, {}) == {}
-    assert _converged_fields(host(), {"config": {**summary, "inSync": False}}, fleet, {}) == {}
+    assert converged_config({"config": summary}) == {"config": V2}
+    assert converged_config({"config": {**summary, "notVerifiable": 1}}) == {}
+    assert converged_config({"config": {**summary, "inSync": False}}) == {}
 
 
 def test_renderers_show_diffs_and_not_verifiable_tasks_and_json_matches_the_schema() -> None:
@@ -239,6 +240,11 @@ def test_renderers_show_diffs_and_not_verifiable_tasks_and_json_matches_the_sche
     assert data["summary"]["counts"]["not-verifiable"] == 1
 
 
+def version_at(config: models.AnsibleConfig, root: Path) -> str:
+    """The version the engine gives `config` with the repo's files exported at `root`."""
+    return config_version(config, {d: directory_digest(root, d) for d in config_directories(config)})
+
+
 def test_the_version_changes_with_the_role_files_and_the_spec_only(tmp_path: Path) -> None:
     (tmp_path / "playbooks/roles/base/tasks").mkdir(parents=True)
     (tmp_path / "playbooks/site.yml").write_text("- hosts: all\n  roles: [base]\n")
@@ -246,13 +252,13 @@ def test_the_version_changes_with_the_role_files_and_the_spec_only(tmp_path: Pat
     tasks.write_text("- ansible.builtin.ping:\n")
     (tmp_path / "machines").mkdir()
     config = models.AnsibleConfig.model_validate(CONFIG)
-    first = config_version(config, tmp_path)
+    first = version_at(config, tmp_path)
     (tmp_path / "machines/other.yaml").write_text("unrelated: spec\n")
-    assert config_version(config, tmp_path) == first
+    assert version_at(config, tmp_path) == first
     tasks.write_text("- ansible.builtin.ping: {data: x}\n")
-    second = config_version(config, tmp_path)
+    second = version_at(config, tmp_path)
     assert second != first and second.startswith("sha256:")
-    assert config_version(models.AnsibleConfig.model_validate({**CONFIG, "vars": {}}), tmp_path) != second
+    assert version_at(models.AnsibleConfig.model_validate({**CONFIG, "vars": {}}), tmp_path) != second
     assert configured([host(), machine("bare")]) == [host()]
 
 

@@ -12,8 +12,8 @@ from typing import Any
 from test_plan import T0, policies, spark_pool
 
 from providers.base import Action, Observation, ObservationState, UnknownReason
-from reconciler.apply.executor import applied_fields
-from reconciler.plan.kube import converged_kube_fields, diff_kubernetes
+from reconciler.apply.record import applied_fields
+from reconciler.kinds.kubernetes import converged_kube_fields, diff_kubernetes
 from reconciler.plan.model import FieldDiff, Finding, PlanEntry, spec_hash
 from reconciler.spec import models
 
@@ -42,7 +42,9 @@ def plan(
 ) -> list[PlanEntry]:
     whole_fleet = kw.pop("whole_fleet", True)
     documents = kw.pop("documents", [POOL])
-    found = diff_kubernetes(documents, [observation], applied or {}, policies(**kw), whole_fleet=whole_fleet)
+    found = diff_kubernetes(
+        "SparkPool", documents, [observation], applied or {}, policies(**kw), whole_fleet=whole_fleet
+    )
     return list(found.entries)
 
 

@@ -16,8 +16,10 @@ import pytest
 
 from providers.base import Action, Observation, ObservationState, UnknownReason
 from reconciler.errors import PermanentError
-from reconciler.plan.diff import diff_machines, enforcement_mode
-from reconciler.plan.graph import dependencies, order_entries, waves
+from reconciler.kinds.machine import diff_machines
+from reconciler.kinds.planning import order, ordering_edges
+from reconciler.plan.findings import enforcement_mode
+from reconciler.plan.graph import dependencies, waves_of
 from reconciler.plan.model import (
     SUMMARY_KEYS,
     FieldDiff,
@@ -376,6 +378,16 @@ def test_enforcement_mode(rules: tuple[tuple[str, str, list[str]], ...], site: s
 
 # --- graph -----------------------------------------------------------------------------
 
+
+def by_address(documents: Sequence[models.Document]) -> dict[str, models.Document]:
+    return {d.address: d for d in documents}
+
+
+def waves(documents: Sequence[models.Document], entries: Sequence[PlanEntry]) -> list[tuple[str, ...]]:
+    """The waves the kinds' edges give a plan's entries."""
+    return waves_of(dependencies(ordering_edges(by_address(documents), entries), entries))
+
+
 HV = "machine/hv1"
 GUEST = "virtualmachine/guest1"
 NODE = "machine/node1"
@@ -458,10 +470,11 @@ def test_a_dependency_cycle_is_a_clear_permanent_error() -> None:
 def test_order_entries_fills_depends_on_of_planned_entries_only() -> None:
     drift = PlanEntry(GUEST, "VirtualMachine", Finding.DRIFT, fields=(FieldDiff("power", "on", "off"),))
     entries = [entry(HV, Action.POWER_ON), entry(POOL, Action.CREATE, kind="SparkPool"), drift]
-    ordered, planned_waves = order_entries(DOCUMENTS, entries)
+    ordered, planned_waves = order(by_address(DOCUMENTS), entries)
     assert {e.address: e.depends_on for e in ordered} == {HV: (), POOL: (HV,), GUEST: ()}
     assert planned_waves == ((HV,), (POOL,))
-    assert dependencies(DOCUMENTS, entries) == {HV: frozenset(), POOL: frozenset({HV})}
+    edges = ordering_edges(by_address(DOCUMENTS), entries)
+    assert dependencies(edges, entries) == {HV: frozenset(), POOL: frozenset({HV})}
 
 
 # --- the Plan value --------------------------------------------------------------------
@@ -516,7 +529,8 @@ def test_summary_counts_actions_and_resources() -> None:
         "unknown": 2,
     }
     assert plan.summary_line() == (
-        "Plan: 2 to power on, 1 to power off, 1 to set boot device, 1 drifted, 1 orphaned, 2 unknown."
+        "Plan: incomplete: 2 of 5 resources not observed (1 auth-failure, 1 timeout); "
+        "2 to power on, 1 to power off, 1 to set boot device, 1 drifted, 1 orphaned."
     )
 
 
@@ -526,8 +540,8 @@ def test_summary_counts_actions_and_resources() -> None:
         pytest.param((), "Plan: no changes.", id="empty"),
         pytest.param(
             (PlanEntry("machine/c", "Machine", Finding.UNKNOWN),),
-            "Plan: no changes, 1 unknown.",
-            id="findings-without-changes-say-no-changes-first",
+            "Plan: incomplete: 1 of 1 resource not observed (1 unknown); no changes among the rest.",
+            id="unknown-is-never-no-changes-the-plan-says-it-is-incomplete",
         ),
     ],
 )

@@ -11,7 +11,8 @@ from fleet_testing import commit_all, copy_example, git_init
 from reconciler.source.git import read_revision
 from reconciler.source.worktree import git_blob_id, read_worktree
 from reconciler.spec.cache import SpecCache
-from reconciler.workspace import validate_snapshot
+from reconciler.spec import loader
+from reconciler.spec.loader import load_revision
 
 
 @pytest.fixture()
@@ -31,17 +32,17 @@ def test_blob_ids_are_gits() -> None:
 
 def test_cold_warm_and_one_file_change(repo: Path, tmp_path: Path) -> None:
     cache = SpecCache(tmp_path / "cache.sqlite")
-    cold = validate_snapshot(read_revision(str(repo), "HEAD", tmp_path), cache)
+    cold = load_revision(read_revision(str(repo), "HEAD", tmp_path), cache)
     assert (cold.parsed, cold.from_cache, cold.errors) == (_spec_file_count(repo), False, [])
 
-    warm = validate_snapshot(read_revision(str(repo), "HEAD", tmp_path), cache)
+    warm = load_revision(read_revision(str(repo), "HEAD", tmp_path), cache)
     assert (warm.parsed, warm.from_cache, warm.diagnostics) == (0, True, cold.diagnostics)
-    assert warm.documents == cold.documents
+    assert warm.counts == cold.counts
 
     rack = repo / "machines" / "nyc1" / "r02.yaml"
     rack.write_text(rack.read_text().replace("team: ", "team: x", 1))
     commit_all(repo, "one file")
-    changed = validate_snapshot(read_revision(str(repo), "HEAD", tmp_path), cache)
+    changed = load_revision(read_revision(str(repo), "HEAD", tmp_path), cache)
     assert (changed.parsed, changed.from_cache) == (1, False)
 
 
@@ -49,24 +50,24 @@ def test_an_error_is_remembered_with_its_location(repo: Path, tmp_path: Path) ->
     rack = repo / "machines" / "nyc1" / "r02.yaml"
     rack.write_text(rack.read_text().replace("bootDevice: disk", "bootDevice: floppy", 1))
     cache = SpecCache(tmp_path / "cache.sqlite")
-    first = validate_snapshot(read_worktree(repo), cache)
-    second = validate_snapshot(read_worktree(repo), cache)
+    first = load_revision(read_worktree(repo), cache)
+    second = load_revision(read_worktree(repo), cache)
     assert second.from_cache and first.diagnostics == second.diagnostics
     assert [(d.code, d.path) for d in second.errors] == [("invalid-value", "machines/nyc1/r02.yaml")]
     assert second.errors[0].line > 1
     # Cross-document results are not cached per file: a change elsewhere is still seen.
     other = repo / "machines" / "nyc1" / "r01.yaml"
     other.write_text(other.read_text() + "\n" + rack.read_text().split("---", 2)[1].join(["---", ""]))
-    third = validate_snapshot(read_worktree(repo), cache)
+    third = load_revision(read_worktree(repo), cache)
     assert third.parsed == 1 and any(d.code == "duplicate-name" for d in third.errors)
 
 
 def test_changing_the_rules_in_fleet_yaml_revalidates_everything(repo: Path, tmp_path: Path) -> None:
     cache = SpecCache(tmp_path / "cache.sqlite")
-    validate_snapshot(read_worktree(repo), cache)
+    load_revision(read_worktree(repo), cache)
     fleet = repo / "fleet.yaml"
     fleet.write_text(fleet.read_text().replace("required: [team]", "required: [team, owner]", 1))
-    again = validate_snapshot(read_worktree(repo), cache)
+    again = load_revision(read_worktree(repo), cache)
     assert again.parsed == _spec_file_count(repo)
     assert {d.code for d in again.errors} == {"org-rule"}
 
@@ -74,7 +75,7 @@ def test_changing_the_rules_in_fleet_yaml_revalidates_everything(repo: Path, tmp
 def test_a_corrupt_cache_is_rebuilt_not_fatal(repo: Path, tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite"
     path.write_bytes(b"this is not a database" * 100)
-    result = validate_snapshot(read_worktree(repo), SpecCache(path))
+    result = load_revision(read_worktree(repo), SpecCache(path))
     assert result.errors == []
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM file_results").fetchone()[0] > 0
@@ -82,22 +83,20 @@ def test_a_corrupt_cache_is_rebuilt_not_fatal(repo: Path, tmp_path: Path) -> Non
 
 def test_a_tampered_cache_entry_is_ignored(repo: Path, tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite"
-    validate_snapshot(read_worktree(repo), SpecCache(path))
+    load_revision(read_worktree(repo), SpecCache(path))
     with sqlite3.connect(path) as db:
         db.execute("UPDATE file_results SET payload = 'garbage'")
         db.execute("DELETE FROM revision_results")
-    result = validate_snapshot(read_worktree(repo), SpecCache(path))
+    result = load_revision(read_worktree(repo), SpecCache(path))
     assert result.parsed == _spec_file_count(repo) and result.errors == []
 
 
 def test_parallel_workers_give_the_same_result(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import reconciler.workspace as workspace
-
     rack = repo / "machines" / "ldn1" / "r01.yaml"
     rack.write_text(rack.read_text().replace("power: on", "power: maybe", 1))
-    serial = validate_snapshot(read_worktree(repo), None, workers=1)
-    monkeypatch.setattr(workspace, "PARALLEL_THRESHOLD", 2)
-    parallel = validate_snapshot(read_worktree(repo), None, workers=2)
+    serial = load_revision(read_worktree(repo), None, workers=1)
+    monkeypatch.setattr(loader, "PARALLEL_THRESHOLD", 2)
+    parallel = load_revision(read_worktree(repo), None, workers=2)
     assert serial.diagnostics == parallel.diagnostics and serial.errors

@@ -15,11 +15,11 @@ import pytest
 from test_plan import T0, machine, rows, vm
 
 from providers.base import Action, Observation, UnknownReason
-from reconciler.apply.executor import applied_fields
+from reconciler.apply.record import applied_fields
 from reconciler.errors import PermanentError
-from reconciler.plan.graph import order_entries
+from reconciler.kinds.planning import order
 from reconciler.plan.model import FieldDiff, Finding, Plan, PlanEntry
-from reconciler.plan.vms import check_host_capacity, converged_vm_fields, diff_virtual_machines
+from reconciler.kinds.virtualmachine import check_host_capacity, converged_vm_fields, diff_virtual_machines
 from reconciler.report.markdown import render_markdown
 from reconciler.report.plan_json import plan_schema, plan_to_dict
 from reconciler.report.text import plan_text
@@ -275,7 +275,7 @@ def test_a_replaced_vm_leaves_its_old_host_before_that_host_powers_off() -> None
         PlanEntry("machine/hv1", "Machine", Finding.CHANGE, Action.POWER_OFF),
         PlanEntry("machine/hv2", "Machine", Finding.CHANGE, Action.POWER_ON),
     ]
-    _, waves = order_entries(documents, entries)
+    _, waves = order({d.address: d for d in documents}, entries)
     assert waves == (("machine/hv2",), (A,), ("machine/hv1",))
 
 
@@ -290,7 +290,7 @@ def test_an_orphan_stops_before_its_host_powers_off() -> None:
         ),
         PlanEntry("machine/hv1", "Machine", Finding.CHANGE, Action.POWER_OFF),
     ]
-    _, waves = order_entries([HOSTS["hv1"]], entries)
+    _, waves = order({HOSTS["hv1"].address: HOSTS["hv1"]}, entries)
     assert waves == (("virtualmachine/old",), ("machine/hv1",))
 
 
@@ -301,7 +301,7 @@ def test_a_vm_is_never_started_on_a_host_the_plan_powers_off() -> None:
         PlanEntry("machine/hv1", "Machine", Finding.CHANGE, Action.POWER_OFF),
     ]
     with pytest.raises(PermanentError, match="would create virtualmachine/a on machine/hv1"):
-        order_entries(documents, entries)
+        order({d.address: d for d in documents}, entries)
 
 
 def test_every_renderer_shows_vm_findings_and_why() -> None:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from providers.access import Access
 from providers.ansible.inventory import Inventory, build_inventory, credential_vars, host_names, select_hosts
 from providers.ansible.runner import HostReport, RunResult, RunSettings, run_playbooks
 from providers.base import (
@@ -27,11 +28,12 @@ from providers.base import (
     ApplyResult,
     Change,
     Observation,
-    ProviderContext,
+    Observed,
+    RevisionInputs,
     UnknownReason,
     apply_result,
 )
-from providers.credentials import Secret, credential_source, read_secret
+from providers.credentials import Secret
 from reconciler.errors import PermanentError, TemporaryError
 from reconciler.spec import models
 
@@ -102,45 +104,43 @@ class _Progress:
 class AnsibleProvider:
     """Operating-system configuration of Machines and VirtualMachines with Ansible.
 
-    `playbook_root` is a directory holding the fleet repo's files at the planned revision (the
-    engine exports it from Git); `spec.config.playbooks` and path-like roles are relative to it.
-    `connection_overrides` maps an inventory host name to host variables that beat the specs (a
-    lab's {"ansible_connection": "local"}, or ssh host, port, user and key). Thread-safe: no state
-    is kept between calls.
+    The revision's `playbook_root` is a directory holding the fleet repo's files at the planned
+    revision (the engine exports it from Git); `spec.config.playbooks` and path-like roles are
+    relative to it. The endpoint map's `ansible_hosts` maps an inventory host name to host variables
+    that beat the specs (a lab's {"ansible_connection": "local"}, or ssh host, port, user and key).
+    Thread-safe: no state is kept between calls.
     """
 
     kind: ClassVar[str] = "AnsibleConfig"
 
     def __init__(
         self,
-        context: ProviderContext,
-        playbook_root: Path | None = None,
+        access: Access,
         *,
-        connection_overrides: Mapping[str, Mapping[str, str]] | None = None,
         settings: RunSettings | None = None,
         artifacts_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.context = context
-        self.playbook_root = playbook_root
-        self.connection_overrides = {h: dict(v) for h, v in (connection_overrides or {}).items()}
+        self.access = access
+        self.connection_overrides = {h: dict(v) for h, v in access.endpoints.ansible_hosts.items()}
         self.settings = settings or RunSettings()
         self.artifacts_dir = artifacts_dir
         self._clock = clock
 
     # --- targets ------------------------------------------------------------------------
 
-    def _documents(self, specs: Iterable[models.Document]) -> dict[str, models.Document]:
-        documents = dict(self.context.documents)
+    @staticmethod
+    def _documents(specs: Iterable[models.Document], inputs: RevisionInputs) -> dict[str, models.Document]:
+        documents = dict(inputs.documents)
         documents.update({spec.address: spec for spec in specs})
         return documents
 
-    def _inventory(self, documents: Mapping[str, models.Document]) -> Inventory:
-        return build_inventory(
-            documents.values(), self.context.fleet, connection_overrides=self.connection_overrides
-        )
+    def _inventory(self, documents: Mapping[str, models.Document], fleet: models.Fleet) -> Inventory:
+        return build_inventory(documents.values(), fleet, connection_overrides=self.connection_overrides)
 
-    def _target(self, spec: models.Document, names: Mapping[str, str], inventory: Inventory) -> _Target:
+    def _target(
+        self, spec: models.Document, names: Mapping[str, str], inventory: Inventory, inputs: RevisionInputs
+    ) -> _Target:
         if not isinstance(spec, Configured):
             raise _NotRunnable(
                 f"{spec.address}: the Ansible provider configures Machines and VirtualMachines",
@@ -152,7 +152,7 @@ class AnsibleProvider:
                 f"{spec.address} has no spec.config: fleet does not configure its operating system",
                 UnknownReason.NOT_ATTEMPTED,
             )
-        if self.playbook_root is None:
+        if inputs.playbook_root is None:
             raise _NotRunnable(
                 "no playbook directory was given to the Ansible provider",
                 UnknownReason.NOT_ATTEMPTED,
@@ -173,8 +173,7 @@ class AnsibleProvider:
             raise _NotRunnable(f"{spec.address}: {exc}", UnknownReason.CREDENTIALS_MISSING) from None
         for name, ref in sorted(refs.items()):
             try:
-                source = credential_source(ref, self.context.fleet, self.context.credential_overrides)
-                secrets[name] = read_secret(source, self.context.environment)
+                secrets[name] = self.access.credentials.secret(ref, inputs.fleet)
             except PermanentError as exc:
                 raise _NotRunnable(
                     f"{spec.address}: spec.config.vars.{name}: {exc.message}",
@@ -183,20 +182,16 @@ class AnsibleProvider:
                 ) from None
         return _Target(spec, host, config, secrets)
 
-    def _secret_env_names(self) -> list[str]:
-        """Environment variables credentials are read from: they never reach Ansible's environment."""
-        sources = [*self.context.fleet.spec.credentials.values(), *self.context.credential_overrides.values()]
-        return sorted({s.env for s in sources if s.env is not None})
-
     def _run(
         self,
         targets: Sequence[_Target],
         inventory: Inventory,
+        inputs: RevisionInputs,
         *,
         check: bool,
         settings: RunSettings | None = None,
     ) -> RunResult:
-        assert self.playbook_root is not None
+        assert inputs.playbook_root is not None
         playbooks, roles = targets[0].playbook_set
         inline_env = [
             ref.env
@@ -205,35 +200,36 @@ class AnsibleProvider:
             if isinstance(ref, models.CredentialSource) and ref.env is not None
         ]
         return run_playbooks(
-            playbook_root=self.playbook_root,
+            playbook_root=inputs.playbook_root,
             playbooks=playbooks,
             roles=roles,
             inventory=select_hosts(inventory, [t.host for t in targets]),
             secret_vars={t.host: t.secrets for t in targets},
             check=check,
             settings=settings or self.settings,
-            drop_env=[*self._secret_env_names(), *inline_env],
+            # Environment variables credentials are read from never reach Ansible's environment.
+            drop_env=[*self.access.credentials.environment_names(inputs.fleet), *inline_env],
             clock=self._clock,
         )
 
     # --- observe ------------------------------------------------------------------------
 
-    def observe(self, specs: Sequence[models.Document]) -> Iterable[Observation]:
-        documents = self._documents(specs)
-        inventory = self._inventory(documents)
+    def observe(self, specs: Sequence[models.Document], inputs: RevisionInputs) -> Observed:
+        documents = self._documents(specs, inputs)
+        inventory = self._inventory(documents, inputs.fleet)
         names = host_names(documents.values())
         results: list[Observation] = []
         groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[_Target]] = defaultdict(list)
         for spec in specs:
             try:
-                target = self._target(spec, names, inventory)
+                target = self._target(spec, names, inventory, inputs)
             except _NotRunnable as exc:
                 results.append(Observation.unknown(spec.address, exc.reason, str(exc)))
                 continue
             groups[target.playbook_set].append(target)
         for _, targets in sorted(groups.items()):
             try:
-                run = self._run(targets, inventory, check=True)
+                run = self._run(targets, inventory, inputs, check=True)
             except PermanentError as exc:
                 results.extend(
                     Observation.unknown(t.document.address, UnknownReason.NOT_ATTEMPTED, str(exc))
@@ -241,7 +237,7 @@ class AnsibleProvider:
                 )
                 continue
             results.extend(self._observation(t, run) for t in targets)
-        return results
+        return Observed(tuple(results))
 
     @staticmethod
     def _observation(target: _Target, run: RunResult) -> Observation:
@@ -263,30 +259,29 @@ class AnsibleProvider:
             warnings.append("no task of spec.config ran on this host: do its plays target it?")
         return Observation.observed(address, config_fields(report), warnings=warnings)
 
-    def unmatched(self) -> Sequence[Observation]:
-        return ()
-
     # --- apply --------------------------------------------------------------------------
 
-    def apply(self, change: Change) -> ApplyResult:
-        (result,) = self.apply_many([change])
+    def apply(self, change: Change, inputs: RevisionInputs) -> ApplyResult:
+        (result,) = self.apply_many([change], inputs)
         if isinstance(result, TemporaryError):
             raise result
         return result
 
-    def apply_many(self, changes: Sequence[Change]) -> list[ApplyResult | TemporaryError]:
+    def apply_many(
+        self, changes: Sequence[Change], inputs: RevisionInputs
+    ) -> list[ApplyResult | TemporaryError]:
         """Configure several hosts with one ansible-playbook run per set of playbooks (`--limit`ed
         to these hosts, `forks` at a time) instead of a process per host. One result per change,
         in order: an ApplyResult, or the TemporaryError (unreachable, timed out) to retry it with."""
         results: dict[int, ApplyResult | TemporaryError] = {}
         groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[int, _Target]]] = defaultdict(list)
         # One inventory (of the whole fleet, for its groups) serves every change and every run.
-        documents = self._documents(c.desired for c in changes if c.desired is not None)
-        inventory = self._inventory(documents)
+        documents = self._documents((c.desired for c in changes if c.desired is not None), inputs)
+        inventory = self._inventory(documents, inputs.fleet)
         names = host_names(documents.values())
         for index, change in enumerate(changes):
             try:
-                target = self._apply_target(change, names, inventory)
+                target = self._apply_target(change, names, inventory, inputs)
             except PermanentError as exc:
                 results[index] = ApplyResult(change.address, change.action, False, False, str(exc))
                 continue
@@ -294,7 +289,7 @@ class AnsibleProvider:
         for _, members in sorted(groups.items()):
             started = self._clock()
             try:
-                run: RunResult | PermanentError = self._apply_run([t for _, t in members], inventory)
+                run: RunResult | PermanentError = self._apply_run([t for _, t in members], inventory, inputs)
             except PermanentError as exc:
                 run = exc
             for index, target in members:
@@ -313,7 +308,9 @@ class AnsibleProvider:
                 results[index] = dataclasses.replace(result, seconds=self._clock() - started)
         return [results[i] for i in range(len(changes))]
 
-    def _apply_target(self, change: Change, names: Mapping[str, str], inventory: Inventory) -> _Target:
+    def _apply_target(
+        self, change: Change, names: Mapping[str, str], inventory: Inventory, inputs: RevisionInputs
+    ) -> _Target:
         if change.action is not Action.CONFIGURE:
             raise PermanentError(
                 f"{change.address}: the Ansible provider only configures hosts, it cannot {change.action}"
@@ -321,7 +318,7 @@ class AnsibleProvider:
         if change.desired is None:
             raise PermanentError(f"{change.address}: no desired spec to configure the host from")
         try:
-            return self._target(change.desired, names, inventory)
+            return self._target(change.desired, names, inventory, inputs)
         except _NotRunnable as exc:
             raise PermanentError(exc.message, hint=exc.hint) from None
 
@@ -357,7 +354,9 @@ class AnsibleProvider:
             f"changed {len(report.changes)} of {report.total} tasks: {', '.join(progress.tasks)}{where}",
         )
 
-    def _apply_run(self, targets: Sequence[_Target], inventory: Inventory) -> RunResult:
+    def _apply_run(
+        self, targets: Sequence[_Target], inventory: Inventory, inputs: RevisionInputs
+    ) -> RunResult:
         """One real run for every host of a batch. Its artifacts (events and output, secrets
         masked) are kept where the store's record of each action says."""
         kept = (
@@ -365,7 +364,7 @@ class AnsibleProvider:
             if self.artifacts_dir is not None
             else None
         )
-        return self._run(targets, inventory, check=False, settings=kept)
+        return self._run(targets, inventory, inputs, check=False, settings=kept)
 
     def close(self) -> None:
         """Nothing to release: every run has its own process and directory."""

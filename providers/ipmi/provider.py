@@ -17,20 +17,22 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, ClassVar
 
+from providers.access import Access
 from providers.base import (
     Action,
     ApplyResult,
     Change,
     Endpoint,
     Observation,
-    ProviderContext,
+    Observed,
+    RevisionInputs,
     UnknownReason,
 )
-from providers.credentials import UserPassword, user_password
+from providers.credentials import UserPassword
 from providers.ipmi.workers import WorkerPool
 from reconciler.errors import PermanentError
 from reconciler.spec import models
@@ -103,6 +105,11 @@ class Scheduler:
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="fleet-ipmi-scheduler", daemon=True)
         self._thread.start()
+
+    def set_budgets(self, budgets: Mapping[str, int]) -> None:
+        """The per-group budgets of the fleet now planned (they come with each revision)."""
+        with self._lock:
+            self.budgets = dict(budgets)
 
     def submit(self, job: _Job) -> None:
         with self._lock:
@@ -422,6 +429,31 @@ def apply_script(change: Change, timing: Timing) -> Script:
 # --- the provider ----------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """Of one Fleet document: each rack's power domain, and the per-rack and per-domain budgets."""
+
+    fleet: models.Fleet
+    power_domains: dict[tuple[str, str], str]
+    budgets: dict[str, int]
+
+    @classmethod
+    def of(cls, fleet: models.Fleet) -> _Layout:
+        power_domains: dict[tuple[str, str], str] = {}
+        budgets: dict[str, int] = {}
+        for site in fleet.spec.sites:
+            domains = {d.name: d for d in site.powerDomains}
+            for rack in site.racks:
+                if rack.powerDomain:
+                    power_domains[(site.name, rack.name)] = rack.powerDomain
+                if rack.maxConcurrent is not None:
+                    budgets[f"rack:{site.name}/{rack.name}"] = rack.maxConcurrent
+                domain = domains.get(rack.powerDomain or "")
+                if domain is not None and domain.maxConcurrent is not None:
+                    budgets[f"power:{site.name}/{domain.name}"] = domain.maxConcurrent
+        return cls(fleet, power_domains, budgets)
+
+
 class IpmiProvider:
     """Machines, through their BMCs. Thread-safe: observe and apply may run concurrently."""
 
@@ -429,53 +461,50 @@ class IpmiProvider:
 
     def __init__(
         self,
-        context: ProviderContext,
+        settings: models.IpmiSettings,
+        access: Access,
         *,
         workers: int | None = None,
         timing: Timing | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.context = context
-        settings = context.ipmi()
+        self.settings = settings
+        self.access = access
         self.timing = timing or Timing.from_settings(settings)
         self._clock = clock
-        self._racks: dict[tuple[str, str], models.Rack] = {}
-        budgets: dict[str, int] = {}
-        for site in context.fleet.spec.sites:
-            domains = {d.name: d for d in site.powerDomains}
-            for rack in site.racks:
-                self._racks[(site.name, rack.name)] = rack
-                if rack.maxConcurrent is not None:
-                    budgets[f"rack:{site.name}/{rack.name}"] = rack.maxConcurrent
-                domain = domains.get(rack.powerDomain or "")
-                if domain is not None and domain.maxConcurrent is not None:
-                    budgets[f"power:{site.name}/{domain.name}"] = domain.maxConcurrent
         self._inventory: dict[str, tuple[float, dict[str, Any]]] = {}
         self._inventory_lock = threading.Lock()
+        self._last_layout: _Layout | None = None
         # pyghmi spends CPU per packet; three workers a core keep the cores busy while others wait.
         count = workers if workers is not None else 3 * (os.cpu_count() or 1)
         self._scheduler = Scheduler(
-            min(count, settings.maxConcurrent), self.timing, budgets, settings.maxConcurrent
+            min(count, settings.maxConcurrent), self.timing, {}, settings.maxConcurrent
         )
 
-    def _groups(self, machine: models.Machine) -> tuple[str, ...]:
+    def _layout(self, fleet: models.Fleet) -> _Layout:
+        """The fleet's racks and budgets, worked out once per Fleet document."""
+        with self._inventory_lock:
+            if self._last_layout is not None and self._last_layout.fleet is fleet:
+                return self._last_layout
+        layout = _Layout.of(fleet)
+        with self._inventory_lock:
+            self._last_layout = layout
+        return layout
+
+    def _groups(self, machine: models.Machine, layout: _Layout) -> tuple[str, ...]:
         site, rack_name = machine.spec.site, machine.spec.rack
         groups = [f"rack:{site}/{rack_name}"]
-        rack = self._racks.get((site, rack_name))
-        if rack is not None and rack.powerDomain:
-            groups.append(f"power:{site}/{rack.powerDomain}")
+        domain = layout.power_domains.get((site, rack_name))
+        if domain:
+            groups.append(f"power:{site}/{domain}")
         return tuple(groups)
 
-    def _job(self, machine: models.Machine, script: Script, deadline: float) -> _Job:
+    def _job(self, machine: models.Machine, fleet: models.Fleet, script: Script, deadline: float) -> _Job:
         bmc = machine.spec.bmc
-        endpoint = self.context.endpoint(bmc.address, bmc.port)
-        credentials = user_password(
-            bmc.credentialsRef,
-            self.context.fleet,
-            self.context.environment,
-            self.context.credential_overrides,
-        )
-        return _Job(str(endpoint), endpoint, credentials, self._groups(machine), script, Future(), deadline)
+        endpoint = self.access.endpoints.endpoint(bmc.address, bmc.port)
+        credentials = self.access.credentials.user_password(bmc.credentialsRef, fleet)
+        groups = self._groups(machine, self._layout(fleet))
+        return _Job(str(endpoint), endpoint, credentials, groups, script, Future(), deadline)
 
     def _cached_inventory(self, key: str) -> dict[str, Any] | None:
         with self._inventory_lock:
@@ -491,9 +520,10 @@ class IpmiProvider:
 
         return remember
 
-    def observe(self, specs: Sequence[models.Document]) -> Iterable[Observation]:
+    def observe(self, specs: Sequence[models.Document], inputs: RevisionInputs) -> Observed:
         futures: list[tuple[str, Future[Any]]] = []
         results: list[Observation] = []
+        self._scheduler.set_budgets(self._layout(inputs.fleet).budgets)
         # A pass gets time for every command of a BMC plus the retries, spaced by the interval.
         deadline = time.monotonic() + 3 * (self.timing.timeout + self.timing.min_interval) * (
             self.timing.retries + 1
@@ -501,10 +531,11 @@ class IpmiProvider:
         for spec in specs:
             assert isinstance(spec, models.Machine)
             address = spec.address
-            key = str(self.context.endpoint(spec.spec.bmc.address, spec.spec.bmc.port))
+            key = str(self.access.endpoints.endpoint(spec.spec.bmc.address, spec.spec.bmc.port))
             try:
                 job = self._job(
                     spec,
+                    inputs.fleet,
                     observe_script(spec, address, self._cached_inventory(key), self._remember_inventory(key)),
                     deadline,
                 )
@@ -518,25 +549,23 @@ class IpmiProvider:
                 results.append(future.result())
             except PermanentError as exc:
                 results.append(Observation.unknown(address, UnknownReason.NOT_ATTEMPTED, str(exc)))
-        return results
+        return Observed(tuple(results))
 
-    def apply(self, change: Change) -> ApplyResult:
+    def apply(self, change: Change, inputs: RevisionInputs) -> ApplyResult:
         machine = change.desired
         if not isinstance(machine, models.Machine):
             what = change.desired.kind_name if change.desired is not None else "orphans"
             raise PermanentError(f"the IPMI provider changes specified Machines, not {what}")
+        self._scheduler.set_budgets(self._layout(inputs.fleet).budgets)
         deadline = time.monotonic() + self.timing.soft_off_grace + 2 * self.timing.transition_timeout + 60
         try:
-            job = self._job(machine, apply_script(change, self.timing), deadline)
+            job = self._job(machine, inputs.fleet, apply_script(change, self.timing), deadline)
         except PermanentError as exc:
             return ApplyResult(change.address, change.action, False, False, str(exc))
         self._scheduler.submit(job)
         result = job.future.result()
         assert isinstance(result, ApplyResult)
         return result
-
-    def unmatched(self) -> Sequence[Observation]:
-        return ()  # a BMC serves exactly the machine it is addressed as
 
     def close(self) -> None:
         self._scheduler.close()

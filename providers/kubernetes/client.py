@@ -36,8 +36,9 @@ from kubernetes.client.exceptions import (  # type: ignore[import-untyped]
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from providers.base import ProviderContext, UnknownReason, reference_key
-from providers.credentials import Secret, credential_source, describe, read_secret
+from providers.access import Access
+from providers.base import UnknownReason
+from providers.credentials import Secret, describe, reference_key
 from reconciler.errors import FleetError, PermanentError, TemporaryError
 from reconciler.spec import models
 
@@ -293,22 +294,22 @@ class Target:
         return f"the API server of cluster {self.cluster} ({self.url})"
 
 
-def target_of(cluster: models.Cluster, context: ProviderContext) -> Target:
+def target_of(cluster: models.Cluster, access: Access) -> Target:
     url = cluster.spec.apiServer.rstrip("/")
     parts = urllib.parse.urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     host = parts.hostname or ""
-    endpoint = context.endpoint(host, port)
+    endpoint = access.endpoints.endpoint(host, port)
     actual = f"{parts.scheme}://{endpoint}"
     return Target(cluster.metadata.name, url, actual, reference_key(cluster.spec.credentialsRef))
 
 
-def read_credentials(cluster: models.Cluster, context: ProviderContext) -> Credentials:
+def read_credentials(cluster: models.Cluster, fleet: models.Fleet, access: Access) -> Credentials:
     ref = cluster.spec.credentialsRef
     name = reference_key(ref)
     try:
-        source = credential_source(ref, context.fleet, context.credential_overrides)
-        secret = read_secret(source, context.environment)
+        source = access.credentials.source(ref, fleet)
+        secret = access.credentials.read(source)
     except PermanentError as exc:
         raise CredentialsUnusable(f"cluster {cluster.metadata.name}: {exc.message}", hint=exc.hint) from None
     base = Path(source.file).parent if source.file else None
@@ -662,8 +663,3 @@ class ClusterClient:
                 return False
             raise
         return True
-
-
-def connect(cluster: models.Cluster, context: ProviderContext, **options: Any) -> ClusterClient:
-    """A client for `cluster`; raises CredentialsUnusable when its credentials cannot be used."""
-    return ClusterClient(target_of(cluster, context), read_credentials(cluster, context), **options)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
+from providers.access import Access
 from providers.base import (
     Action,
     ApplyResult,
@@ -26,7 +27,8 @@ from providers.base import (
     FieldChange,
     Observation,
     ObservationState,
-    ProviderContext,
+    Observed,
+    RevisionInputs,
     UnknownReason,
     apply_result,
     utcnow,
@@ -282,7 +284,7 @@ class KubernetesProvider:
 
     def __init__(
         self,
-        context: ProviderContext,
+        access: Access,
         kind: str = "SparkPool",
         *,
         timeout: tuple[float, float] | None = None,
@@ -293,7 +295,7 @@ class KubernetesProvider:
         if kind not in ("Cluster", "SparkPool"):
             raise ValueError(f"the Kubernetes provider serves Clusters and SparkPools, not {kind}")
         vars(self)["kind"] = kind  # one class, two kinds: the registry makes one instance per kind
-        self.context = context
+        self.access = access
         self._timeout = timeout
         self._workers = workers
         self._sleep = sleep
@@ -304,15 +306,16 @@ class KubernetesProvider:
 
     # --- documents ------------------------------------------------------------------------
 
-    def _cluster_named(self, name: str) -> models.Cluster | None:
-        document = self.context.documents.get(f"cluster/{name}")
+    @staticmethod
+    def _cluster_named(name: str, inputs: RevisionInputs) -> models.Cluster | None:
+        document = inputs.documents.get(f"cluster/{name}")
         return document if isinstance(document, models.Cluster) else None
 
-    def _cluster_of(self, spec: models.Document) -> models.Cluster:
+    def _cluster_of(self, spec: models.Document, inputs: RevisionInputs) -> models.Cluster:
         if isinstance(spec, models.Cluster):
             return spec
         assert isinstance(spec, models.SparkPool)
-        cluster = self._cluster_named(spec.spec.cluster)
+        cluster = self._cluster_named(spec.spec.cluster, inputs)
         if cluster is None:
             raise PermanentError(
                 f"{spec.address}: cluster/{spec.spec.cluster} named by spec.cluster is not in the fleet repo",
@@ -320,13 +323,14 @@ class KubernetesProvider:
             )
         return cluster
 
+    @staticmethod
     def _pools_of(
-        self, cluster: models.Cluster, extra: Iterable[models.Document] = ()
+        cluster: models.Cluster, inputs: RevisionInputs, extra: Iterable[models.Document] = ()
     ) -> list[models.SparkPool]:
         name = cluster.metadata.name
         pools = {
             d.address: d
-            for d in self.context.documents.values()
+            for d in inputs.documents.values()
             if isinstance(d, models.SparkPool) and d.spec.cluster == name
         }
         pools.update(
@@ -336,9 +340,9 @@ class KubernetesProvider:
 
     # --- connections ----------------------------------------------------------------------
 
-    def _client(self, cluster: models.Cluster) -> ClusterClient:
-        target = target_of(cluster, self.context)
-        credentials = read_credentials(cluster, self.context)
+    def _client(self, cluster: models.Cluster, inputs: RevisionInputs) -> ClusterClient:
+        target = target_of(cluster, self.access)
+        credentials = read_credentials(cluster, inputs.fleet, self.access)
         with self._lock:
             held = self._clients.get(cluster.metadata.name)
             if held is not None and held[0] == target and held[1] == credentials:
@@ -413,12 +417,15 @@ class KubernetesProvider:
     # --- reading -------------------------------------------------------------------------
 
     def _scan(
-        self, cluster: models.Cluster, specs: Sequence[models.Cluster | models.SparkPool]
+        self,
+        cluster: models.Cluster,
+        specs: Sequence[models.Cluster | models.SparkPool],
+        inputs: RevisionInputs,
     ) -> list[_Scan]:
         """Render, read and compare every spec of one cluster. Raises fleet errors that concern the
         whole cluster (unreachable, credentials); an object's own failure is kept in its state."""
-        client = self._client(cluster)
-        pools = self._pools_of(cluster, specs)
+        client = self._client(cluster, inputs)
+        pools = self._pools_of(cluster, inputs, specs)
         desired: dict[str, list[_Desired]] = {}
         intents: dict[str, list[NodeIntent]] = {}
         kinds: set[tuple[str, str]] = set()
@@ -547,7 +554,7 @@ class KubernetesProvider:
 
     # --- observe -------------------------------------------------------------------------
 
-    def observe(self, specs: Sequence[models.Document]) -> Iterable[Observation]:
+    def observe(self, specs: Sequence[models.Document], inputs: RevisionInputs) -> Observed:
         results: list[Observation] = []
         by_cluster: dict[str, tuple[models.Cluster, list[models.Cluster | models.SparkPool]]] = {}
         for spec in specs:
@@ -561,7 +568,7 @@ class KubernetesProvider:
                 )
                 continue
             try:
-                cluster = self._cluster_of(spec)
+                cluster = self._cluster_of(spec, inputs)
             except PermanentError as exc:
                 results.append(Observation.unknown(spec.address, UnknownReason.NOT_ATTEMPTED, str(exc)))
                 continue
@@ -569,32 +576,29 @@ class KubernetesProvider:
         for name in sorted(by_cluster):
             cluster, group = by_cluster[name]
             try:
-                scans = self._scan(cluster, group)
+                scans = self._scan(cluster, group, inputs)
             except FleetError as exc:
                 results.extend(
                     Observation.unknown(spec.address, unknown_reason(exc), str(exc)) for spec in group
                 )
                 continue
             results.extend(scan.observation() for scan in scans)
-        return results
-
-    def unmatched(self) -> Sequence[Observation]:
-        return ()
+        return Observed(tuple(results))
 
     # --- apply ---------------------------------------------------------------------------
 
-    def apply(self, change: Change) -> ApplyResult:
+    def apply(self, change: Change, inputs: RevisionInputs) -> ApplyResult:
         progress = _Progress()
 
         def run() -> tuple[bool, str]:
-            message = self._apply(change, progress)
+            message = self._apply(change, progress, inputs)
             return progress.changed, message
 
         return apply_result(change, progress, self._clock, run)
 
-    def _apply(self, change: Change, progress: _Progress) -> str:
+    def _apply(self, change: Change, progress: _Progress, inputs: RevisionInputs) -> str:
         if change.action is Action.DELETE:
-            return self._delete(change, progress)
+            return self._delete(change, progress, inputs)
         if change.action not in (Action.CREATE, Action.UPDATE):
             raise PermanentError(f"the Kubernetes provider cannot {change.action.value} a {self.kind}")
         spec = change.desired
@@ -604,9 +608,9 @@ class KubernetesProvider:
             or not isinstance(spec, models.Cluster | models.SparkPool)
         ):
             raise PermanentError(f"{change.address}: this Kubernetes provider changes {self.kind}s")
-        cluster = self._cluster_of(spec)
-        client = self._client(cluster)
-        (scan,) = self._scan(cluster, [spec])
+        cluster = self._cluster_of(spec, inputs)
+        client = self._client(cluster, inputs)
+        (scan,) = self._scan(cluster, [spec], inputs)
         self._apply_objects(client, scan, progress)
         self._apply_nodes(client, scan, progress)
         keys = _prune_keys(change)
@@ -614,18 +618,21 @@ class KubernetesProvider:
             prune_cluster = cluster
             moved = _field(change, "cluster")
             if moved is not None and moved.before and moved.before != cluster.metadata.name:
-                prune_cluster = self._must_cluster(str(moved.before), change.address)
+                prune_cluster = self._must_cluster(str(moved.before), change.address, inputs)
             rendered = {s.desired.key for s in scan.states} if prune_cluster is cluster else set()
             self._prune(
-                self._client(prune_cluster), change.address, [k for k in keys if k not in rendered], progress
+                self._client(prune_cluster, inputs),
+                change.address,
+                [k for k in keys if k not in rendered],
+                progress,
             )
         in_sync = sum(1 for s in scan.states if s.state == IN_SYNC)
         return progress.message(
             f"no changes: {_count(in_sync, 'object')} and {_count(len(scan.intents), 'node')} in sync"
         )
 
-    def _must_cluster(self, name: str, address: str) -> models.Cluster:
-        cluster = self._cluster_named(name)
+    def _must_cluster(self, name: str, address: str, inputs: RevisionInputs) -> models.Cluster:
+        cluster = self._cluster_named(name, inputs)
         if cluster is None:
             raise PermanentError(
                 f"{address}: its objects are in cluster/{name}, which is no longer in the fleet repo,"
@@ -747,7 +754,7 @@ class KubernetesProvider:
         if foreign:
             progress.notes.append(f"did not prune {', '.join(foreign)}: not owned by {address}")
 
-    def _delete(self, change: Change, progress: _Progress) -> str:
+    def _delete(self, change: Change, progress: _Progress, inputs: RevisionInputs) -> str:
         """An orphan: prune every key fleet applied for it, and take its labels and taints off Nodes."""
         keys = _prune_keys(change)
         where = _field(change, "cluster")
@@ -762,18 +769,23 @@ class KubernetesProvider:
                 f"{change.address}: fleet does not know which cluster its objects are in",
                 hint="the engine passes FieldChange('cluster', before=<Cluster name>) with a delete",
             )
-        cluster = self._must_cluster(name, change.address)
-        client = self._client(cluster)
+        cluster = self._must_cluster(name, change.address, inputs)
+        client = self._client(cluster, inputs)
         self._prune(client, change.address, keys, progress)
         if change.address.startswith("sparkpool/"):
-            self._release_nodes(client, cluster, change.address, progress)
+            self._release_nodes(client, cluster, change.address, progress, inputs)
         return progress.message("nothing to delete")
 
     def _release_nodes(
-        self, client: ClusterClient, cluster: models.Cluster, address: str, progress: _Progress
+        self,
+        client: ClusterClient,
+        cluster: models.Cluster,
+        address: str,
+        progress: _Progress,
+        inputs: RevisionInputs,
     ) -> None:
         """Drop a deleted pool's labels (its field manager's) and the fleet taints nobody wants any more."""
-        pools = [p for p in self._pools_of(cluster) if p.address != address]
+        pools = [p for p in self._pools_of(cluster, inputs) if p.address != address]
         manager = node_rules.label_manager(address)
         node_list = list(client.list(NODE, what="listing nodes"))
         for member in cluster.spec.members:

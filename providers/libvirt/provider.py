@@ -16,18 +16,19 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
+from providers.access import Access
 from providers.base import (
     Action,
     ApplyResult,
     Change,
     Observation,
     ObservationState,
-    ProviderContext,
+    Observed,
+    RevisionInputs,
     UnknownReason,
     apply_result,
     utcnow,
 )
-from providers.credentials import user_password
 from providers.libvirt.connections import (
     Connections,
     Domain,
@@ -213,28 +214,29 @@ class LibvirtProvider:
 
     def __init__(
         self,
-        context: ProviderContext,
+        settings: models.LibvirtSettings,
+        access: Access,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.context = context
-        self.settings = context.libvirt()
+        self.settings = settings
+        self.access = access
         self._clock = clock
         self._sleep = sleep
         self._connections = Connections(
             timeout=self.settings.timeoutSeconds, max_concurrent=self.settings.maxConcurrent, clock=clock
         )
         self._lock = threading.Lock()
-        self._unmatched: list[Observation] = []
 
     # --- where hypervisors are ----------------------------------------------------------
 
-    def _hypervisor_names(self) -> list[str]:
-        return sorted(name for name, m in self.context.machines.items() if m.spec.role == "hypervisor")
+    @staticmethod
+    def _hypervisor_names(inputs: RevisionInputs) -> list[str]:
+        return sorted(name for name, m in inputs.machines.items() if m.spec.role == "hypervisor")
 
-    def _target(self, host: str) -> Hypervisor:
-        machine = self.context.machines.get(host)
+    def _target(self, host: str, inputs: RevisionInputs) -> Hypervisor:
+        machine = inputs.machines.get(host)
         if machine is None:
             raise _TargetError(
                 f"machine/{host} is not in the fleet repo",
@@ -246,7 +248,7 @@ class LibvirtProvider:
                 f"machine/{host} has role {machine.spec.role}, not hypervisor", UnknownReason.NOT_ATTEMPTED
             )
         access = machine.spec.hypervisor
-        uri = self.context.hypervisor_uris.get(host) or (access.uri if access is not None else None)
+        uri = self.access.endpoints.hypervisor_uris.get(host) or (access.uri if access is not None else None)
         if not uri:
             address = machine.spec.address
             if address is None:
@@ -268,12 +270,7 @@ class LibvirtProvider:
         credentials = None
         if access is not None and access.credentialsRef is not None:
             try:
-                credentials = user_password(
-                    access.credentialsRef,
-                    self.context.fleet,
-                    self.context.environment,
-                    self.context.credential_overrides,
-                )
+                credentials = self.access.credentials.user_password(access.credentialsRef, inputs.fleet)
             except PermanentError as exc:
                 raise _TargetError(
                     f"machine/{host}: {exc.message}", UnknownReason.CREDENTIALS_MISSING, hint=exc.hint
@@ -287,17 +284,19 @@ class LibvirtProvider:
 
     # --- observe ------------------------------------------------------------------------
 
-    def _scan_hosts(self, hosts: Iterable[str], scans: dict[str, _HostScan | FleetError]) -> None:
+    def _scan_hosts(
+        self, hosts: Iterable[str], scans: dict[str, _HostScan | FleetError], inputs: RevisionInputs
+    ) -> None:
         targets = []
         for host in sorted(set(hosts) - set(scans)):
             try:
-                targets.append(self._target(host))
+                targets.append(self._target(host, inputs))
             except _TargetError as exc:
                 scans[host] = exc
         for host, outcome in self._connections.run_each(targets, _scan).items():
             scans[host] = outcome
 
-    def observe(self, specs: Sequence[models.Document]) -> Iterable[Observation]:
+    def observe(self, specs: Sequence[models.Document], inputs: RevisionInputs) -> Observed:
         vms: list[models.VirtualMachine] = []
         results: list[Observation] = []
         for spec in specs:
@@ -313,16 +312,16 @@ class LibvirtProvider:
                 )
         scans: dict[str, _HostScan | FleetError] = {}
         wanted = {vm.spec.host for vm in vms}
-        if self.context.scan_all_hosts:
-            wanted.update(self._hypervisor_names())
-        self._scan_hosts(wanted, scans)
+        if inputs.scan_all_hosts:
+            wanted.update(self._hypervisor_names(inputs))
+        self._scan_hosts(wanted, scans, inputs)
 
         def missing(vm: models.VirtualMachine) -> bool:
             scan = scans.get(vm.spec.host)
             return isinstance(scan, _HostScan) and vm.metadata.name not in scan.domains
 
         if any(missing(vm) for vm in vms):
-            self._scan_hosts(self._hypervisor_names(), scans)
+            self._scan_hosts(self._hypervisor_names(inputs), scans, inputs)
         for vm in vms:
             results.append(self._observation(vm, scans))
         names = {vm.metadata.name for vm in vms}
@@ -334,9 +333,7 @@ class LibvirtProvider:
             if seen.record.name not in names
         ]
         unmatched.sort(key=lambda o: (o.address, str(o.fields["host"])))
-        with self._lock:
-            self._unmatched = unmatched
-        return results
+        return Observed(tuple(results), tuple(unmatched))
 
     def _observation(
         self, vm: models.VirtualMachine, scans: dict[str, _HostScan | FleetError]
@@ -376,21 +373,17 @@ class LibvirtProvider:
             return Observation(address, ObservationState.ABSENT, utcnow(), warnings=tuple(warnings))
         return Observation.observed(address, observed_fields(seen), warnings=warnings)
 
-    def unmatched(self) -> Sequence[Observation]:
-        with self._lock:
-            return list(self._unmatched)
-
     # --- apply --------------------------------------------------------------------------
 
-    def apply(self, change: Change) -> ApplyResult:
+    def apply(self, change: Change, inputs: RevisionInputs) -> ApplyResult:
         progress = _Progress()
-        return apply_result(change, progress, self._clock, lambda: self._apply(change, progress))
+        return apply_result(change, progress, self._clock, lambda: self._apply(change, progress, inputs))
 
-    def _apply(self, change: Change, progress: _Progress) -> tuple[bool, str]:
+    def _apply(self, change: Change, progress: _Progress, inputs: RevisionInputs) -> tuple[bool, str]:
         action = change.action
         if change.desired is None:
             if action in (Action.DELETE, Action.POWER_OFF):
-                return self._orphan(change, progress)
+                return self._orphan(change, progress, inputs)
             raise PermanentError(
                 f"{change.address}: an orphaned VirtualMachine can only be powered off or deleted"
             )
@@ -398,9 +391,9 @@ class LibvirtProvider:
         if not isinstance(vm, models.VirtualMachine):
             raise PermanentError(f"the libvirt provider changes VirtualMachines, not {vm.kind_name}")
         touched = {f.field for f in change.fields} or None
-        hypervisor = self._target(vm.spec.host)
+        hypervisor = self._target(vm.spec.host, inputs)
         if action is Action.CREATE:
-            return self._create(hypervisor, vm, progress)
+            return self._create(hypervisor, vm, progress, inputs)
         if action is Action.UPDATE:
             found = self._run(hypervisor, lambda s: _inspect(s, vm.metadata.name))
             if found is None:
@@ -408,14 +401,16 @@ class LibvirtProvider:
                     f"{vm.address} is not defined on machine/{vm.spec.host}",
                     hint="plan again: it will be created",
                 )
-            return self._converge(hypervisor, vm, progress, touched=touched, power="power" in (touched or ()))
+            return self._converge(
+                hypervisor, vm, progress, inputs, touched=touched, power="power" in (touched or ())
+            )
         if action is Action.POWER_ON:
             return self._power_on(hypervisor, vm.metadata.name)
         if action is Action.POWER_OFF:
             how = self._stop(hypervisor, vm.metadata.name)
             return (how is not None, f"{how} on machine/{hypervisor.name}" if how else "already off")
         if action is Action.REPLACE:
-            return self._replace(change, vm, hypervisor, progress)
+            return self._replace(change, vm, hypervisor, progress, inputs)
         raise PermanentError(f"the libvirt provider cannot {action.value} a VirtualMachine")
 
     # --- steps ---------------------------------------------------------------------------
@@ -488,11 +483,11 @@ class LibvirtProvider:
         return defined
 
     def _create(
-        self, hypervisor: Hypervisor, vm: models.VirtualMachine, progress: _Progress
+        self, hypervisor: Hypervisor, vm: models.VirtualMachine, progress: _Progress, inputs: RevisionInputs
     ) -> tuple[bool, str]:
         host = f"machine/{hypervisor.name}"
         if self._run(hypervisor, lambda s: _inspect(s, vm.metadata.name)) is not None:
-            changed, message = self._converge(hypervisor, vm, progress, touched=None, power=True)
+            changed, message = self._converge(hypervisor, vm, progress, inputs, touched=None, power=True)
             return changed, f"already defined on {host}; {message}"
         self._ensure_volumes(hypervisor, vm, progress)
         self._define(hypervisor, vm, progress)
@@ -590,6 +585,7 @@ class LibvirtProvider:
         hypervisor: Hypervisor,
         vm: models.VirtualMachine,
         progress: _Progress,
+        inputs: RevisionInputs,
         *,
         touched: set[str] | None,
         power: bool,
@@ -676,7 +672,7 @@ class LibvirtProvider:
             if how is not None:
                 progress.note(how)
                 parts.append(how)
-        elif pending and self.context.fleet.spec.policies.vmRestarts == "allowed":
+        elif pending and inputs.fleet.spec.policies.vmRestarts == "allowed":
             how = self._stop(hypervisor, name) or "was already off"
             self._start(hypervisor, name)
             progress.note("restarted")
@@ -696,7 +692,9 @@ class LibvirtProvider:
 
     # --- moves and orphans --------------------------------------------------------------
 
-    def _owned_copies(self, name: str, exclude: set[str]) -> tuple[list[str], list[str]]:
+    def _owned_copies(
+        self, name: str, exclude: set[str], inputs: RevisionInputs
+    ) -> tuple[list[str], list[str]]:
         """Hypervisors (other than `exclude`) holding fleet's domain `name`, and those not read."""
 
         def holds(session: Session) -> bool:
@@ -706,11 +704,11 @@ class LibvirtProvider:
                 return False
 
         targets, unread = [], []
-        for host in self._hypervisor_names():
+        for host in self._hypervisor_names(inputs):
             if host in exclude:
                 continue
             try:
-                targets.append(self._target(host))
+                targets.append(self._target(host, inputs))
             except _TargetError:
                 unread.append(host)
         found = []
@@ -721,13 +719,13 @@ class LibvirtProvider:
                 found.append(host)
         return found, sorted(unread)
 
-    def _where(self, change: Change, name: str, exclude: set[str]) -> list[str]:
+    def _where(self, change: Change, name: str, exclude: set[str], inputs: RevisionInputs) -> list[str]:
         """The hosts a change's domain lives on: the planned `host` before-value, else a search."""
         before = [str(f.before) for f in change.fields if f.field == "host" and f.before]
-        named = [h for h in before if h not in exclude and h in self.context.machines]
+        named = [h for h in before if h not in exclude and h in inputs.machines]
         if named:
             return named
-        found, unread = self._owned_copies(name, exclude)
+        found, unread = self._owned_copies(name, exclude, inputs)
         if not found and unread:
             raise TemporaryError(
                 f"{change.address} was not found on the hypervisors that answered;"
@@ -736,17 +734,22 @@ class LibvirtProvider:
         return found
 
     def _replace(
-        self, change: Change, vm: models.VirtualMachine, hypervisor: Hypervisor, progress: _Progress
+        self,
+        change: Change,
+        vm: models.VirtualMachine,
+        hypervisor: Hypervisor,
+        progress: _Progress,
+        inputs: RevisionInputs,
     ) -> tuple[bool, str]:
         name, new_host = vm.metadata.name, hypervisor.name
-        old_hosts = self._where(change, name, {new_host})
+        old_hosts = self._where(change, name, {new_host}, inputs)
         if not old_hosts:
-            changed, message = self._create(hypervisor, vm, progress)
+            changed, message = self._create(hypervisor, vm, progress, inputs)
             return changed, f"{message} (no old copy found)"
         stopped: list[tuple[Hypervisor, bool]] = []
         parts = []
         for host in old_hosts:
-            old = self._target(host)
+            old = self._target(host, inputs)
             how = self._stop(old, name)
             if how is not None:
                 progress.note(f"{how} on machine/{host}")
@@ -758,7 +761,7 @@ class LibvirtProvider:
                 self._ensure_volumes(hypervisor, vm, progress)
                 self._define(hypervisor, vm, progress)
             else:
-                self._converge(hypervisor, vm, progress, touched=None, power=False)
+                self._converge(hypervisor, vm, progress, inputs, touched=None, power=False)
         except FleetError as exc:
             restarted = []
             for old, was_running in stopped:
@@ -785,14 +788,14 @@ class LibvirtProvider:
                 parts.append(f"undefined on machine/{old.name} (its volumes are kept)")
         return True, "; ".join(parts)
 
-    def _orphan(self, change: Change, progress: _Progress) -> tuple[bool, str]:
+    def _orphan(self, change: Change, progress: _Progress, inputs: RevisionInputs) -> tuple[bool, str]:
         name = change.address.partition("/")[2]
-        hosts = self._where(change, name, set())
+        hosts = self._where(change, name, set(), inputs)
         if not hosts:
             return False, "not defined on any hypervisor"
         parts = []
         for host in hosts:
-            hypervisor = self._target(host)
+            hypervisor = self._target(host, inputs)
             how = self._stop(hypervisor, name)
             if how is not None:
                 progress.note(f"{how} on machine/{host}")

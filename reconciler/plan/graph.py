@@ -1,9 +1,9 @@
 """The order a plan's changes apply in: waves of addresses, dependencies first.
 
-A hypervisor Machine comes before its VirtualMachines, member nodes before their
-Cluster, a Cluster before its SparkPools; a host is powered off only after its VMs
-are stopped, and a plan that would start a VM on a host it powers off is refused.
-Only addresses with an action are ordered; everything else only carries dependencies.
+The kinds say what waits for what (a hypervisor's VMs wait for its power-on, a Cluster for its
+member nodes, a SparkPool for its Cluster; a host powers off only after its guests); this module
+turns those edges into waves. Only addresses with an action are ordered; a dependency through a
+resource with nothing planned still counts. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -11,44 +11,39 @@ from __future__ import annotations
 import dataclasses
 import graphlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 from providers.base import Action
 from reconciler.errors import PermanentError
-from reconciler.plan.model import PlanEntry, action_name
-from reconciler.plan.vms import host_moves
-from reconciler.spec import models
+from reconciler.plan.model import PlanEntry
 
-_STOPS = frozenset({Action.POWER_OFF, Action.DELETE})
-_STARTS = frozenset({Action.POWER_ON, Action.POWER_CYCLE, Action.CREATE, Action.REPLACE})
+Edge = tuple[str, str]
+"""(waiter, waited for)."""
 
 
-def dependencies(
-    documents: Sequence[models.Document], entries: Iterable[PlanEntry]
-) -> dict[str, frozenset[str]]:
+def planned_actions(entries: Iterable[PlanEntry]) -> dict[str, frozenset[Action]]:
+    """Every planned address with the actions planned for it."""
+    planned: dict[str, set[Action]] = defaultdict(set)
+    for entry in entries:
+        if entry.action is not None:
+            planned[entry.address].add(entry.action)
+    return {address: frozenset(actions) for address, actions in planned.items()}
+
+
+def dependencies(edges: Iterable[Edge], entries: Iterable[PlanEntry]) -> dict[str, frozenset[str]]:
     """For every planned address, the planned addresses that must be done before it.
 
     Dependencies through resources with nothing planned still count: a SparkPool waits
     for a member node being powered on even when its Cluster has no change itself.
     """
     entries = tuple(entries)
-    planned: dict[str, set[Action]] = defaultdict(set)
-    for entry in entries:
-        if entry.action is not None:
-            planned[entry.address].add(entry.action)
-    waits_for = _document_edges(documents, planned)
+    planned = planned_actions(entries)
+    waits_for: dict[str, set[str]] = defaultdict(set)
+    for waiter, waited in edges:
+        waits_for[waiter].add(waited)
     for entry in entries:
         waits_for[entry.address].update(entry.depends_on)
-    for address, old_host in host_moves(entries).items():
-        host = f"machine/{old_host}"
-        if planned.get(host, set()) & _STOPS:
-            waits_for[host].add(address)  # a guest leaves (or stops on) its old host before the host stops
     return {address: _planned_predecessors(address, waits_for, planned) for address in sorted(planned)}
-
-
-def waves(documents: Sequence[models.Document], entries: Iterable[PlanEntry]) -> list[tuple[str, ...]]:
-    """Planned addresses in waves: everything in a wave may run at once, after the waves before it."""
-    return waves_of(dependencies(documents, entries))
 
 
 def waves_of(graph: Mapping[str, Iterable[str]]) -> list[tuple[str, ...]]:
@@ -72,11 +67,11 @@ def waves_of(graph: Mapping[str, Iterable[str]]) -> list[tuple[str, ...]]:
 
 
 def order_entries(
-    documents: Sequence[models.Document], entries: Iterable[PlanEntry]
+    edges: Iterable[Edge], entries: Iterable[PlanEntry]
 ) -> tuple[tuple[PlanEntry, ...], tuple[tuple[str, ...], ...]]:
     """The entries with `depends_on` filled in for planned ones, and the waves they run in."""
     entries = tuple(entries)
-    graph = dependencies(documents, entries)
+    graph = dependencies(edges, entries)
     ordered = tuple(waves_of(graph))
     with_dependencies = tuple(
         dataclasses.replace(e, depends_on=tuple(graph[e.address])) if e.action is not None else e
@@ -85,35 +80,8 @@ def order_entries(
     return with_dependencies, ordered
 
 
-def _document_edges(
-    documents: Sequence[models.Document], planned: Mapping[str, set[Action]]
-) -> dict[str, set[str]]:
-    """address -> addresses it waits for, from the references between documents."""
-    waits_for: dict[str, set[str]] = defaultdict(set)
-    for document in documents:
-        if isinstance(document, models.VirtualMachine):
-            host = f"machine/{document.spec.host}"
-            host_actions = planned.get(host, set())
-            vm_actions = planned.get(document.address, set())
-            if host_actions & _STOPS:
-                if vm_actions & _STARTS:
-                    starts = ", ".join(sorted(action_name(a) for a in vm_actions & _STARTS))
-                    raise PermanentError(
-                        f"the plan would {starts} {document.address} on {host}, which it also powers off",
-                        hint=f"set {document.address} to power off or keep {host} on",
-                    )
-                waits_for[host].add(document.address)  # stop the guests before their host
-            else:
-                waits_for[document.address].add(host)
-        elif isinstance(document, models.Cluster):
-            waits_for[document.address].update(member.ref for member in document.spec.members)
-        elif isinstance(document, models.SparkPool):
-            waits_for[document.address].add(f"cluster/{document.spec.cluster}")
-    return waits_for
-
-
 def _planned_predecessors(
-    address: str, waits_for: Mapping[str, set[str]], planned: Mapping[str, set[Action]]
+    address: str, waits_for: Mapping[str, set[str]], planned: Mapping[str, frozenset[Action]]
 ) -> frozenset[str]:
     """Walk back through unplanned resources to the planned ones `address` waits for."""
     found: set[str] = set()

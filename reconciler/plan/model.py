@@ -100,15 +100,6 @@ def spec_hash(document: models.Document) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def kind_of(address: str) -> str:
-    """The kind an address names: machine/x -> Machine (an unknown prefix is returned as is)."""
-    prefix = address.partition("/")[0]
-    for kind in models.KINDS:
-        if kind.lower() == prefix:
-            return kind
-    return prefix
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class FieldDiff:
     """One field's two values. For a change: live (before) and desired (after); for drift:
@@ -234,13 +225,50 @@ class Plan:
         counts[Finding.UNMANAGED.value] = len(self.with_finding(Finding.UNMANAGED))
         return {key: counts[key] for key in SUMMARY_KEYS}
 
+    @property
+    def complete(self) -> bool:
+        """Whether every resource it covers was observed: only then is "no changes" a verdict."""
+        return not self.with_finding(Finding.UNKNOWN)
+
+    def resources(self) -> int:
+        """How many resources the plan covers (observed or not)."""
+        return len({e.address for e in self.entries} | {o.address for o in self.observed})
+
+    def unknown_reasons(self) -> dict[str, int]:
+        """Resources that could not be observed, by reason (a resource counts once per reason)."""
+        reasons = Counter(
+            reason or "unknown"
+            for _, reason in {(e.address, e.reason) for e in self.with_finding(Finding.UNKNOWN)}
+        )
+        return dict(sorted(reasons.items()))
+
+    def completeness(self) -> str:
+        """`all 40 resources observed`, or
+        `incomplete: 2 of 40 resources not observed (1 timeout, 1 unreachable)`."""
+        total = self.resources()
+        unknown = len({e.address for e in self.with_finding(Finding.UNKNOWN)})
+        if not unknown:
+            return f"all {total} resource{'' if total == 1 else 's'} observed"
+        reasons = ", ".join(f"{count} {reason}" for reason, count in self.unknown_reasons().items())
+        return (
+            f"incomplete: {unknown} of {total} resource{'' if total == 1 else 's'} not observed ({reasons})"
+        )
+
     def summary_line(self) -> str:
-        """E.g. `Plan: 3 to power on, 1 to set boot device, 1 drifted, 2 unknown.`"""
+        """E.g. `Plan: 3 to power on, 1 to set boot device, 1 drifted.`; a plan that could not see
+        everything says so first: `Plan: incomplete: 2 of 40 resources not observed (2 timeout);
+        no changes among the rest.`"""
         counts = self.summary()
-        parts = [f"{counts[key]} {phrase}" for key, phrase in _SUMMARY_PHRASES if counts[key]]
+        parts = [
+            f"{counts[key]} {phrase}" for key, phrase in _SUMMARY_PHRASES if counts[key] and key != "unknown"
+        ]
+        if self.complete:
+            if not self.has_changes:
+                parts.insert(0, "no changes")
+            return f"Plan: {', '.join(parts)}."
         if not self.has_changes:
-            parts.insert(0, "no changes")
-        return f"Plan: {', '.join(parts)}."
+            parts.insert(0, "no changes among the rest")
+        return f"Plan: {self.completeness()}; {', '.join(parts)}."
 
     def fingerprint(self) -> str:
         """sha256 of the revision, the entries and the observed state, as canonical JSON.

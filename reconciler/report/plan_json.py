@@ -59,6 +59,8 @@ def plan_schema() -> dict[str, Any]:
             "createdAt",
             "fingerprint",
             "hasChanges",
+            "complete",
+            "unknown",
             "summary",
             "waves",
             "entries",
@@ -76,6 +78,21 @@ def plan_schema() -> dict[str, Any]:
                 "is refused when re-planning gives another.",
             },
             "hasChanges": {"type": "boolean", "description": "Whether any entry has an action."},
+            "complete": {
+                "type": "boolean",
+                "description": "Whether every resource was observed: only then does no change mean "
+                "nothing differs.",
+            },
+            "unknown": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["count", "reasons"],
+                "description": "The resources that could not be observed, and how many for each reason.",
+                "properties": {
+                    "count": {"type": "integer", "minimum": 0},
+                    "reasons": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}},
+                },
+            },
             "summary": {
                 "type": "object",
                 "additionalProperties": False,
@@ -189,6 +206,11 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "createdAt": format_time(plan.created_at),
         "fingerprint": plan.fingerprint(),
         "hasChanges": plan.has_changes,
+        "complete": plan.complete,
+        "unknown": {
+            "count": len({e.address for e in plan.with_finding(Finding.UNKNOWN)}),
+            "reasons": plan.unknown_reasons(),
+        },
         "summary": {"line": plan.summary_line(), "counts": plan.summary()},
         "waves": [list(wave) for wave in plan.waves],
         "entries": [_entry_to_dict(e) for e in plan.entries],

@@ -3,9 +3,11 @@
 File results are keyed by (settings fingerprint, blob id, path): an unchanged file
 is never parsed twice. Whole-revision results are keyed by a digest of every
 (path, blob id) pair, so a revision validated before is answered without parsing
-anything. Entries hold plain values only (JSON, or pickles read by an unpickler
-that refuses every class), so a tampered cache cannot run code. A broken cache
-is rebuilt, never fatal.
+anything. A file's valid documents are kept beside its result, apart, so that only
+callers that need the models (plan, apply, get) pay for reading them. Entries hold
+plain values only (JSON, or pickles read by an unpickler that refuses every class
+but the spec's own models), so a tampered cache cannot run code. A broken or
+unusable cache is rebuilt or skipped, never fatal.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from reconciler.spec import models
 from reconciler.spec.diagnostics import Diagnostic, Severity
 from reconciler.spec.results import FileResult
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS file_results (key TEXT PRIMARY KEY, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS file_results (key TEXT PRIMARY KEY, payload BLOB NOT NULL, documents BLOB);
 CREATE TABLE IF NOT EXISTS revision_results (key TEXT PRIMARY KEY, payload TEXT NOT NULL);
 """
-_FORMAT = "5"
+_FORMAT = "6"
 
 
 def _encode_diagnostic(d: Diagnostic) -> tuple[Any, ...]:
@@ -61,25 +64,50 @@ def _load_plain(payload: bytes) -> Any:
     return _PlainUnpickler(io.BytesIO(payload)).load()
 
 
+class _ModelUnpickler(pickle.Unpickler):
+    """Reads plain values and the spec's models (which restore without running validators)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == models.__name__ and name in models.PICKLED:
+            return models.PICKLED[name]
+        raise pickle.UnpicklingError(f"cache entries hold fleet documents only, not {module}.{name}")
+
+
+class CacheUnavailable(Exception):
+    """The cache directory cannot be used (not a directory, no permission): run without it."""
+
+
 class SpecCache:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = self._open()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = self._open()
+        except (OSError, sqlite3.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise CacheUnavailable(f"cannot use the cache at {path.parent}: {reason}") from None
 
     def _open(self) -> sqlite3.Connection:
         try:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
+            self._create(db)
             return db
         except sqlite3.DatabaseError:
             with contextlib.suppress(OSError):
                 self.path.unlink()
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.executescript(_SCHEMA)
+            self._create(db)
             return db
+
+    @staticmethod
+    def _create(db: sqlite3.Connection) -> None:
+        """The tables of this format; a cache written by another format is emptied first."""
+        if db.execute("PRAGMA user_version").fetchone()[0] != int(_FORMAT):
+            db.executescript("DROP TABLE IF EXISTS file_results; DROP TABLE IF EXISTS revision_results;")
+            db.execute(f"PRAGMA user_version = {int(_FORMAT)}")
+        db.executescript(_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
@@ -107,14 +135,46 @@ class SpecCache:
                 continue
         return found
 
+    def get_documents(self, keys: Sequence[str]) -> dict[str, list[tuple[int, models.Document]]]:
+        """The valid documents of each file (by file key) whose result is cached."""
+        found: dict[str, list[tuple[int, models.Document]]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            try:
+                rows = self._db.execute(
+                    "SELECT key, documents FROM file_results"
+                    f" WHERE key IN ({marks}) AND documents IS NOT NULL",
+                    chunk,
+                )
+                for key, payload in rows:
+                    try:
+                        found[key] = _ModelUnpickler(io.BytesIO(payload)).load()
+                    except (
+                        pickle.UnpicklingError,
+                        EOFError,
+                        ValueError,
+                        TypeError,
+                        IndexError,
+                        AttributeError,
+                    ):
+                        continue
+            except sqlite3.DatabaseError:
+                continue
+        return found
+
     def put_files(self, entries: Iterable[tuple[str, FileResult]]) -> None:
         rows = [
-            (key, pickle.dumps((r.path, [_encode_diagnostic(d) for d in r.diagnostics], r.facts), protocol=5))
+            (
+                key,
+                pickle.dumps((r.path, [_encode_diagnostic(d) for d in r.diagnostics], r.facts), protocol=5),
+                pickle.dumps(r.documents, protocol=5),
+            )
             for key, r in entries
             if r.fleet is None
         ]
         with self._transaction():
-            self._db.executemany("INSERT OR REPLACE INTO file_results VALUES (?, ?)", rows)
+            self._db.executemany("INSERT OR REPLACE INTO file_results VALUES (?, ?, ?)", rows)
 
     def get_revision(self, key: str) -> dict[str, Any] | None:
         try:

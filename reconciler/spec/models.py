@@ -145,6 +145,20 @@ class Strict(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=False)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A pickled model was validated when it was made: it comes back as it was, without
+        # running its validators again (the validation cache reads 100,000s of them).
+        return (_restore, (type(self), self.__dict__, self.__pydantic_fields_set__))
+
+
+def _restore(cls: type[Strict], values: dict[str, Any], fields_set: set[str]) -> Strict:
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", values)
+    object.__setattr__(model, "__pydantic_fields_set__", fields_set)
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
+
 
 # --- credentials -------------------------------------------------------------------------
 
@@ -796,3 +810,11 @@ class SparkPool(Document):
 KINDS: dict[str, type[Document]] = {
     cls.kind_name: cls for cls in (Fleet, Machine, VirtualMachine, Cluster, SparkPool)
 }
+
+
+def _subclasses(cls: type[Strict]) -> list[type[Strict]]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _subclasses(direct))]
+
+
+PICKLED: dict[str, Any] = {"_restore": _restore, **{cls.__name__: cls for cls in _subclasses(Strict)}}
+"""What a pickle of documents may name (the validation cache's unpickler allows nothing else)."""

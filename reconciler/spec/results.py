@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler.spec.diagnostics import Diagnostic
 
 if TYPE_CHECKING:
-    from reconciler.spec.models import Fleet
+    from reconciler.spec.models import Document, Fleet
 
 FLEET_FILE = "fleet.yaml"
 
@@ -22,5 +22,5 @@ class FileResult:
     path: str
     diagnostics: list[Diagnostic]
     facts: list[Facts]
-    documents: list[Any]
+    documents: list[tuple[int, Document]]  # (index in the file, model) of every valid document
     fleet: Fleet | None = None

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
@@ -380,16 +381,35 @@ def _placeholder_facts(raw: Any, index: int) -> Facts | None:
     return (str(raw["kind"]), name, index, {}, None)
 
 
-def validate_file(
-    path: str, data: bytes, settings: FileSettings, *, keep_documents: bool = False
-) -> FileResult:
-    """Load and validate every document of one file."""
+_KIND_LINE = re.compile(rb"^kind:[ \t]*[\"']?([A-Za-z]+)", re.M)
+_NAME_LINE = re.compile(rb"^[ \t]+name:[ \t]*[\"']?([a-z0-9][-a-z0-9]{0,62})[\"']?[ \t]*(?:#.*)?$", re.M)
+_DOCUMENT_START = re.compile(rb"^---", re.M)
+
+
+def _salvaged_facts(data: bytes) -> list[Facts]:
+    """The kinds and names a file that does not parse seems to declare, read line by line.
+
+    The file's own error refuses the revision; these placeholders only keep references to its
+    documents from being reported as missing too (one syntax error, not one per reference)."""
+    facts: list[Facts] = []
+    for index, chunk in enumerate(_DOCUMENT_START.split(data)):
+        kind, name = _KIND_LINE.search(chunk), _NAME_LINE.search(chunk)
+        if kind is None or name is None:
+            continue
+        kind_name = kind.group(1).decode()
+        if kind_name in models.KINDS and kind_name != "Fleet":
+            facts.append((kind_name, name.group(1).decode(), index, {}, None))
+    return facts
+
+
+def validate_file(path: str, data: bytes, settings: FileSettings) -> FileResult:
+    """Load and validate every document of one file; the valid ones are kept as models."""
     loaded = load_yaml(path, data, settings.limits)
     problems = list(loaded.diagnostics)
     facts: list[Facts] = []
     fleet: models.Fleet | None = None
     scan_secrets = may_hold_secrets(data.decode("utf-8", "replace")) if loaded.documents else False
-    kept: list[Any] = []
+    kept: list[tuple[int, models.Document]] = []
     for index, raw in enumerate(loaded.documents):
         if raw is None:
             continue
@@ -402,8 +422,9 @@ def validate_file(
             facts.append(facts_of(document, index))
             if isinstance(document, models.Fleet) and fleet is None:
                 fleet = document  # a second Fleet document is reported by the references check
-            if keep_documents:
-                kept.append((index, raw))
+            kept.append((index, document))
+    if any(p.code == "yaml-syntax" for p in problems):
+        facts.extend(_salvaged_facts(data))
     if problems:
         problems = _located(problems, data)
     return FileResult(path, problems, facts, kept, fleet)

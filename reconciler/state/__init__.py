@@ -6,7 +6,6 @@ only `reconciler.errors` and third-party libraries, never the spec, plan, CLI or
 
 from __future__ import annotations
 
-from reconciler.state.engine import default_url
 from reconciler.state.locks import LockHeld, LockLost, LockSet
 from reconciler.state.records import (
     ActionRecord,
@@ -14,10 +13,9 @@ from reconciler.state.records import (
     DriftFinding,
     LockHolder,
     ObservationRecord,
-    PRComment,
     RunRecord,
 )
-from reconciler.state.store import StateStore, current_operator, open_store
+from reconciler.state.store import StateStore, open_store
 
 __all__ = [
     "ActionRecord",
@@ -28,10 +26,7 @@ __all__ = [
     "LockLost",
     "LockSet",
     "ObservationRecord",
-    "PRComment",
     "RunRecord",
     "StateStore",
-    "current_operator",
-    "default_url",
     "open_store",
 ]

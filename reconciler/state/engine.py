@@ -1,6 +1,6 @@
-"""Where the state store lives and how fleet talks to it: URL defaults, engines and error mapping.
+"""How fleet talks to the state store: its URL, engines and error mapping.
 
-SQLite is the default (a file under `$XDG_STATE_HOME/fleet/`, WAL mode, a busy timeout and
+SQLite is the default (a file under the state directory the settings name, WAL mode, a busy timeout and
 `BEGIN IMMEDIATE` for every writing transaction so concurrent writers queue instead of failing);
 any `postgresql+psycopg://` URL serves replicas in HA. Database driver exceptions must never
 leave this package: `database_error` turns them into fleet's Temporary/PermanentError.
@@ -9,7 +9,6 @@ leave this package: `database_error` turns them into fleet's Temporary/Permanent
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import sqlite3
 import time
@@ -33,23 +32,11 @@ CHUNK = 500
 PG_CONNECT_TIMEOUT_SECONDS = 10
 
 
-def state_home() -> Path:
-    # The XDG spec says relative values are to be ignored.
-    configured = os.environ.get("XDG_STATE_HOME", "")
-    if configured and os.path.isabs(configured):
-        return Path(configured)
-    return Path.home() / ".local" / "state"
-
-
-def default_url() -> str:
-    return f"sqlite:///{state_home() / 'fleet' / 'state.db'}"
-
-
-def resolve_url(url: str | None) -> sa.URL:
+def resolve_url(url: str) -> sa.URL:
     """Parse a store URL; a bare path means a SQLite file, `postgresql://` means psycopg 3."""
-    if url is None or not url.strip():
-        url = default_url()
-    elif "://" not in url:
+    if not url.strip():
+        raise UsageError("the state store URL is empty", hint="use sqlite:///PATH or postgresql://...")
+    if "://" not in url:
         url = f"sqlite:///{Path(url).expanduser().absolute()}"
     try:
         parsed = sa.make_url(url)

@@ -48,11 +48,20 @@ class LockHeld(TemporaryError):
 class LockLost(PermanentError):
     """A lease expired and was taken (or released) by someone else: stop changing those resources."""
 
-    def __init__(self, addresses: Sequence[str]) -> None:
+    def __init__(self, addresses: Sequence[str], holders: Sequence[LockHolder] = ()) -> None:
         self.addresses = tuple(addresses)
+        self.holders = tuple(holders)
+        shown = ", ".join(self.addresses[:5]) + (
+            f" and {len(self.addresses) - 5} more" if len(self.addresses) > 5 else ""
+        )
+        why = (
+            "; now " + "; ".join(h.describe() for h in self.holders[:3])
+            if self.holders
+            else " (it expired or was released)"
+        )
         super().__init__(
-            f"lost the lock on {len(self.addresses)} address(es): {', '.join(self.addresses[:5])}",
-            hint="renew leases well before they expire (every third of the TTL)",
+            f"lost the lease on {shown}{why}",
+            hint="its run stops before its next action; plan again once the other run is done",
         )
 
 
@@ -102,7 +111,7 @@ class LockSet:
                 got = set(renewed.scalars())
                 lost.extend(a for a in chunk if a not in got)
         if lost:
-            raise LockLost(lost)
+            raise LockLost(lost, held(self._db, lost))
         self.expires_at = expires_at
 
     def release(self) -> None:
@@ -268,3 +277,21 @@ def held(db: Database, addresses: Sequence[str] | None = None) -> list[LockHolde
         for chunk in chunks(sorted(set(addresses))):
             result.extend(_holder(row) for row in connection.execute(query.where(locks.c.address.in_(chunk))))
         return sorted(result, key=lambda h: h.address)
+
+
+def check_held(db: Database, connection: sa.Connection, address: str, token: str) -> None:
+    """Inside a writing transaction: raise LockLost unless `address` is leased under `token` right
+    now. On PostgreSQL the lease row stays locked until the transaction ends, so a takeover waits
+    for what this transaction records (a fencing check: nothing is recorded as started, and so
+    nothing is done, under a lease that is no longer ours)."""
+    now = db.now(connection)
+    mine = connection.execute(
+        sa.select(locks.c.address)
+        .where(locks.c.address == address, locks.c.token == token, locks.c.expires_at > now)
+        .with_for_update()
+    ).first()
+    if mine is None:
+        rows = connection.execute(
+            sa.select(locks).where(locks.c.address == address, locks.c.expires_at > now)
+        )
+        raise LockLost([address], [_holder(row) for row in rows])

@@ -97,11 +97,3 @@ class LockHolder:
         return (
             f"{self.address} held by {self.owner}{run} until {self.expires_at.isoformat(timespec='seconds')}"
         )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PRComment:
-    repo: str
-    pr_number: int
-    comment_id: str
-    updated_at: datetime

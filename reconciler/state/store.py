@@ -9,8 +9,6 @@ fleet's TemporaryError or PermanentError.
 
 from __future__ import annotations
 
-import getpass
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -29,7 +27,6 @@ from reconciler.state.records import (
     DriftFinding,
     LockHolder,
     ObservationRecord,
-    PRComment,
     RunRecord,
 )
 from reconciler.state.schema import (
@@ -41,7 +38,6 @@ from reconciler.state.schema import (
     applied,
     drift,
     observations,
-    pr_comments,
     runs,
 )
 from reconciler.state.values import ValueGuard, one_of, utc
@@ -49,16 +45,8 @@ from reconciler.state.values import ValueGuard, one_of, utc
 ObservationInput = ObservationRecord | tuple[str, str, Mapping[str, Any] | None, str | None, datetime]
 
 
-def current_operator() -> str:
-    """The OS user running fleet, for `runs.operator`."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid:{os.getuid()}"
-
-
-def open_store(url: str | None = None) -> StateStore:
-    """Open (creating and migrating as needed) the store at `url`; None means the default SQLite file."""
+def open_store(url: str) -> StateStore:
+    """Open (creating and migrating as needed) the store at `url` (a bare path is a SQLite file)."""
     db = Database(resolve_url(url))
     try:
         migrated = upgrade_to_head(db.engine)
@@ -212,8 +200,13 @@ class StateStore:
             )
             return _run(row, [_action(r) for r in rows])
 
-    def start_action(self, run_id: int, address: str, action: str, before: Any) -> int:
-        """Record an action as pending and commit, before it runs; returns its id for finish_action."""
+    def start_action(
+        self, run_id: int, address: str, action: str, before: Any, *, fence: str | None = None
+    ) -> int:
+        """Record an action as pending and commit, before it runs; returns its id for finish_action.
+
+        With `fence` (the token of the run's lease set), the action is recorded only if the run
+        still holds the lease on `address`, in the same transaction; otherwise LockLost."""
         values = {
             "run_id": run_id,
             "address": self._guard.text(address, "address"),
@@ -223,6 +216,8 @@ class StateStore:
             "started_at": _now(),
         }
         with self._db.transaction(write=True) as connection:
+            if fence is not None:
+                leases.check_held(self._db, connection, address, fence)
             action_id: int = connection.execute(
                 sa.insert(actions).values(values).returning(actions.c.id)
             ).scalar_one()
@@ -455,26 +450,6 @@ class StateStore:
 
     def held_locks(self, addresses: Sequence[str] | None = None) -> list[LockHolder]:
         return leases.held(self._db, addresses)
-
-    # Pull-request comments (for `fleet pr comment`).
-
-    def get_pr_comment(self, repo: str, pr_number: int) -> PRComment | None:
-        with self._db.transaction(write=False) as connection:
-            row = connection.execute(
-                sa.select(pr_comments).where(pr_comments.c.repo == repo, pr_comments.c.pr_number == pr_number)
-            ).one_or_none()
-        return None if row is None else PRComment(row.repo, row.pr_number, row.comment_id, row.updated_at)
-
-    def set_pr_comment(self, repo: str, pr_number: int, comment_id: str) -> None:
-        statement = self._db.insert(pr_comments).values(
-            repo=repo, pr_number=pr_number, comment_id=str(comment_id), updated_at=_now()
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[pr_comments.c.repo, pr_comments.c.pr_number],
-            set_={"comment_id": statement.excluded.comment_id, "updated_at": statement.excluded.updated_at},
-        )
-        with self._db.transaction(write=True) as connection:
-            connection.execute(statement)
 
     def _select_by_address(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -23,11 +24,16 @@ class ValueGuard:
     def __init__(self) -> None:
         self._forbidden: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
 
     def forbid(self, values: Iterable[str]) -> None:
-        # Empty strings would match everything; they are not secrets anyway.
-        self._forbidden.update(v for v in values if v)
-        if self._forbidden:
+        """Thread-safe: a run's providers hand out secrets from their own threads."""
+        with self._lock:
+            # Empty strings would match everything; they are not secrets anyway.
+            fresh = {v for v in values if v} - self._forbidden
+            if not fresh:
+                return
+            self._forbidden.update(fresh)
             # Longest first, so that one regex pass finds any of them inside a longer string.
             alternatives = sorted(self._forbidden, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(v) for v in alternatives))

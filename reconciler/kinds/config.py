@@ -1,5 +1,5 @@
-"""Configuration plan entries: a Machine's or VirtualMachine's `spec.config` against what
-Ansible's check mode says a run would do on the host.
+"""The operating-system configuration of Machines and VirtualMachines (`spec.config`): an
+aspect of those kinds, observed by Ansible's check mode and applied by the `configure` action.
 
 The Ansible provider reports per host the tasks that would change it (with their diffs), the
 tasks that failed in check mode, and the tasks check mode could not evaluate. A host with
@@ -8,8 +8,8 @@ changes or failures is planned as `configure`. Tasks that could not be verified 
 applied: the same spec and the same playbook and role files (the configuration's version), yet
 check mode finds work to do, so something changed on the host behind fleet's back.
 
-Pure functions over values: the version of a configuration is computed by the caller from the
-files at the planned revision (`config_version`).
+Pure functions over values: the version of a configuration is computed from the digests of the
+directories it reads, which the engine takes of the files at the planned revision.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ import json
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from providers.base import Action, Observation, ObservationState
-from reconciler.plan.diff import MachineDiff, enforcement_mode, index_observations, unknown_entry
+from reconciler.plan.findings import KindDiff, enforcement_mode, index_observations, unknown_entry
 from reconciler.plan.model import FieldDiff, Finding, ObservedState, PlanEntry
 from reconciler.spec import models
 
@@ -49,33 +48,32 @@ def config_directories(config: models.AnsibleConfig) -> list[str]:
     )
 
 
-def config_version(config: models.AnsibleConfig, root: Path, digests: dict[str, str] | None = None) -> str:
-    """A short hash of the configuration: the spec's `config` and every file of its
-    `config_directories` under `root`. `digests` keeps each directory's hash across the calls of
-    one plan, so thousands of hosts sharing a playbook read its files once.
+def config_version(config: models.AnsibleConfig, digests: Mapping[str, str]) -> str:
+    """A short hash of the configuration: the spec's `config` and the digest of every directory
+    of its `config_directories` (`digests`, by directory, taken of the files at the revision).
 
     Equal versions mean a run would be given exactly the same input, so check-mode changes under
     an applied version are drift, and under a new version they are the change itself.
     """
-    known = {} if digests is None else digests
     digest = hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode())
     for directory in config_directories(config):
-        if directory not in known:
-            known[directory] = _directory_digest(root, directory)
-        digest.update(f"{directory}\0{known[directory]}\0".encode())
+        digest.update(f"{directory}\0{digests[directory]}\0".encode())
     return "sha256:" + digest.hexdigest()[:16]
 
 
-def _directory_digest(root: Path, directory: str) -> str:
-    top = root / directory
-    files = (
-        sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top] if top.is_file() else []
-    )
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
+def applied_config(entry: PlanEntry) -> dict[str, Any]:
+    """What a `configure` entry applied: the configuration's version, when it changed (a
+    repaired drift keeps the one applied)."""
+    versions = [f.after for f in entry.fields if f.field == VERSION_FIELD]
+    return {"config": versions[0]} if versions else {}
+
+
+def converged_config(live: Mapping[str, Any]) -> dict[str, Any]:
+    """A configuration check mode fully verified as in sync counts as applied at its version."""
+    config = live.get("config", {})
+    if config.get("inSync") and not config.get("notVerifiable") and config.get("version"):
+        return {"config": config["version"]}
+    return {}
 
 
 def site_of(document: Configured, machines: Mapping[str, models.Machine]) -> str:
@@ -111,7 +109,7 @@ def diff_config(
     machines: Mapping[str, models.Machine],
     *,
     drift_first_seen: Mapping[tuple[str, str], datetime] | None = None,
-) -> MachineDiff:
+) -> KindDiff:
     """Entries for the configuration of every document given (all have `spec.config`).
 
     `versions` maps an address to its configuration's version at the planned revision,
@@ -128,7 +126,7 @@ def diff_config(
         if observation is not None:
             observed.append(observed_config(observation, version))
         if observation is None or observation.state is not ObservationState.OBSERVED:
-            entry = unknown_entry(address, observation)
+            entry = unknown_entry(address, document.kind_name, observation)
             entries.append(
                 PlanEntry(
                     address,
@@ -150,7 +148,7 @@ def diff_config(
                 first_seen,
             )
         )
-    return MachineDiff(tuple(entries), tuple(observed))
+    return KindDiff(tuple(entries), tuple(observed))
 
 
 def _entries(

@@ -1,4 +1,4 @@
-"""Cluster and SparkPool plan entries: the objects and Node settings a spec renders against
+"""What Clusters and SparkPools share: the objects and Node settings a spec renders, against
 what the API server says a forced server-side apply would change.
 
 The provider reports, per address, every object it renders (in sync, differing with the
@@ -15,15 +15,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from providers.base import Action, Observation, ObservationState
-from reconciler.plan.diff import MachineDiff, index_observations, unknown_entry
+from providers.base import Action, Observation, ObservationState, Observed
+from reconciler.kinds.base import DiffInputs, Kind
+from reconciler.plan.findings import KindDiff, index_observations, unknown_entry
 from reconciler.plan.model import FieldDiff, Finding, ObservedState, PlanEntry, spec_hash
 from reconciler.spec import models
 
 KUBE_FIELDS: tuple[str, ...] = ("cluster", "objects", "nodes")
 """The observed fields a plan rests on (and fingerprints)."""
-
-PREFIXES = ("cluster/", "sparkpool/")
 
 
 def object_keys(fields: Mapping[str, Any]) -> list[str]:
@@ -31,6 +30,7 @@ def object_keys(fields: Mapping[str, Any]) -> list[str]:
 
 
 def diff_kubernetes(
+    kind: str,
     documents: Sequence[models.Cluster | models.SparkPool],
     observations: Iterable[Observation],
     applied: Mapping[str, tuple[str, Mapping[str, Any]]],
@@ -38,8 +38,8 @@ def diff_kubernetes(
     *,
     whole_fleet: bool,
     drift_first_seen: Mapping[tuple[str, str], datetime] | None = None,
-) -> MachineDiff:
-    """`applied` maps an address to (spec hash, fields) of what fleet last applied there."""
+) -> KindDiff:
+    """`applied` maps an address of `kind` to (spec hash, fields) of what fleet last applied there."""
     by_address = index_observations(observations)
     first_seen = drift_first_seen or {}
     entries: list[PlanEntry] = []
@@ -49,16 +49,16 @@ def diff_kubernetes(
         if observation is not None:
             observed.append(ObservedState.of(observation, KUBE_FIELDS))
         if observation is None or observation.state is ObservationState.UNKNOWN:
-            entries.append(unknown_entry(document.address, observation))
+            entries.append(unknown_entry(document.address, kind, observation))
             continue
         last = applied.get(document.address)
         entries.extend(_entries(document, observation, last, first_seen))
     desired = {d.address for d in documents}
     if whole_fleet:
         for address, (_, fields) in sorted(applied.items()):
-            if address.startswith(PREFIXES) and address not in desired:
-                entries.append(_orphan_entry(address, fields, policies.orphans))
-    return MachineDiff(tuple(entries), tuple(observed))
+            if address not in desired:
+                entries.append(_orphan_entry(address, kind, fields, policies.orphans))
+    return KindDiff(tuple(entries), tuple(observed))
 
 
 def _entries(
@@ -144,7 +144,7 @@ def _node_state(node: Mapping[str, Any]) -> Any:
     return {name: node[name] for name in shown if node.get(name) not in (None, [], {})}
 
 
-def _orphan_entry(address: str, fields: Mapping[str, Any], policy: str) -> PlanEntry:
+def _orphan_entry(address: str, kind: str, fields: Mapping[str, Any], policy: str) -> PlanEntry:
     keys = sorted(str(k) for k in fields.get("objects", ()))
     detail = f"its spec was removed; the orphans policy is {policy}"
     action = None
@@ -155,7 +155,6 @@ def _orphan_entry(address: str, fields: Mapping[str, Any], policy: str) -> PlanE
         detail += f"; fleet deletes the {len(keys)} objects it applied there"
     elif policy == "powerOff":
         detail += ", which does not apply to Kubernetes objects: they are left as they are"
-    kind = "Cluster" if address.startswith("cluster/") else "SparkPool"
     return PlanEntry(
         address, kind, Finding.ORPHANED, action, diffs, reason=f"orphans={policy}", detail=detail
     )
@@ -178,3 +177,34 @@ def applied_kube_fields(document: models.Document, entry: PlanEntry) -> dict[str
         if diff.field == "objects":
             applied["objects"] = list(diff.after)
     return applied
+
+
+class KubernetesKind(Kind):
+    """A kind whose resources are objects fleet applies to a Kubernetes cluster."""
+
+    def diff(self, documents: Sequence[models.Document], observed: Observed, inputs: DiffInputs) -> KindDiff:
+        return diff_kubernetes(
+            self.name,
+            [d for d in documents if isinstance(d, models.Cluster | models.SparkPool)],
+            observed.observations,
+            {address: (record.spec_hash, record.fields) for address, record in inputs.applied.items()},
+            inputs.policies,
+            whole_fleet=inputs.whole_fleet,
+            drift_first_seen=inputs.first_seen,
+        )
+
+    def applied_fields(self, document: models.Document, entry: PlanEntry | None) -> dict[str, Any]:
+        return applied_kube_fields(document, entry) if entry is not None else {}
+
+    def converged_fields(
+        self, document: models.Document, live: Mapping[str, Any], inputs: DiffInputs
+    ) -> dict[str, Any]:
+        return converged_kube_fields(live)
+
+    def observed_detail(self, fields: Mapping[str, Any]) -> str:
+        if "objects" not in fields:
+            return ""
+        objects = list(fields["objects"])
+        synced = sum(1 for o in objects if o.get("state") == "in-sync")
+        nodes = [n for n in fields.get("nodes", ()) if not n.get("inSync", True)]
+        return f"{synced}/{len(objects)} objects in sync" + (f", {len(nodes)} nodes not" if nodes else "")

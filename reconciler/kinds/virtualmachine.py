@@ -1,9 +1,10 @@
-"""VirtualMachine plan entries: desired VMs against the domains the hypervisors report.
+"""VirtualMachines: libvirt domains on hypervisor Machines.
 
-Pure functions over values, like the Machine diff. A domain fleet does not own is
-reported as unmanaged and never planned for; a VM on a hypervisor that could not be
-read is unknown, never absent; a change the hypervisor cannot make live says so, and
-a restart is planned only when `policies.vmRestarts` allows it.
+Desired VMs are compared with the domains the hypervisors report. A domain fleet does not
+own is reported as unmanaged and never planned for; a VM on a hypervisor that could not be
+read is unknown, never absent; a change the hypervisor cannot make live says so, and a
+restart is planned only when `policies.vmRestarts` allows it. A VM waits for its host's
+power-on; a host powers off only after its guests (and guests leaving it) have stopped.
 """
 
 from __future__ import annotations
@@ -12,16 +13,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from providers.base import Action, Observation, ObservationState
+from providers.base import Action, Observation, ObservationState, Observed
 from reconciler.errors import PermanentError
-from reconciler.plan.diff import (
-    MachineDiff,
+from reconciler.kinds.base import DiffInputs, Kind
+from reconciler.plan.findings import (
+    KindDiff,
     drift_entries,
     enforcement_mode,
     index_observations,
     unknown_entry,
 )
-from reconciler.plan.model import FieldDiff, Finding, ObservedState, PlanEntry
+from reconciler.plan.graph import Edge
+from reconciler.plan.model import FieldDiff, Finding, ObservedState, PlanEntry, action_name
 from reconciler.spec import models
 from reconciler.spec.quantity import quantity_value
 
@@ -86,7 +89,7 @@ def diff_virtual_machines(
     *,
     whole_fleet: bool,
     drift_first_seen: Mapping[tuple[str, str], datetime] | None = None,
-) -> MachineDiff:
+) -> KindDiff:
     """Entries for every VM spec, for the domains fleet owns whose specs are gone (a
     whole-fleet pass only), and for the domains fleet does not own (unmanaged)."""
     by_address = index_observations(observations)
@@ -99,7 +102,7 @@ def diff_virtual_machines(
         if observation is not None:
             observed.append(ObservedState.of(observation, VM_FIELDS + _CONFIG_FIELDS))
         if observation is None or observation.state is ObservationState.UNKNOWN:
-            entries.append(unknown_entry(vm.address, observation))
+            entries.append(unknown_entry(vm.address, "VirtualMachine", observation))
             continue
         host = machines.get(vm.spec.host)
         site = host.spec.site if host is not None else ""
@@ -113,7 +116,12 @@ def diff_virtual_machines(
         entries.extend(_spec_entries(vm, observation, policies, site))
         entries.extend(
             drift_entries(
-                vm.address, observation, _drift_baseline(applied, observation), first_seen, VM_FIELDS
+                vm.address,
+                "VirtualMachine",
+                observation,
+                _drift_baseline(applied, observation),
+                first_seen,
+                VM_FIELDS,
             )
         )
     desired = {vm.address for vm in vms}
@@ -134,7 +142,7 @@ def diff_virtual_machines(
         if observation is not None:
             observed.append(ObservedState.of(observation, VM_FIELDS))
         entries.append(_orphan_entry(address, observation, policies.orphans))
-    return MachineDiff(tuple(entries), tuple(observed))
+    return KindDiff(tuple(entries), tuple(observed))
 
 
 def check_host_capacity(
@@ -395,13 +403,99 @@ def host_moves(entries: Iterable[PlanEntry]) -> dict[str, str]:
     return moves
 
 
-__all__ = [
-    "VM_FIELDS",
-    "check_host_capacity",
-    "converged_vm_fields",
-    "desired_fields",
-    "diff_virtual_machines",
-    "host_moves",
-    "restart_fields",
-    "same_networks",
-]
+_STOPS = frozenset({Action.POWER_OFF, Action.DELETE})
+_STARTS = frozenset({Action.POWER_ON, Action.POWER_CYCLE, Action.CREATE, Action.REPLACE})
+
+
+class VirtualMachineKind(Kind):
+    name = "VirtualMachine"
+    model = models.VirtualMachine
+    provider = "VirtualMachine"
+
+    def diff(self, documents: Sequence[models.Document], observed: Observed, inputs: DiffInputs) -> KindDiff:
+        return diff_virtual_machines(
+            [d for d in documents if isinstance(d, models.VirtualMachine)],
+            observed.observations,
+            observed.unmatched,
+            {address: dict(record.fields) for address, record in inputs.applied.items()},
+            inputs.fleet,
+            inputs.machines,
+            whole_fleet=inputs.whole_fleet,
+            drift_first_seen=inputs.first_seen,
+        )
+
+    def references(self, document: models.Document) -> Iterable[str]:
+        assert isinstance(document, models.VirtualMachine)
+        return (f"machine/{document.spec.host}",)
+
+    def precheck(
+        self, everything: Mapping[str, models.Document], selected: Sequence[models.Document]
+    ) -> None:
+        """No plan may over-commit a hypervisor."""
+        vms = [d for d in everything.values() if isinstance(d, models.VirtualMachine)]
+        machines = {d.metadata.name: d for d in everything.values() if isinstance(d, models.Machine)}
+        hosts = [d.spec.host for d in selected if isinstance(d, models.VirtualMachine)]
+        if hosts:
+            check_host_capacity(vms, machines, hosts)
+
+    def applied_fields(self, document: models.Document, entry: PlanEntry | None) -> dict[str, Any]:
+        assert isinstance(document, models.VirtualMachine)
+        desired = desired_fields(document)
+        action = entry.action if entry is not None else None
+        if entry is None or action in (Action.CREATE, Action.REPLACE):
+            return desired
+        if action in (Action.POWER_ON, Action.POWER_OFF):
+            return {"power": desired["power"]}
+        changed = {d.field for d in entry.fields} - restart_fields(entry)
+        return {name: desired[name] for name in changed if name in desired}
+
+    def converged_fields(
+        self, document: models.Document, live: Mapping[str, Any], inputs: DiffInputs
+    ) -> dict[str, Any]:
+        assert isinstance(document, models.VirtualMachine)
+        return converged_vm_fields(document, live, inputs.policies, inputs.site_of(document))
+
+    def edges(
+        self,
+        documents: Sequence[models.Document],
+        entries: Sequence[PlanEntry],
+        planned: Mapping[str, frozenset[Action]],
+    ) -> Iterable[Edge]:
+        for document in documents:
+            if not isinstance(document, models.VirtualMachine):
+                continue
+            host = f"machine/{document.spec.host}"
+            host_actions = planned.get(host, frozenset())
+            vm_actions = planned.get(document.address, frozenset())
+            if host_actions & _STOPS:
+                if vm_actions & _STARTS:
+                    starts = ", ".join(sorted(action_name(a) for a in vm_actions & _STARTS))
+                    raise PermanentError(
+                        f"the plan would {starts} {document.address} on {host}, which it also powers off",
+                        hint=f"set {document.address} to power off or keep {host} on",
+                    )
+                yield (host, document.address)  # stop the guests before their host
+            else:
+                yield (document.address, host)
+        for address, old_host in host_moves(entries).items():
+            host = f"machine/{old_host}"
+            if planned.get(host, frozenset()) & _STOPS:
+                yield (host, address)  # a guest leaves (or stops on) its old host before the host stops
+
+    def where(self, document: models.Document) -> str:
+        assert isinstance(document, models.VirtualMachine)
+        return f"host {document.spec.host}"
+
+    def what(self, document: models.Document) -> str:
+        assert isinstance(document, models.VirtualMachine)
+        spec = document.spec
+        return f"{spec.vcpus} vCPU, {spec.memory}, power {spec.power}"
+
+    def observed_detail(self, fields: Mapping[str, Any]) -> str:
+        if "host" not in fields:
+            return ""
+        owner = "" if fields.get("owned", True) else ", not fleet's"
+        return f"on {fields['host']}, {fields.get('vcpus')} vCPU, {fields.get('memory')}{owner}"
+
+
+KIND = VirtualMachineKind()

@@ -1,0 +1,106 @@
+"""The guards a plan passes before anything is applied: blast radius, change windows, and a
+saved plan that no longer holds.
+
+Each guard raises a PermanentError naming the rule and what to do, before a lease is taken or
+an action recorded; none of them changes anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from providers.base import Action
+from reconciler.errors import PermanentError
+from reconciler.plan.model import Plan
+from reconciler.spec import models
+
+
+class BlastRadiusExceeded(PermanentError):
+    """A plan changes more than the blast-radius policy allows in one run."""
+
+
+class OutsideChangeWindow(PermanentError):
+    """No change window of the fleet policy is open now."""
+
+
+class StalePlan(PermanentError):
+    """A saved plan no longer matches the revision or the live state it was made from."""
+
+
+_DISRUPTIVE = frozenset({Action.POWER_OFF, Action.POWER_CYCLE, Action.DELETE, Action.REPLACE})
+
+
+def check_blast_radius(
+    plan: Plan, documents: Mapping[str, models.Document], policy: models.BlastRadius
+) -> None:
+    """Refuse plans over the policy, naming the rule; `--allow-destructive` skips this check."""
+    changes = [e for e in plan.changes() if e.action in _DISRUPTIVE or e.reason == "restart"]
+    power_offs = [e for e in changes if e.action is Action.POWER_OFF]
+    if len(power_offs) > policy.maxPowerOffsPerRun:
+        raise BlastRadiusExceeded(
+            f"the plan powers off {len(power_offs)} machines and VMs; blastRadius.maxPowerOffsPerRun is "
+            f"{policy.maxPowerOffsPerRun}",
+            hint="narrow it with --target/-l, or pass --allow-destructive if this is intended",
+        )
+    hit_addresses = {e.address for e in changes}
+    if not hit_addresses:
+        return
+    racks: dict[tuple[str, str], list[str]] = {}
+    for document in documents.values():
+        if isinstance(document, models.Machine):
+            racks.setdefault((document.spec.site, document.spec.rack), []).append(document.address)
+    for (site, rack), members in sorted(racks.items()):
+        hit = [a for a in members if a in hit_addresses]
+        if hit and len(hit) * 100 > policy.maxRackPercent * len(members):
+            raise BlastRadiusExceeded(
+                f"the plan disrupts {len(hit)} of {len(members)} machines in rack {site}/{rack}; "
+                f"blastRadius.maxRackPercent is {policy.maxRackPercent}%",
+                hint="apply the rack in smaller steps, or pass --allow-destructive if this is intended",
+            )
+    for document in documents.values():
+        if isinstance(document, models.Cluster):
+            nodes = [m.ref for m in document.spec.members]
+            hit = [n for n in nodes if n in hit_addresses]
+            if hit and len(hit) * 100 > policy.maxClusterNodePercent * len(nodes):
+                raise BlastRadiusExceeded(
+                    f"the plan disrupts {len(hit)} of {len(nodes)} nodes of cluster "
+                    f"{document.metadata.name}; "
+                    f"blastRadius.maxClusterNodePercent is {policy.maxClusterNodePercent}%",
+                    hint="apply in smaller steps, or pass --allow-destructive if this is intended",
+                )
+
+
+def check_change_windows(fleet: models.Fleet, documents: Sequence[models.Document], now: datetime) -> None:
+    """Refuse when a site the documents live at has change windows and none is open `now` (UTC)."""
+    windows = fleet.spec.policies.changeWindows
+    if not windows:
+        return
+    sites = {d.spec.site for d in documents if isinstance(d, models.Machine)}
+    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[now.weekday()]
+    clock = now.strftime("%H:%M")
+    for site in sorted(sites):
+        applicable = [w for w in windows if not w.sites or site in w.sites]
+        if applicable and not any(day in w.days and w.start <= clock < w.end for w in applicable):
+            names = ", ".join(w.name for w in applicable)
+            raise OutsideChangeWindow(
+                f"site {site} is outside its change windows ({names}) at {day} {clock} UTC",
+                hint="wait for the window, or use `fleet reconcile --now --emergency` for an emergency",
+            )
+
+
+def check_saved_plan(saved: Plan, fresh: Plan) -> None:
+    """A saved plan is applied only while its revision and the observations it rests on hold."""
+    if saved.revision != fresh.revision:
+        raise StalePlan(
+            f"the plan was made at revision {saved.revision}, the repo is now at {fresh.revision}",
+            hint="run `fleet plan` again and review the new plan",
+        )
+    fresh_observed = {o.address: o for o in fresh.observed}
+    moved = sorted(o.address for o in saved.observed if fresh_observed.get(o.address) != o)
+    if moved:
+        raise StalePlan(
+            f"live state changed since the plan was made: {', '.join(moved[:5])}"
+            + (f" and {len(moved) - 5} more" if len(moved) > 5 else ""),
+            hint="run `fleet plan` again and review the new plan",
+        )

@@ -1,0 +1,64 @@
+"""The `fleet` command.
+
+Every command that reads a fleet repo takes it the same way: a PATH (the working tree,
+uncommitted edits included) or `--repo PATH_OR_URL --rev REV` (a Git revision read without
+checkout). Exit codes: 0 success, 1 the repo is invalid (or a command failed), 2 usage or
+infrastructure error; `plan` and `drift` with --detailed-exitcode: 0, 2 changes, 3 incomplete,
+1 any error. No traceback reaches a user: every failure ends as one clear message.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import entry_points
+from typing import Annotated
+
+import typer
+
+from reconciler import __version__
+from reconciler.cli import repo, run
+from reconciler.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, app, err
+
+PLUGIN_GROUP = "fleet.commands"
+"""Entry points of this group are typer apps added as sub-commands (the lab's `fleet lab`)."""
+
+__all__ = ["app", "main", "repo", "run"]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fleet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """GitOps reconciler for physical infrastructure."""
+
+
+def _add_plugins() -> None:
+    for point in sorted(entry_points(group=PLUGIN_GROUP), key=lambda p: p.name):
+        try:
+            plugin = point.load()
+        except Exception as exc:  # a broken plugin must not take the other commands down
+            err().print(f"warning: cannot load `fleet {point.name}` ({point.value}): {exc}")
+            continue
+        if isinstance(plugin, typer.Typer):
+            app.add_typer(plugin, name=point.name)
+
+
+_add_plugins()
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err().print("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        sys.exit(EXIT_FAILED)

@@ -1,0 +1,202 @@
+"""What every `fleet` command shares: the app, its consoles, the options that read a repo and reach
+live state, the settings they build, and the one place errors become a line and an exit code."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.text import Text
+
+from providers.access import load_access
+from providers.registry import ProviderPool
+from reconciler.apply.cancel import CancelToken
+from reconciler.engine import Engine, SourceRef, open_engine
+from reconciler.errors import FleetError, SourceError, UsageError
+from reconciler.report.diagnostics import counted, render_diagnostics
+from reconciler.settings import Settings, load_settings, process_environment
+from reconciler.spec.cache import CacheUnavailable, SpecCache
+from reconciler.spec.loader import InvalidRevision
+from reconciler.state import StateStore, open_store
+
+app = typer.Typer(
+    name="fleet",
+    help="GitOps reconciler for physical infrastructure: machines, VMs, Kubernetes clusters and Spark pools.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_CHANGES, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 2, 3, 130
+"""With --detailed-exitcode: 0 nothing differs and everything was observed, 2 changes or drift,
+3 nothing differs but some resources are unknown, 1 any error."""
+
+
+def out() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def err() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    err().print(Text(f"error: {message}", style="bold red"))
+    raise typer.Exit(code)
+
+
+T = TypeVar("T")
+
+
+def guard(action: Callable[[], T], *, detailed: bool = False) -> T:
+    """Run a command's work; fleet's own errors become one line and an exit code (1 for every
+    error under --detailed-exitcode, where 2 means changes). A revision refused by the
+    validation gate prints its diagnostics as `fleet validate` does."""
+    try:
+        return action()
+    except InvalidRevision as exc:
+        render_diagnostics(exc.revision.diagnostics, err())
+        fail(str(exc), EXIT_FAILED)
+    except (UsageError, SourceError) as exc:
+        fail(str(exc), EXIT_FAILED if detailed else EXIT_USAGE)
+    except FleetError as exc:
+        fail(str(exc), EXIT_FAILED)
+    except ValidationError as exc:  # a FLEET_* variable that is not a valid setting
+        problems = "; ".join(
+            f"FLEET_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        fail(f"invalid setting: {problems}", EXIT_FAILED if detailed else EXIT_USAGE)
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+PathArg = Annotated[
+    Path | None,
+    typer.Argument(help="Fleet repo working tree (default: the current directory).", show_default=False),
+]
+RepoOpt = Annotated[
+    str | None,
+    typer.Option("--repo", help="Read a Git repository (path or URL) at --rev instead of a working tree."),
+]
+RevOpt = Annotated[str | None, typer.Option("--rev", help="Revision to read with --repo (default: HEAD).")]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="Cache directory (default: $XDG_CACHE_HOME/fleet).", show_default=False),
+]
+LabOpt = Annotated[
+    bool,
+    typer.Option(
+        "--lab", help="Talk to the simulators of the running `fleet lab` instead of real endpoints."
+    ),
+]
+ConfigOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--config/--no-config",
+        help="Check (Ansible check mode) and apply the operating-system configuration of Machines "
+        "and VirtualMachines (default: on; FLEET_CONFIG).",
+        show_default=False,
+    ),
+]
+StateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--state",
+        help="State store: a SQLite path or a PostgreSQL URL (default: $XDG_STATE_HOME/fleet/state.db; "
+        "FLEET_STATE).",
+        show_default=False,
+    ),
+]
+SelectorOpt = Annotated[str | None, typer.Option("--selector", "-l", help="Label selector.")]
+TargetOpt = Annotated[
+    list[str] | None, typer.Option("--target", "-t", help="Only this address (repeatable), e.g. machine/x.")
+]
+
+
+def settings_of(
+    *,
+    cache_dir: Path | None = None,
+    state: str | None = None,
+    lab: bool = False,
+    config: bool | None = None,
+    workers: int | None = None,
+) -> Settings:
+    return load_settings(cache_dir=cache_dir, state=state, lab=lab or None, config=config, workers=workers)
+
+
+def open_cache(settings: Settings) -> SpecCache | None:
+    """The validation cache, or None (with a warning) when its directory cannot be used."""
+    try:
+        return SpecCache(settings.cache_dir / "specs.sqlite")
+    except CacheUnavailable as exc:
+        err().print(Text(f"warning: {exc}; validating without the cache", style="yellow"))
+        return None
+
+
+@contextlib.contextmanager
+def engine_for(settings: Settings, *, store: bool = False, cache: bool = True) -> Iterator[Engine]:
+    """An engine with what a command needs: the validation cache, a provider pool over the
+    deployment's endpoint map (the lab's with --lab), and the state store when `store`."""
+    endpoints = settings.endpoint_map()
+    if endpoints is not None:
+        if settings.lab and settings.endpoints is None and not endpoints.exists():
+            raise UsageError("no lab is running", hint="start one with `fleet lab up`")
+        err().print(Text(f"using lab endpoints from {endpoints}", style="yellow"))
+    access = load_access(endpoints, process_environment())
+    spec_cache = open_cache(settings) if cache else None
+    try:
+        with contextlib.ExitStack() as stack:
+            pool = stack.enter_context(ProviderPool(access, settings.state_dir))
+            state: StateStore | None = (
+                stack.enter_context(open_store(settings.state_url())) if store else None
+            )
+            yield stack.enter_context(open_engine(settings, pool, state, spec_cache))
+    finally:
+        if spec_cache is not None:
+            spec_cache.close()
+
+
+def source(path: Path | None, repo: str | None, rev: str | None) -> SourceRef:
+    return SourceRef(path, repo, rev)
+
+
+@contextlib.contextmanager
+def ctrl_c_cancels(cancel: CancelToken) -> Iterator[None]:
+    """The first Ctrl-C cancels the run (running actions finish, the rest are recorded as
+    interrupted); further ones are ignored, so the audit record stays complete."""
+    if sys.platform == "win32" or not _main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        cancel.cancel("interrupted (Ctrl-C)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def errors_line(count: int) -> str:
+    return counted(count, "error")

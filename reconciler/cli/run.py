@@ -1,0 +1,441 @@
+"""The commands that look at live state and change it: observe, plan, apply, reconcile, drift, history.
+
+Each parses its options, builds the settings, calls the engine and renders what it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.text import Text
+
+from providers.base import Observation
+from reconciler.apply.executor import Outcome
+from reconciler.cli.common import (
+    EXIT_CHANGES,
+    EXIT_FAILED,
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CacheOpt,
+    ConfigOpt,
+    LabOpt,
+    OutputFormat,
+    PathArg,
+    RepoOpt,
+    RevOpt,
+    SelectorOpt,
+    StateOpt,
+    TargetOpt,
+    app,
+    ctrl_c_cancels,
+    engine_for,
+    err,
+    fail,
+    guard,
+    out,
+    settings_of,
+    source,
+)
+from reconciler.engine import CancelToken, DriftResult, Engine, PlannedRun, RunOptions, RunResult, Selection
+from reconciler.errors import UsageError
+from reconciler.plan.model import Plan
+from reconciler.report.diagnostics import counted, render_diagnostics
+from reconciler.report.drift import drift_json, render_drift
+from reconciler.report.history import history_json, render_history
+from reconciler.report.markdown import render_markdown
+from reconciler.report.observations import observations_json, observations_table
+from reconciler.report.plan_json import plan_from_dict, render_json
+from reconciler.report.run import render_outcome, run_summary
+from reconciler.report.text import render_text
+from reconciler.state import LockHolder, RunRecord, open_store
+
+
+@app.command()
+def observe(
+    path: PathArg = None,
+    repo: RepoOpt = None,
+    rev: RevOpt = None,
+    kind: Annotated[
+        str | None, typer.Option("--kind", "-k", help="Only this kind (default: every kind).")
+    ] = None,
+    selector: SelectorOpt = None,
+    target: TargetOpt = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", "-o", help="Output format.")
+    ] = OutputFormat.text,
+    lab: LabOpt = False,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Show what the providers see right now (power, boot device, reachability). Changes nothing."""
+
+    def run() -> list[Observation]:
+        with engine_for(settings_of(cache_dir=cache_dir, lab=lab)) as engine:
+            revision = engine.revision(source(path, repo, rev))
+            selected = engine.select(revision, Selection(kind, selector, tuple(target or ())))
+            from providers.base import RevisionInputs
+
+            inputs = RevisionInputs(selected.fleet, selected.everything)
+            observed = engine.observe(selected.documents, inputs)
+            return sorted(
+                (o for found in observed.by_kind.values() for o in found.observations),
+                key=lambda o: o.address,
+            )
+
+    observations = guard(run)
+    if output is OutputFormat.json:
+        typer.echo(observations_json(observations))
+    else:
+        observations_table(observations, out())
+
+
+class PlanFormat(StrEnum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+DetailedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--detailed-exitcode",
+        help="Exit 0 when everything was observed and nothing differs, 2 with changes (drift), "
+        "3 when nothing differs but some resources are unknown, 1 on any error.",
+    ),
+]
+
+
+def _verdict(plan: Plan, differs: bool) -> int:
+    if differs:
+        return EXIT_CHANGES
+    return EXIT_OK if plan.complete else EXIT_INCOMPLETE
+
+
+@app.command()
+def plan(
+    path: PathArg = None,
+    repo: RepoOpt = None,
+    rev: RevOpt = None,
+    selector: SelectorOpt = None,
+    target: TargetOpt = None,
+    output: Annotated[PlanFormat, typer.Option("--format", "-o", help="Output format.")] = PlanFormat.text,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Also save the plan (JSON) to this file, for `fleet apply`.")
+    ] = None,
+    detailed_exitcode: DetailedOpt = False,
+    lab: LabOpt = False,
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Compare the specs with live state and what fleet last applied; show what would change.
+
+    Reads live state and the state store's records; changes nothing live. Unknown resources
+    (unreachable, refused) are reported, never planned, and make the plan incomplete.
+    """
+
+    def run() -> Plan:
+        settings = settings_of(cache_dir=cache_dir, state=state, lab=lab, config=config)
+        with (
+            engine_for(settings, store=True) as engine,
+            engine.plan(source(path, repo, rev), Selection(None, selector, tuple(target or ()))) as planned,
+        ):
+            return planned.plan
+
+    result = guard(run, detailed=detailed_exitcode)
+    if out_file is not None:
+        try:
+            out_file.write_text(render_json(result))
+        except OSError as exc:
+            fail(f"cannot write {out_file}: {exc.strerror}", EXIT_FAILED if detailed_exitcode else 2)
+    if output is PlanFormat.json:
+        typer.echo(render_json(result), nl=False)
+    elif output is PlanFormat.markdown:
+        typer.echo(render_markdown(result))
+    else:
+        render_text(result, out())
+    if detailed_exitcode:
+        raise typer.Exit(_verdict(result, result.has_changes))
+
+
+def _saved_plan(planfile: Path) -> Plan:
+    try:
+        return plan_from_dict(json.loads(planfile.read_text()))
+    except OSError as exc:
+        raise UsageError(f"cannot read plan {planfile}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UsageError(f"{planfile} is not a fleet plan: {exc}") from None
+
+
+def _confirm(plan: Plan, yes: bool) -> None:
+    if not plan.has_changes or yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError("refusing to apply without confirmation", hint="pass --yes")
+    if not typer.confirm(f"Apply {len(plan.changes())} changes?", default=False):
+        raise UsageError("not applied")
+
+
+def _countdown(seconds_left: float, holders: Sequence[LockHolder]) -> None:
+    who = ", ".join(f"{h.owner} (run {h.run_id})" for h in holders)
+    err().print(Text(f"waiting for locks held by {who}: {seconds_left:.0f} s left", style="yellow"))
+
+
+def _apply_with_progress(
+    engine: Engine, planned: PlannedRun, options: RunOptions, cancel: CancelToken, console: Console
+) -> RunResult:
+    """Apply, a line per action as it ends (and a progress bar on a terminal)."""
+    if not console.is_terminal or not planned.plan.has_changes:
+        return engine.apply(
+            planned, options, cancel, on_outcome=lambda o: render_outcome(o, console), on_wait=_countdown
+        )
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("applying", total=len(planned.plan.changes()))
+
+        def advance(outcome: Outcome) -> None:
+            render_outcome(outcome, progress.console)
+            progress.advance(task)
+
+        return engine.apply(planned, options, cancel, on_outcome=advance, on_wait=_countdown)
+
+
+def _run_and_report(
+    path: Path | None,
+    repo: str | None,
+    rev: str | None,
+    selection: Selection,
+    options: RunOptions,
+    *,
+    lab: bool,
+    config: bool | None,
+    state: str | None,
+    cache_dir: Path | None,
+    planfile: Path | None,
+    yes: bool,
+) -> None:
+    console = out()
+
+    def run() -> RunResult:
+        settings = settings_of(cache_dir=cache_dir, state=state, lab=lab, config=config)
+        saved = _saved_plan(planfile) if planfile is not None else None
+        with (
+            engine_for(settings, store=True) as engine,
+            engine.plan(
+                source(path, repo, rev), selection, saved=saved, partial=options.kind == "reconcile"
+            ) as planned,
+        ):
+            if planned.tolerated:
+                render_diagnostics(planned.tolerated, err())
+                err().print(
+                    Text(
+                        f"warning: the revision has {counted(len(planned.tolerated), 'error')}, none of "
+                        "them in the targets or what they reference: reconciling "
+                        f"{', '.join(selection.targets)} anyway, without orphan handling; the errors go "
+                        "into the run's audit record",
+                        style="yellow",
+                    )
+                )
+            render_text(planned.plan, console)
+            _confirm(planned.plan, yes)
+            cancel = CancelToken()
+            with ctrl_c_cancels(cancel):
+                return _apply_with_progress(engine, planned, options, cancel, console)
+
+    result = guard(run)
+    report = result.report
+    # The emergency path promises convergence: a target fleet could not even observe is not.
+    unknown = sorted({e.address for e in result.plan.entries if e.finding.value == "unknown"})
+    if report is None:
+        console.print(f"Run {result.run_id}: nothing to apply.")
+        if options.kind == "reconcile" and unknown:
+            fail(f"not converged: {', '.join(unknown)} could not be observed", EXIT_FAILED)
+        return
+    for holder in result.broken_locks:
+        err().print(
+            Text(
+                f"broke the lock of {holder.owner} (run {holder.run_id}) on {holder.address}", style="yellow"
+            )
+        )
+    console.print(run_summary(result.run_id, report))
+    if report.interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED if "Ctrl-C" in report.reason else EXIT_FAILED)
+    if options.kind == "reconcile" and unknown:
+        fail(f"not converged: {', '.join(unknown)} could not be observed", EXIT_FAILED)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+@app.command()
+def apply(
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A saved plan (from `fleet plan --out`), or the fleet repo working tree.", show_default=False
+        ),
+    ] = None,
+    repo: RepoOpt = None,
+    rev: RevOpt = None,
+    selector: SelectorOpt = None,
+    target: TargetOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    parallel: Annotated[int, typer.Option("--parallel", min=1, help="Changes at once within a wave.")] = 16,
+    allow_destructive: Annotated[
+        bool, typer.Option("--allow-destructive", help="Apply even beyond the blast-radius policy.")
+    ] = False,
+    repo_path: Annotated[
+        Path | None, typer.Option("--path", help="With a saved plan: the repo working tree (default: .).")
+    ] = None,
+    lab: LabOpt = False,
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Plan and apply the changes (or apply a saved plan while it still holds), recording every action."""
+    planfile = path if path is not None and path.is_file() else None
+    _run_and_report(
+        repo_path if planfile is not None else path,
+        repo,
+        rev,
+        Selection(None, selector, tuple(target or ())),
+        RunOptions(kind="apply", allow_destructive=allow_destructive, parallel=parallel),
+        lab=lab,
+        config=config,
+        state=state,
+        cache_dir=cache_dir,
+        planfile=planfile,
+        yes=yes,
+    )
+
+
+@app.command()
+def reconcile(
+    now: Annotated[bool, typer.Option("--now", help="Required: reconcile the targets right now.")] = False,
+    path: PathArg = None,
+    repo: RepoOpt = None,
+    rev: RevOpt = None,
+    target: Annotated[list[str] | None, typer.Option("--target", "-t", help="Address (repeatable).")] = None,
+    selector: SelectorOpt = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded in the audit trail).")] = None,
+    incident: Annotated[str | None, typer.Option("--incident", help="Incident id (recorded).")] = None,
+    emergency: Annotated[
+        bool, typer.Option("--emergency", help="Bypass blast radius and change windows (recorded).")
+    ] = False,
+    break_lock: Annotated[
+        bool, typer.Option("--break-lock", help="Take the locks of others (recorded).")
+    ] = False,
+    wait: Annotated[
+        float, typer.Option("--wait", min=0, help="Seconds to wait for locks held by others.")
+    ] = 300,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    lab: LabOpt = False,
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """The audited emergency path: observe, plan and apply only the targets, immediately.
+
+    When the revision has errors outside the targets' own specs and what they reference, it goes
+    on for the targets (without orphan handling) and records the errors with the run."""
+    if not now:
+        fail("`fleet reconcile` needs --now (it acts immediately)")
+    if not target and not selector:
+        fail("name what to reconcile with --target ADDRESS or -l SELECTOR")
+    if not reason or not reason.strip():
+        fail("--reason is required: it goes into the audit record")
+    _run_and_report(
+        path,
+        repo,
+        rev,
+        Selection(None, selector, tuple(target or ())),
+        RunOptions(
+            kind="reconcile",
+            reason=reason,
+            incident=incident,
+            emergency=emergency,
+            allow_destructive=emergency,
+            break_lock=break_lock,
+            lock_wait_seconds=wait,
+        ),
+        lab=lab,
+        config=config,
+        state=state,
+        cache_dir=cache_dir,
+        planfile=None,
+        yes=yes,
+    )
+
+
+@app.command()
+def drift(
+    path: PathArg = None,
+    repo: RepoOpt = None,
+    rev: RevOpt = None,
+    selector: SelectorOpt = None,
+    target: TargetOpt = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", "-o", help="Output format.")
+    ] = OutputFormat.text,
+    detailed_exitcode: DetailedOpt = False,
+    lab: LabOpt = False,
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Live state that moved away from what fleet last applied (out-of-band changes), and unknowns."""
+
+    def run() -> DriftResult:
+        settings = settings_of(cache_dir=cache_dir, state=state, lab=lab, config=config)
+        with engine_for(settings, store=True) as engine:
+            return engine.drift(source(path, repo, rev), Selection(None, selector, tuple(target or ())))
+
+    result = guard(run, detailed=detailed_exitcode)
+    if output is OutputFormat.json:
+        typer.echo(drift_json(result.plan, result.findings))
+    else:
+        render_drift(result.plan, result.findings, out())
+    if detailed_exitcode:
+        drifted = any(e.finding.value == "drift" for e in result.plan.entries)
+        raise typer.Exit(_verdict(result.plan, drifted))
+
+
+@app.command()
+def history(
+    target: Annotated[
+        str | None, typer.Option("--target", "-t", help="Only runs that touched this address.")
+    ] = None,
+    since: Annotated[
+        datetime | None, typer.Option("--since", help="Only runs started at or after (ISO 8601, UTC).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 50,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", "-o", help="Output format.")
+    ] = OutputFormat.text,
+    state: StateOpt = None,
+) -> None:
+    """The audit trail: who ran what, why, on which revision, and how every action ended."""
+
+    def run() -> list[RunRecord]:
+        settings = settings_of(state=state)
+        with open_store(settings.state_url()) as store:
+            when = since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
+            return store.history(target, when, limit)
+
+    runs = guard(run)
+    if output is OutputFormat.json:
+        typer.echo(history_json(runs))
+    else:
+        render_history(runs, out())

@@ -1,0 +1,27 @@
+"""The run pipeline shared by the CLI, the controller and the PR job (see `pipeline.py`)."""
+
+from reconciler.apply.cancel import CancelToken
+from reconciler.engine.pipeline import (
+    DriftResult,
+    Engine,
+    PlannedRun,
+    RunOptions,
+    RunResult,
+    Selected,
+    Selection,
+    open_engine,
+)
+from reconciler.source import SourceRef
+
+__all__ = [
+    "CancelToken",
+    "DriftResult",
+    "Engine",
+    "PlannedRun",
+    "RunOptions",
+    "RunResult",
+    "Selected",
+    "Selection",
+    "SourceRef",
+    "open_engine",
+]

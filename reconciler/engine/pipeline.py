@@ -1,0 +1,526 @@
+"""The run pipeline every entry point shares: the CLI, the controller and the PR job call these
+steps, with plain typed values, and render what comes back.
+
+    open the source at a revision -> load and validate (the gate) -> select -> observe -> plan
+    -> guard (blast radius, change windows, stale saved plan) -> lease -> apply -> record
+
+Each step returns a value and prints nothing. The gate refuses a revision with any error as a
+whole: nothing is observed as missing, planned or changed. The engine reads no environment
+variable (its `Settings` say everything about the deployment), installs no signal handler (a
+caller stops a run with a `CancelToken`), and keeps nothing beyond a run but what its caller
+owns: the provider pool, the state store and the validation cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import socket
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from types import TracebackType
+
+from providers.base import Observation, Observed, RevisionInputs, UnknownReason
+from providers.registry import ProviderPool
+from reconciler.apply.cancel import CancelToken
+from reconciler.apply.executor import ApplyReport, Outcome, execute, provider_key
+from reconciler.apply.guards import check_blast_radius, check_change_windows, check_saved_plan
+from reconciler.apply.record import Recorder, record_converged, record_drift
+from reconciler.engine.lease import Lease
+from reconciler.errors import FleetError, UsageError
+from reconciler.kinds import KINDS, DiffInputs, kind_named, kind_of, managed_kinds
+from reconciler.kinds.config import config_directories, config_version, configured, observed_config
+from reconciler.kinds.planning import Observations, make_plan
+from reconciler.plan.model import Plan
+from reconciler.settings import Settings
+from reconciler.source import SourceRef, open_snapshot
+from reconciler.source.export import directory_digest, exported
+from reconciler.source.snapshot import Snapshot
+from reconciler.spec import models
+from reconciler.spec.cache import SpecCache
+from reconciler.spec.diagnostics import Diagnostic
+from reconciler.spec.loader import InvalidRevision, LoadedRevision, default_workers, load_revision
+from reconciler.spec.selector import parse_selector
+from reconciler.state import DriftFinding, LockHolder, ObservationRecord, StateStore
+from reconciler.state.locks import WaitCallback
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Which resources of a revision a run is about: by kind, label selector and addresses."""
+
+    kind: str | None = None
+    selector: str | None = None
+    targets: tuple[str, ...] = ()
+
+    @property
+    def whole_fleet(self) -> bool:
+        """Nothing filtered out, so resources fleet applied whose specs are gone are orphans."""
+        return self.kind is None and not self.selector and not self.targets
+
+
+@dataclasses.dataclass(frozen=True)
+class Selected:
+    """The documents a selection chose from a revision, with the rest of the revision."""
+
+    revision: LoadedRevision
+    fleet: models.Fleet
+    documents: tuple[models.Document, ...]  # the chosen ones, in listing order
+    everything: Mapping[str, models.Document]  # every document but the Fleet, by address
+    paths: Mapping[str, str]  # the file of every document, by address
+    whole_fleet: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How an apply runs, and what its audit record says about why."""
+
+    kind: str = "apply"  # the audit's run kind: apply / reconcile
+    reason: str | None = None
+    incident: str | None = None
+    emergency: bool = False  # bypasses blast radius and change windows (recorded)
+    allow_destructive: bool = False  # bypasses blast radius
+    break_lock: bool = False  # takes the leases of others (recorded)
+    lock_wait_seconds: float = 0.0
+    parallel: int = 16
+
+
+class PlannedRun:
+    """A plan and what it rests on, for as long as the run lives: `close()` (or leaving the `with`
+    block) removes what the run exported (the playbooks at the planned revision)."""
+
+    def __init__(
+        self,
+        selected: Selected,
+        inputs: RevisionInputs,
+        observations: Observations,
+        plan: Plan,
+        tolerated: tuple[Diagnostic, ...],
+        scope: contextlib.ExitStack,
+    ) -> None:
+        self.selected = selected
+        self.inputs = inputs
+        self.observations = observations
+        self.plan = plan
+        # Errors of the revision outside an emergency reconcile's targets: it goes on, and says so.
+        self.tolerated = tolerated
+        self._scope = scope
+
+    def close(self) -> None:
+        self._scope.close()
+
+    def __enter__(self) -> PlannedRun:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """An applied plan: the audit's run id, and how every action ended (None: nothing to apply)."""
+
+    run_id: int
+    plan: Plan
+    report: ApplyReport | None
+    broken_locks: tuple[LockHolder, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftResult:
+    plan: Plan
+    findings: Mapping[tuple[str, str], DriftFinding]  # the open findings, by (address, field)
+
+
+def owner_name(operator: str) -> str:
+    """Who holds a lease: the operator, this host and this process."""
+    return f"{operator}@{socket.gethostname()}:{os.getpid()}"
+
+
+class Engine:
+    """The pipeline, over what its caller owns and keeps across runs: settings, the provider pool,
+    the state store (for plan, apply and drift) and the validation cache (None: parse everything)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: ProviderPool,
+        store: StateStore | None = None,
+        cache: SpecCache | None = None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.cache = cache
+        self._store = store
+        self._clock = clock
+        # Every secret a provider reads is refused by the store from then on.
+        self._stop_forbidding = (
+            pool.access.credentials.on_reveal(lambda value: store.forbid_values([value]))
+            if store is not None
+            else None
+        )
+
+    def close(self) -> None:
+        if self._stop_forbidding is not None:
+            self._stop_forbidding()
+            self._stop_forbidding = None
+
+    @property
+    def store(self) -> StateStore:
+        if self._store is None:
+            raise UsageError("this command has no state store")
+        return self._store
+
+    # --- the steps --------------------------------------------------------------------------
+
+    def open_source(self, ref: SourceRef) -> Snapshot:
+        """The fleet repo at the revision `ref` names."""
+        return open_snapshot(ref, self.settings.cache_dir)
+
+    def load(self, snapshot: Snapshot, *, documents: bool = True) -> LoadedRevision:
+        """Every document and every diagnostic of the revision, as `fleet validate` sees them."""
+        return load_revision(
+            snapshot, self.cache, self.settings.workers or default_workers(), documents=documents
+        )
+
+    def gate(self, revision: LoadedRevision, *, partial: Selection | None = None) -> tuple[Diagnostic, ...]:
+        """Refuse a revision with any error. With `partial` (an emergency reconcile of explicit
+        targets), errors that lie outside the targets' own documents and the documents they
+        reference are tolerated: they are returned, for the run's audit record."""
+        if not revision.errors:
+            return ()
+        if partial is None or not partial.targets or partial.kind or partial.selector:
+            raise InvalidRevision(revision)
+        loaded = {d.document.address: d for d in revision.documents}
+        broken = sorted(t for t in partial.targets if t not in loaded)
+        if broken:
+            raise InvalidRevision(
+                revision,
+                message=f"{', '.join(broken)} cannot be reconciled: its own spec has errors (or it does "
+                "not exist); nothing was done",
+            )
+        involved = set(partial.targets)
+        for target in partial.targets:
+            document = loaded[target].document
+            involved.update(kind_of(document).references(document))
+        paths = {loaded[a].path for a in involved if a in loaded} | {"fleet.yaml"}
+        inside = [d for d in revision.errors if d.address in involved or d.path in paths]
+        if inside:
+            raise InvalidRevision(
+                revision,
+                message=f"{len(inside)} of the errors concern the targets or what they reference; "
+                "nothing was done",
+            )
+        return tuple(revision.errors)
+
+    def select(
+        self, revision: LoadedRevision, selection: Selection, *, include_fleet: bool = False
+    ) -> Selected:
+        """The documents a selection chooses; unknown kinds and addresses are usage errors."""
+        if revision.fleet is None:
+            raise UsageError("the repo has no valid fleet.yaml", hint="run `fleet validate` to see why")
+        wanted = None
+        if selection.kind is not None:
+            kind = kind_named(selection.kind)
+            if kind is None:
+                raise UsageError(f"unknown kind {selection.kind!r}", hint=f"use one of {', '.join(KINDS)}")
+            wanted = kind.name
+        match = parse_selector(selection.selector) if selection.selector else None
+        targets = set(selection.targets)
+        chosen = [
+            loaded.document
+            for loaded in revision.documents
+            if (include_fleet or loaded.document.kind_name != "Fleet")
+            and (wanted is None or loaded.document.kind_name == wanted)
+            and (match is None or match(loaded.document.metadata.labels))
+            and (not targets or loaded.document.address in targets)
+        ]
+        missing = sorted(targets - {d.address for d in chosen})
+        if missing:
+            raise UsageError(
+                f"no such resource: {', '.join(missing)}", hint="addresses look like machine/NAME"
+            )
+        order = list(KINDS)
+        chosen.sort(key=lambda d: (order.index(d.kind_name), d.metadata.name))
+        return Selected(
+            revision,
+            revision.fleet,
+            tuple(chosen),
+            {d.document.address: d.document for d in revision.documents if d.document.kind_name != "Fleet"},
+            {d.document.address: d.path for d in revision.documents},
+            selection.whole_fleet,
+        )
+
+    def observe(
+        self,
+        documents: Sequence[models.Document],
+        inputs: RevisionInputs,
+        *,
+        config: Sequence[models.Document] = (),
+        config_versions: Mapping[str, str] | None = None,
+    ) -> Observations:
+        """What the providers see of `documents` now, and the configuration of `config` (Ansible
+        check mode, run alongside the other providers). Changes nothing anywhere."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-config") as pool:
+            checked = pool.submit(self._observe_config, config, inputs) if config else None
+            by_kind = self._observe_kinds(documents, inputs)
+            found = checked.result() if checked is not None else ()
+        return Observations(by_kind, tuple(found), dict(config_versions or {}))
+
+    def _observe_config(
+        self, documents: Sequence[models.Document], inputs: RevisionInputs
+    ) -> list[Observation]:
+        observed = self.pool.config_provider(inputs.fleet).observe(documents, inputs)
+        return sorted(observed.observations, key=lambda o: o.address)
+
+    def _observe_kinds(
+        self, documents: Sequence[models.Document], inputs: RevisionInputs
+    ) -> dict[str, Observed]:
+        by_kind: dict[str, Observed] = {}
+        for kind in managed_kinds():
+            group = [d for d in documents if d.kind_name == kind.name]
+            if not group and not (inputs.scan_all_hosts and kind.name == "VirtualMachine"):
+                continue
+            if not self.pool.serves(kind.provider):
+                by_kind[kind.name] = Observed(
+                    tuple(
+                        Observation.unknown(
+                            d.address, UnknownReason.NOT_ATTEMPTED, f"no provider observes {kind.name}"
+                        )
+                        for d in group
+                    )
+                )
+                continue
+            observed = self.pool.provider(kind.provider, inputs.fleet).observe(group, inputs)
+            by_kind[kind.name] = Observed(
+                tuple(sorted(observed.observations, key=lambda o: o.address)), observed.unmatched
+            )
+        return by_kind
+
+    def save_observations(self, observations: Observations) -> None:
+        """The store keeps the last observation of every resource (what the controller and PR
+        comments show between passes); unknown ones are kept too, with their reason. A checked
+        configuration is kept with its resource, as counts and coverage (`config`)."""
+        summaries = {
+            o.address: dict(state.fields).get("config")
+            for o in observations.config
+            if (state := observed_config(o, observations.config_versions.get(o.address, "")))
+        }
+        kept = [
+            o
+            for observed in observations.by_kind.values()
+            for o in (*observed.observations, *(u for u in observed.unmatched if u.fields.get("owned")))
+        ]
+        self.store.save_observations(
+            [
+                ObservationRecord(
+                    o.address,
+                    o.state.value,
+                    {
+                        **{k: v for k, v in o.fields.items() if k != "inventory"},
+                        **({"config": summaries[o.address]} if summaries.get(o.address) else {}),
+                    },
+                    o.reason.value if o.reason else None,
+                    o.observed_at,
+                )
+                for o in kept
+            ]
+        )
+
+    def diff_inputs(self, selected: Selected) -> DiffInputs:
+        """What the diffs need from the store: what fleet last applied and the open drift."""
+        addresses = [d.address for d in selected.documents]
+        applied = self.store.get_applied(None if selected.whole_fleet else addresses)
+        first_seen = {(d.address, d.field): d.first_seen for d in self.store.open_drift(addresses)}
+        return DiffInputs(selected.fleet, selected.everything, applied, first_seen, selected.whole_fleet)
+
+    def make_plan(self, selected: Selected, observations: Observations) -> Plan:
+        """The plan of the selection against what was observed and what fleet last applied."""
+        return make_plan(
+            selected.revision.revision,
+            self._clock(),
+            selected.documents,
+            observations,
+            self.diff_inputs(selected),
+        )
+
+    def guard(self, planned: PlannedRun, options: RunOptions) -> None:
+        """Blast radius and change windows; raises before anything is recorded or changed."""
+        if options.emergency:
+            return
+        plan, fleet = planned.plan, planned.selected.fleet
+        if not options.allow_destructive:
+            check_blast_radius(plan, planned.selected.everything, fleet.spec.policies.blastRadius)
+        changes = plan.changes()
+        if changes and options.kind == "reconcile":
+            # Change windows bind the emergency path and the controller; a person's `fleet apply`
+            # is the reviewed, deliberate change the windows exist to schedule.
+            touched = [
+                planned.selected.everything[e.address]
+                for e in changes
+                if e.address in planned.selected.everything
+            ]
+            check_change_windows(fleet, touched, self._clock())
+
+    def apply(
+        self,
+        planned: PlannedRun,
+        options: RunOptions,
+        cancel: CancelToken,
+        *,
+        on_outcome: Callable[[Outcome], None] | None = None,
+        on_wait: WaitCallback | None = None,
+    ) -> RunResult:
+        """Guard, lease, apply and record one plan. Raises before anything changes when a guard refuses."""
+        self.guard(planned, options)
+        plan, store = planned.plan, self.store
+        run_id = store.start_run(
+            options.kind,
+            self.settings.operator,
+            reason=options.reason,
+            incident=options.incident,
+            revision=plan.revision,
+            emergency=options.emergency,
+        )
+        status = "failed"
+        summary: dict[str, object] = {"plan": plan.summary(), "fingerprint": plan.fingerprint()}
+        if planned.tolerated:
+            summary["validationErrors"] = [d.render() for d in planned.tolerated]
+            summary["orphans"] = "not handled: the revision has errors outside the targets"
+        try:
+            inputs = self.diff_inputs(planned.selected)
+            changes = plan.changes()
+            if not changes:
+                record_converged(plan, inputs, store, run_id)
+                status = "succeeded"
+                return RunResult(run_id, plan, None)
+            addresses = sorted({e.address for e in changes})
+            with Lease(
+                store,
+                addresses,
+                owner_name(self.settings.operator),
+                run_id,
+                cancel,
+                ttl=self.settings.lease_ttl,
+                wait_seconds=options.lock_wait_seconds,
+                break_lock=options.break_lock,
+                on_wait=on_wait,
+            ) as lease:
+                fleet = planned.selected.fleet
+                providers = {
+                    key: self.pool.provider(key, fleet) for key in sorted({provider_key(e) for e in changes})
+                }
+                report = execute(
+                    plan,
+                    planned.selected.everything,
+                    providers,
+                    planned.inputs,
+                    Recorder(store, run_id, plan.revision, lease.token),
+                    cancel,
+                    parallel=options.parallel,
+                    report=on_outcome,
+                )
+                status = "interrupted" if report.interrupted else ("succeeded" if report.ok else "failed")
+                if report.interrupted:
+                    summary["interrupted"] = report.reason
+                else:
+                    record_converged(plan, inputs, store, run_id)
+                return RunResult(run_id, plan, report, lease.broken)
+        finally:
+            store.finish_run(run_id, status, summary)
+
+    # --- whole runs ---------------------------------------------------------------------------
+
+    def revision(self, ref: SourceRef, *, documents: bool = True) -> LoadedRevision:
+        """Open, load and gate: a revision every document of which is valid, or InvalidRevision."""
+        revision = self.load(self.open_source(ref), documents=documents)
+        self.gate(revision)
+        return revision
+
+    def plan(
+        self,
+        ref: SourceRef,
+        selection: Selection,
+        *,
+        config: bool | None = None,
+        saved: Plan | None = None,
+        partial: bool = False,
+    ) -> PlannedRun:
+        """Open, load, gate, select, observe and plan (and check a saved plan against the fresh
+        one). `partial`: an emergency reconcile of explicit targets, which tolerates errors
+        outside them (and then never handles orphans). The caller closes the PlannedRun."""
+        scope = contextlib.ExitStack()
+        try:
+            snapshot = self.open_source(ref)
+            revision = self.load(snapshot)
+            if saved is not None:
+                selection = Selection(targets=tuple(sorted({o.address for o in saved.observed})))
+            tolerated = self.gate(revision, partial=selection if partial else None)
+            selected = self.select(revision, selection)
+            if tolerated:
+                selected = dataclasses.replace(selected, whole_fleet=False)
+            self._reveal_credentials(selected.fleet)
+            for kind in managed_kinds():
+                kind.precheck(
+                    selected.everything, [d for d in selected.documents if d.kind_name == kind.name]
+                )
+            checked = configured(selected.documents) if self._config(config) else []
+            directories = sorted(
+                {d for c in checked if c.spec.config for d in config_directories(c.spec.config)}
+            )
+            root = scope.enter_context(exported(snapshot, directories)) if checked else None
+            if root is None:
+                checked = []
+            inputs = RevisionInputs(
+                selected.fleet, selected.everything, playbook_root=root, scan_all_hosts=selected.whole_fleet
+            )
+            versions: dict[str, str] = {}
+            if root is not None:
+                digests = {d: directory_digest(root, d) for d in directories}
+                versions = {
+                    c.address: config_version(c.spec.config, digests) for c in checked if c.spec.config
+                }
+            observations = self.observe(selected.documents, inputs, config=checked, config_versions=versions)
+            self.save_observations(observations)
+            plan = self.make_plan(selected, observations)
+            if saved is not None:
+                check_saved_plan(saved, plan)
+                plan = saved  # what was reviewed is what is applied, while it still holds
+            return PlannedRun(selected, inputs, observations, plan, tolerated, scope)
+        except BaseException:
+            scope.close()
+            raise
+
+    def drift(self, ref: SourceRef, selection: Selection, *, config: bool | None = None) -> DriftResult:
+        """Plan, and keep the drift findings: open or refresh what drifted, resolve what no longer does."""
+        with self.plan(ref, selection, config=config) as planned:
+            record_drift(planned.plan, self.store, self._clock())
+            return DriftResult(planned.plan, {(d.address, d.field): d for d in self.store.open_drift()})
+
+    def _config(self, config: bool | None) -> bool:
+        return self.settings.config if config is None else config
+
+    def _reveal_credentials(self, fleet: models.Fleet) -> None:
+        """Read every credential the fleet names that can be read here, so the state store refuses
+        them before anything is written (providers read them again when they need them)."""
+        credentials = self.pool.access.credentials
+        for source in [*fleet.spec.credentials.values(), *credentials.sources.values()]:
+            with contextlib.suppress(FleetError):
+                credentials.read(source)
+
+
+@contextlib.contextmanager
+def open_engine(
+    settings: Settings, pool: ProviderPool, store: StateStore | None = None, cache: SpecCache | None = None
+) -> Iterator[Engine]:
+    engine = Engine(settings, pool, store, cache)
+    try:
+        yield engine
+    finally:
+        engine.close()

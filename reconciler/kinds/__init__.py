@@ -1,0 +1,43 @@
+"""The kinds of resource fleet manages, one module each, and the registry that finds them.
+
+Everything that depends on the kind of a resource (its provider, diff, applied and converged
+fields, ordering and description) is asked of its `Kind` here; nothing else tests model types
+or matches address prefixes. A new kind is one module and one line in `KINDS`.
+"""
+
+from __future__ import annotations
+
+from reconciler.kinds import cluster, fleet, machine, sparkpool, virtualmachine
+from reconciler.kinds.base import DiffInputs, Kind
+from reconciler.plan.graph import Edge
+from reconciler.spec import models
+
+KINDS: dict[str, Kind] = {
+    kind.name: kind for kind in (fleet.KIND, machine.KIND, virtualmachine.KIND, cluster.KIND, sparkpool.KIND)
+}
+"""Every kind, in the order listings show them."""
+
+_BY_PREFIX = {kind.name.lower(): kind for kind in KINDS.values()}
+
+
+def kind_of(document: models.Document) -> Kind:
+    return KINDS[document.kind_name]
+
+
+def kind_named(name: str) -> Kind | None:
+    """The kind called `name` (Machine, machine or machines), or None."""
+    wanted = name.lower()
+    return next((k for k in KINDS.values() if wanted in (k.name.lower(), k.name.lower() + "s")), None)
+
+
+def kind_at(address: str) -> Kind | None:
+    """The kind an address names (`machine/x` -> Machine), or None."""
+    return _BY_PREFIX.get(address.partition("/")[0])
+
+
+def managed_kinds() -> list[Kind]:
+    """The kinds a provider observes and changes (every kind but the Fleet), in listing order."""
+    return [kind for kind in KINDS.values() if kind.provider]
+
+
+__all__ = ["KINDS", "DiffInputs", "Edge", "Kind", "kind_at", "kind_named", "kind_of", "managed_kinds"]

@@ -1,0 +1,113 @@
+"""What fleet knows about one kind of resource, in one place.
+
+A `Kind` says which provider observes and changes its resources, how its desired documents
+compare with what was observed and with what fleet last applied (its diff), which fields an
+action applied and which observed fields count as converged, which other resources it waits
+for in a plan's waves, and how it is described to people. The engine, the executor and the
+renderers ask the registry (`reconciler.kinds`) instead of testing types; adding a kind means
+writing one module and registering it there. Everything here is pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+from providers.base import Action, Observed
+from reconciler.plan.findings import KindDiff
+from reconciler.plan.graph import Edge
+from reconciler.plan.model import PlanEntry
+from reconciler.spec import models
+from reconciler.state import Applied
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffInputs:
+    """What a kind's diff needs besides its documents and their observations."""
+
+    fleet: models.Fleet
+    documents: Mapping[str, models.Document]  # every document of the revision, by address
+    applied: Mapping[str, Applied]  # what fleet last applied, by address (of this kind's addresses)
+    first_seen: Mapping[tuple[str, str], datetime]  # open drift: when each (address, field) was first seen
+    whole_fleet: bool  # nothing was filtered out: resources fleet applied whose specs are gone are orphans
+    machines: Mapping[str, models.Machine] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        machines = {d.metadata.name: d for d in self.documents.values() if isinstance(d, models.Machine)}
+        object.__setattr__(self, "machines", machines)
+
+    @property
+    def policies(self) -> models.Policies:
+        return self.fleet.spec.policies
+
+    def site_of(self, document: models.Document) -> str:
+        """The site a resource lives at: a Machine's own, a VirtualMachine's host's ("" if unknown)."""
+        if isinstance(document, models.Machine):
+            return document.spec.site
+        if isinstance(document, models.VirtualMachine):
+            host = self.machines.get(document.spec.host)
+            return host.spec.site if host is not None else ""
+        return ""
+
+
+class Kind:
+    """One kind of resource. Subclasses override what applies to them; the defaults do nothing."""
+
+    name: ClassVar[str]
+    model: ClassVar[type[models.Document]]
+    # The provider registry key of the provider that observes and changes it; "" when none does.
+    provider: ClassVar[str] = ""
+
+    @property
+    def prefix(self) -> str:
+        """How its addresses start: `machine/`."""
+        return f"{self.name.lower()}/"
+
+    def diff(self, documents: Sequence[models.Document], observed: Observed, inputs: DiffInputs) -> KindDiff:
+        """Entries for every desired document (and for what fleet applied whose spec is gone)."""
+        return KindDiff((), ())
+
+    def references(self, document: models.Document) -> Iterable[str]:
+        """The addresses of the documents this one names (a VM's host, a Cluster's members)."""
+        return ()
+
+    def precheck(
+        self, everything: Mapping[str, models.Document], selected: Sequence[models.Document]
+    ) -> None:
+        """Refuse a plan of `selected` before anything is observed (PermanentError)."""
+
+    def applied_fields(self, document: models.Document, entry: PlanEntry | None) -> dict[str, Any]:
+        """The managed fields an entry's action applied (all of them when `entry` is None), as
+        JSON values. Only what fleet actually set counts as applied, so that it can never be
+        reported as drift."""
+        return {}
+
+    def converged_fields(
+        self, document: models.Document, live: Mapping[str, Any], inputs: DiffInputs
+    ) -> dict[str, Any]:
+        """The enforced fields that were observed as the spec says (recorded as applied)."""
+        return {}
+
+    def edges(
+        self,
+        documents: Sequence[models.Document],
+        entries: Sequence[PlanEntry],
+        planned: Mapping[str, frozenset[Action]],
+    ) -> Iterable[Edge]:
+        """What waits for what among this kind's resources and those they reference. Raises
+        PermanentError for a plan that cannot be ordered safely."""
+        return ()
+
+    def where(self, document: models.Document) -> str:
+        """Where it is, for a listing (`nyc1/r01`, `host nyc1-r01-01`)."""
+        return ""
+
+    def what(self, document: models.Document) -> str:
+        """What it is, for a listing (`hypervisor, power on`)."""
+        return ""
+
+    def observed_detail(self, fields: Mapping[str, Any]) -> str:
+        """The few live fields worth a column in an observation listing."""
+        return ""

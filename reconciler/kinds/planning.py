@@ -1,0 +1,89 @@
+"""A Plan from what was observed: every kind's diff, the configuration's, and the waves.
+
+Pure: the engine observes, reads what fleet last applied and the open drift from the state
+store, and hands the values in; the same values always give the same Plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from providers.base import Observation, Observed
+from reconciler.kinds import KINDS, DiffInputs, kind_at
+from reconciler.kinds.config import configured, diff_config
+from reconciler.plan.graph import Edge, order_entries, planned_actions
+from reconciler.plan.model import ObservedState, Plan, PlanEntry
+from reconciler.spec import models
+
+
+@dataclasses.dataclass(frozen=True)
+class Observations:
+    """What one pass observed: per kind, and the configuration of the hosts it checked."""
+
+    by_kind: Mapping[str, Observed]
+    config: tuple[Observation, ...] = ()
+    config_versions: Mapping[str, str] = dataclasses.field(default_factory=dict)  # by address
+
+    def all(self) -> list[Observation]:
+        """Every observation of a resource (not the configuration's), with what no spec names."""
+        return [
+            o for observed in self.by_kind.values() for o in (*observed.observations, *observed.unmatched)
+        ]
+
+
+def make_plan(
+    revision: str,
+    created_at: datetime,
+    selected: Sequence[models.Document],
+    observations: Observations,
+    inputs: DiffInputs,
+) -> Plan:
+    """The plan of `selected` (documents of the revision) against what was observed."""
+    entries: list[PlanEntry] = []
+    observed: list[ObservedState] = []
+    for kind in KINDS.values():
+        if not kind.provider:
+            continue
+        documents = [d for d in selected if d.kind_name == kind.name]
+        own = {a: r for a, r in inputs.applied.items() if kind_at(a) is kind}
+        diff = kind.diff(
+            documents,
+            observations.by_kind.get(kind.name, Observed()),
+            dataclasses.replace(inputs, applied=own),
+        )
+        entries.extend(diff.entries)
+        observed.extend(diff.observed)
+    checked = [d for d in configured(selected) if d.address in observations.config_versions]
+    if checked:
+        diff = diff_config(
+            checked,
+            observations.config,
+            observations.config_versions,
+            {address: record.fields for address, record in inputs.applied.items()},
+            inputs.policies,
+            inputs.machines,
+            drift_first_seen=inputs.first_seen,
+        )
+        entries.extend(diff.entries)
+        observed.extend(diff.observed)
+    ordered, waves = order(inputs.documents, entries)
+    return Plan(revision, created_at, ordered, tuple(observed), waves)
+
+
+def order(
+    documents: Mapping[str, models.Document], entries: Sequence[PlanEntry]
+) -> tuple[tuple[PlanEntry, ...], tuple[tuple[str, ...], ...]]:
+    """The entries with their dependencies filled in, and the waves they apply in."""
+    return order_entries(ordering_edges(documents, entries), entries)
+
+
+def ordering_edges(documents: Mapping[str, models.Document], entries: Sequence[PlanEntry]) -> list[Edge]:
+    """What waits for what, as every kind says, for a plan's entries."""
+    planned = planned_actions(entries)
+    edges: list[Edge] = []
+    for kind in KINDS.values():
+        own = [d for d in documents.values() if d.kind_name == kind.name]
+        edges.extend(kind.edges(own, entries, planned))
+    return edges

@@ -1,0 +1,118 @@
+"""fleet's settings: one value, built once at the edge (the CLI, the controller) from command-line
+options over `FLEET_*` environment variables over defaults, and passed to the engine.
+
+This is the only module of the product that reads the process environment; the engine, the
+providers and the state store take what they need from a `Settings`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENDPOINTS_FILE = "overrides.json"
+"""The endpoint map a running lab writes into its directory."""
+
+
+def _xdg(variable: str, fallback: str) -> Path:
+    # The XDG spec says relative values are to be ignored.
+    configured = os.environ.get(variable, "")
+    if configured and os.path.isabs(configured):
+        return Path(configured)
+    return Path.home() / fallback
+
+
+def state_directory() -> Path:
+    """Where fleet keeps state on this machine: `$XDG_STATE_HOME/fleet`."""
+    return _xdg("XDG_STATE_HOME", ".local/state") / "fleet"
+
+
+def cache_directory() -> Path:
+    """Where fleet keeps caches (validation results, clones of remote repos): `$XDG_CACHE_HOME/fleet`."""
+    return _xdg("XDG_CACHE_HOME", ".cache") / "fleet"
+
+
+def lab_directory() -> Path:
+    """Where `fleet lab` keeps a running lab: `FLEET_LAB_DIR`, else `$XDG_STATE_HOME/fleet/lab`."""
+    explicit = os.environ.get("FLEET_LAB_DIR")
+    return Path(explicit) if explicit else state_directory() / "lab"
+
+
+class Settings(BaseSettings):
+    """Everything a run needs to know about this deployment, and nothing about the fleet repo."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_", frozen=True, extra="forbid")
+
+    state: str | None = Field(
+        None, description="State store: a SQLite path or a PostgreSQL URL (default: STATE_DIR/state.db)."
+    )
+    state_dir: Path = Field(
+        default_factory=state_directory, description="Where fleet keeps files of its own."
+    )
+    cache_dir: Path = Field(default_factory=cache_directory, description="Validation cache and repo clones.")
+    lab_dir: Path = Field(default_factory=lab_directory, description="Where a running `fleet lab` lives.")
+    endpoints: Path | None = Field(
+        None,
+        description="An endpoint map (JSON): where to really connect and which credentials to use, "
+        "where it is not as the specs say. A running lab writes one.",
+    )
+    lab: bool = Field(False, description="Use the endpoint map of the running `fleet lab`.")
+    config: bool = Field(True, description="Observe and apply operating-system configuration (Ansible).")
+    lease_ttl: float = Field(
+        60.0, gt=0, description="Seconds a lease lasts unless renewed; a run renews its leases every third."
+    )
+    workers: int = Field(0, ge=0, description="Worker processes for parsing specs (0: one per CPU).")
+    operator: str = Field(default_factory=lambda: current_operator(), description="Who runs fleet (audit).")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Options given by the caller, then FLEET_* variables; no dotenv or secret files.
+        return init_settings, env_settings
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def endpoint_map(self) -> Path | None:
+        """The endpoint map to use: the explicit one, else the lab's when `lab` is set."""
+        if self.endpoints is not None:
+            return self.endpoints
+        if self.lab:
+            return self.lab_dir / ENDPOINTS_FILE
+        return None
+
+    def state_url(self) -> str:
+        """The state store's URL (a bare path is a SQLite file)."""
+        return self.state or f"sqlite:///{self.state_dir / 'state.db'}"
+
+
+def current_operator() -> str:
+    """The OS user running fleet, for the audit trail."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+def process_environment() -> Mapping[str, str]:
+    """The environment credentials named `env:` are read from (never shown, logged or stored)."""
+    return dict(os.environ)
+
+
+def load_settings(**options: Any) -> Settings:
+    """Settings from the environment, with `options` (those not None) over it."""
+    return Settings(**{name: value for name, value in options.items() if value is not None})
