@@ -354,17 +354,17 @@ LabOpt = Annotated[
 
 
 def _overrides_path(lab: bool) -> Path | None:
-    from reconciler.lab import default_lab_dir, read_lab
+    from reconciler.settings import lab_overrides_path
 
     explicit = os.environ.get("FLEET_LAB_OVERRIDES")
     if explicit:
         return Path(explicit)
     if not lab:
         return None
-    info = read_lab(default_lab_dir())
-    if info is None:
+    overrides = lab_overrides_path()
+    if not overrides.is_file():
         raise UsageError("no lab is running", hint="start one with `fleet lab up`")
-    return info.overrides
+    return overrides
 
 
 def _selected(
@@ -1012,7 +1012,8 @@ def lab_up_command(
     """Start BMC simulators for every Machine of a fleet repo, a libvirt test-driver daemon for
     every hypervisor Machine, a Kubernetes API test server for every Cluster and an SSH host for
     every configured Machine and VirtualMachine; print where."""
-    from reconciler.lab import default_lab_dir, lab_up
+    from reconciler.lab import lab_up
+    from reconciler.settings import lab_directory
     from reconciler.spec import models
 
     def run() -> Any:
@@ -1023,7 +1024,7 @@ def lab_up_command(
         return lab_up(
             str(path),
             machines,
-            default_lab_dir(),
+            lab_directory(),
             transition_seconds=transition,
             cold=not as_specified,
             subnet=subnet,
@@ -1062,11 +1063,12 @@ def lab_status_command(
     ] = OutputFormat.text,
 ) -> None:
     """Say whether a lab is running, and where its simulators listen."""
-    from reconciler.lab import default_lab_dir, lab_endpoints, lab_hypervisors, lab_status
+    from reconciler.lab import lab_endpoints, lab_hypervisors, lab_status
+    from reconciler.settings import lab_directory
 
-    status = lab_status(default_lab_dir())
-    endpoints = lab_endpoints(default_lab_dir()) if status["running"] else {}
-    hypervisors = lab_hypervisors(default_lab_dir()) if status["running"] else {}
+    status = lab_status(lab_directory())
+    endpoints = lab_endpoints(lab_directory()) if status["running"] else {}
+    hypervisors = lab_hypervisors(lab_directory()) if status["running"] else {}
     if output is OutputFormat.json:
         typer.echo(json.dumps({**status, "endpoints": endpoints, "hypervisorUris": hypervisors}, indent=2))
     else:
@@ -1085,9 +1087,10 @@ def lab_status_command(
 @lab_app.command("down")
 def lab_down_command() -> None:
     """Stop the lab's simulators and remove its state; leaves nothing behind."""
-    from reconciler.lab import default_lab_dir, lab_down
+    from reconciler.lab import lab_down
+    from reconciler.settings import lab_directory
 
-    stopped = lab_down(default_lab_dir())
+    stopped = lab_down(lab_directory())
     _out().print("lab down" if stopped else "no lab was running; nothing left behind")
 
 

@@ -30,20 +30,13 @@ from providers.base import reference_key
 from providers.registry import ansible_host_names
 from providers.serving import process_running, reap
 from reconciler.errors import PermanentError, UsageError
+from reconciler.settings import lab_overrides_path
 from reconciler.spec import models
 
 READY_TIMEOUT = 120.0
 LAB_USER = "admin"
 # Simulated SSH hosts listen here, on addresses of their own after the BMCs' and API servers'.
 SSH_PORT = 2222
-
-
-def default_lab_dir() -> Path:
-    explicit = os.environ.get("FLEET_LAB_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "fleet" / "lab"
 
 
 DEFAULT_SUBNET = 60
@@ -210,7 +203,7 @@ def _start_simulators(
         credential_files[ref] = {"file": str(path)}
     config = directory / "bmcs.json"
     _write_private(config, json.dumps({"transition_seconds": transition_seconds, "bmcs": bmcs}))
-    overrides = directory / "overrides.json"
+    overrides = lab_overrides_path(directory)
     process = _spawn(
         [
             "-m",
@@ -489,7 +482,7 @@ def lab_status(directory: Path) -> dict[str, Any]:
 
 def lab_hypervisors(directory: Path) -> dict[str, str]:
     try:
-        document = json.loads((directory / "overrides.json").read_text())
+        document = json.loads((lab_overrides_path(directory)).read_text())
         return dict(document.get("hypervisors", {}))
     except (OSError, ValueError):
         return {}
@@ -497,7 +490,7 @@ def lab_hypervisors(directory: Path) -> dict[str, str]:
 
 def lab_endpoints(directory: Path) -> dict[str, str]:
     try:
-        document = json.loads((directory / "overrides.json").read_text())
+        document = json.loads((lab_overrides_path(directory)).read_text())
         return dict(document.get("endpoints", {}))
     except (OSError, ValueError):
         return {}
