@@ -1012,7 +1012,7 @@ def lab_up_command(
     """Start BMC simulators for every Machine of a fleet repo, a libvirt test-driver daemon for
     every hypervisor Machine, a Kubernetes API test server for every Cluster and an SSH host for
     every configured Machine and VirtualMachine; print where."""
-    from reconciler.lab import lab_up
+    from lab.control import lab_up
     from reconciler.settings import lab_directory
     from reconciler.spec import models
 
@@ -1063,7 +1063,7 @@ def lab_status_command(
     ] = OutputFormat.text,
 ) -> None:
     """Say whether a lab is running, and where its simulators listen."""
-    from reconciler.lab import lab_endpoints, lab_hypervisors, lab_status
+    from lab.control import lab_endpoints, lab_hypervisors, lab_status
     from reconciler.settings import lab_directory
 
     status = lab_status(lab_directory())
@@ -1087,7 +1087,7 @@ def lab_status_command(
 @lab_app.command("down")
 def lab_down_command() -> None:
     """Stop the lab's simulators and remove its state; leaves nothing behind."""
-    from reconciler.lab import lab_down
+    from lab.control import lab_down
     from reconciler.settings import lab_directory
 
     stopped = lab_down(lab_directory())

@@ -26,9 +26,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lab.serving import process_running, reap
 from providers.base import reference_key
 from providers.registry import ansible_host_names
-from providers.serving import process_running, reap
 from reconciler.errors import PermanentError, UsageError
 from reconciler.settings import lab_overrides_path
 from reconciler.spec import models
@@ -207,7 +207,7 @@ def _start_simulators(
     process = _spawn(
         [
             "-m",
-            "providers.ipmi.simulator",
+            "lab.bmc",
             "serve",
             "--config",
             str(config),
@@ -317,7 +317,7 @@ def _start_hypervisors(
     """One libvirtd (test driver) per hypervisor, with the pools, networks and base images
     the repo's VirtualMachines name, so that they can be defined there as in production."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    arguments = ["-m", "providers.libvirt.hypervisors", "serve", "--dir", str(directory)]
+    arguments = ["-m", "lab.hypervisors", "serve", "--dir", str(directory)]
     for name in names:
         arguments += ["--hypervisor", name]
     pools = sorted({d.pool for vm in vms for d in vm.spec.disks})
@@ -371,7 +371,7 @@ def _start_apiserver(
     process = _spawn(
         [
             "-m",
-            "providers.kubernetes.apiserver",
+            "lab.apiserver.server",
             "serve",
             "--host",
             host,
@@ -433,7 +433,7 @@ def _launch_ssh_hosts(directory: Path, table: list[dict[str, Any]]) -> subproces
     """Start the process that runs an sshd per entry of `table`; `_await_ssh_hosts` waits for it."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     _write_private(directory / "hosts.json", json.dumps({"hosts": table}, indent=2))
-    arguments = ["-m", "providers.ansible.sshd", "serve", "--dir", str(directory)]
+    arguments = ["-m", "lab.sshd", "serve", "--dir", str(directory)]
     arguments += ["--table", str(directory / "hosts.json"), "--ready-file", str(directory / "ready.json")]
     return _launch(arguments, directory.parent / "ssh.log")
 
