@@ -13,15 +13,15 @@ demo: bootstrap
 	@scripts/demo.sh
 
 lint: bootstrap
-	$(BIN)/ruff check reconciler providers tests bench
-	$(BIN)/ruff format --check reconciler providers tests bench
-	$(BIN)/mypy reconciler providers
+	$(BIN)/ruff check reconciler providers lab tests bench
+	$(BIN)/ruff format --check reconciler providers lab tests bench
+	$(BIN)/mypy reconciler providers lab
 	$(BIN)/lint-imports
 
 test: lint
 	@# Tests start fleet hundreds of times: compile its bytecode once, even where the
 	@# environment says not to write any (PYTHONDONTWRITEBYTECODE), instead of in every process.
-	@$(BIN)/python -m compileall -q reconciler providers tests
+	@$(BIN)/python -m compileall -q reconciler providers lab tests
 	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: bootstrap

@@ -1,6 +1,6 @@
 """Benchmark: observe N simulated BMCs with fleet's IPMI provider, and with an ipmitool loop.
 
-Starts the BMC simulator farm (`python -m providers.ipmi.simulator serve`) with N BMCs
+Starts the BMC simulator farm (`python -m lab.bmc serve`) with N BMCs
 on 127.92.x.y:623 in its own process, then:
 
 1. fleet capacity: passes over all N BMCs with no minimum command interval, as many
@@ -92,7 +92,7 @@ def _start_farm(count: int, workdir: Path) -> subprocess.Popen[bytes]:
     config.write_text(json.dumps({"transition_seconds": 0.2, "bmcs": bmcs}))
     log = open(workdir / "farm.log", "wb")  # noqa: SIM115 - lives as long as the farm
     farm = subprocess.Popen(
-        [sys.executable, "-m", "providers.ipmi.simulator", "serve", "--config", str(config)],
+        [sys.executable, "-m", "lab.bmc", "serve", "--config", str(config)],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=Path(__file__).resolve().parent.parent,

@@ -1,8 +1,8 @@
 """Benchmark: a no-op reconcile of 2,000 SparkPools (about 16,000 Kubernetes objects) with fleet's
 Kubernetes provider, and `kubectl apply --server-side` of the same objects, against one API server.
 
-The server is fleet's Kubernetes API test server (providers/kubernetes/apiserver.py) in its own
-process, started as `python -m providers.kubernetes.apiserver serve --self-signed-tls DIR
+The server is fleet's Kubernetes API test server (lab/apiserver/server.py) in its own
+process, started as `python -m lab.apiserver.server serve --self-signed-tls DIR
 --seed FILE --ready-file PATH`: HTTPS with a certificate made for 127.0.0.1, seeded with the
 `yunikorn` Namespace and a Ready Node for every member of the Cluster. Fleet and kubectl share one
 kubeconfig that trusts that certificate (`certificate-authority`, no insecure-skip-tls-verify);
@@ -222,7 +222,7 @@ def _start_server(workdir: Path, seed: list[Obj]) -> tuple[subprocess.Popen[byte
     log = open(workdir / "apiserver.log", "wb")  # noqa: SIM115 - lives as long as the server
     server = subprocess.Popen(
         [
-            *(sys.executable, "-m", "providers.kubernetes.apiserver", "serve", "--token", TOKEN),
+            *(sys.executable, "-m", "lab.apiserver.server", "serve", "--token", TOKEN),
             *("--self-signed-tls", str(workdir / "tls"), "--seed", str(seed_file)),
             *("--ready-file", str(ready_file)),
         ],

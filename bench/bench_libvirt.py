@@ -2,7 +2,7 @@
 and with a `virsh dominfo` loop over the same domains, in the same run.
 
 The hypervisors are Debian's libvirtd with the test driver, one daemon per hypervisor
-(`providers.libvirt.hypervisors.HypervisorFarm`), talked to over real libvirt RPC on unix
+(`lab.hypervisors.HypervisorFarm`), talked to over real libvirt RPC on unix
 sockets. The domains are defined (half of them started) by the provider itself, so they
 carry fleet's ownership metadata, then:
 
@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lab.hypervisors import HypervisorFarm
 from providers.base import Action, Change, ObservationState, ProviderContext
-from providers.libvirt.hypervisors import HypervisorFarm
 from providers.libvirt.provider import LibvirtProvider
 from reconciler.spec import models
 

@@ -44,6 +44,12 @@ def lab_directory() -> Path:
     return Path(explicit) if explicit else state_directory() / "lab"
 
 
+def lab_overrides_path(directory: Path | None = None) -> Path:
+    """The endpoint map of the lab kept in `directory` (default: `lab_directory()`): the lab writes
+    it there, and `--lab` reads it, without production code ever importing the lab."""
+    return (directory if directory is not None else lab_directory()) / ENDPOINTS_FILE
+
+
 class Settings(BaseSettings):
     """Everything a run needs to know about this deployment, and nothing about the fleet repo."""
 
@@ -92,7 +98,7 @@ class Settings(BaseSettings):
         if self.endpoints is not None:
             return self.endpoints
         if self.lab:
-            return self.lab_dir / ENDPOINTS_FILE
+            return lab_overrides_path(self.lab_dir)
         return None
 
     def state_url(self) -> str:

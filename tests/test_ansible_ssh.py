@@ -27,9 +27,8 @@ from typing import Any
 import pytest
 from fleet_testing import EXAMPLE, ansible_fleet
 
-from providers.ansible.provider import AnsibleProvider
-from providers.ansible.runner import RunSettings
-from providers.ansible.sshd import (
+from lab.serving import process_running
+from lab.sshd import (
     SshHost,
     SshHostError,
     ansible_vars,
@@ -39,6 +38,8 @@ from providers.ansible.sshd import (
     start_hosts,
     stop_hosts,
 )
+from providers.ansible.provider import AnsibleProvider
+from providers.ansible.runner import RunSettings
 from providers.base import (
     Action,
     ApplyResult,
@@ -48,7 +49,6 @@ from providers.base import (
     ProviderContext,
     UnknownReason,
 )
-from providers.serving import process_running
 from reconciler.spec import models
 
 SUBNET = "127.0.93"

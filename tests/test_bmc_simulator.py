@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from providers.ipmi.simulator import (
+from lab.bmc import (
     BmcConfig,
     BmcFarm,
     BmcFarmError,
@@ -565,7 +565,7 @@ def test_serve_command_with_control_socket(tmp_path: Path) -> None:
     ]
     config_file.write_text(json.dumps({"transition_seconds": 0.2, "bmcs": bmcs}))
     socket_path = tmp_path / "bmc.sock"
-    command = [sys.executable, "-m", "providers.ipmi.simulator", "serve", "--config", str(config_file)]
+    command = [sys.executable, "-m", "lab.bmc", "serve", "--config", str(config_file)]
     process = subprocess.Popen(
         [*command, "--control", str(socket_path)],
         cwd=REPO,

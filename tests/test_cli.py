@@ -148,3 +148,22 @@ def test_get_reads_a_revision(tmp_path: Path) -> None:
 def test_shell_completion_is_available() -> None:
     result = _fleet("--show-completion", "bash", env={"SHELL": "/bin/bash"})
     assert result.returncode == 0 and "complete" in result.stdout
+
+
+def test_sub_commands_of_other_packages_and_a_broken_one(tmp_path: Path) -> None:
+    """`fleet lab` comes from the entry point group fleet.commands; a registered sub-command that
+    cannot be loaded is one line on stderr, never a traceback, and the others still run."""
+    metadata = tmp_path / "broken_fleet_commands-1.0.dist-info"
+    metadata.mkdir()
+    (metadata / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-fleet-commands\nVersion: 1.0\n")
+    (metadata / "entry_points.txt").write_text(
+        "[fleet.commands]\nmissing = no_such_fleet_commands.cli:app\nnot-typer = json:dumps\n"
+    )
+    result = _fleet("lab", "--help", env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0 and "status" in result.stdout, result.stdout + result.stderr
+    errors = sorted(result.stderr.splitlines())
+    assert "Traceback" not in result.stderr and len(errors) == 2, result.stderr
+    assert errors[0].startswith("error: cannot load `fleet missing` from no_such_fleet_commands.cli:app:")
+    assert errors[1] == "error: cannot load `fleet not-typer`: json:dumps is not a typer app"
+    result = _fleet("missing", env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr

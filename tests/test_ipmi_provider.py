@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from lab.bmc import MAX_SESSIONS_PER_BMC, BmcConfig, BmcFarm
 from providers.base import Action, Change, Endpoint, ObservationState, ProviderContext, UnknownReason
 from providers.ipmi.provider import IpmiProvider, Timing
-from providers.ipmi.simulator import MAX_SESSIONS_PER_BMC, BmcConfig, BmcFarm
 from reconciler.spec import models
 
 # Each xdist worker gets its own range of loopback subnets, so farms never collide.

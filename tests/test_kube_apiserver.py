@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 
-from providers.kubernetes import managedfields as mf
-from providers.kubernetes.apiserver import ApiServer, human_duration
-from providers.kubernetes.apiserver_store import ApiError
-from providers.kubernetes.apiserver_tls import self_signed_certificate, subject_alt_names
+from lab.apiserver import managedfields as mf
+from lab.apiserver.server import ApiServer, human_duration
+from lab.apiserver.store import ApiError
+from lab.apiserver.tls import self_signed_certificate, subject_alt_names
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = "admin-token"
@@ -1143,7 +1143,7 @@ def test_cli_serves_until_sigterm_and_keeps_state(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "providers.kubernetes.apiserver",
+                "lab.apiserver.server",
                 "serve",
                 "--port",
                 "0",
@@ -1233,7 +1233,7 @@ def test_cli_self_signed_tls_seed_and_ready_file(tmp_path: Path, kubectl_binary:
     tls, ready_file = tmp_path / "tls", tmp_path / "ready.json"
     process = subprocess.Popen(
         [
-            *(sys.executable, "-m", "providers.kubernetes.apiserver", "serve"),
+            *(sys.executable, "-m", "lab.apiserver.server", "serve"),
             *("--token", ADMIN, "--read-only-token", READER),
             *("--self-signed-tls", str(tls), "--seed", str(seed), "--ready-file", str(ready_file)),
         ],

@@ -23,6 +23,7 @@ import pytest
 from fleet_testing import EXAMPLE
 from test_kube_apiserver import _self_signed
 
+from lab.apiserver.server import ApiServer
 from providers.base import (
     Action,
     Change,
@@ -33,7 +34,6 @@ from providers.base import (
     ProviderContext,
     UnknownReason,
 )
-from providers.kubernetes.apiserver import ApiServer
 from providers.kubernetes.provider import KubernetesProvider, object_diff
 from reconciler.errors import TemporaryError
 from reconciler.source.worktree import read_worktree

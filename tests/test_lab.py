@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fleet_testing import EXAMPLE, lab_environment, run_fleet
 
-from providers.serving import process_running
+from lab.serving import process_running
 
 
 @pytest.fixture()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from providers.libvirt.hypervisors import HypervisorFarm, HypervisorFarmError
-from providers.serving import process_running
+from lab.hypervisors import HypervisorFarm, HypervisorFarmError
+from lab.serving import process_running
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,7 +94,7 @@ def test_a_missing_libvirtd_names_the_debian_package(tmp_path: Path) -> None:
 
 def test_serve_writes_the_table_and_stops_on_sigterm(tmp_path: Path) -> None:
     directory = tmp_path / "hypervisors"
-    command = [sys.executable, "-m", "providers.libvirt.hypervisors", "serve", "--dir", str(directory)]
+    command = [sys.executable, "-m", "lab.hypervisors", "serve", "--dir", str(directory)]
     command += ["--hypervisor", "hv-a", "--hypervisor", "hv-b", "--pool", "default", "--network", "lan"]
     command += ["--image", "default/base"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from lab.hypervisors import HypervisorFarm
 from providers.base import (
     Action,
     ApplyResult,
@@ -32,7 +33,6 @@ from providers.libvirt.domain import (
     domain_xml,
     parse_domain,
 )
-from providers.libvirt.hypervisors import HypervisorFarm
 from providers.libvirt.provider import LibvirtProvider
 from reconciler.errors import FleetError, TemporaryError
 from reconciler.spec import models

@@ -1,4 +1,4 @@
-"""IPMI BMCs: the pyghmi client and provider for real ones, and a simulator farm for tests and `fleet lab`.
+"""IPMI BMCs: the pyghmi client and the provider.
 
-Only `client.py` talks to real BMCs; `simulator.py` serves simulated ones on the endpoints it is given.
+Only `client.py` talks to BMCs; the simulated ones of tests and `fleet lab` are the lab's (`lab.bmc`).
 """

@@ -25,7 +25,7 @@ IPMI_TO_BOOT = {value: key for key, value in BOOT_TO_IPMI.items()} | {"default":
 
 # Inventory: fleet's simulator and many BMCs answer the standard FRU read; product and
 # serial come from the FRU's product area. CPUs and memory are read with an OEM request
-# documented in providers/ipmi/simulator.py; a BMC that does not know it simply reports none.
+# documented in lab/bmc.py; a BMC that does not know it simply reports none.
 INVENTORY_NETFN = 0x3A
 INVENTORY_COMMAND = 0x01
 

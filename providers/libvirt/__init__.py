@@ -1,1 +1,4 @@
-"""libvirt hypervisors: the VirtualMachine provider, and simulated hypervisors (libvirtd's test driver)."""
+"""libvirt hypervisors: the VirtualMachine provider.
+
+The simulated hypervisors (libvirtd's test driver) of tests and the lab are the lab's (`lab.hypervisors`).
+"""

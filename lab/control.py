@@ -26,24 +26,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from providers.base import reference_key
+from lab.serving import process_running, reap
+from providers.credentials import reference_key
 from providers.registry import ansible_host_names
-from providers.serving import process_running, reap
 from reconciler.errors import PermanentError, UsageError
+from reconciler.settings import lab_overrides_path
 from reconciler.spec import models
 
 READY_TIMEOUT = 120.0
 LAB_USER = "admin"
 # Simulated SSH hosts listen here, on addresses of their own after the BMCs' and API servers'.
 SSH_PORT = 2222
-
-
-def default_lab_dir() -> Path:
-    explicit = os.environ.get("FLEET_LAB_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "fleet" / "lab"
 
 
 DEFAULT_SUBNET = 60
@@ -210,11 +203,11 @@ def _start_simulators(
         credential_files[ref] = {"file": str(path)}
     config = directory / "bmcs.json"
     _write_private(config, json.dumps({"transition_seconds": transition_seconds, "bmcs": bmcs}))
-    overrides = directory / "overrides.json"
+    overrides = lab_overrides_path(directory)
     process = _spawn(
         [
             "-m",
-            "providers.ipmi.simulator",
+            "lab.bmc",
             "serve",
             "--config",
             str(config),
@@ -324,7 +317,7 @@ def _start_hypervisors(
     """One libvirtd (test driver) per hypervisor, with the pools, networks and base images
     the repo's VirtualMachines name, so that they can be defined there as in production."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    arguments = ["-m", "providers.libvirt.hypervisors", "serve", "--dir", str(directory)]
+    arguments = ["-m", "lab.hypervisors", "serve", "--dir", str(directory)]
     for name in names:
         arguments += ["--hypervisor", name]
     pools = sorted({d.pool for vm in vms for d in vm.spec.disks})
@@ -378,7 +371,7 @@ def _start_apiserver(
     process = _spawn(
         [
             "-m",
-            "providers.kubernetes.apiserver",
+            "lab.apiserver.server",
             "serve",
             "--host",
             host,
@@ -440,7 +433,7 @@ def _launch_ssh_hosts(directory: Path, table: list[dict[str, Any]]) -> subproces
     """Start the process that runs an sshd per entry of `table`; `_await_ssh_hosts` waits for it."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     _write_private(directory / "hosts.json", json.dumps({"hosts": table}, indent=2))
-    arguments = ["-m", "providers.ansible.sshd", "serve", "--dir", str(directory)]
+    arguments = ["-m", "lab.sshd", "serve", "--dir", str(directory)]
     arguments += ["--table", str(directory / "hosts.json"), "--ready-file", str(directory / "ready.json")]
     return _launch(arguments, directory.parent / "ssh.log")
 
@@ -489,7 +482,7 @@ def lab_status(directory: Path) -> dict[str, Any]:
 
 def lab_hypervisors(directory: Path) -> dict[str, str]:
     try:
-        document = json.loads((directory / "overrides.json").read_text())
+        document = json.loads((lab_overrides_path(directory)).read_text())
         return dict(document.get("hypervisors", {}))
     except (OSError, ValueError):
         return {}
@@ -497,7 +490,7 @@ def lab_hypervisors(directory: Path) -> dict[str, str]:
 
 def lab_endpoints(directory: Path) -> dict[str, str]:
     try:
-        document = json.loads((directory / "overrides.json").read_text())
+        document = json.loads((lab_overrides_path(directory)).read_text())
         return dict(document.get("endpoints", {}))
     except (OSError, ValueError):
         return {}

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from providers.kubernetes import managedfields as mf
-from providers.kubernetes.apiserver_patch import (
+from lab.apiserver import managedfields as mf
+from lab.apiserver.patch import (
     PatchError,
     json_patch,
     merge_patch,
     strategic_merge_patch,
 )
-from providers.kubernetes.apiserver_resources import CrdError, ResourceType, builtin_types, crd_types
+from lab.apiserver.resources import CrdError, ResourceType, builtin_types, crd_types
 
 Obj = dict[str, Any]
 JSON_PATCH = "application/json-patch+json"

@@ -1,4 +1,4 @@
-"""What the lab's simulator processes (`python -m providers.X serve`) and those who start them
+"""What the lab's simulator processes (`python -m lab.X serve`) and those who start them
 share: a ready file written so a reader never sees half of it, stopping on SIGTERM or SIGINT, and
 telling whether a process still runs."""
 

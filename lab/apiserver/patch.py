@@ -15,8 +15,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from providers.kubernetes.apiserver_resources import PatchStrategy
-from providers.kubernetes.managedfields import ITEM, Pattern
+from lab.apiserver.managedfields import ITEM, Pattern
+from lab.apiserver.resources import PatchStrategy
 
 
 class PatchError(ValueError):

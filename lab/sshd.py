@@ -7,7 +7,7 @@ keys go into a known_hosts file so that clients keep checking them. It never tou
 sshd, /etc/ssh or root's authorized_keys, and it stops every daemon it started together with the
 connections they serve.
 
-Command line: `python -m providers.ansible.sshd serve --dir DIR --table FILE --ready-file FILE`
+Command line: `python -m lab.sshd serve --dir DIR --table FILE --ready-file FILE`
 starts a host for every entry of the table ({"hosts": [{"name", "address", "port"}]}), writes the
 ready file atomically ({"clientKey", "knownHosts", "hosts": {NAME: {"pid", "root", "ansibleVars"}}}),
 prints "ready N ssh hosts" and runs until SIGTERM or SIGINT, then stops them all.
@@ -36,7 +36,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from providers.serving import process_running, reap, stop_signals, write_json_atomically
+from lab.serving import process_running, reap, stop_signals, write_json_atomically
 
 SSHD = Path("/usr/sbin/sshd")
 SETPRIV = Path("/usr/bin/setpriv")
@@ -399,7 +399,7 @@ def _become_subreaper() -> None:
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m providers.ansible.sshd", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lab.sshd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run simulated SSH hosts until SIGTERM or SIGINT")
     serve.add_argument(

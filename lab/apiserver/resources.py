@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.kubernetes.managedfields import ITEM, SET, ListType, Pattern, Schema, map_list
+from lab.apiserver.managedfields import ITEM, SET, ListType, Pattern, Schema, map_list
 
 VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 

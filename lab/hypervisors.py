@@ -7,7 +7,7 @@ because the test driver forgets its domains when its last connection closes. It 
 system libvirtd, never restarts a daemon that died (tests kill one on purpose), and stops every
 daemon it started.
 
-Command line: `python -m providers.libvirt.hypervisors serve --dir DIR --hypervisor NAME
+Command line: `python -m lab.hypervisors serve --dir DIR --hypervisor NAME
 [--hypervisor NAME ...] [--pool POOL]... [--network NET]... [--image POOL/VOLUME]...
 [--no-sample-domain]` starts the daemons (in DIR/NAME), then writes DIR/hypervisors.json =
 {"hypervisors": {NAME: {"uri": ..., "pid": ..., "dir": ...}}} atomically, prints "ready N
@@ -38,7 +38,7 @@ from typing import Any
 
 import libvirt  # type: ignore[import-untyped]
 
-from providers.serving import stop_signals, write_json_atomically
+from lab.serving import stop_signals, write_json_atomically
 
 LIBVIRTD = Path("/usr/sbin/libvirtd")
 SETPRIV = Path("/usr/bin/setpriv")
@@ -401,7 +401,7 @@ class HypervisorFarm:
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m providers.libvirt.hypervisors", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lab.hypervisors", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run simulated hypervisors until SIGTERM or SIGINT")
     serve.add_argument(

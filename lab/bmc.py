@@ -58,7 +58,7 @@ measure a client's concurrency: a client that keeps at most N requests outstandi
 never shows more than N); `sessions`, BMCs with at least one authenticated session open
 (closed by Close Session or after 60 s idle); `transitioning`, BMCs in a power transition.
 
-Command line: `python -m providers.ipmi.simulator serve --config FILE [--control SOCKET]`.
+Command line: `python -m lab.bmc serve --config FILE [--control SOCKET]`.
 FILE is JSON: a list of BmcConfig objects, or {"bmcs": [...], "transition_seconds": 0.5,
 "latency_seconds": 0.001} (both settings optional). The process prints "ready <n> BMCs" once
 listening and runs until SIGTERM or SIGINT (exit 0, every socket closed). The control socket
@@ -103,7 +103,7 @@ from pyghmi.ipmi import bmc as pyghmi_bmc  # type: ignore[import-untyped]
 from pyghmi.ipmi.private import constants as pyghmi_constants  # type: ignore[import-untyped]
 from pyghmi.ipmi.private import serversession as pyghmi_serversession  # type: ignore[import-untyped,unused-ignore]
 
-LOG = logging.getLogger("providers.ipmi.simulator")
+LOG = logging.getLogger("lab.bmc")
 
 FAULTS = frozenset({"silent", "slow", "reject-auth", "flap", "refuse-power-on", "ignore-soft-off"})
 POWER_STATES = ("on", "off")
@@ -1444,7 +1444,7 @@ def serve(config_path: Path, control_path: Path | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m providers.ipmi.simulator", description="Simulated BMCs.")
+    parser = argparse.ArgumentParser(prog="python -m lab.bmc", description="Simulated BMCs.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="serve the BMCs of a config until SIGTERM/SIGINT")
     serve_parser.add_argument("--config", required=True, type=Path, help="JSON list of BMC configs")

@@ -43,7 +43,7 @@ What it does:
   CRD's additionalPrinterColumns.
 
 What it does not do: protobuf or CBOR (JSON and YAML only, except the protobuf bodies of the
-`kubectl create <kind>` generators for the kinds apiserver_protobuf.py lists), HTTP/2,
+`kubectl create <kind>` generators for the kinds protobuf.py lists), HTTP/2,
 admission (no webhooks, no defaulting beyond namespace finalizers, Secret type and stringData,
 no quota or limit enforcement),
 OpenAPI schemas and validation (fieldValidation is accepted and not enforced; CRD structural
@@ -60,11 +60,11 @@ a token, 403 for a read-only one); it is not counted itself. Benchmarks that run
 another process read it before and after what they measure.
 
 Command line:
-    python -m providers.kubernetes.apiserver serve [--host H] [--port N] --token T
+    python -m lab.apiserver.server serve [--host H] [--port N] --token T
         [--read-only-token T] [--tls-cert F --tls-key F | --self-signed-tls DIR]
         [--state-file PATH] [--seed FILE] [--ready-file PATH]
 --self-signed-tls makes a certificate for --host (an IP SAN for an address, a DNS SAN for a name)
-into DIR/tls.crt and DIR/tls.key (0600), see apiserver_tls.py, and serves HTTPS with it. --seed
+into DIR/tls.crt and DIR/tls.key (0600), see tls.py, and serves HTTPS with it. --seed
 creates the objects of a JSON list (Namespaces, Nodes with their status, ...) before serving. The
 server prints the base URL once it accepts requests and, with --ready-file, then writes
 {"url": ..., "pid": ..., "ca": <the certificate file, or null over HTTP>} there atomically (it
@@ -98,9 +98,9 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from providers.kubernetes.apiserver_protobuf import ProtobufError, decode_object
-from providers.kubernetes.apiserver_resources import VERBS, Column, ResourceType
-from providers.kubernetes.apiserver_store import (
+from lab.apiserver.protobuf import ProtobufError, decode_object
+from lab.apiserver.resources import VERBS, Column, ResourceType
+from lab.apiserver.store import (
     APPLY_PATCH,
     PATCH_TYPES,
     ApiError,
@@ -111,7 +111,7 @@ from providers.kubernetes.apiserver_store import (
     parse_field_selector,
     parse_label_selector,
 )
-from providers.serving import write_json_atomically
+from lab.serving import write_json_atomically
 
 SERVER_VERSION = {
     "major": "1",
@@ -1549,7 +1549,7 @@ def write_ready_file(path: str | Path, url: str, ca: Path | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m providers.kubernetes.apiserver", description=__doc__.split("\n\n")[0]
+        prog="python -m lab.apiserver.server", description=__doc__.split("\n\n")[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve until SIGTERM or SIGINT")
@@ -1592,7 +1592,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.ready_file).unlink()
     tls_cert, tls_key = args.tls_cert, args.tls_key
     if args.self_signed_tls:
-        from providers.kubernetes.apiserver_tls import self_signed_certificate
+        from lab.apiserver.tls import self_signed_certificate
 
         try:
             tls_cert, tls_key = self_signed_certificate(args.self_signed_tls, args.host)
