@@ -21,7 +21,9 @@ PACKAGES=(git ca-certificates python3-venv ipmitool libvirt-dev pkg-config gcc l
 
 missing=()
 for package in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+  # Compared whole, not piped to `grep -q`: under pipefail a reader that quits at its first match
+  # fails the pipeline (SIGPIPE) whenever dpkg-query still has output to write.
+  if [[ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" != *"install ok installed"* ]]; then
     missing+=("$package")
   fi
 done

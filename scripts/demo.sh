@@ -6,6 +6,7 @@
 # drift, apply, the audit trail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/demo-output.sh
 fleet=.venv/bin/fleet
 # Tables as wide as a real terminal when the output goes to a pipe or a log.
 [[ -t 1 ]] || export COLUMNS="${COLUMNS:-160}"
@@ -41,14 +42,12 @@ step "Plan: the specs against live state, the hosts' configuration in Ansible ch
 $fleet plan fleet-repo-example --lab > "$scratch/plan.txt"
 # The whole plan is long (every host's configuration diffs): its summary, then one host in full.
 grep -E "^(fleet plan|Plan:)" "$scratch/plan.txt"
-sed -n '/^    ~ machine\/nyc1-r01-02  configure/,/^    [~+?!*^=o-] /p' "$scratch/plan.txt" | sed '$d' | head -40
+plan_host_entry "$scratch/plan.txt" nyc1-r01-02
 
 step "Apply it: in waves, under budgets, every action recorded" "fleet apply fleet-repo-example --lab --yes"
 $fleet apply fleet-repo-example --lab --yes > "$scratch/apply.txt"
 # It shows the plan again first; here only the outcomes (the first of them, shortened) and the result.
-grep -E "^  [a-z]+/" "$scratch/apply.txt" | cut -c1-150 | head -24
-echo "  ... ($(grep -cE "^  [a-z]+/" "$scratch/apply.txt") actions)"
-grep -E "^Run " "$scratch/apply.txt"
+apply_outcomes "$scratch/apply.txt"
 
 step "Plan again: nothing left to do" "fleet plan fleet-repo-example --lab --detailed-exitcode"
 $fleet plan fleet-repo-example --lab --detailed-exitcode | tail -1
@@ -97,15 +96,13 @@ ssh "${ssh_args[@]}" "echo 'vm.swappiness = 60' >> $ssh_root/etc/sysctl.d/90-fle
 
 step "fleet drift finds the four out-of-band changes (and each host's check-mode coverage)" "fleet drift fleet-repo-example --lab"
 $fleet drift fleet-repo-example --lab > "$scratch/drift.txt" || true
-grep -v "^config " "$scratch/drift.txt"
-grep "^config " "$scratch/drift.txt" | head -3
-echo "... ($(grep -c "^config " "$scratch/drift.txt") configured hosts)"
+drift_summary "$scratch/drift.txt"
 
 step "Apply fixes it" "fleet apply fleet-repo-example --lab --yes"
-$fleet apply fleet-repo-example --lab --yes | grep -E "^  [a-z]+/|^Run " | cut -c1-200
+$fleet apply fleet-repo-example --lab --yes | apply_result
 
 step "The audit trail" "fleet history --limit 3"
-$fleet history --limit 3 | grep -v "^    machine/\|^    virtualmachine/\|^    sparkpool/\|^    cluster/" || true
+$fleet history --limit 3 | history_runs
 
 step "Stop the lab; nothing is left behind" "fleet lab down"
 $fleet lab down
