@@ -27,7 +27,7 @@ def test_lab_up_observe_status_down_leaves_nothing_behind(lab_env: dict[str, str
     pid = status["pid"]
     assert all(actual.startswith("127.61.") for actual in status["endpoints"].values())
 
-    observed = run_fleet("observe", str(EXAMPLE), "--lab", "--format", "json", env=lab_env)
+    observed = run_fleet("observe", str(EXAMPLE), "--lab", "-k", "Machine", "--format", "json", env=lab_env)
     assert observed.returncode == 0, observed.stderr
     observations = json.loads(observed.stdout)
     assert len(observations) == status["machines"]

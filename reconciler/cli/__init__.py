@@ -40,18 +40,23 @@ def _main(
     """GitOps reconciler for physical infrastructure."""
 
 
-def _add_plugins() -> None:
-    for point in sorted(entry_points(group=PLUGIN_GROUP), key=lambda p: p.name):
+def add_registered_commands(group: str = PLUGIN_GROUP) -> None:
+    """Add every typer app registered in the entry point group `group` as the sub-command of its
+    entry point's name (`fleet lab` is one). One that cannot be loaded is one line on stderr."""
+    for entry in sorted(entry_points(group=group), key=lambda e: e.name):
         try:
-            plugin = point.load()
-        except Exception as exc:  # a broken plugin must not take the other commands down
-            err().print(f"warning: cannot load `fleet {point.name}` ({point.value}): {exc}")
+            commands = entry.load()
+        except Exception as exc:  # a broken plugin, whatever it raises, must not stop fleet
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            err().print(f"error: cannot load `fleet {entry.name}` from {entry.value}: {reason}")
             continue
-        if isinstance(plugin, typer.Typer):
-            app.add_typer(plugin, name=point.name)
+        if not isinstance(commands, typer.Typer):
+            err().print(f"error: cannot load `fleet {entry.name}`: {entry.value} is not a typer app")
+            continue
+        app.add_typer(commands, name=entry.name)
 
 
-_add_plugins()
+add_registered_commands()
 
 
 def main() -> None:
