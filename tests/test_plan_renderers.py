@@ -26,8 +26,8 @@ from rich.console import Console
 
 from providers.base import Action, Observation, UnknownReason
 from reconciler.errors import PermanentError
-from reconciler.plan.diff import diff_machines
-from reconciler.plan.graph import order_entries
+from reconciler.kinds.machine import diff_machines
+from reconciler.kinds.planning import order
 from reconciler.plan.model import FieldDiff, Finding, Plan, PlanEntry
 from reconciler.report import (
     plan_from_dict,
@@ -183,7 +183,7 @@ def realistic_plan() -> Plan:
             (FieldDiff("quota.cpu", "64", "96"),),
         ),
     ]
-    entries, planned_waves = order_entries(documents, [*found.entries, *other_kinds])
+    entries, planned_waves = order({d.address: d for d in documents}, [*found.entries, *other_kinds])
     return Plan("9c1e4b7d2f0a", T0, entries, found.observed, planned_waves)
 
 
@@ -226,8 +226,9 @@ def test_renderers_are_deterministic_and_leave_the_plan_unchanged(name: str) -> 
 def test_every_renderer_shows_the_same_summary_line(name: str) -> None:
     plan = realistic_plan()
     assert plan.summary_line() == (
-        "Plan: 1 to create, 2 to update, 1 to replace, 1 to power on, 2 to power off, 1 to set boot device, "
-        "1 observe-only, 1 drifted, 1 orphaned, 2 unknown."
+        "Plan: incomplete: 2 of 13 resources not observed (1 auth-failure, 1 timeout); 1 to create, "
+        "2 to update, 1 to replace, 1 to power on, 2 to power off, 1 to set boot device, "
+        "1 observe-only, 1 drifted, 1 orphaned."
     )
     assert plan.summary_line() in RENDERERS[name](plan)
 

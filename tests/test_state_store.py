@@ -22,13 +22,13 @@ from alembic.runtime.migration import MigrationContext
 from state_testing import create_pg_database, drop_pg_database, open_at_once, race_for_locks
 
 from reconciler.errors import PermanentError, TemporaryError, UsageError
+from reconciler.settings import load_settings
 from reconciler.state import (
     LockHeld,
     LockHolder,
     LockLost,
     ObservationRecord,
     StateStore,
-    default_url,
     open_store,
 )
 from reconciler.state.migrate import head_revision
@@ -132,13 +132,16 @@ def test_the_default_store_is_sqlite_under_xdg_state_home(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    assert default_url() == f"sqlite:///{tmp_path / 'state' / 'fleet' / 'state.db'}"
-    with open_store(None) as store:
+    url = load_settings().state_url()
+    assert url == f"sqlite:///{tmp_path / 'state' / 'fleet' / 'state.db'}"
+    with open_store(url) as store:
         assert store.dialect == "sqlite"
     assert (tmp_path / "state" / "fleet" / "state.db").is_file()
     monkeypatch.setenv("XDG_STATE_HOME", "relative/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_url() == f"sqlite:///{tmp_path / 'home' / '.local' / 'state' / 'fleet' / 'state.db'}"
+    assert load_settings().state_url() == f"sqlite:///{tmp_path / 'home' / '.local' / 'state' / 'fleet' / 'state.db'}"
+    monkeypatch.setenv("FLEET_STATE", str(tmp_path / "elsewhere.db"))
+    assert load_settings().state_url() == str(tmp_path / "elsewhere.db")
 
 
 def test_bad_urls_and_unreachable_servers_are_fleet_errors(tmp_path: Path) -> None:
