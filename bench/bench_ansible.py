@@ -43,10 +43,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from providers.access import Access, EndpointMap
 from providers.ansible.inventory import build_inventory, render_ini
 from providers.ansible.provider import AnsibleProvider
 from providers.ansible.runner import RunSettings
-from providers.base import Observation, ObservationState, ProviderContext
+from providers.base import Observation, ObservationState, RevisionInputs
 from reconciler.spec import models
 
 REPO = Path(__file__).resolve().parent.parent
@@ -237,19 +238,11 @@ def main() -> None:
         }
         overrides = {m.metadata.name: local for m in machines}
         fleet = _fleet()
-        context = ProviderContext(
-            fleet,
-            machines={m.metadata.name: m for m in machines},
-            documents={m.address: m for m in machines},
-            playbook_root=scratch / "repo",
-            ansible_hosts=overrides,
-        )
-        settings = context.ansible()  # the fleet's defaults: no providers.ansible in the Fleet
+        inputs = RevisionInputs.of(fleet, machines, playbook_root=scratch / "repo")
+        settings = fleet.spec.providers.ansible  # the fleet's defaults: no providers.ansible in the Fleet
         forks = settings.forks
         provider = AnsibleProvider(
-            context,
-            scratch / "repo",
-            connection_overrides=overrides,
+            Access(EndpointMap(ansible_hosts=overrides)),
             settings=RunSettings(
                 forks=settings.forks,
                 timeout_seconds=settings.timeoutSeconds,
@@ -287,7 +280,7 @@ def main() -> None:
         ansible_runs: list[Clock] = []
         for run in range(1, arguments.runs + 1):
             with Clock() as step:
-                fleet_changes = _fleet_changes(list(provider.observe(machines)), names)
+                fleet_changes = _fleet_changes(provider.observe(machines, inputs).observations, names)
             fleet_runs.append(step)
             with Clock() as step:
                 done = _run_ansible(

@@ -29,7 +29,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from providers.base import Endpoint, ObservationState, ProviderContext
+from providers.access import Access, EndpointMap
+from providers.base import Endpoint, ObservationState, RevisionInputs
+from providers.credentials import Credentials
 from providers.ipmi.provider import IpmiProvider, Timing
 from reconciler.spec import models
 
@@ -107,29 +109,30 @@ def _start_farm(count: int, workdir: Path) -> subprocess.Popen[bytes]:
     return farm
 
 
-def _context(machines: list[models.Machine]) -> ProviderContext:
-    return ProviderContext(
-        fleet=_fleet(),
-        endpoint_overrides={
-            f"{m.spec.bmc.address}:623": Endpoint(_address(i), 623) for i, m in enumerate(machines)
-        },
-        environment={"BENCH_BMC": f"admin:{PASSWORD}"},
-    )
+def _access(machines: list[models.Machine]) -> Access:
+    """The simulated BMCs where the specs' addresses are, and the credential they take."""
+    endpoints = {f"{m.spec.bmc.address}:623": Endpoint(_address(i), 623) for i, m in enumerate(machines)}
+    return Access(EndpointMap(endpoints), Credentials({"BENCH_BMC": f"admin:{PASSWORD}"}))
+
+
+def _provider(machines: list[models.Machine], workers: int, timing: Timing) -> IpmiProvider:
+    return IpmiProvider(_fleet().spec.providers.ipmi, _access(machines), workers=workers, timing=timing)
 
 
 def _fleet_capacity(machines: list[models.Machine], workers: int, seconds: float) -> dict[str, Any]:
     """Full passes back to back; latency is from the start of a pass to each observation."""
     timing = Timing(min_interval=0.0, timeout=10.0, retries=1, backoff=0.1)
-    with IpmiProvider(_context(machines), workers=workers, timing=timing) as provider:
+    inputs = RevisionInputs.of(_fleet(), machines)
+    with _provider(machines, workers, timing) as provider:
         started = time.monotonic()
-        provider.observe(machines)  # the first pass logs in to every BMC
+        provider.observe(machines, inputs)  # the first pass logs in to every BMC
         first = time.monotonic() - started
         latencies: list[float] = []
         observed = unknown = 0
         started = time.monotonic()
         while time.monotonic() - started < seconds:
             pass_started = time.time()
-            for observation in provider.observe(machines):
+            for observation in provider.observe(machines, inputs).observations:
                 if observation.state is ObservationState.OBSERVED:
                     observed += 1
                 else:
@@ -150,9 +153,10 @@ def _fleet_capacity(machines: list[models.Machine], workers: int, seconds: float
 
 def _fleet_with_interval(machines: list[models.Machine], workers: int) -> dict[str, Any]:
     timing = Timing(min_interval=5.0, timeout=10.0, retries=1, backoff=0.5)
-    with IpmiProvider(_context(machines), workers=workers, timing=timing) as provider:
+    inputs = RevisionInputs.of(_fleet(), machines)
+    with _provider(machines, workers, timing) as provider:
         started = time.monotonic()
-        observations = list(provider.observe(machines))
+        observations = provider.observe(machines, inputs).observations
         elapsed = time.monotonic() - started
     observed = sum(1 for o in observations if o.state is ObservationState.OBSERVED)
     return {"seconds": elapsed, "observed": observed, "per_second": observed / elapsed}

@@ -6,7 +6,7 @@ process, started as `python -m lab.apiserver.server serve --self-signed-tls DIR
 --seed FILE --ready-file PATH`: HTTPS with a certificate made for 127.0.0.1, seeded with the
 `yunikorn` Namespace and a Ready Node for every member of the Cluster. Fleet and kubectl share one
 kubeconfig that trusts that certificate (`certificate-authority`, no insecure-skip-tls-verify);
-fleet reaches the server through the lab's endpoint and credential overrides, as `fleet lab`
+fleet reaches the server through an endpoint map and a credential source, as `fleet lab`
 does. Request counts come from the server's `GET /debug/fleet/stats` (an endpoint of the test
 server only, admin token), read before and after each step.
 
@@ -56,11 +56,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from providers.base import Action, ApplyResult, Change, Endpoint, ObservationState, ProviderContext
+from providers.access import Access, EndpointMap
+from providers.base import Action, ApplyResult, Change, Endpoint, ObservationState, RevisionInputs
+from providers.credentials import Credentials
 from providers.kubernetes.provider import KubernetesProvider
 from providers.kubernetes.render import render_cluster, render_spark_pool, yaml_text
 from reconciler.errors import TemporaryError
-from reconciler.plan.kube import converged_kube_fields
+from reconciler.kinds.kubernetes import converged_kube_fields
 from reconciler.spec import models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -317,11 +319,14 @@ class Step:
 
 
 def _apply(
-    provider: KubernetesProvider, spec: models.Cluster | models.SparkPool, action: Action
+    provider: KubernetesProvider,
+    spec: models.Cluster | models.SparkPool,
+    action: Action,
+    inputs: RevisionInputs,
 ) -> ApplyResult:
     for attempt in range(APPLY_ATTEMPTS):
         try:
-            return provider.apply(Change(spec.address, action, spec))
+            return provider.apply(Change(spec.address, action, spec), inputs)
         except TemporaryError as exc:
             if attempt == APPLY_ATTEMPTS - 1:
                 return ApplyResult(
@@ -342,16 +347,18 @@ _WORKER: dict[str, Any] = {}
 
 def _apply_slice(bounds: tuple[int, int]) -> list[tuple[str, bool, str]]:
     """In a worker process: apply pools[start:stop] with a provider of its own."""
-    context, pools, threads = _WORKER["context"], _WORKER["pools"], _WORKER["threads"]
-    with KubernetesProvider(context, "SparkPool") as provider:
+    access, inputs = _WORKER["access"], _WORKER["inputs"]
+    pools, threads = _WORKER["pools"], _WORKER["threads"]
+    with KubernetesProvider(access, "SparkPool") as provider:
         results = _in_parallel(
-            lambda pool: _apply(provider, pool, Action.CREATE), pools[bounds[0] : bounds[1]], threads
+            lambda pool: _apply(provider, pool, Action.CREATE, inputs), pools[bounds[0] : bounds[1]], threads
         )
     return [(r.address, r.ok, r.message) for r in results]
 
 
 def _steady_state(
-    context: ProviderContext,
+    access: Access,
+    inputs: RevisionInputs,
     cluster: models.Cluster,
     pools: list[models.SparkPool],
     processes: int,
@@ -359,13 +366,13 @@ def _steady_state(
 ) -> list[tuple[str, bool, str]]:
     """The Cluster, then every pool, in `processes` worker processes of `threads` threads each:
     the provider is bound by the client's CPU (one Python process uses one core)."""
-    _WORKER.update(context=context, pools=pools, threads=threads)
+    _WORKER.update(access=access, inputs=inputs, pools=pools, threads=threads)
     slices = processes * 4
     bounds = [(len(pools) * i // slices, len(pools) * (i + 1) // slices) for i in range(slices)]
     # Fork the workers before this process has threads of its own.
     with multiprocessing.get_context("fork").Pool(processes) as workers:
-        with KubernetesProvider(context, "Cluster") as provider:
-            result = _apply(provider, cluster, Action.CREATE)
+        with KubernetesProvider(access, "Cluster") as provider:
+            result = _apply(provider, cluster, Action.CREATE, inputs)
         results = [(result.address, result.ok, result.message)]
         for part in workers.imap(_apply_slice, bounds):
             results += part
@@ -375,17 +382,20 @@ def _steady_state(
 
 
 def _reconcile(
-    context: ProviderContext, cluster: models.Cluster, pools: list[models.SparkPool]
+    access: Access, inputs: RevisionInputs, cluster: models.Cluster, pools: list[models.SparkPool]
 ) -> tuple[int, list[str]]:
     """Observe everything with fresh providers, apply what is not in sync: (addresses applied, notes)."""
     specs: dict[str, models.Cluster | models.SparkPool] = {p.address: p for p in pools}
     specs[cluster.address] = cluster
     notes: list[str] = []
     with (
-        KubernetesProvider(context, "SparkPool") as pool_provider,
-        KubernetesProvider(context, "Cluster") as cluster_provider,
+        KubernetesProvider(access, "SparkPool") as pool_provider,
+        KubernetesProvider(access, "Cluster") as cluster_provider,
     ):
-        observations = [*pool_provider.observe(pools), *cluster_provider.observe([cluster])]
+        observations = [
+            *pool_provider.observe(pools, inputs).observations,
+            *cluster_provider.observe([cluster], inputs).observations,
+        ]
         todo = []
         for observation in observations:
             if observation.state is ObservationState.UNKNOWN:
@@ -396,7 +406,7 @@ def _reconcile(
                 todo.append(specs[observation.address])
         for spec in todo:
             provider = cluster_provider if isinstance(spec, models.Cluster) else pool_provider
-            result = _apply(provider, spec, Action.UPDATE)
+            result = _apply(provider, spec, Action.UPDATE, inputs)
             notes.append(f"{spec.address} was not in sync; apply: {result.message}")
     return len(todo), notes
 
@@ -457,20 +467,16 @@ def main() -> None:
             print(f"API server (test server, pid {server.pid}) at {url}, CA {Path(ca).name}")
             kubeconfig = workdir / "kubeconfig"
             _kubectl_config(kubeconfig, url, ca)
-            context = ProviderContext(
-                _fleet(),
-                endpoint_overrides={
-                    f"{API_HOST}:{API_PORT}": Endpoint("127.0.0.1", int(url.rsplit(":", 1)[1]))
-                },
-                credential_overrides={CREDENTIALS: models.CredentialSource(file=str(kubeconfig))},
-                documents={d.address: d for d in (cluster, *machines, *pools)},
-                machines={m.metadata.name: m for m in machines},
+            access = Access(
+                EndpointMap({f"{API_HOST}:{API_PORT}": Endpoint("127.0.0.1", int(url.rsplit(":", 1)[1]))}),
+                Credentials(sources={CREDENTIALS: models.CredentialSource(file=str(kubeconfig))}),
             )
+            inputs = RevisionInputs.of(_fleet(), [cluster, *machines, *pools])
             stats = StatsReader(url, ca)
 
             # 1. the steady state
             with Step(stats, server.pid, resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) as steady:
-                results = _steady_state(context, cluster, pools, args.processes, args.threads)
+                results = _steady_state(access, inputs, cluster, pools, args.processes, args.threads)
             failed = [(address, message) for address, ok, message in results if not ok]
             if failed:
                 raise SystemExit(f"{len(failed)} applies failed, e.g. {failed[0][0]}: {failed[0][1]}")
@@ -481,7 +487,7 @@ def main() -> None:
 
             # 2. fleet's no-op reconcile
             with Step(stats, server.pid, resource.RUSAGE_SELF) as fleet:
-                applied, notes = _reconcile(context, cluster, pools)
+                applied, notes = _reconcile(access, inputs, cluster, pools)
             fleet_writes = fleet.counts["writes"]
             print(
                 f"2. fleet no-op reconcile (observe {args.pools + 1:,} addresses, apply {applied}):"

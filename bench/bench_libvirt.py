@@ -27,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab.hypervisors import HypervisorFarm
-from providers.base import Action, Change, ObservationState, ProviderContext
+from providers.access import Access, EndpointMap
+from providers.base import Action, Change, ObservationState, RevisionInputs
 from providers.libvirt.provider import LibvirtProvider
 from reconciler.spec import models
 
@@ -98,16 +99,17 @@ def main() -> None:
         started = time.monotonic()
         with HypervisorFarm(Path(scratch), names, pools=["default"], sample_domain=False) as farm:
             print(f"{len(names)} libvirtd (test driver) started in {time.monotonic() - started:.2f} s")
-            context = ProviderContext(
-                fleet=_fleet(),
-                machines={name: _hypervisor(name) for name in names},
-                hypervisor_uris=farm.uris,
-            )
-            with LibvirtProvider(context) as provider:
+            fleet = _fleet()
+            access = Access(EndpointMap(hypervisor_uris=farm.uris))
+            inputs = RevisionInputs.of(fleet, [*(_hypervisor(name) for name in names), *vms])
+            settings = fleet.spec.providers.libvirt
+            with LibvirtProvider(settings, access) as provider:
                 started = time.monotonic()
                 with ThreadPoolExecutor(max_workers=len(names)) as pool:
                     results = list(
-                        pool.map(lambda vm: provider.apply(Change(vm.address, Action.CREATE, vm)), vms)
+                        pool.map(
+                            lambda vm: provider.apply(Change(vm.address, Action.CREATE, vm), inputs), vms
+                        )
                     )
                 failed = [r for r in results if not r.ok]
                 if failed:
@@ -118,9 +120,9 @@ def main() -> None:
             for index in range(arguments.passes + 1):
                 # A fresh provider for the first pass measures connecting too.
                 if index == 0:
-                    provider = LibvirtProvider(context)
+                    provider = LibvirtProvider(settings, access)
                 began = time.monotonic()
-                observations = list(provider.observe(vms))
+                observations = provider.observe(vms, inputs).observations
                 seconds = time.monotonic() - began
                 seen = sum(1 for o in observations if o.state is ObservationState.OBSERVED)
                 if seen != len(vms):

@@ -1,4 +1,5 @@
-"""Shared helpers for fleet's tests: copies of the example repo and real Git repositories."""
+"""Shared helpers for fleet's tests: copies of the example repo and real Git repositories, the
+example repo's documents, and the access providers are given to reach a lab."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from typer.testing import CliRunner
 
+from providers.access import Access, EndpointMap
+from providers.base import Endpoint
+from providers.credentials import Credentials
 from reconciler.cli import app
+from reconciler.source.worktree import read_worktree
 from reconciler.spec import models
+from reconciler.spec.loader import load_revision
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "fleet-repo-example"
@@ -33,6 +39,32 @@ _GIT_ENV = {
 def copy_example(target: Path) -> Path:
     shutil.copytree(EXAMPLE, target, symlinks=True)
     return target
+
+
+def example_documents() -> list[models.Document]:
+    """Every valid document of the example repo, the Fleet included, in path order."""
+    return [loaded.document for loaded in load_revision(read_worktree(EXAMPLE)).documents]
+
+
+def lab_access(
+    environment: Mapping[str, str] | None = None,
+    *,
+    endpoints: Mapping[str, Endpoint] | None = None,
+    credentials: Mapping[str, models.CredentialSource] | None = None,
+    hypervisors: Mapping[str, str] | None = None,
+    ansible_hosts: Mapping[str, Mapping[str, str]] | None = None,
+) -> Access:
+    """How providers reach a test's lab: the environment credentials are read from, where to really
+    connect per endpoint written in the specs, credential sources that beat the specs' (by
+    reference key), a libvirt URI per hypervisor and connection variables per Ansible host."""
+    return Access(
+        EndpointMap(
+            endpoints=dict(endpoints or {}),
+            hypervisor_uris=dict(hypervisors or {}),
+            ansible_hosts={host: dict(variables) for host, variables in (ansible_hosts or {}).items()},
+        ),
+        Credentials(environment, credentials),
+    )
 
 
 def git(repo: Path, *args: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_testing import EXAMPLE, ansible_inventory_list
+from fleet_testing import ansible_inventory_list, example_documents
 
 from providers.ansible.inventory import (
     build_inventory,
@@ -20,14 +20,12 @@ from providers.ansible.inventory import (
     select_hosts,
     to_yaml_inventory,
 )
-from reconciler.source.worktree import read_worktree
 from reconciler.spec import models
-from reconciler.workspace import load_documents
 
 
 @pytest.fixture(scope="module")
 def documents() -> list[models.Document]:
-    return [loaded.document for loaded in load_documents(read_worktree(EXAMPLE))]
+    return example_documents()
 
 
 @pytest.fixture(scope="module")

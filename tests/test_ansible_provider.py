@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fleet_testing import ansible_fleet
+from fleet_testing import ansible_fleet, lab_access
 
 from providers.ansible.provider import AnsibleProvider
 from providers.ansible.runner import RunSettings
@@ -32,7 +32,7 @@ from providers.base import (
     Change,
     Observation,
     ObservationState,
-    ProviderContext,
+    RevisionInputs,
     UnknownReason,
 )
 from reconciler.errors import TemporaryError
@@ -189,21 +189,12 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         "broken-1": local,
         "gone-1": {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": "1"},
     }
-    context = ProviderContext(
-        ansible_fleet(TOKEN_ENV),
-        environment={TOKEN_ENV: CANARY},
-        machines=machines,
-        documents={m.address: m for m in machines.values()},
-    )
+    access = lab_access({TOKEN_ENV: CANARY}, ansible_hosts=overrides)
+    inputs = RevisionInputs.of(ansible_fleet(TOKEN_ENV), machines.values(), playbook_root=repo)
     runs_dir = base / "runs"
     settings = RunSettings(forks=4, timeout_seconds=120, temp_dir=runs_dir)
-    provider = AnsibleProvider(context, repo, connection_overrides=overrides, settings=settings)
-    keeping = AnsibleProvider(
-        context,
-        repo,
-        connection_overrides=overrides,
-        settings=dataclasses.replace(settings, keep_artifacts=True),
-    )
+    provider = AnsibleProvider(access, settings=settings)
+    keeping = AnsibleProvider(access, settings=dataclasses.replace(settings, keep_artifacts=True))
 
     # What fleet applied earlier, then changed behind its back (the token too, which only a
     # no_log task touches); cmd-1 is as specified, so only what check mode cannot evaluate is left.
@@ -226,14 +217,16 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             patch.setenv(TOKEN_ENV, CANARY)
             patch.setenv("FLEET_TEST_BMC", f"admin:{CANARY}")
             patch.setenv("ANSIBLE_GATHERING", "explicit")  # the lab role needs no facts: saves a second a run
-            first = {o.address: o for o in provider.observe(list(machines.values()))}
+            first = {o.address: o for o in provider.observe(list(machines.values()), inputs).observations}
             motd_after_check = (roots["web-1"] / "etc" / "motd").read_text()
-            apply_web = provider.apply(Change("machine/web-1", Action.CONFIGURE, machines["web-1"]))
-            second = {o.address: o for o in keeping.observe([machines["web-1"]])}
-            apply_broken = provider.apply(Change("machine/broken-1", Action.CONFIGURE, machines["broken-1"]))
+            apply_web = provider.apply(Change("machine/web-1", Action.CONFIGURE, machines["web-1"]), inputs)
+            second = {o.address: o for o in keeping.observe([machines["web-1"]], inputs).observations}
+            apply_broken = provider.apply(
+                Change("machine/broken-1", Action.CONFIGURE, machines["broken-1"]), inputs
+            )
             with pytest.raises(TemporaryError) as unreachable:
-                provider.apply(Change("machine/gone-1", Action.CONFIGURE, machines["gone-1"]))
-            wrong = provider.apply(Change("machine/web-1", Action.POWER_OFF, machines["web-1"]))
+                provider.apply(Change("machine/gone-1", Action.CONFIGURE, machines["gone-1"]), inputs)
+            wrong = provider.apply(Change("machine/web-1", Action.POWER_OFF, machines["web-1"]), inputs)
     finally:
         root_logger.removeHandler(records)
         root_logger.setLevel(level)
@@ -451,21 +444,17 @@ def test_a_run_past_its_timeout_is_stopped_and_its_host_is_unknown(tmp_path: Pat
     (tmp_path / "repo" / "playbooks").mkdir(parents=True)
     (tmp_path / "repo" / "playbooks" / "hang.yml").write_text(HANGING)
     machine = _machine("hang-1", 1, {"playbooks": ["playbooks/hang.yml"]})
-    context = ProviderContext(
-        ansible_fleet(TOKEN_ENV), machines={"hang-1": machine}, documents={machine.address: machine}
-    )
+    inputs = RevisionInputs.of(ansible_fleet(TOKEN_ENV), [machine], playbook_root=tmp_path / "repo")
     local = _local(tmp_path)
     provider = AnsibleProvider(
-        context,
-        tmp_path / "repo",
-        connection_overrides={"hang-1": local},
+        lab_access(ansible_hosts={"hang-1": local}),
         settings=RunSettings(forks=2, timeout_seconds=5, temp_dir=tmp_path / "runs"),
     )
-    (observed,) = provider.observe([machine])
+    (observed,) = provider.observe([machine], inputs).observations
     assert observed.state is ObservationState.UNKNOWN and observed.reason is UnknownReason.TIMEOUT
     assert "did not finish within 5 s" in observed.detail
     with pytest.raises(TemporaryError, match="did not finish within 5 s"):
-        provider.apply(Change(machine.address, Action.CONFIGURE, machine))
+        provider.apply(Change(machine.address, Action.CONFIGURE, machine), inputs)
     # Ansible's workers run in sessions of their own; nothing of either run is left behind.
     assert _processes_running(b"sleep 613") == []
     assert list((tmp_path / "runs").iterdir()) == []
@@ -495,17 +484,13 @@ def test_no_more_hosts_than_the_forks_budget_are_worked_on_at_once(tmp_path: Pat
     seen.mkdir()
     config = {"playbooks": ["playbooks/count.yml"], "vars": {"busy": str(busy), "seen": str(seen)}}
     machines = {f"count-{i}": _machine(f"count-{i}", i, config) for i in range(1, 7)}
-    context = ProviderContext(
-        ansible_fleet(TOKEN_ENV), machines=machines, documents={m.address: m for m in machines.values()}
-    )
+    inputs = RevisionInputs.of(ansible_fleet(TOKEN_ENV), machines.values(), playbook_root=tmp_path / "repo")
     local = _local(tmp_path)
     provider = AnsibleProvider(
-        context,
-        tmp_path / "repo",
-        connection_overrides=dict.fromkeys(machines, local),
+        lab_access(ansible_hosts=dict.fromkeys(machines, local)),
         settings=RunSettings(forks=2, timeout_seconds=300, temp_dir=tmp_path / "runs"),
     )
-    observed = provider.observe(list(machines.values()))
+    observed = provider.observe(list(machines.values()), inputs).observations
     assert {o.state for o in observed} == {ObservationState.OBSERVED}, observed
     counts = {path.name: int(path.read_text()) for path in seen.iterdir()}
     assert set(counts) == set(machines)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_testing import EXAMPLE, ansible_fleet
+from fleet_testing import EXAMPLE, ansible_fleet, lab_access
 
 from lab.serving import process_running
 from lab.sshd import (
@@ -46,7 +46,8 @@ from providers.base import (
     Change,
     Observation,
     ObservationState,
-    ProviderContext,
+    Observed,
+    RevisionInputs,
     UnknownReason,
 )
 from reconciler.spec import models
@@ -117,8 +118,8 @@ class Scenario:
     fixed: dict[str, Observation]
 
 
-def _by_address(observations: Any) -> dict[str, Observation]:
-    return {o.address: o for o in observations}
+def _by_address(observed: Observed) -> dict[str, Observation]:
+    return {o.address: o for o in observed.observations}
 
 
 @pytest.fixture(scope="module")
@@ -141,31 +142,27 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         # stranger-1's key is left out: nobody has seen that host before.
         trusted = known_hosts(base, [host for name, host in hosts.items() if name != "stranger-1"])
         machines = {name: _machine(name, index) for index, name in enumerate(names, start=1)}
-        context = ProviderContext(
-            ansible_fleet(TOKEN_ENV),
-            environment={TOKEN_ENV: CANARY},
-            machines=machines,
-            documents={m.address: m for m in machines.values()},
-        )
+        inputs = RevisionInputs.of(ansible_fleet(TOKEN_ENV), machines.values(), playbook_root=repo)
         provider = AnsibleProvider(
-            context,
-            repo,
-            connection_overrides={n: ansible_vars(h, client_key, trusted) for n, h in hosts.items()},
+            lab_access(
+                {TOKEN_ENV: CANARY},
+                ansible_hosts={n: ansible_vars(h, client_key, trusted) for n, h in hosts.items()},
+            ),
             settings=RunSettings(forks=4, timeout_seconds=120, temp_dir=base / "runs"),
         )
         web1, web2, web3 = machines["web-1"], machines["web-2"], machines["web-3"]
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv(TOKEN_ENV, CANARY)  # the reconciler's own environment holds it too
-            first = _by_address(provider.observe([web1, web2, web3, machines["stranger-1"]]))
+            first = _by_address(provider.observe([web1, web2, web3, machines["stranger-1"]], inputs))
             written_by_observe = [path for host in hosts.values() for path in host.root.rglob("*")]
-            apply_web1 = provider.apply(Change(web1.address, Action.CONFIGURE, web1))
+            apply_web1 = provider.apply(Change(web1.address, Action.CONFIGURE, web1), inputs)
 
             motd = hosts["web-1"].root / "etc" / "motd"
             motd.write_text(motd.read_text() + "  edited by hand on the host\n")
             os.kill(hosts["web-3"].pid, signal.SIGKILL)  # as a crash would
-            drifted = _by_address(provider.observe([web1, web2, web3]))
-            apply_drift = provider.apply(Change(web1.address, Action.CONFIGURE, web1))
-            fixed = _by_address(provider.observe([web1, web2]))
+            drifted = _by_address(provider.observe([web1, web2, web3], inputs))
+            apply_drift = provider.apply(Change(web1.address, Action.CONFIGURE, web1), inputs)
+            fixed = _by_address(provider.observe([web1, web2], inputs))
         yield Scenario(
             base,
             hosts,
@@ -453,25 +450,20 @@ def test_an_unprivileged_login_configures_through_sudo_with_a_secret_password(
         # As on a real host: Ansible keeps its files in ~/.ansible/tmp of the login user, its own
         # default (the test hosts' usual directory belongs to root).
         login = {"ansible_user": unprivileged_user.name, "ansible_become": "true"}
+        inputs = RevisionInputs.of(ansible_fleet(TOKEN_ENV), [right, wrong], playbook_root=repo)
         provider = AnsibleProvider(
-            ProviderContext(
-                ansible_fleet(TOKEN_ENV),
-                environment={
-                    BECOME_ENV: unprivileged_user.password,
-                    f"{BECOME_ENV}_WRONG": "not-the-password",
+            lab_access(
+                {BECOME_ENV: unprivileged_user.password, f"{BECOME_ENV}_WRONG": "not-the-password"},
+                ansible_hosts={
+                    n: _without_remote_tmp(ansible_vars(h, client_key, trusted)) | login
+                    for n, h in hosts.items()
                 },
-                machines={"sudo-1": right, "wrong-1": wrong},
-                documents={right.address: right, wrong.address: wrong},
             ),
-            repo,
-            connection_overrides={
-                n: _without_remote_tmp(ansible_vars(h, client_key, trusted)) | login for n, h in hosts.items()
-            },
             settings=RunSettings(forks=2, timeout_seconds=120, temp_dir=base / "runs"),
         )
-        before = _by_address(provider.observe([right, wrong]))
-        applied = provider.apply(Change(right.address, Action.CONFIGURE, right))
-        after = _by_address(provider.observe([right]))
+        before = _by_address(provider.observe([right, wrong], inputs))
+        applied = provider.apply(Change(right.address, Action.CONFIGURE, right), inputs)
+        after = _by_address(provider.observe([right], inputs))
     finally:
         stop_hosts([h.pid for h in hosts.values()])
 

@@ -15,9 +15,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fleet_testing import lab_access
 
 from lab.bmc import MAX_SESSIONS_PER_BMC, BmcConfig, BmcFarm
-from providers.base import Action, Change, Endpoint, ObservationState, ProviderContext, UnknownReason
+from providers.access import Access
+from providers.base import Action, Change, Endpoint, ObservationState, RevisionInputs, UnknownReason
+from providers.credentials import Credentials
 from providers.ipmi.provider import IpmiProvider, Timing
 from reconciler.spec import models
 
@@ -60,8 +63,13 @@ def _machine(name: str, rack: str = "r1", **spec: Any) -> models.Machine:
     )
 
 
+def _provider(access: Access, inputs: RevisionInputs, *, workers: int, timing: Timing) -> IpmiProvider:
+    """A provider made as the pool makes it: with the fleet's IPMI settings and the lab's access."""
+    return IpmiProvider(inputs.fleet.spec.providers.ipmi, access, workers=workers, timing=timing)
+
+
 class Lab:
-    """A farm plus the matching specs and provider context."""
+    """A farm plus the matching specs, the access that reaches it and the revision's inputs."""
 
     def __init__(self, count: int, *, rack_budget: int | None = None, **config: Any) -> None:
         subnet = next(_subnets)
@@ -79,14 +87,17 @@ class Lab:
             for i, m in enumerate(self.machines)
         ]
         self.farm = BmcFarm(self.configs, transition_seconds=0.2)
-        self.context = ProviderContext(
-            fleet=_fleet(rack_budget),
-            endpoint_overrides={
+        self.access = lab_access(
+            {"TEST_BMC": "admin:s3cret-canary"},
+            endpoints={
                 f"{m.spec.bmc.address}:623": Endpoint(c.address, 623)
                 for m, c in zip(self.machines, self.configs, strict=True)
             },
-            environment={"TEST_BMC": "admin:s3cret-canary"},
         )
+        self.inputs = RevisionInputs.of(_fleet(rack_budget), self.machines)
+
+    def provider(self, *, workers: int, timing: Timing) -> IpmiProvider:
+        return _provider(self.access, self.inputs, workers=workers, timing=timing)
 
 
 @pytest.fixture()
@@ -101,8 +112,8 @@ def lab() -> Iterator[Lab]:
 
 def test_observe_reports_power_boot_device_and_inventory(lab: Lab) -> None:
     lab.farm.set_power("m1", "off")
-    with IpmiProvider(lab.context, workers=2, timing=FAST) as provider:
-        observations = {o.address: o for o in provider.observe(lab.machines)}
+    with lab.provider(workers=2, timing=FAST) as provider:
+        observations = {o.address: o for o in provider.observe(lab.machines, lab.inputs).observations}
     assert set(observations) == {m.address for m in lab.machines}
     assert all(o.state is ObservationState.OBSERVED for o in observations.values())
     assert observations["machine/m0"].fields["power"] == "on"
@@ -117,8 +128,8 @@ def test_expected_hardware_is_a_warning_never_enforced(lab: Lab) -> None:
             "spec": lab.machines[0].spec.model_copy(update={"hardware": models.Hardware(product="Other Box")})
         }
     )
-    with IpmiProvider(lab.context, workers=1, timing=FAST) as provider:
-        (observation,) = provider.observe([machine])
+    with lab.provider(workers=1, timing=FAST) as provider:
+        (observation,) = provider.observe([machine], lab.inputs).observations
     assert observation.state is ObservationState.OBSERVED
     assert any("Other Box" in w for w in observation.warnings)
 
@@ -126,22 +137,22 @@ def test_expected_hardware_is_a_warning_never_enforced(lab: Lab) -> None:
 def test_apply_power_and_boot_device_and_repeat_changes_nothing(lab: Lab) -> None:
     machine = lab.machines[2]
     lab.farm.set_power("m2", "off")
-    with IpmiProvider(lab.context, workers=2, timing=FAST) as provider:
-        first = provider.apply(Change(machine.address, Action.POWER_ON, machine))
+    with lab.provider(workers=2, timing=FAST) as provider:
+        first = provider.apply(Change(machine.address, Action.POWER_ON, machine), lab.inputs)
         assert first.ok and first.changed, first.message
         assert lab.farm.state("m2")["power"] == "on"
-        again = provider.apply(Change(machine.address, Action.POWER_ON, machine))
+        again = provider.apply(Change(machine.address, Action.POWER_ON, machine), lab.inputs)
         assert again.ok and not again.changed
 
         network = machine.model_copy(
             update={"spec": machine.spec.model_copy(update={"bootDevice": "network"})}
         )
-        boot = provider.apply(Change(machine.address, Action.BOOT_DEVICE, network))
+        boot = provider.apply(Change(machine.address, Action.BOOT_DEVICE, network), lab.inputs)
         assert boot.ok and boot.changed, boot.message
         assert lab.farm.state("m2")["boot_device"] == "network"
-        assert not provider.apply(Change(machine.address, Action.BOOT_DEVICE, network)).changed
+        assert not provider.apply(Change(machine.address, Action.BOOT_DEVICE, network), lab.inputs).changed
 
-        off = provider.apply(Change(machine.address, Action.POWER_OFF, machine))
+        off = provider.apply(Change(machine.address, Action.POWER_OFF, machine), lab.inputs)
         assert off.ok and off.changed, off.message
         assert lab.farm.state("m2")["power"] == "off"
 
@@ -158,8 +169,8 @@ def test_a_faulty_bmc_is_unknown_and_never_holds_up_the_rest(
     lab: Lab, fault: str, reason: UnknownReason
 ) -> None:
     lab.farm.set_faults("m3", [fault])
-    with IpmiProvider(lab.context, workers=2, timing=FAST) as provider:
-        observations = {o.address: o for o in provider.observe(lab.machines)}
+    with lab.provider(workers=2, timing=FAST) as provider:
+        observations = {o.address: o for o in provider.observe(lab.machines, lab.inputs).observations}
     bad = observations["machine/m3"]
     assert bad.state is ObservationState.UNKNOWN and bad.reason is reason, bad
     assert "s3cret-canary" not in bad.detail
@@ -170,8 +181,8 @@ def test_refused_power_on_is_a_clear_failure(lab: Lab) -> None:
     lab.farm.set_power("m0", "off")
     lab.farm.set_faults("m0", ["refuse-power-on"])
     machine = lab.machines[0]
-    with IpmiProvider(lab.context, workers=1, timing=FAST) as provider:
-        result = provider.apply(Change(machine.address, Action.POWER_ON, machine))
+    with lab.provider(workers=1, timing=FAST) as provider:
+        result = provider.apply(Change(machine.address, Action.POWER_ON, machine), lab.inputs)
     assert not result.ok and result.message
     assert lab.farm.state("m0")["power"] == "off"
 
@@ -181,23 +192,23 @@ def test_unreachable_endpoint_is_unknown_not_an_exception() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         free_port = probe.getsockname()[1]
-    context = ProviderContext(
-        fleet=_fleet(),
-        endpoint_overrides={f"{machine.spec.bmc.address}:623": Endpoint("127.0.0.1", free_port)},
-        environment={"TEST_BMC": "admin:x"},
+    access = lab_access(
+        {"TEST_BMC": "admin:x"},
+        endpoints={f"{machine.spec.bmc.address}:623": Endpoint("127.0.0.1", free_port)},
     )
-    with IpmiProvider(context, workers=1, timing=FAST) as provider:
-        (observation,) = provider.observe([machine])
-        result = provider.apply(Change(machine.address, Action.POWER_ON, machine))
+    inputs = RevisionInputs.of(_fleet(), [machine])
+    with _provider(access, inputs, workers=1, timing=FAST) as provider:
+        (observation,) = provider.observe([machine], inputs).observations
+        result = provider.apply(Change(machine.address, Action.POWER_ON, machine), inputs)
     assert observation.state is ObservationState.UNKNOWN
     assert observation.reason in (UnknownReason.TIMEOUT, UnknownReason.UNREACHABLE)
     assert not result.ok
 
 
 def test_missing_credentials_are_unknown_and_name_the_variable(lab: Lab) -> None:
-    context = ProviderContext(fleet=lab.context.fleet, endpoint_overrides=lab.context.endpoint_overrides)
-    with IpmiProvider(context, workers=1, timing=FAST) as provider:
-        observations = list(provider.observe(lab.machines[:1]))
+    access = Access(lab.access.endpoints)  # no environment: TEST_BMC is not set
+    with _provider(access, lab.inputs, workers=1, timing=FAST) as provider:
+        observations = provider.observe(lab.machines[:1], lab.inputs).observations
     assert observations[0].reason is UnknownReason.CREDENTIALS_MISSING
     assert "TEST_BMC" in observations[0].detail
 
@@ -207,8 +218,8 @@ def test_minimum_interval_between_commands_to_one_bmc(lab: Lab) -> None:
     # ends with Get Chassis Status (00/01), get boot device is Get Boot Options (00/09), and the
     # inventory read follows. The interval runs from the end of one command, as Ironic's does.
     timing = Timing(min_interval=0.3, timeout=3.0, retries=0, backoff=0.05)
-    with IpmiProvider(lab.context, workers=2, timing=timing) as provider:
-        provider.observe(lab.machines)
+    with lab.provider(workers=2, timing=timing) as provider:
+        provider.observe(lab.machines, lab.inputs)
     for name, bmc in lab.farm.stats()["bmcs"].items():
         log = sorted(bmc["log"])
         power = next(t for t, command in log if command == "00/01")
@@ -218,21 +229,22 @@ def test_minimum_interval_between_commands_to_one_bmc(lab: Lab) -> None:
 
 
 def test_sessions_are_reused_across_passes(lab: Lab) -> None:
-    with IpmiProvider(lab.context, workers=1, timing=FAST) as provider:
-        provider.observe(lab.machines)
+    with lab.provider(workers=1, timing=FAST) as provider:
+        provider.observe(lab.machines, lab.inputs)
         logins = {name: bmc["sessions_opened"] for name, bmc in lab.farm.stats()["bmcs"].items()}
         assert all(count >= 1 for count in logins.values())
-        provider.observe(lab.machines)
-        provider.observe(lab.machines)
+        provider.observe(lab.machines, lab.inputs)
+        provider.observe(lab.machines, lab.inputs)
         assert {name: bmc["sessions_opened"] for name, bmc in lab.farm.stats()["bmcs"].items()} == logins
 
 
 def test_a_bmc_keeps_its_worker_so_a_run_logs_in_once(lab: Lab) -> None:
     # As many workers as BMCs: each BMC's worker is free whenever that BMC's next command is due,
     # so every command goes over the session its first one opened.
-    with IpmiProvider(lab.context, workers=len(lab.machines), timing=FAST) as provider:
+    with lab.provider(workers=len(lab.machines), timing=FAST) as provider:
         for _ in range(3):
-            assert {o.state for o in provider.observe(lab.machines)} == {ObservationState.OBSERVED}
+            observed = provider.observe(lab.machines, lab.inputs).observations
+            assert {o.state for o in observed} == {ObservationState.OBSERVED}
         logins = {name: bmc["sessions_opened"] for name, bmc in lab.farm.stats()["bmcs"].items()}
     assert logins == {m.metadata.name: 1 for m in lab.machines}
 
@@ -241,8 +253,8 @@ def test_sessions_are_logged_out_so_repeated_runs_never_exhaust_a_bmc(lab: Lab) 
     # A BMC keeps an abandoned session for a minute and holds only a few (the simulator 32):
     # runs that left theirs open would be refused after a handful, which fleet reads as a timeout.
     for _ in range(MAX_SESSIONS_PER_BMC + 2):
-        with IpmiProvider(lab.context, workers=2, timing=FAST) as provider:
-            observations = provider.observe(lab.machines)
+        with lab.provider(workers=2, timing=FAST) as provider:
+            observations = provider.observe(lab.machines, lab.inputs).observations
         assert {o.state for o in observations} == {ObservationState.OBSERVED}, observations
         # Close Session is sent without waiting for the answer; the farm handles it on its own thread.
         deadline = time.monotonic() + 10
@@ -259,8 +271,8 @@ def test_rack_budget_limits_concurrent_bmcs() -> None:
     lab = Lab(8, rack_budget=1, faults=frozenset({"slow"}), slow_seconds=0.1)
     lab.farm.start()
     try:
-        with IpmiProvider(lab.context, workers=4, timing=FAST) as provider:
-            observations = list(provider.observe(lab.machines))
+        with lab.provider(workers=4, timing=FAST) as provider:
+            observations = provider.observe(lab.machines, lab.inputs).observations
             stats = lab.farm.stats()  # before the closing logouts, which no budget holds back
     finally:
         lab.farm.stop()
@@ -270,9 +282,9 @@ def test_rack_budget_limits_concurrent_bmcs() -> None:
 
 
 def test_inventory_is_read_once_not_every_pass(lab: Lab) -> None:
-    with IpmiProvider(lab.context, workers=1, timing=FAST) as provider:
-        first = list(provider.observe(lab.machines))
-        second = list(provider.observe(lab.machines))
+    with lab.provider(workers=1, timing=FAST) as provider:
+        first = provider.observe(lab.machines, lab.inputs).observations
+        second = provider.observe(lab.machines, lab.inputs).observations
     assert [o.fields["inventory"] for o in first] == [o.fields["inventory"] for o in second]
     assert all(bmc["by_command"].get("3a/01") == 1 for bmc in lab.farm.stats()["bmcs"].values())
 
@@ -310,22 +322,25 @@ def test_no_pyghmi_or_socket_exception_escapes_the_provider(lab: Lab) -> None:
     ghost = _machine("ghost-garbage")
     lab.farm.set_faults("m1", ["flap"])
     lab.farm.set_faults("m2", ["slow"])  # slow_seconds (2 s) is past the hard timeout below
-    context = ProviderContext(
-        fleet=lab.context.fleet,
-        endpoint_overrides={
-            **lab.context.endpoint_overrides,
+    access = lab_access(
+        lab.access.credentials.environment,
+        endpoints={
+            **lab.access.endpoints.endpoints,
             f"{ghost.spec.bmc.address}:623": Endpoint("127.0.0.1", garbage.port),
         },
-        environment=lab.context.environment,
     )
+    inputs = RevisionInputs.of(lab.inputs.fleet, [*lab.machines, ghost])
     timing = Timing(
         min_interval=0.05, timeout=1.0, retries=1, backoff=0.05, soft_off_grace=0.2, transition_timeout=2.0
     )
     try:
-        with IpmiProvider(context, workers=2, timing=timing) as provider:
-            observations = {o.address: o for o in provider.observe([*lab.machines, ghost])}
+        with _provider(access, inputs, workers=2, timing=timing) as provider:
+            observations = {
+                o.address: o for o in provider.observe([*lab.machines, ghost], inputs).observations
+            }
             results = [
-                provider.apply(Change(m.address, Action.POWER_CYCLE, m)) for m in (ghost, lab.machines[2])
+                provider.apply(Change(m.address, Action.POWER_CYCLE, m), inputs)
+                for m in (ghost, lab.machines[2])
             ]
     finally:
         garbage.close()
@@ -356,16 +371,16 @@ def test_every_client_error_is_mapped(exc: BaseException, reason: UnknownReason,
 
 
 def test_credentials_never_show_in_reprs_or_messages() -> None:
-    from providers.credentials import Secret, user_password
+    from providers.credentials import Secret
 
     fleet = _fleet()
-    credentials = user_password("bmc", fleet, {"TEST_BMC": "admin:canary-pw-991"})
+    credentials = Credentials({"TEST_BMC": "admin:canary-pw-991"}).user_password("bmc", fleet)
     assert credentials.password.reveal() == "canary-pw-991"
     for shown in (repr(credentials), str(credentials), repr(credentials.password), f"{credentials.password}"):
         assert "canary-pw-991" not in shown
     assert Secret("x") == Secret("x")
     with pytest.raises(Exception, match="username:password") as error:
-        user_password("bmc", fleet, {"TEST_BMC": "canary-no-colon"})
+        Credentials({"TEST_BMC": "canary-no-colon"}).user_password("bmc", fleet)
     assert "canary-no-colon" not in str(error.value)
 
 
@@ -374,8 +389,8 @@ def test_a_flapping_bmc_is_retried_with_backoff() -> None:
     lab.farm.start()
     timing = Timing(min_interval=0.05, timeout=4.0, retries=4, backoff=0.3)
     try:
-        with IpmiProvider(lab.context, workers=1, timing=timing) as provider:
-            observations = [next(iter(provider.observe(lab.machines))) for _ in range(3)]
+        with lab.provider(workers=1, timing=timing) as provider:
+            observations = [provider.observe(lab.machines, lab.inputs).observations[0] for _ in range(3)]
     finally:
         lab.farm.stop()
     assert all(o.state is ObservationState.OBSERVED for o in observations), observations
@@ -390,11 +405,11 @@ def test_power_domain_budget_limits_concurrent_bmcs() -> None:
             "racks": [{"name": "r1", "powerDomain": "feed-a"}, {"name": "r2", "powerDomain": "feed-a"}],
         }
     )
-    context = ProviderContext(fleet, lab.context.endpoint_overrides, environment=lab.context.environment)
+    inputs = RevisionInputs.of(fleet, lab.machines)
     lab.farm.start()
     try:
-        with IpmiProvider(context, workers=4, timing=FAST) as provider:
-            observations = list(provider.observe(lab.machines))
+        with _provider(lab.access, inputs, workers=4, timing=FAST) as provider:
+            observations = provider.observe(lab.machines, inputs).observations
             stats = lab.farm.stats()  # before the closing logouts, which no budget holds back
     finally:
         lab.farm.stop()
@@ -404,12 +419,12 @@ def test_power_domain_budget_limits_concurrent_bmcs() -> None:
 
 def test_power_off_is_soft_first_and_hard_after_the_grace(lab: Lab) -> None:
     machine = lab.machines[1]
-    with IpmiProvider(lab.context, workers=1, timing=FAST) as provider:
-        soft = provider.apply(Change(machine.address, Action.POWER_OFF, machine))
+    with lab.provider(workers=1, timing=FAST) as provider:
+        soft = provider.apply(Change(machine.address, Action.POWER_OFF, machine), lab.inputs)
         assert soft.ok and "shut down by the operating system" in soft.message, soft.message
-        provider.apply(Change(machine.address, Action.POWER_ON, machine))
+        provider.apply(Change(machine.address, Action.POWER_ON, machine), lab.inputs)
         lab.farm.set_faults("m1", ["ignore-soft-off"])  # the operating system hangs
-        hard = provider.apply(Change(machine.address, Action.POWER_OFF, machine))
+        hard = provider.apply(Change(machine.address, Action.POWER_OFF, machine), lab.inputs)
     assert hard.ok and "hard" in hard.message, hard.message
     assert hard.seconds >= FAST.soft_off_grace
     assert lab.farm.state("m1")["power"] == "off"

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_testing import EXAMPLE
+from fleet_testing import example_documents, lab_access
 from test_kube_apiserver import _self_signed
 
 from lab.apiserver.server import ApiServer
+from providers.access import Access
 from providers.base import (
     Action,
     Change,
@@ -31,14 +32,12 @@ from providers.base import (
     FieldChange,
     Observation,
     ObservationState,
-    ProviderContext,
+    RevisionInputs,
     UnknownReason,
 )
 from providers.kubernetes.provider import KubernetesProvider, object_diff
 from reconciler.errors import TemporaryError
-from reconciler.source.worktree import read_worktree
 from reconciler.spec import models
-from reconciler.workspace import load_documents
 
 ADMIN = "fleet-admin-token-7f3a"
 READER = "fleet-reader-token-91c2"
@@ -84,7 +83,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def docs() -> Docs:
-    return {loaded.document.address: loaded.document for loaded in load_documents(read_worktree(EXAMPLE))}
+    return {document.address: document for document in example_documents()}
 
 
 def _node(name: str, hostname: str) -> dict[str, Any]:
@@ -129,33 +128,41 @@ def kubeconfigs(server: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> 
     return out
 
 
-def _context(docs: Docs, kubeconfig: Path, port: int, **replaced: models.Document) -> ProviderContext:
-    documents = {address: doc for address, doc in docs.items() if not isinstance(doc, models.Fleet)}
-    documents.update({doc.address: doc for doc in replaced.values()})
-    fleet = next(doc for doc in docs.values() if isinstance(doc, models.Fleet))
+def _access(kubeconfig: Path, port: int) -> Access:
+    """Both clusters' API servers at the test server on `port`, both read with `kubeconfig`."""
     source = models.CredentialSource(file=str(kubeconfig))
-    return ProviderContext(
-        fleet,
-        endpoint_overrides={NYC1: Endpoint("127.0.0.1", port), LDN1: Endpoint("127.0.0.1", port)},
-        credential_overrides={"kubeconfig-k8s-nyc1": source, "kubeconfig-k8s-ldn1": source},
-        documents=documents,
+    return lab_access(
+        endpoints={NYC1: Endpoint("127.0.0.1", port), LDN1: Endpoint("127.0.0.1", port)},
+        credentials={"kubeconfig-k8s-nyc1": source, "kubeconfig-k8s-ldn1": source},
     )
 
 
-@pytest.fixture(scope="module")
-def context(docs: Docs, kubeconfigs: dict[str, Path], server: ApiServer) -> ProviderContext:
-    return _context(docs, kubeconfigs["admin"], server.port)
+def _inputs(docs: Docs, **replaced: models.Document) -> RevisionInputs:
+    """The example repo's revision, with `replaced` documents added or in place of theirs."""
+    documents = {**docs, **{doc.address: doc for doc in replaced.values()}}
+    fleet = next(doc for doc in docs.values() if isinstance(doc, models.Fleet))
+    return RevisionInputs.of(fleet, documents.values())
 
 
 @pytest.fixture(scope="module")
-def pools(context: ProviderContext) -> Iterator[KubernetesProvider]:
-    with KubernetesProvider(context, "SparkPool") as provider:
+def access(kubeconfigs: dict[str, Path], server: ApiServer) -> Access:
+    return _access(kubeconfigs["admin"], server.port)
+
+
+@pytest.fixture(scope="module")
+def inputs(docs: Docs) -> RevisionInputs:
+    return _inputs(docs)
+
+
+@pytest.fixture(scope="module")
+def pools(access: Access) -> Iterator[KubernetesProvider]:
+    with KubernetesProvider(access, "SparkPool") as provider:
         yield provider
 
 
 @pytest.fixture(scope="module")
-def clusters(context: ProviderContext) -> Iterator[KubernetesProvider]:
-    with KubernetesProvider(context, "Cluster") as provider:
+def clusters(access: Access) -> Iterator[KubernetesProvider]:
+    with KubernetesProvider(access, "Cluster") as provider:
         yield provider
 
 
@@ -189,15 +196,15 @@ def _spec(docs: Docs, address: str) -> Any:
 
 
 @pytest.fixture
-def etl(docs: Docs, pools: KubernetesProvider) -> models.SparkPool:
+def etl(docs: Docs, pools: KubernetesProvider, inputs: RevisionInputs) -> models.SparkPool:
     """The etl pool, applied (idempotently) before the test."""
     pool = _spec(docs, "sparkpool/etl")
-    assert pools.apply(Change(pool.address, Action.UPDATE, pool)).ok
+    assert pools.apply(Change(pool.address, Action.UPDATE, pool), inputs).ok
     return pool
 
 
-def _observe(provider: KubernetesProvider, spec: models.Document) -> Observation:
-    (observation,) = provider.observe([spec])
+def _observe(provider: KubernetesProvider, spec: models.Document, inputs: RevisionInputs) -> Observation:
+    (observation,) = provider.observe([spec], inputs).observations
     return observation
 
 
@@ -222,13 +229,15 @@ def _all_in_sync(observation: Observation) -> bool:
 # --- a pool from nothing, and again ------------------------------------------------------
 
 
-def test_a_pool_is_applied_from_nothing(docs: Docs, pools: KubernetesProvider, server: ApiServer) -> None:
+def test_a_pool_is_applied_from_nothing(
+    docs: Docs, pools: KubernetesProvider, server: ApiServer, inputs: RevisionInputs
+) -> None:
     pool = _spec(docs, "sparkpool/ml-gpu")
-    before = _observe(pools, pool)
+    before = _observe(pools, pool, inputs)
     assert before.state is ObservationState.ABSENT
     assert {o["state"] for o in before.fields["objects"]} == {"missing"}
 
-    result = pools.apply(Change(pool.address, Action.CREATE, pool))
+    result = pools.apply(Change(pool.address, Action.CREATE, pool), inputs)
     assert result.ok and result.changed, result.message
     assert result.message.startswith("applied 8 objects, 3 nodes labelled, 3 nodes tainted")
     assert "no Node for nyc1-r04-04" in result.message
@@ -243,7 +252,7 @@ def test_a_pool_is_applied_from_nothing(docs: Docs, pools: KubernetesProvider, s
     assert node["metadata"]["annotations"]["fleet.dev/taints"] == '["fleet.acme.io/pool:NoSchedule"]'
     assert "fleet.acme.io/pool=ml-gpu:NoSchedule" not in _taints(server, "nyc1-r03-02")  # not selected
 
-    after = _observe(pools, pool)
+    after = _observe(pools, pool, inputs)
     assert after.state is ObservationState.OBSERVED and _all_in_sync(after)
     missing = _node_entry(after, MISSING_NODE)
     assert (missing["present"], missing["inSync"]) == (False, True)
@@ -251,10 +260,10 @@ def test_a_pool_is_applied_from_nothing(docs: Docs, pools: KubernetesProvider, s
 
 
 def test_a_no_op_pass_reads_little_and_writes_nothing(
-    etl: models.SparkPool, pools: KubernetesProvider, server: ApiServer
+    etl: models.SparkPool, pools: KubernetesProvider, server: ApiServer, inputs: RevisionInputs
 ) -> None:
     server.reset_stats()
-    observation = _observe(pools, etl)
+    observation = _observe(pools, etl, inputs)
     stats = server.stats()
     assert _all_in_sync(observation) and observation.fields["conflicts"] == []
     # One list per kind fleet renders for a pool, one dry-run apply per object, and the nodes.
@@ -262,7 +271,7 @@ def test_a_no_op_pass_reads_little_and_writes_nothing(
     assert (stats.writes, stats.dry_run_writes) == (0, 8)
 
     server.reset_stats()
-    result = pools.apply(Change(etl.address, Action.UPDATE, etl))
+    result = pools.apply(Change(etl.address, Action.UPDATE, etl), inputs)
     assert result.ok and not result.changed
     assert result.message == "no changes: 8 objects and 4 nodes in sync"
     assert server.stats().writes == 0
@@ -272,39 +281,51 @@ def test_a_no_op_pass_reads_little_and_writes_nothing(
 
 
 def test_a_quota_edited_with_kubectl_differs_and_apply_restores_it(
-    etl: models.SparkPool, pools: KubernetesProvider, server: ApiServer, kubectl: Kubectl
+    etl: models.SparkPool,
+    pools: KubernetesProvider,
+    server: ApiServer,
+    kubectl: Kubectl,
+    inputs: RevisionInputs,
 ) -> None:
     kubectl("-n", "spark-etl", "patch", "resourcequota", "spark-quota", "--type=merge",
             "-p", '{"spec":{"hard":{"requests.cpu":"999"}}}')  # fmt: skip
     key = "v1/ResourceQuota/spark-etl/spark-quota"
-    quota = _object(_observe(pools, etl), key)
+    quota = _object(_observe(pools, etl, inputs), key)
     assert quota["state"] == "differs"
     assert quota["diff"] == [{"path": "spec.hard.requests.cpu", "live": "999", "desired": "480"}]
 
-    result = pools.apply(Change(etl.address, Action.UPDATE, etl))
+    result = pools.apply(Change(etl.address, Action.UPDATE, etl), inputs)
     assert result.ok and result.message == "applied 1 object"
     assert (
         server.get("v1", "ResourceQuota", "spark-quota", "spark-etl")["spec"]["hard"]["requests.cpu"] == "480"
     )
-    assert _all_in_sync(_observe(pools, etl))
+    assert _all_in_sync(_observe(pools, etl, inputs))
 
 
 def test_a_pool_taint_removed_with_kubectl_is_put_back(
-    etl: models.SparkPool, pools: KubernetesProvider, server: ApiServer, kubectl: Kubectl
+    etl: models.SparkPool,
+    pools: KubernetesProvider,
+    server: ApiServer,
+    kubectl: Kubectl,
+    inputs: RevisionInputs,
 ) -> None:
     kubectl("taint", "nodes", "nyc1-r03-03", "fleet.acme.io/pool=etl:NoSchedule-")
-    entry = _node_entry(_observe(pools, etl), "nyc1-r03-03")
+    entry = _node_entry(_observe(pools, etl, inputs), "nyc1-r03-03")
     assert entry["missingTaints"] == ["fleet.acme.io/pool=etl:NoSchedule"] and not entry["inSync"]
 
     server.reset_stats()
-    result = pools.apply(Change(etl.address, Action.UPDATE, etl))
+    result = pools.apply(Change(etl.address, Action.UPDATE, etl), inputs)
     assert result.ok and result.message == "1 node tainted"
     assert server.stats().by_verb.get("update") == 1
     assert _taints(server, "nyc1-r03-03") == ["fleet.acme.io/pool=etl:NoSchedule"]
 
 
 def test_a_field_another_manager_took_is_a_conflict_that_apply_takes_back(
-    etl: models.SparkPool, pools: KubernetesProvider, server: ApiServer, kubectl: Kubectl
+    etl: models.SparkPool,
+    pools: KubernetesProvider,
+    server: ApiServer,
+    kubectl: Kubectl,
+    inputs: RevisionInputs,
 ) -> None:
     ops = {
         "apiVersion": "v1",
@@ -316,7 +337,7 @@ def test_a_field_another_manager_took_is_a_conflict_that_apply_takes_back(
         "apply", "--server-side", "--field-manager=ops", "--force-conflicts", "-f", "-", stdin=json.dumps(ops)
     )
     key = "v1/ResourceQuota/spark-etl/spark-quota"
-    observation = _observe(pools, etl)
+    observation = _observe(pools, etl, inputs)
     assert _object(observation, key)["diff"] == [
         {"path": "spec.hard.requests.memory", "live": "4Ti", "desired": "1920Gi"}
     ]
@@ -324,22 +345,26 @@ def test_a_field_another_manager_took_is_a_conflict_that_apply_takes_back(
         {"key": key, "path": "spec.hard.requests.memory", "manager": "ops"}
     ]
 
-    assert pools.apply(Change(etl.address, Action.UPDATE, etl)).message == "applied 1 object"
+    assert pools.apply(Change(etl.address, Action.UPDATE, etl), inputs).message == "applied 1 object"
     live = server.get("v1", "ResourceQuota", "spark-quota", "spark-etl")
     assert live is not None and live["spec"]["hard"]["requests.memory"] == "1920Gi"
     owners = {e["manager"]: e["fieldsV1"] for e in live["metadata"]["managedFields"]}
     assert "f:requests.memory" in json.dumps(owners["fleet"])
     assert "f:requests.memory" not in json.dumps(owners.get("ops", {}))
-    assert _observe(pools, etl).fields["conflicts"] == []
+    assert _observe(pools, etl, inputs).fields["conflicts"] == []
 
 
 def test_a_taint_someone_else_set_survives_fleets_taint_update(
-    etl: models.SparkPool, pools: KubernetesProvider, server: ApiServer, kubectl: Kubectl
+    etl: models.SparkPool,
+    pools: KubernetesProvider,
+    server: ApiServer,
+    kubectl: Kubectl,
+    inputs: RevisionInputs,
 ) -> None:
     kubectl("taint", "nodes", "nyc1-r03-04", "node.kubernetes.io/unreachable:NoExecute")
     kubectl("taint", "nodes", "nyc1-r03-04", "fleet.acme.io/pool=etl:NoSchedule-")
     try:
-        assert pools.apply(Change(etl.address, Action.UPDATE, etl)).message == "1 node tainted"
+        assert pools.apply(Change(etl.address, Action.UPDATE, etl), inputs).message == "1 node tainted"
         assert _taints(server, "nyc1-r03-04") == [
             "fleet.acme.io/pool=etl:NoSchedule",
             "node.kubernetes.io/unreachable=:NoExecute",
@@ -363,13 +388,13 @@ def _configmap(name: str, owner: str | None, **annotations: str) -> dict[str, An
 
 
 def test_prune_deletes_what_fleet_made_and_keeps_what_it_must(
-    etl: models.SparkPool, pools: KubernetesProvider, server: ApiServer
+    etl: models.SparkPool, pools: KubernetesProvider, server: ApiServer, inputs: RevisionInputs
 ) -> None:
     server.create(_configmap("old-templates", "sparkpool.etl"))
     server.create(_configmap("kept-templates", "sparkpool.etl", **{"fleet.dev/prune": "disabled"}))
     server.create(_configmap("someone-elses", None))
     keys = [f"v1/ConfigMap/spark-etl/{name}" for name in ("old-templates", "kept-templates", "someone-elses")]
-    observation = _observe(pools, etl)
+    observation = _observe(pools, etl, inputs)
     assert {keys[0], keys[1]} <= set(observation.fields["owned"]) and keys[2] not in observation.fields[
         "owned"
     ]
@@ -378,7 +403,7 @@ def test_prune_deletes_what_fleet_made_and_keeps_what_it_must(
     change = Change(
         etl.address, Action.UPDATE, etl, (FieldChange("prune", [*keys, "v1/ConfigMap/spark-etl/gone"], []),)
     )
-    result = pools.apply(change)
+    result = pools.apply(change, inputs)
     assert result.ok and result.changed
     assert result.message == (
         f"pruned 1; kept {keys[1]} (fleet.dev/prune: disabled);"
@@ -388,7 +413,7 @@ def test_prune_deletes_what_fleet_made_and_keeps_what_it_must(
     assert server.get("v1", "ConfigMap", "old-templates", "spark-etl") is None
     assert server.get("v1", "ConfigMap", "kept-templates", "spark-etl") is not None
     assert server.get("v1", "ConfigMap", "someone-elses", "spark-etl") is not None
-    assert pools.apply(change).message.startswith("no changes")  # prune is idempotent
+    assert pools.apply(change, inputs).message.startswith("no changes")  # prune is idempotent
 
 
 def test_an_orphaned_pool_is_deleted_with_its_node_settings(
@@ -400,17 +425,16 @@ def test_an_orphaned_pool_is_deleted_with_its_node_settings(
     raw["spec"]["queue"]["name"] = "scratch"
     raw["spec"]["nodes"] = {"selector": {"topology.kubernetes.io/zone": "nyc1-r01"}}  # default taint
     scratch = models.SparkPool.model_validate(raw)
-    with KubernetesProvider(
-        _context(docs, kubeconfigs["admin"], server.port, scratch=scratch), "SparkPool"
-    ) as p:
-        result = p.apply(Change(scratch.address, Action.CREATE, scratch))
+    with_scratch = _inputs(docs, scratch=scratch)
+    with KubernetesProvider(_access(kubeconfigs["admin"], server.port), "SparkPool") as p:
+        result = p.apply(Change(scratch.address, Action.CREATE, scratch), with_scratch)
         assert result.ok, result.message
         # machine/nyc1-r01-03 is the Node registered under its FQDN, found by its hostname label.
         assert _taints(server, RENAMED_NODE) == ["dedicated=scratch:NoSchedule"]
-        keys = [o["key"] for o in _observe(p, scratch).fields["objects"]]
-    with KubernetesProvider(_context(docs, kubeconfigs["admin"], server.port), "SparkPool") as p:
+        keys = [o["key"] for o in _observe(p, scratch, with_scratch).fields["objects"]]
+    with KubernetesProvider(_access(kubeconfigs["admin"], server.port), "SparkPool") as p:
         fields = (FieldChange("prune", keys, None), FieldChange("cluster", "k8s-nyc1", None))
-        result = p.apply(Change(scratch.address, Action.DELETE, None, fields))
+        result = p.apply(Change(scratch.address, Action.DELETE, None, fields), _inputs(docs))
     assert result.ok, result.message
     assert result.message == "pruned 7, 4 nodes cleaned"  # the zone holds k8s-nyc1-cp-1 too
     assert server.get("v1", "ConfigMap", "spark-pod-templates", "spark-scratch") is None
@@ -423,7 +447,7 @@ def test_an_orphaned_pool_is_deleted_with_its_node_settings(
 
 
 def test_a_cluster_applies_its_objects_and_the_yunikorn_queues_beside_the_installs_keys(
-    docs: Docs, clusters: KubernetesProvider, server: ApiServer
+    docs: Docs, clusters: KubernetesProvider, server: ApiServer, inputs: RevisionInputs
 ) -> None:
     server.apply(
         {
@@ -435,7 +459,7 @@ def test_a_cluster_applies_its_objects_and_the_yunikorn_queues_beside_the_instal
         manager="helm",
     )
     cluster = _spec(docs, "cluster/k8s-nyc1")
-    result = clusters.apply(Change(cluster.address, Action.UPDATE, cluster))
+    result = clusters.apply(Change(cluster.address, Action.UPDATE, cluster), inputs)
     assert result.ok, result.message
     configmap = server.get("v1", "ConfigMap", "yunikorn-configs", "yunikorn")
     assert configmap is not None and configmap["data"]["log.level"] == "info"
@@ -445,7 +469,7 @@ def test_a_cluster_applies_its_objects_and_the_yunikorn_queues_beside_the_instal
     assert control_plane is not None
     assert control_plane["metadata"]["labels"]["topology.kubernetes.io/zone"] == "nyc1-r02"
     assert _taints(server, "k8s-nyc1-cp-2") == ["node-role.kubernetes.io/control-plane=:NoSchedule"]
-    assert _all_in_sync(_observe(clusters, cluster))
+    assert _all_in_sync(_observe(clusters, cluster, inputs))
 
 
 def test_cordon_on_and_off_and_a_persons_cordon_is_left_alone(
@@ -454,9 +478,10 @@ def test_cordon_on_and_off_and_a_persons_cordon_is_left_alone(
     kubeconfigs: dict[str, Path],
     server: ApiServer,
     kubectl: Kubectl,
+    inputs: RevisionInputs,
 ) -> None:
     cluster = _spec(docs, "cluster/k8s-nyc1")
-    assert clusters.apply(Change(cluster.address, Action.UPDATE, cluster)).ok
+    assert clusters.apply(Change(cluster.address, Action.UPDATE, cluster), inputs).ok
     cordoned = server.get("v1", "Node", "nyc1-r02-04")
     assert cordoned is not None and cordoned["spec"]["unschedulable"] is True
     assert cordoned["metadata"]["annotations"]["fleet.dev/cordoned"] == "true"
@@ -467,30 +492,31 @@ def test_cordon_on_and_off_and_a_persons_cordon_is_left_alone(
     for member in raw["spec"]["members"]:
         member["cordon"] = False
     uncordoned = models.Cluster.model_validate(raw)
-    with KubernetesProvider(
-        _context(docs, kubeconfigs["admin"], server.port, cluster=uncordoned), "Cluster"
-    ) as p:
-        entry = _node_entry(_observe(p, uncordoned), "nyc1-r02-04")
+    with_uncordoned = _inputs(docs, cluster=uncordoned)
+    with KubernetesProvider(_access(kubeconfigs["admin"], server.port), "Cluster") as p:
+        entry = _node_entry(_observe(p, uncordoned, with_uncordoned), "nyc1-r02-04")
         assert (entry["unschedulable"], entry["cordon"], entry["inSync"]) == (True, False, False)
-        result = p.apply(Change(uncordoned.address, Action.UPDATE, uncordoned))
+        result = p.apply(Change(uncordoned.address, Action.UPDATE, uncordoned), with_uncordoned)
         assert result.ok and result.message.startswith("1 node uncordoned; no Node for nyc1-r04-04")
         node = server.get("v1", "Node", "nyc1-r02-04")
         assert node is not None and not node["spec"].get("unschedulable")
         assert "fleet.dev/cordoned" not in node["metadata"].get("annotations", {})
         assert server.get("v1", "Node", "nyc1-r02-03")["spec"]["unschedulable"] is True
-        assert _all_in_sync(_observe(p, uncordoned))
+        assert _all_in_sync(_observe(p, uncordoned, with_uncordoned))
     kubectl("uncordon", "nyc1-r02-03")
-    assert clusters.apply(Change(cluster.address, Action.UPDATE, cluster)).message.startswith(
+    assert clusters.apply(Change(cluster.address, Action.UPDATE, cluster), inputs).message.startswith(
         "1 node cordoned"
     )
 
 
-def test_a_volcano_pool_gets_its_queue(docs: Docs, pools: KubernetesProvider, server: ApiServer) -> None:
+def test_a_volcano_pool_gets_its_queue(
+    docs: Docs, pools: KubernetesProvider, server: ApiServer, inputs: RevisionInputs
+) -> None:
     pool = _spec(docs, "sparkpool/adhoc")
-    assert pools.apply(Change(pool.address, Action.CREATE, pool)).ok
+    assert pools.apply(Change(pool.address, Action.CREATE, pool), inputs).ok
     queue = server.get("scheduling.volcano.sh/v1beta1", "Queue", "adhoc")
     assert queue is not None and queue["spec"]["capability"] == {"cpu": "448", "memory": "1792Gi"}
-    assert _all_in_sync(_observe(pools, pool))
+    assert _all_in_sync(_observe(pools, pool, inputs))
 
 
 # --- when the cluster cannot be read -----------------------------------------------------
@@ -502,9 +528,10 @@ def test_a_stopped_server_is_unknown_never_absent(
     cert, key = _self_signed(tmp_path)
     with ApiServer("127.0.0.1", 0, tokens={ADMIN: "admin"}, tls_cert=cert, tls_key=key) as stopped:
         port = stopped.port
-    with KubernetesProvider(_context(docs, kubeconfigs["admin"], port), "SparkPool") as provider:
+    inputs = _inputs(docs)
+    with KubernetesProvider(_access(kubeconfigs["admin"], port), "SparkPool") as provider:
         specs = [_spec(docs, "sparkpool/etl"), _spec(docs, "sparkpool/ml-gpu")]
-        observations = list(provider.observe(specs))
+        observations = list(provider.observe(specs, inputs).observations)
         assert [(o.state, o.reason) for o in observations] == [
             (ObservationState.UNKNOWN, UnknownReason.UNREACHABLE)
         ] * 2
@@ -512,7 +539,7 @@ def test_a_stopped_server_is_unknown_never_absent(
             observations[0].detail
         )
         with pytest.raises(TemporaryError):
-            provider.apply(Change(specs[0].address, Action.UPDATE, specs[0]))
+            provider.apply(Change(specs[0].address, Action.UPDATE, specs[0]), inputs)
 
 
 def test_a_server_that_never_answers_times_out(docs: Docs, kubeconfigs: dict[str, Path]) -> None:
@@ -520,9 +547,9 @@ def test_a_server_that_never_answers_times_out(docs: Docs, kubeconfigs: dict[str
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # accepts connections (the kernel does) but never answers them
         port = silent.getsockname()[1]
-        context = _context(docs, kubeconfigs["admin"], port)
-        with KubernetesProvider(context, "SparkPool", timeout=(0.3, 0.3)) as provider:
-            (observation,) = provider.observe([_spec(docs, "sparkpool/etl")])
+        access = _access(kubeconfigs["admin"], port)
+        with KubernetesProvider(access, "SparkPool", timeout=(0.3, 0.3)) as provider:
+            (observation,) = provider.observe([_spec(docs, "sparkpool/etl")], _inputs(docs)).observations
     assert (observation.state, observation.reason) == (ObservationState.UNKNOWN, UnknownReason.TIMEOUT)
 
 
@@ -542,9 +569,10 @@ def test_rejected_credentials_are_an_auth_failure_that_names_the_cluster_not_the
     status: str,
     secret: str,
 ) -> None:
-    with KubernetesProvider(_context(docs, kubeconfigs[kubeconfig], server.port), "SparkPool") as provider:
-        (observation,) = provider.observe([etl])
-        result = provider.apply(Change(etl.address, Action.UPDATE, etl))
+    inputs = _inputs(docs)
+    with KubernetesProvider(_access(kubeconfigs[kubeconfig], server.port), "SparkPool") as provider:
+        (observation,) = provider.observe([etl], inputs).observations
+        result = provider.apply(Change(etl.address, Action.UPDATE, etl), inputs)
     assert (observation.state, observation.reason) == (ObservationState.UNKNOWN, UnknownReason.AUTH_FAILURE)
     assert observation.detail.startswith(
         "the API server of cluster k8s-nyc1 (https://10.20.10.10:6443) "
@@ -557,21 +585,21 @@ def test_rejected_credentials_are_an_auth_failure_that_names_the_cluster_not_the
 
 
 def test_observe_and_apply_are_safe_to_run_at_once(
-    etl: models.SparkPool, pools: KubernetesProvider, server: ApiServer
+    etl: models.SparkPool, pools: KubernetesProvider, server: ApiServer, inputs: RevisionInputs
 ) -> None:
     errors: list[BaseException] = []
 
     def observe() -> None:
         try:
             for _ in range(5):
-                assert _all_in_sync(_observe(pools, etl))
+                assert _all_in_sync(_observe(pools, etl, inputs))
         except BaseException as exc:  # handed to the main thread
             errors.append(exc)
 
     threads = [threading.Thread(target=observe) for _ in range(4)]
     for thread in threads:
         thread.start()
-    assert not pools.apply(Change(etl.address, Action.UPDATE, etl)).changed
+    assert not pools.apply(Change(etl.address, Action.UPDATE, etl), inputs).changed
     for thread in threads:
         thread.join()
     assert errors == []
@@ -629,8 +657,8 @@ def test_credential_forms(
     )
     path = tmp_path / "credential"
     path.write_text(text)
-    with KubernetesProvider(_context(docs, path, server.port), "SparkPool") as provider:
-        (observation,) = provider.observe([_spec(docs, "sparkpool/adhoc")])
+    with KubernetesProvider(_access(path, server.port), "SparkPool") as provider:
+        (observation,) = provider.observe([_spec(docs, "sparkpool/adhoc")], _inputs(docs)).observations
     readable = {ObservationState.OBSERVED, ObservationState.ABSENT}  # absent until adhoc was applied
     if state is ObservationState.OBSERVED:
         assert observation.state in readable, observation.detail
@@ -641,12 +669,12 @@ def test_credential_forms(
 
 def test_no_credentials_over_plain_http(docs: Docs, kubeconfigs: dict[str, Path]) -> None:
     with ApiServer("127.0.0.1", 0, tokens={ADMIN: "admin"}) as plain:
-        context = _context(docs, kubeconfigs["admin"], plain.port)
+        access = _access(kubeconfigs["admin"], plain.port)
         raw = _spec(docs, "cluster/k8s-nyc1").model_dump(mode="json")
         raw["spec"]["apiServer"] = "http://10.20.10.10:6443"
         cluster = models.Cluster.model_validate(raw)
-        with KubernetesProvider(context, "Cluster") as provider:
-            (observation,) = provider.observe([cluster])
+        with KubernetesProvider(access, "Cluster") as provider:
+            (observation,) = provider.observe([cluster], _inputs(docs)).observations
         assert plain.stats().by_code.get(401, 0) >= 1
     assert observation.reason is UnknownReason.AUTH_FAILURE
     assert "which fleet does not send over plain http" in observation.detail

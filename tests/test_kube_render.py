@@ -10,20 +10,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from fleet_testing import EXAMPLE
+from fleet_testing import example_documents
 from ruamel.yaml import YAML
 
 from providers.kubernetes import render
-from reconciler.source.worktree import read_worktree
 from reconciler.spec import models
-from reconciler.workspace import load_documents
 
 Docs = dict[str, models.Document]
 
 
 @pytest.fixture(scope="module")
 def docs() -> Docs:
-    return {loaded.document.address: loaded.document for loaded in load_documents(read_worktree(EXAMPLE))}
+    return {document.address: document for document in example_documents()}
 
 
 def _pools(docs: Docs, cluster: str) -> list[models.SparkPool]:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fleet_testing import lab_access
 
 from lab.hypervisors import HypervisorFarm
 from providers.base import (
@@ -22,7 +23,7 @@ from providers.base import (
     FieldChange,
     Observation,
     ObservationState,
-    ProviderContext,
+    RevisionInputs,
     UnknownReason,
 )
 from providers.libvirt.connections import shown_uri
@@ -88,20 +89,30 @@ def moved(machine: models.VirtualMachine, **spec: Any) -> models.VirtualMachine:
     return machine.model_copy(update={"spec": machine.spec.model_copy(update=spec)})
 
 
-def context(
+def provider_for(
     uris: dict[str, str],
     *,
+    settings: models.LibvirtSettings = FAST,
+    environment: dict[str, str] | None = None,
+) -> LibvirtProvider:
+    """A provider that reaches the hypervisors at `uris` (a lab's URIs, beating the specs)."""
+    return LibvirtProvider(settings, lab_access(environment, hypervisors=uris))
+
+
+def inputs_for(
+    hosts: Iterable[str] = (),
+    *,
     vm_restarts: str = "never",
-    machines: dict[str, models.Machine] | None = None,
-    **kw: Any,
-) -> ProviderContext:
-    return ProviderContext(
-        fleet=fleet(vm_restarts),
-        machines=machines if machines is not None else {name: hypervisor(name) for name in uris},
-        hypervisor_uris=uris,
-        libvirt_settings=kw.pop("settings", FAST),
-        **kw,
-    )
+    machines: Iterable[models.Machine] | None = None,
+    scan_all_hosts: bool = False,
+) -> RevisionInputs:
+    """A revision whose Machines are a hypervisor per name in `hosts` (or `machines`)."""
+    documents = list(machines) if machines is not None else [hypervisor(name) for name in hosts]
+    return RevisionInputs.of(fleet(vm_restarts), documents, scan_all_hosts=scan_all_hosts)
+
+
+# The revision the farm's tests plan: its three hypervisors.
+INPUTS = inputs_for(HOSTS)
 
 
 def virsh(uri: str, *args: str, check: bool = True) -> str:
@@ -116,14 +127,20 @@ def dominfo(uri: str, name: str) -> dict[str, str]:
     return {key.strip(): value.strip() for key, _, value in rows}
 
 
-def observe(provider: LibvirtProvider, *specs: models.VirtualMachine) -> dict[str, Observation]:
-    return {o.address: o for o in provider.observe(list(specs))}
+def observe(
+    provider: LibvirtProvider, *specs: models.VirtualMachine, inputs: RevisionInputs = INPUTS
+) -> dict[str, Observation]:
+    return {o.address: o for o in provider.observe(list(specs), inputs).observations}
 
 
 def apply(
-    provider: LibvirtProvider, action: Action, document: models.VirtualMachine, *fields: FieldChange
+    provider: LibvirtProvider,
+    action: Action,
+    document: models.VirtualMachine,
+    *fields: FieldChange,
+    inputs: RevisionInputs = INPUTS,
 ) -> ApplyResult:
-    return provider.apply(Change(document.address, action, document, tuple(fields)))
+    return provider.apply(Change(document.address, action, document, tuple(fields)), inputs)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +157,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HypervisorFarm]:
 
 @pytest.fixture()
 def provider(farm: HypervisorFarm) -> Iterator[LibvirtProvider]:
-    with LibvirtProvider(context(farm.uris)) as provider:
+    with provider_for(farm.uris) as provider:
         yield provider
 
 
@@ -252,14 +269,15 @@ def test_growth_past_the_maximum_waits_for_a_restart_when_restarts_are_never(
 
 def test_growth_past_the_maximum_restarts_when_restarts_are_allowed(farm: HypervisorFarm) -> None:
     small = vm("grow-2", "hv-a", networks=[{"network": "default"}])
-    with LibvirtProvider(context(farm.uris, vm_restarts="allowed")) as provider:
-        assert apply(provider, Action.CREATE, small).ok
-        before = observe(provider, small)[small.address].fields
+    allowed = inputs_for(HOSTS, vm_restarts="allowed")
+    with provider_for(farm.uris) as provider:
+        assert apply(provider, Action.CREATE, small, inputs=allowed).ok
+        before = observe(provider, small, inputs=allowed)[small.address].fields
         bigger = moved(small, vcpus=6)
-        result = apply(provider, Action.UPDATE, bigger, FieldChange("vcpus", 2, 6))
+        result = apply(provider, Action.UPDATE, bigger, FieldChange("vcpus", 2, 6), inputs=allowed)
         assert result.ok and result.changed, result.message
         assert result.message.startswith("restarted for vcpus 2->6 (shut down gracefully)"), result.message
-        after = observe(provider, bigger)[bigger.address].fields
+        after = observe(provider, bigger, inputs=allowed)[bigger.address].fields
     assert (after["power"], after["vcpus"], after["liveMaxVcpus"]) == ("on", 6, 6)
     assert after["uuid"] == before["uuid"] and after["networks"] == before["networks"]
     assert dominfo(farm.uri("hv-a"), "grow-2")["CPU(s)"] == "6"
@@ -326,7 +344,7 @@ def test_domains_fleet_did_not_make_are_reported_and_never_changed(
         (Action.POWER_OFF, None, (FieldChange("host", "hv-b", None),)),
     ]
     for action, document, fields in attempts:
-        result = provider.apply(Change(intruder.address, action, document, fields))
+        result = provider.apply(Change(intruder.address, action, document, fields), INPUTS)
         assert not result.ok, (action, result.message)
         assert "domain intruder on machine/hv-b was not made by fleet" in result.message, result.message
         assert "metadata intruder" in result.message and "--config" in result.message
@@ -337,8 +355,8 @@ def test_domains_fleet_did_not_make_are_reported_and_never_changed(
     assert dominfo(farm.uri("hv-a"), "test")["State"] == "running"
     assert "intruder" not in virsh(farm.uri("hv-c"), "list", "--all")
 
-    observe(provider, vm("someone-else", "hv-b"))
-    strays = {(o.address, o.fields["host"]): o.fields["owned"] for o in provider.unmatched()}
+    seen = provider.observe([vm("someone-else", "hv-b")], INPUTS)
+    strays = {(o.address, o.fields["host"]): o.fields["owned"] for o in seen.unmatched}
     assert strays[("virtualmachine/intruder", "hv-b")] is False
     assert strays[("virtualmachine/test", "hv-b")] is False
 
@@ -354,9 +372,10 @@ def test_domains_fleet_did_not_make_are_reported_and_never_changed(
 
 
 def test_a_whole_fleet_scan_reports_every_domain(farm: HypervisorFarm) -> None:
-    with LibvirtProvider(context(farm.uris, scan_all_hosts=True)) as provider:
-        assert list(provider.observe([])) == []
-        strays = {(o.address, o.fields["host"]) for o in provider.unmatched()}
+    with provider_for(farm.uris) as provider:
+        seen = provider.observe([], inputs_for(HOSTS, scan_all_hosts=True))
+        assert list(seen.observations) == []
+        strays = {(o.address, o.fields["host"]) for o in seen.unmatched}
     assert {("virtualmachine/test", host) for host in HOSTS} <= strays
 
 
@@ -405,12 +424,12 @@ def test_an_orphan_is_stopped_and_undefined_and_its_volumes_are_kept(
     leftover = vm("leftover-1", "hv-c", disks=[{"name": "root", "size": "1Gi"}])
     assert apply(provider, Action.CREATE, leftover).ok
     gone = FieldChange("host", "hv-c", None)
-    result = provider.apply(Change(leftover.address, Action.DELETE, None, (gone,)))
+    result = provider.apply(Change(leftover.address, Action.DELETE, None, (gone,)), INPUTS)
     assert result.ok and result.changed, result.message
     assert result.message == "shut down gracefully and undefined on machine/hv-c (its volumes are kept)"
     assert "leftover-1 " not in virsh(farm.uri("hv-c"), "list", "--all")
     assert "leftover-1-root" in virsh(farm.uri("hv-c"), "vol-list", "default")
-    again = provider.apply(Change(leftover.address, Action.DELETE, None, ()))  # searched by ownership
+    again = provider.apply(Change(leftover.address, Action.DELETE, None, ()), INPUTS)  # searched by ownership
     assert again.ok and not again.changed, again.message
 
 
@@ -435,49 +454,54 @@ def test_a_dead_hypervisor_makes_only_its_vms_unknown_and_a_restarted_one_is_rec
 ) -> None:
     with HypervisorFarm(tmp_path, ["hv-x", "hv-y"], pools=["default"]) as farm:
         on_x, on_y = vm("on-x", "hv-x"), vm("on-y", "hv-y")
-        with LibvirtProvider(context(farm.uris)) as provider:
-            assert apply(provider, Action.CREATE, on_x).ok and apply(provider, Action.CREATE, on_y).ok
+        inputs = inputs_for(farm.uris)
+        with provider_for(farm.uris) as provider:
+            assert (
+                apply(provider, Action.CREATE, on_x, inputs=inputs).ok
+                and apply(provider, Action.CREATE, on_y, inputs=inputs).ok
+            )
             farm.kill("hv-x")
-            observed = observe(provider, on_x, on_y)
+            observed = observe(provider, on_x, on_y, inputs=inputs)
             lost = observed[on_x.address]
             assert lost.state is ObservationState.UNKNOWN and lost.reason is UnknownReason.UNREACHABLE
             assert "machine/hv-x" in lost.detail and farm.uri("hv-x") in lost.detail
             assert observed[on_y.address].state is ObservationState.OBSERVED
             for action in (Action.POWER_OFF, Action.UPDATE, Action.CREATE):
                 try:
-                    result = apply(provider, action, on_x)
+                    result = apply(provider, action, on_x, inputs=inputs)
                 except FleetError as exc:
                     assert isinstance(exc, TemporaryError) and "machine/hv-x" in str(exc)
                 else:
                     assert not result.ok
 
             farm.restart("hv-x")  # a fresh daemon on the same socket: the provider reconnects
-            assert observe(provider, on_x)[on_x.address].state is ObservationState.ABSENT
-            assert apply(provider, Action.CREATE, on_x).ok
+            assert observe(provider, on_x, inputs=inputs)[on_x.address].state is ObservationState.ABSENT
+            assert apply(provider, Action.CREATE, on_x, inputs=inputs).ok
 
             # A connection dropped between two calls is reopened: the state is gone, not unknown.
             farm.restart("hv-y")
-            assert observe(provider, on_y)[on_y.address].state is ObservationState.ABSENT
+            assert observe(provider, on_y, inputs=inputs)[on_y.address].state is ObservationState.ABSENT
 
 
 def test_a_hung_hypervisor_times_out_without_holding_up_the_others(tmp_path: Path) -> None:
     settings = models.LibvirtSettings(timeoutSeconds=1.0, shutdownTimeoutSeconds=0.5)
     with (
         HypervisorFarm(tmp_path, ["hv-x", "hv-y"]) as farm,
-        LibvirtProvider(context(farm.uris, settings=settings)) as provider,
+        provider_for(farm.uris, settings=settings) as provider,
     ):
+        inputs = inputs_for(farm.uris)
         if True:
             on_x, on_y = vm("test", "hv-x"), vm("test", "hv-y")
-            assert observe(provider, on_x)[on_x.address].state is ObservationState.OBSERVED
+            assert observe(provider, on_x, inputs=inputs)[on_x.address].state is ObservationState.OBSERVED
             farm.pause("hv-x")
             try:
-                hung = observe(provider, on_x)[on_x.address]
+                hung = observe(provider, on_x, inputs=inputs)[on_x.address]
                 assert hung.state is ObservationState.UNKNOWN and hung.reason is UnknownReason.TIMEOUT
                 assert "machine/hv-x" in hung.detail
-                assert observe(provider, on_y)[on_y.address].state is ObservationState.OBSERVED
+                assert observe(provider, on_y, inputs=inputs)[on_y.address].state is ObservationState.OBSERVED
             finally:
                 farm.resume("hv-x")
-            assert observe(provider, on_x)[on_x.address].state is ObservationState.OBSERVED
+            assert observe(provider, on_x, inputs=inputs)[on_x.address].state is ObservationState.OBSERVED
 
 
 def test_credentials_log_in_and_never_show(tmp_path: Path) -> None:
@@ -487,10 +511,12 @@ def test_credentials_log_in_and_never_show(tmp_path: Path) -> None:
     machines = {"hv-auth": hypervisor("hv-auth", hypervisor=access)}
     guest = vm("guest", "hv-auth")
 
+    inputs = inputs_for(machines=machines.values())
+
     def observed(environment: dict[str, str]) -> Observation:
-        with LibvirtProvider(context({}, machines=machines, environment=environment)) as provider:
-            observation = observe(provider, guest)[guest.address]
-            result = apply(provider, Action.POWER_ON, guest)
+        with provider_for({}, environment=environment) as provider:
+            observation = observe(provider, guest, inputs=inputs)[guest.address]
+            result = apply(provider, Action.POWER_ON, guest, inputs=inputs)
         assert "canary" not in repr(observation) + repr(result), (observation, result)
         return observation
 
@@ -514,8 +540,8 @@ def test_where_a_hypervisor_is_comes_from_the_lab_the_machine_or_the_template() 
         vm("c", "not-a-hypervisor"),
         vm("d", "unknown-host"),
     ]
-    with LibvirtProvider(context({}, machines=machines, settings=settings)) as provider:
-        observed = observe(provider, *specs)
+    with provider_for({}, settings=settings) as provider:
+        observed = observe(provider, *specs, inputs=inputs_for(machines=machines.values()))
     assert observed["virtualmachine/a"].reason is UnknownReason.NOT_ATTEMPTED
     assert "neither spec.address nor spec.hypervisor.uri" in observed["virtualmachine/a"].detail
     assert observed["virtualmachine/b"].reason is UnknownReason.UNREACHABLE
