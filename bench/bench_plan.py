@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_validate import ensure_repo
-from providers.base import Observation, Observed, ObservationState, UnknownReason
+from providers.base import Observation, ObservationState, Observed, UnknownReason
 from reconciler.kinds import DiffInputs
 from reconciler.kinds.planning import Observations, make_plan
 from reconciler.source.git import read_revision
@@ -146,7 +146,9 @@ def _warm(repo: Path, cache_dir: Path, state: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/fleet-bench"))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--warm", nargs=3, metavar=("REPO", "CACHE", "STATE"), help=argparse.SUPPRESS)
@@ -185,9 +187,11 @@ def main() -> None:
         f"whole plan (load + plan): cold {cold_load + cold_plan:.1f} s, "
         f"warm {warm['load'] + warm['plan']:.2f} s, target warm <= {PLAN_TARGET:g} s"
     )
-    print(f"peak RSS: cold run {_peak_rss_mib():.0f} MiB, warm run {warm['rss']:.0f} MiB, target <= 2048 MiB")
+    rss = f"cold run {_peak_rss_mib():.0f} MiB, warm run {warm['rss']:.0f} MiB"
+    print(f"peak RSS: {rss}, target <= 2048 MiB")
     same = "same plan" if warm["fingerprint"] == plan.fingerprint() else "DIFFERENT plans"
-    print(f"{plan.summary_line()}  ({len(plan.entries):,} entries, {len(plan.waves)} waves, {same} cold and warm)")
+    shape = f"{len(plan.entries):,} entries, {len(plan.waves)} waves, {same} cold and warm"
+    print(f"{plan.summary_line()}  ({shape})")
 
 
 if __name__ == "__main__":

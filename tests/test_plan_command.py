@@ -57,7 +57,9 @@ def test_an_unreachable_bmc_is_unknown_never_planned(lab: dict[str, str]) -> Non
     (entry,) = plan["entries"]
     assert (entry["finding"], entry["action"], entry["reason"]) == ("unknown", None, "auth-failure")
     assert (plan["complete"], plan["unknown"]) == (False, {"count": 1, "reasons": {"auth-failure": 1}})
-    assert plan["summary"]["line"].startswith("Plan: incomplete: 1 of 1 resource not observed (1 auth-failure)")
+    assert plan["summary"]["line"].startswith(
+        "Plan: incomplete: 1 of 1 resource not observed (1 auth-failure)"
+    )
 
 
 def test_saved_plan_and_markdown(lab: dict[str, str], tmp_path: Path) -> None:

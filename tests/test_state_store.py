@@ -139,7 +139,10 @@ def test_the_default_store_is_sqlite_under_xdg_state_home(
     assert (tmp_path / "state" / "fleet" / "state.db").is_file()
     monkeypatch.setenv("XDG_STATE_HOME", "relative/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert load_settings().state_url() == f"sqlite:///{tmp_path / 'home' / '.local' / 'state' / 'fleet' / 'state.db'}"
+    assert (
+        load_settings().state_url()
+        == f"sqlite:///{tmp_path / 'home' / '.local' / 'state' / 'fleet' / 'state.db'}"
+    )
     monkeypatch.setenv("FLEET_STATE", str(tmp_path / "elsewhere.db"))
     assert load_settings().state_url() == str(tmp_path / "elsewhere.db")
 

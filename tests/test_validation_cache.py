@@ -10,8 +10,8 @@ from fleet_testing import commit_all, copy_example, git_init
 
 from reconciler.source.git import read_revision
 from reconciler.source.worktree import git_blob_id, read_worktree
-from reconciler.spec.cache import SpecCache
 from reconciler.spec import loader
+from reconciler.spec.cache import SpecCache
 from reconciler.spec.loader import load_revision
 
 

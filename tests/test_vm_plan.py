@@ -18,8 +18,8 @@ from providers.base import Action, Observation, UnknownReason
 from reconciler.apply.record import applied_fields
 from reconciler.errors import PermanentError
 from reconciler.kinds.planning import order
-from reconciler.plan.model import FieldDiff, Finding, Plan, PlanEntry
 from reconciler.kinds.virtualmachine import check_host_capacity, converged_vm_fields, diff_virtual_machines
+from reconciler.plan.model import FieldDiff, Finding, Plan, PlanEntry
 from reconciler.report.markdown import render_markdown
 from reconciler.report.plan_json import plan_schema, plan_to_dict
 from reconciler.report.text import plan_text
