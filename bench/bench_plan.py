@@ -30,6 +30,7 @@ from bench.bench_validate import ensure_repo
 from providers.base import Observation, ObservationState, Observed, UnknownReason
 from reconciler.kinds import DiffInputs
 from reconciler.kinds.planning import Observations, make_plan
+from reconciler.memory import collector_paused
 from reconciler.source.git import read_revision
 from reconciler.spec import models
 from reconciler.spec.cache import SpecCache
@@ -60,20 +61,20 @@ def _plan(revision: LoadedRevision, state: Path) -> tuple[Any, float, float]:
     fleet = revision.fleet
     assert fleet is not None
     everything = {d.document.address: d.document for d in revision.documents if d.document is not fleet}
-    with open_store(str(state)) as store:
+    with open_store(str(state)) as store, collector_paused():  # as the engine reads the store
         stored = store.get_observations()
         applied = store.get_applied()
         drift = store.open_drift()
-    observations = [
-        Observation(
-            r.address,
-            ObservationState(r.state),
-            r.observed_at,
-            r.fields or {},
-            UnknownReason(r.reason) if r.reason else None,
-        )
-        for r in stored.values()
-    ]
+        observations = [
+            Observation(
+                r.address,
+                ObservationState(r.state),
+                r.observed_at,
+                r.fields or {},
+                UnknownReason(r.reason) if r.reason else None,
+            )
+            for r in stored.values()
+        ]
     read = time.perf_counter() - started
     inputs = DiffInputs(
         fleet, everything, applied, {(d.address, d.field): d.first_seen for d in drift}, whole_fleet=True

@@ -32,7 +32,8 @@ from reconciler.engine.lease import Lease
 from reconciler.errors import FleetError, UsageError
 from reconciler.kinds import KINDS, DiffInputs, kind_named, kind_of, managed_kinds
 from reconciler.kinds.config import config_directories, config_version, configured, observed_config
-from reconciler.kinds.planning import Observations, make_plan
+from reconciler.kinds.planning import Observations, by_kind_name, make_plan
+from reconciler.memory import collector_paused
 from reconciler.plan.model import Plan
 from reconciler.settings import Settings
 from reconciler.source import SourceRef, open_snapshot
@@ -283,8 +284,9 @@ class Engine:
         self, documents: Sequence[models.Document], inputs: RevisionInputs
     ) -> dict[str, Observed]:
         by_kind: dict[str, Observed] = {}
+        grouped = by_kind_name(documents)
         for kind in managed_kinds():
-            group = [d for d in documents if d.kind_name == kind.name]
+            group = grouped.get(kind.name, [])
             if not group and not (inputs.scan_all_hosts and kind.name == "VirtualMachine"):
                 continue
             if not self.pool.serves(kind.provider):
@@ -336,8 +338,9 @@ class Engine:
     def diff_inputs(self, selected: Selected) -> DiffInputs:
         """What the diffs need from the store: what fleet last applied and the open drift."""
         addresses = [d.address for d in selected.documents]
-        applied = self.store.get_applied(None if selected.whole_fleet else addresses)
-        first_seen = {(d.address, d.field): d.first_seen for d in self.store.open_drift(addresses)}
+        with collector_paused():
+            applied = self.store.get_applied(None if selected.whole_fleet else addresses)
+            first_seen = {(d.address, d.field): d.first_seen for d in self.store.open_drift(addresses)}
         return DiffInputs(selected.fleet, selected.everything, applied, first_seen, selected.whole_fleet)
 
     def make_plan(self, selected: Selected, observations: Observations) -> Plan:

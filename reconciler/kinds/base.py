@@ -11,6 +11,7 @@ writing one module and registering it there. Everything here is pure: no I/O, no
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
@@ -29,18 +30,29 @@ class DiffInputs:
 
     fleet: models.Fleet
     documents: Mapping[str, models.Document]  # every document of the revision, by address
-    applied: Mapping[str, Applied]  # what fleet last applied, by address (of this kind's addresses)
+    applied: Mapping[str, Applied]  # what fleet last applied, by address
     first_seen: Mapping[tuple[str, str], datetime]  # open drift: when each (address, field) was first seen
     whole_fleet: bool  # nothing was filtered out: resources fleet applied whose specs are gone are orphans
-    machines: Mapping[str, models.Machine] = dataclasses.field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        machines = {d.metadata.name: d for d in self.documents.values() if isinstance(d, models.Machine)}
-        object.__setattr__(self, "machines", machines)
 
     @property
     def policies(self) -> models.Policies:
         return self.fleet.spec.policies
+
+    @functools.cached_property
+    def machines(self) -> Mapping[str, models.Machine]:
+        """Every Machine of the revision, by name."""
+        return {d.metadata.name: d for d in self.documents.values() if isinstance(d, models.Machine)}
+
+    @functools.cached_property
+    def _applied_by_kind(self) -> Mapping[str, Mapping[str, Applied]]:
+        grouped: dict[str, dict[str, Applied]] = {}
+        for address, record in self.applied.items():
+            grouped.setdefault(address.partition("/")[0], {})[address] = record
+        return grouped
+
+    def applied_of(self, kind: str) -> Mapping[str, Applied]:
+        """What fleet last applied to resources of `kind`."""
+        return self._applied_by_kind.get(kind.lower(), {})
 
     def site_of(self, document: models.Document) -> str:
         """The site a resource lives at: a Machine's own, a VirtualMachine's host's ("" if unknown)."""

@@ -187,7 +187,10 @@ class KubernetesKind(Kind):
             self.name,
             [d for d in documents if isinstance(d, models.Cluster | models.SparkPool)],
             observed.observations,
-            {address: (record.spec_hash, record.fields) for address, record in inputs.applied.items()},
+            {
+                address: (record.spec_hash, record.fields)
+                for address, record in inputs.applied_of(self.name).items()
+            },
             inputs.policies,
             whole_fleet=inputs.whole_fleet,
             drift_first_seen=inputs.first_seen,

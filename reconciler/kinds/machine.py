@@ -129,7 +129,7 @@ class MachineKind(Kind):
 
     def diff(self, documents: Sequence[models.Document], observed: Observed, inputs: DiffInputs) -> KindDiff:
         machines = [d for d in documents if isinstance(d, models.Machine)]
-        applied = {address: dict(record.fields) for address, record in inputs.applied.items()}
+        applied = {address: dict(record.fields) for address, record in inputs.applied_of(self.name).items()}
         return diff_machines(
             machines, observed.observations, applied, inputs.policies, drift_first_seen=inputs.first_seen
         )

@@ -7,12 +7,13 @@ store, and hands the values in; the same values always give the same Plan.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from providers.base import Observation, Observed
-from reconciler.kinds import KINDS, DiffInputs, kind_at
+from reconciler.kinds import KINDS, DiffInputs
 from reconciler.kinds.config import configured, diff_config
+from reconciler.memory import collector_paused
 from reconciler.plan.graph import Edge, order_entries, planned_actions
 from reconciler.plan.model import ObservedState, Plan, PlanEntry
 from reconciler.spec import models
@@ -41,18 +42,24 @@ def make_plan(
     inputs: DiffInputs,
 ) -> Plan:
     """The plan of `selected` (documents of the revision) against what was observed."""
+    with collector_paused():
+        return _make_plan(revision, created_at, selected, observations, inputs)
+
+
+def _make_plan(
+    revision: str,
+    created_at: datetime,
+    selected: Sequence[models.Document],
+    observations: Observations,
+    inputs: DiffInputs,
+) -> Plan:
     entries: list[PlanEntry] = []
     observed: list[ObservedState] = []
+    by_kind = by_kind_name(selected)
     for kind in KINDS.values():
         if not kind.provider:
             continue
-        documents = [d for d in selected if d.kind_name == kind.name]
-        own = {a: r for a, r in inputs.applied.items() if kind_at(a) is kind}
-        diff = kind.diff(
-            documents,
-            observations.by_kind.get(kind.name, Observed()),
-            dataclasses.replace(inputs, applied=own),
-        )
+        diff = kind.diff(by_kind.get(kind.name, []), observations.by_kind.get(kind.name, Observed()), inputs)
         entries.extend(diff.entries)
         observed.extend(diff.observed)
     checked = [d for d in configured(selected) if d.address in observations.config_versions]
@@ -83,7 +90,15 @@ def ordering_edges(documents: Mapping[str, models.Document], entries: Sequence[P
     """What waits for what, as every kind says, for a plan's entries."""
     planned = planned_actions(entries)
     edges: list[Edge] = []
+    by_kind = by_kind_name(documents.values())
     for kind in KINDS.values():
-        own = [d for d in documents.values() if d.kind_name == kind.name]
-        edges.extend(kind.edges(own, entries, planned))
+        edges.extend(kind.edges(by_kind.get(kind.name, []), entries, planned))
     return edges
+
+
+def by_kind_name(documents: Iterable[models.Document]) -> dict[str, list[models.Document]]:
+    """Documents grouped by kind, in their order."""
+    grouped: dict[str, list[models.Document]] = {}
+    for document in documents:
+        grouped.setdefault(document.kind_name, []).append(document)
+    return grouped

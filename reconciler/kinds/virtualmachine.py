@@ -417,7 +417,7 @@ class VirtualMachineKind(Kind):
             [d for d in documents if isinstance(d, models.VirtualMachine)],
             observed.observations,
             observed.unmatched,
-            {address: dict(record.fields) for address, record in inputs.applied.items()},
+            {address: dict(record.fields) for address, record in inputs.applied_of(self.name).items()},
             inputs.fleet,
             inputs.machines,
             whole_fleet=inputs.whole_fleet,

@@ -73,6 +73,16 @@ class _ModelUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"cache entries hold fleet documents only, not {module}.{name}")
 
 
+def pack_documents(documents: Sequence[tuple[int, models.Document]]) -> bytes:
+    """A file's valid documents as the cache keeps them (and worker processes hand them back)."""
+    return pickle.dumps(list(documents), protocol=5)
+
+
+def unpack_documents(packed: bytes) -> list[tuple[int, models.Document]]:
+    documents: list[tuple[int, models.Document]] = _ModelUnpickler(io.BytesIO(packed)).load()
+    return documents
+
+
 class CacheUnavailable(Exception):
     """The cache directory cannot be used (not a directory, no permission): run without it."""
 
@@ -149,7 +159,7 @@ class SpecCache:
                 )
                 for key, payload in rows:
                     try:
-                        found[key] = _ModelUnpickler(io.BytesIO(payload)).load()
+                        found[key] = unpack_documents(payload)
                     except (
                         pickle.UnpicklingError,
                         EOFError,
@@ -168,7 +178,7 @@ class SpecCache:
             (
                 key,
                 pickle.dumps((r.path, [_encode_diagnostic(d) for d in r.diagnostics], r.facts), protocol=5),
-                pickle.dumps(r.documents, protocol=5),
+                r.packed if r.packed is not None else pack_documents(r.documents),
             )
             for key, r in entries
             if r.fleet is None

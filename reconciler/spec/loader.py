@@ -23,9 +23,10 @@ from functools import cache
 
 from reconciler import __version__
 from reconciler.errors import PermanentError
+from reconciler.memory import collector_paused
 from reconciler.source.snapshot import Snapshot, SourceFile
 from reconciler.spec import models
-from reconciler.spec.cache import SpecCache
+from reconciler.spec.cache import SpecCache, pack_documents, unpack_documents
 from reconciler.spec.diagnostics import Diagnostic, Severity, error, sorted_diagnostics
 from reconciler.spec.references import check_references
 from reconciler.spec.results import FLEET_FILE, FileResult
@@ -139,10 +140,21 @@ def _parallel(batch: list[tuple[str, bytes]], settings: FileSettings, workers: i
     results: list[FileResult | None] = [None] * len(batch)
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         work = [[batch[i] for i in chunk] for chunk in chunks]
-        for chunk, done in zip(chunks, pool.map(validate_files, work, [settings] * len(work)), strict=True):
+        for chunk, done in zip(chunks, pool.map(_validate_packed, work, [settings] * len(work)), strict=True):
             for i, result in zip(chunk, done, strict=True):
+                if result.packed is not None:
+                    result.documents = unpack_documents(result.packed)
                 results[i] = result
     return [r for r in results if r is not None]
+
+
+def _validate_packed(batch: Sequence[tuple[str, bytes]], settings: FileSettings) -> list[FileResult]:
+    """In a worker: validate, and pickle the documents once, for both the way back and the cache."""
+    results = validate_files(batch, settings)
+    for result in results:
+        if result.fleet is None:
+            result.packed, result.documents = pack_documents(result.documents), []
+    return results
 
 
 def default_workers() -> int:
@@ -197,6 +209,13 @@ def load_revision(
 
     A revision seen before costs no parsing at all: its diagnostics come from the revision
     cache and its documents from the file cache."""
+    with collector_paused(keep=documents):
+        return _load_revision(snapshot, cache, workers, documents)
+
+
+def _load_revision(
+    snapshot: Snapshot, cache: SpecCache | None, workers: int, documents: bool
+) -> LoadedRevision:
     fleet_entry, fleet_result = _fleet(snapshot)
     fleet = fleet_result.fleet if fleet_result else None
     settings = settings_from_fleet(fleet)

@@ -148,7 +148,20 @@ class Strict(BaseModel):
     def __reduce__(self) -> tuple[Any, ...]:
         # A pickled model was validated when it was made: it comes back as it was, without
         # running its validators again (the validation cache reads 100,000s of them).
-        return (_restore, (type(self), self.__dict__, self.__pydantic_fields_set__))
+        return (_restore, (type(self), self.__dict__, _shared(self.__pydantic_fields_set__)))
+
+
+_FIELD_SETS: dict[frozenset[str], set[str]] = {}
+
+
+def _shared(fields: set[str]) -> set[str]:
+    """One set object per distinct set of fields, so that a pickle of many models holds each once.
+    Sharing is safe: pydantic never changes a model's set in place (copies change their own)."""
+    key = frozenset(fields)
+    found = _FIELD_SETS.get(key)
+    if found is None:
+        found = _FIELD_SETS.setdefault(key, set(key))
+    return found
 
 
 def _restore(cls: type[Strict], values: dict[str, Any], fields_set: set[str]) -> Strict:
@@ -762,7 +775,7 @@ class Document(Strict):
     apiVersion: Literal["fleet/v1alpha1"]
     metadata: Metadata
 
-    @property
+    @functools.cached_property
     def address(self) -> str:
         return f"{self.kind_name.lower()}/{self.metadata.name}"
 

@@ -24,3 +24,4 @@ class FileResult:
     facts: list[Facts]
     documents: list[tuple[int, Document]]  # (index in the file, model) of every valid document
     fleet: Fleet | None = None
+    packed: bytes | None = None  # the documents pickled, as a worker process hands them back
