@@ -9,7 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,19 @@ def running_lab(repo: Path, subnet: int, env: dict[str, str], *options: str) -> 
         yield env
     finally:
         run_fleet("lab", "down", env=env)
+
+
+def wait_for_run(env: dict[str, str], condition: Callable[[list[Any]], bool], timeout: float = 120) -> None:
+    """Poll the state store of `env` (FLEET_STATE) until its newest runs meet `condition`."""
+    from reconciler.state import open_store
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open_store(env["FLEET_STATE"]) as store:
+            if condition(store.history(limit=1)):
+                return
+        time.sleep(0.05)
+    raise AssertionError("the run did not get there in time")
 
 
 def lab_fleet(env: dict[str, str], targets: list[str], *args: str) -> subprocess.CompletedProcess[str]:

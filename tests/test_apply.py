@@ -11,13 +11,11 @@ import json
 import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fleet_testing import EXAMPLE, FLEET, lab_control, lab_environment, run_fleet, running_lab
+from fleet_testing import EXAMPLE, FLEET, lab_control, lab_environment, run_fleet, running_lab, wait_for_run
 from ruamel.yaml import YAML
 from state_testing import create_pg_database, drop_pg_database
 
@@ -204,10 +202,10 @@ def test_ctrl_c_leaves_a_complete_audit_record(env: dict[str, str]) -> None:
     try:
         # Once planning is over and the run is recorded, slow every BMC down, so Ctrl-C lands
         # while changes are running.
-        _wait_for(env, lambda runs: bool(runs))
+        wait_for_run(env, lambda runs: bool(runs))
         for name in names:
             lab_control(env, {"op": "set_faults", "name": name, "faults": ["slow"]})
-        _wait_for(env, lambda runs: bool(runs[0].actions))
+        wait_for_run(env, lambda runs: bool(runs[0].actions))
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=120)
     finally:
@@ -220,16 +218,6 @@ def test_ctrl_c_leaves_a_complete_audit_record(env: dict[str, str]) -> None:
     results = {a["result"] for a in run["actions"]}
     assert results <= {"succeeded", "failed", "interrupted", "skipped"} and "interrupted" in results, run
     assert all(a["finished_at"] for a in run["actions"])
-
-
-def _wait_for(env: dict[str, str], condition: Callable[[list[Any]], bool], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open_store(env["FLEET_STATE"]) as store:
-            if condition(store.history(limit=1)):
-                return
-        time.sleep(0.05)
-    raise AssertionError("the apply run did not get there in time")
 
 
 def test_one_failing_machine_fails_alone_and_the_run_exits_1(env: dict[str, str]) -> None:

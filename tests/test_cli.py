@@ -167,3 +167,61 @@ def test_sub_commands_of_other_packages_and_a_broken_one(tmp_path: Path) -> None
     assert errors[1] == "error: cannot load `fleet not-typer`: json:dumps is not a typer app"
     result = _fleet("missing", env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["--target", "machine/no-such-machine"], id="unknown-target"),
+        pytest.param(["-l", "team in (a"], id="bad-selector"),
+        pytest.param(["--repo", str(EXAMPLE), "--rev", "no-such-rev"], id="bad-rev"),
+    ],
+)
+def test_under_detailed_exitcode_every_error_is_1_never_the_code_for_changes(
+    args: list[str], tmp_path: Path
+) -> None:
+    path = [] if "--repo" in args else [str(EXAMPLE)]
+    for command in ("plan", "drift"):
+        code, output = run_cli(
+            command,
+            *path,
+            *args,
+            "--detailed-exitcode",
+            "--state",
+            str(tmp_path / "s.db"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+        )
+        assert code == 1 and "error:" in output and "Traceback" not in output, (command, output)
+        code, output = run_cli(
+            command, *path, *args, "--state", str(tmp_path / "s.db"), "--cache-dir", str(tmp_path / "c")
+        )
+        assert code == 2, (command, output)  # without it: a usage or infrastructure error
+
+
+def test_detailed_exitcode_for_a_missing_path_and_a_repo_without_a_fleet(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "m.yaml").write_text("kind: Machine\n")
+    for path in (tmp_path / "no-such-dir", tmp_path / "empty"):
+        for command in ("plan", "drift"):
+            code, output = run_cli(
+                command, str(path), "--detailed-exitcode", "--state", str(tmp_path / "s.db")
+            )
+            assert code == 1 and "Traceback" not in output, (command, output)
+
+
+def test_an_unusable_cache_directory_is_one_line_never_a_traceback(tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for env, args in (
+        ({"XDG_CACHE_HOME": "/proc/nope"}, []),
+        ({}, ["--cache-dir", str(a_file)]),
+    ):
+        done = _fleet("validate", str(EXAMPLE), *args, env=env)
+        assert done.returncode == 0 and "valid (0 errors" in done.stdout, done.stdout + done.stderr
+        (warning,) = done.stderr.splitlines()
+        assert warning.startswith("warning: cannot use the cache directory") and "--cache-dir" in warning
+    # A clone of a remote repo needs the cache: one line saying what to do, usage error.
+    done = _fleet("validate", "--repo", f"file://{EXAMPLE.parent}", "--cache-dir", str(a_file))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "cannot keep a clone" in done.stderr and "writable directory" in done.stderr

@@ -13,14 +13,13 @@ import signal
 import sqlite3
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_testing import EXAMPLE, FLEET, lab_control, lab_environment, run_fleet, running_lab
+from fleet_testing import EXAMPLE, FLEET, lab_control, lab_environment, run_fleet, running_lab, wait_for_run
 from ruamel.yaml import YAML
 
 from providers.access import load_access
@@ -165,7 +164,7 @@ def test_a_killed_apply_frees_its_targets_within_the_lease_ttl(lab: dict[str, st
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for(env, lambda runs: bool(runs) and bool(runs[0].actions))
+        wait_for_run(env, lambda runs: bool(runs) and bool(runs[0].actions))
         first.send_signal(signal.SIGKILL)
         first.wait(30)
     finally:
@@ -192,16 +191,6 @@ def test_a_killed_apply_frees_its_targets_within_the_lease_ttl(lab: dict[str, st
     )
     assert again.returncode == 0, again.stdout + again.stderr
     assert {_power(lab, a) for a in MACHINES} == {"on"}
-
-
-def _wait_for(env: dict[str, str], condition: Callable[[list[Any]], bool], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open_store(env["FLEET_STATE"]) as store:
-            if condition(store.history(limit=1)):
-                return
-        time.sleep(0.05)
-    raise AssertionError("the apply did not get there in time")
 
 
 def _rows(database: Path) -> str:

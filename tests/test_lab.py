@@ -32,6 +32,11 @@ def test_lab_up_observe_status_down_leaves_nothing_behind(lab_env: dict[str, str
     observations = json.loads(observed.stdout)
     assert len(observations) == status["machines"]
     assert all(o["state"] == "observed" and o["fields"]["power"] == "off" for o in observations), observations
+    # With no --kind, every kind is observed: VMs on the hypervisors, Clusters and SparkPools.
+    everything = run_fleet("observe", str(EXAMPLE), "--lab", "--format", "json", env=lab_env)
+    assert everything.returncode == 0, everything.stderr
+    kinds = {o["address"].split("/")[0] for o in json.loads(everything.stdout)}
+    assert kinds == {"machine", "virtualmachine", "cluster", "sparkpool"}, kinds
 
     # An independent client sees the same BMC: Debian's ipmitool over lanplus.
     overrides = json.loads(Path(status["overrides"]).read_text())

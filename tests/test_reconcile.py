@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 
 import test_apply
-from fleet_testing import FLEET, lab_control, run_fleet
-from test_apply import K8S_NODES, _history, _power, _set_change_windows, _wait_for
+from fleet_testing import FLEET, lab_control, run_fleet, wait_for_run
+from test_apply import K8S_NODES, _history, _power, _set_change_windows
 
 from reconciler.state import open_store
 
@@ -116,7 +116,7 @@ def test_two_concurrent_applies_never_act_on_one_resource(env: dict[str, str]) -
         env=env,
     )
     try:
-        _wait_for(env, lambda runs: bool(runs) and bool(runs[0].actions))
+        wait_for_run(env, lambda runs: bool(runs) and bool(runs[0].actions))
         second = run_fleet("apply", env["REPO"], "--lab", "-t", "machine/nyc1-r02-04", "--yes", env=env)
         out, err = first.communicate(timeout=120)
     finally:

@@ -143,7 +143,13 @@ def open_cache(settings: Settings) -> SpecCache | None:
     try:
         return SpecCache(settings.cache_dir / "specs.sqlite")
     except CacheUnavailable as exc:
-        err().print(Text(f"warning: {exc}; validating without the cache", style="yellow"))
+        err().print(
+            Text(
+                f"warning: {exc}: going on without the validation cache; point --cache-dir or "
+                "XDG_CACHE_HOME at a writable directory",
+                style="yellow",
+            )
+        )
         return None
 
 

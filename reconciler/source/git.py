@@ -67,7 +67,17 @@ def open_repository(location: str, cache_dir: Path) -> pygit2.Repository:
 def _mirror(url: str, cache_dir: Path) -> pygit2.Repository:
     name = hashlib.sha256(url.encode()).hexdigest()[:20]
     target = cache_dir / "repos" / f"{name}.git"
-    with _locked(cache_dir / "repos" / f"{name}.lock"):
+    try:
+        return _fetch_into(url, target, cache_dir / "repos" / f"{name}.lock")
+    except OSError as exc:
+        raise SourceError(
+            f"cannot keep a clone of {_redact(url)} in {cache_dir / 'repos'}: {exc.strerror}",
+            hint="point --cache-dir (or XDG_CACHE_HOME) at a writable directory",
+        ) from None
+
+
+def _fetch_into(url: str, target: Path, lock: Path) -> pygit2.Repository:
+    with _locked(lock):
         try:
             if (target / "HEAD").exists():
                 repo = pygit2.Repository(str(target))

@@ -95,7 +95,7 @@ class SpecCache:
             self._db = self._open()
         except (OSError, sqlite3.Error) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise CacheUnavailable(f"cannot use the cache at {path.parent}: {reason}") from None
+            raise CacheUnavailable(f"cannot use the cache directory {path.parent} ({reason})") from None
 
     def _open(self) -> sqlite3.Connection:
         try:

@@ -581,8 +581,3 @@ def locate(data: bytes, doc_index: int | None, field_path: YamlPath) -> tuple[in
         else:
             return best
     return best
-
-
-def document_line(data: bytes, doc_index: int) -> int:
-    """The line where a document starts, for diagnostics about the document as a whole."""
-    return locate(data, doc_index, ())[0]
