@@ -43,6 +43,7 @@ from reconciler.spec import models
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.diagnostics import Diagnostic
 from reconciler.spec.loader import InvalidRevision, LoadedRevision, default_workers, load_revision
+from reconciler.spec.results import FLEET_FILE
 from reconciler.spec.selector import parse_selector
 from reconciler.state import DriftFinding, LockHolder, ObservationRecord, StateStore
 from reconciler.state.locks import WaitCallback
@@ -210,7 +211,7 @@ class Engine:
         for target in partial.targets:
             document = loaded[target].document
             involved.update(kind_of(document).references(document))
-        paths = {loaded[a].path for a in involved if a in loaded} | {"fleet.yaml"}
+        paths = {loaded[a].path for a in involved if a in loaded} | {FLEET_FILE}
         inside = [d for d in revision.errors if d.address in involved or d.path in paths]
         if inside:
             raise InvalidRevision(
@@ -469,10 +470,9 @@ class Engine:
             if tolerated:
                 selected = dataclasses.replace(selected, whole_fleet=False)
             self._reveal_credentials(selected.fleet)
+            grouped = by_kind_name(selected.documents)
             for kind in managed_kinds():
-                kind.precheck(
-                    selected.everything, [d for d in selected.documents if d.kind_name == kind.name]
-                )
+                kind.precheck(selected.everything, grouped.get(kind.name, []))
             checked = configured(selected.documents) if self._config(config) else []
             directories = sorted(
                 {d for c in checked if c.spec.config for d in config_directories(c.spec.config)}
