@@ -108,9 +108,10 @@ class Kind:
         entries: Sequence[PlanEntry],
         planned: Mapping[str, frozenset[Action]],
     ) -> Iterable[Edge]:
-        """What waits for what among this kind's resources and those they reference. Raises
-        PermanentError for a plan that cannot be ordered safely."""
-        return ()
+        """What waits for what among this kind's resources and those they reference (by default,
+        each waits for what it references). Raises PermanentError for a plan that cannot be
+        ordered safely."""
+        return ((d.address, ref) for d in documents for ref in self.references(d))
 
     def where(self, document: models.Document) -> str:
         """Where it is, for a listing (`nyc1/r01`, `host nyc1-r01-01`)."""

@@ -34,6 +34,7 @@ class Observations:
         ]
 
 
+@collector_paused()
 def make_plan(
     revision: str,
     created_at: datetime,
@@ -42,17 +43,6 @@ def make_plan(
     inputs: DiffInputs,
 ) -> Plan:
     """The plan of `selected` (documents of the revision) against what was observed."""
-    with collector_paused():
-        return _make_plan(revision, created_at, selected, observations, inputs)
-
-
-def _make_plan(
-    revision: str,
-    created_at: datetime,
-    selected: Sequence[models.Document],
-    observations: Observations,
-    inputs: DiffInputs,
-) -> Plan:
     entries: list[PlanEntry] = []
     observed: list[ObservedState] = []
     by_kind = by_kind_name(selected)

@@ -3,12 +3,9 @@ priority, dedicated nodes, RBAC, pod templates). A SparkPool waits for its Clust
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 
-from providers.base import Action
 from reconciler.kinds.kubernetes import KubernetesKind
-from reconciler.plan.graph import Edge
-from reconciler.plan.model import PlanEntry
 from reconciler.spec import models
 
 
@@ -16,15 +13,6 @@ class SparkPoolKind(KubernetesKind):
     name = "SparkPool"
     model = models.SparkPool
     provider = "SparkPool"
-
-    def edges(
-        self,
-        documents: Sequence[models.Document],
-        entries: Sequence[PlanEntry],
-        planned: Mapping[str, frozenset[Action]],
-    ) -> Iterable[Edge]:
-        for document in documents:
-            yield from ((document.address, ref) for ref in self.references(document))
 
     def references(self, document: models.Document) -> Iterable[str]:
         assert isinstance(document, models.SparkPool)
