@@ -12,6 +12,7 @@ from datetime import datetime
 
 from providers.base import Action
 from reconciler.errors import PermanentError
+from reconciler.kinds import kind_of
 from reconciler.plan.model import Plan
 from reconciler.spec import models
 
@@ -71,12 +72,18 @@ def check_blast_radius(
                 )
 
 
-def check_change_windows(fleet: models.Fleet, documents: Sequence[models.Document], now: datetime) -> None:
-    """Refuse when a site the documents live at has change windows and none is open `now` (UTC)."""
+def check_change_windows(
+    fleet: models.Fleet,
+    documents: Sequence[models.Document],
+    machines: Mapping[str, models.Machine],
+    now: datetime,
+) -> None:
+    """Refuse when a site the documents live at (a VM's is its host's) has change windows and
+    none is open `now` (UTC)."""
     windows = fleet.spec.policies.changeWindows
     if not windows:
         return
-    sites = {d.spec.site for d in documents if isinstance(d, models.Machine)}
+    sites = {kind_of(d).site(d, machines) for d in documents} - {""}
     day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[now.weekday()]
     clock = now.strftime("%H:%M")
     for site in sorted(sites):

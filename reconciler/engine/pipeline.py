@@ -370,7 +370,7 @@ class Engine:
                 for e in changes
                 if e.address in planned.selected.everything
             ]
-            check_change_windows(fleet, touched, self._clock())
+            check_change_windows(fleet, touched, planned.inputs.machines, self._clock())
 
     def apply(
         self,

@@ -54,15 +54,6 @@ class DiffInputs:
         """What fleet last applied to resources of `kind`."""
         return self._applied_by_kind.get(kind.lower(), {})
 
-    def site_of(self, document: models.Document) -> str:
-        """The site a resource lives at: a Machine's own, a VirtualMachine's host's ("" if unknown)."""
-        if isinstance(document, models.Machine):
-            return document.spec.site
-        if isinstance(document, models.VirtualMachine):
-            host = self.machines.get(document.spec.host)
-            return host.spec.site if host is not None else ""
-        return ""
-
 
 class Kind:
     """One kind of resource. Subclasses override what applies to them; the defaults do nothing."""
@@ -80,6 +71,10 @@ class Kind:
     def diff(self, documents: Sequence[models.Document], observed: Observed, inputs: DiffInputs) -> KindDiff:
         """Entries for every desired document (and for what fleet applied whose spec is gone)."""
         return KindDiff((), ())
+
+    def site(self, document: models.Document, machines: Mapping[str, models.Machine]) -> str:
+        """The site a resource lives at ("" when it has none), given the fleet's Machines by name."""
+        return ""
 
     def references(self, document: models.Document) -> Iterable[str]:
         """The addresses of the documents this one names (a VM's host, a Cluster's members)."""

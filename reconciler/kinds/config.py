@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from providers.base import Action, Observation, ObservationState
+from reconciler.kinds import kind_of
 from reconciler.plan.findings import KindDiff, enforcement_mode, index_observations, unknown_entry
 from reconciler.plan.model import FieldDiff, Finding, ObservedState, PlanEntry
 from reconciler.spec import models
@@ -74,13 +75,6 @@ def converged_config(live: Mapping[str, Any]) -> dict[str, Any]:
     if config.get("inSync") and not config.get("notVerifiable") and config.get("version"):
         return {"config": config["version"]}
     return {}
-
-
-def site_of(document: Configured, machines: Mapping[str, models.Machine]) -> str:
-    if isinstance(document, models.Machine):
-        return document.spec.site
-    host = machines.get(document.spec.host)
-    return host.spec.site if host is not None else ""
 
 
 def observed_config(observation: Observation, version: str) -> ObservedState:
@@ -144,7 +138,7 @@ def diff_config(
                 observation,
                 version,
                 applied.get(address, {}).get("config"),
-                enforcement_mode(policies, "config", site_of(document, machines)) == "enforce",
+                enforcement_mode(policies, "config", kind_of(document).site(document, machines)) == "enforce",
                 first_seen,
             )
         )

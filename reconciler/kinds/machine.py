@@ -156,6 +156,10 @@ class MachineKind(Kind):
             == "enforce"
         }
 
+    def site(self, document: models.Document, machines: Mapping[str, models.Machine]) -> str:
+        assert isinstance(document, models.Machine)
+        return document.spec.site
+
     def where(self, document: models.Document) -> str:
         assert isinstance(document, models.Machine)
         return f"{document.spec.site}/{document.spec.rack}"

@@ -395,7 +395,7 @@ def host_moves(entries: Iterable[PlanEntry]) -> dict[str, str]:
     """VM address -> the host Machine name it leaves (replaced or orphaned VMs)."""
     moves = {}
     for entry in entries:
-        if entry.action is None or not entry.address.startswith("virtualmachine/"):
+        if entry.action is None or entry.kind != "VirtualMachine":
             continue
         for diff in entry.fields:
             if diff.field == "host" and diff.before and diff.before != diff.after:
@@ -423,6 +423,12 @@ class VirtualMachineKind(Kind):
             whole_fleet=inputs.whole_fleet,
             drift_first_seen=inputs.first_seen,
         )
+
+    def site(self, document: models.Document, machines: Mapping[str, models.Machine]) -> str:
+        """Its host's."""
+        assert isinstance(document, models.VirtualMachine)
+        host = machines.get(document.spec.host)
+        return host.spec.site if host is not None else ""
 
     def references(self, document: models.Document) -> Iterable[str]:
         assert isinstance(document, models.VirtualMachine)
@@ -453,7 +459,7 @@ class VirtualMachineKind(Kind):
         self, document: models.Document, live: Mapping[str, Any], inputs: DiffInputs
     ) -> dict[str, Any]:
         assert isinstance(document, models.VirtualMachine)
-        return converged_vm_fields(document, live, inputs.policies, inputs.site_of(document))
+        return converged_vm_fields(document, live, inputs.policies, self.site(document, inputs.machines))
 
     def edges(
         self,
