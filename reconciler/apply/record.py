@@ -8,12 +8,11 @@ same transaction) before its provider is called, and its end is written as soon 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from providers.base import Action
-from reconciler.kinds import DiffInputs, kind_at, kind_of
+from reconciler.kinds import DiffInputs, kind_of
 from reconciler.kinds.config import applied_config, converged_config
 from reconciler.plan.model import Finding, ObservedState, Plan, PlanEntry, action_name, spec_hash
 from reconciler.spec import models
@@ -123,7 +122,3 @@ def record_drift(plan: Plan, store: StateStore, at: datetime) -> None:
         seen = configs if finding.field.startswith("config/") else observed
         if finding.address in seen and (finding.address, finding.field) not in drifted:
             store.resolve_drift(finding.address, finding.field, at)
-
-
-def documents_by_address(documents: Sequence[models.Document]) -> Mapping[str, models.Document]:
-    return {d.address: d for d in documents if kind_at(d.address) is not None}

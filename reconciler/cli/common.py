@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
+import threading
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -20,9 +20,9 @@ from rich.text import Text
 from providers.access import load_access
 from providers.registry import ProviderPool
 from reconciler.apply.cancel import CancelToken
-from reconciler.engine import Engine, SourceRef, open_engine
+from reconciler.engine import Engine, open_engine
 from reconciler.errors import FleetError, SourceError, UsageError
-from reconciler.report.diagnostics import counted, render_diagnostics
+from reconciler.report.diagnostics import render_diagnostics
 from reconciler.settings import Settings, load_settings, process_environment
 from reconciler.spec.cache import CacheUnavailable, SpecCache
 from reconciler.spec.loader import InvalidRevision
@@ -176,16 +176,12 @@ def engine_for(settings: Settings, *, store: bool = False, cache: bool = True) -
             spec_cache.close()
 
 
-def source(path: Path | None, repo: str | None, rev: str | None) -> SourceRef:
-    return SourceRef(path, repo, rev)
-
-
 @contextlib.contextmanager
 def ctrl_c_cancels(cancel: CancelToken) -> Iterator[None]:
     """The first Ctrl-C cancels the run (running actions finish, the rest are recorded as
     interrupted); further ones are ignored, so the audit record stays complete."""
-    if sys.platform == "win32" or not _main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -196,13 +192,3 @@ def ctrl_c_cancels(cancel: CancelToken) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def errors_line(count: int) -> str:
-    return counted(count, "error")

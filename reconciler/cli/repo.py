@@ -21,14 +21,12 @@ from reconciler.cli.common import (
     RevOpt,
     app,
     engine_for,
-    errors_line,
     fail,
     guard,
     out,
     settings_of,
-    source,
 )
-from reconciler.engine import Selection
+from reconciler.engine import Selection, SourceRef
 from reconciler.errors import UsageError
 from reconciler.kinds import KINDS, kind_named
 from reconciler.report.diagnostics import counted, diagnostics_json, render_diagnostics
@@ -58,7 +56,7 @@ def validate(
 
     def run() -> LoadedRevision:
         with engine_for(settings_of(cache_dir=cache_dir, workers=jobs), cache=not no_cache) as engine:
-            return engine.load(engine.open_source(source(path, repo, rev)), documents=False)
+            return engine.load(engine.open_source(SourceRef(path, repo, rev)), documents=False)
 
     result = guard(run)
     failed = bool(result.errors) or (strict and bool(result.warnings))
@@ -68,7 +66,7 @@ def validate(
         console = out()
         render_diagnostics(result.diagnostics, console)
         verdict = Text("invalid", style="bold red") if failed else Text("valid", style="bold green")
-        counts = f"{errors_line(len(result.errors))}, {counted(len(result.warnings), 'warning')}"
+        counts = f"{counted(len(result.errors), 'error')}, {counted(len(result.warnings), 'warning')}"
         console.print(Text(f"{result.summary()}: ").append(verdict).append(f" ({counts})"))
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
@@ -100,7 +98,7 @@ def get(
     def run() -> tuple[list[models.Document], dict[str, str]]:
         with engine_for(settings_of(cache_dir=cache_dir)) as engine:
             selected = engine.select(
-                engine.revision(source(path, repo, rev)), Selection(kind, selector), include_fleet=True
+                engine.revision(SourceRef(path, repo, rev)), Selection(kind, selector), include_fleet=True
             )
             return list(selected.documents), dict(selected.paths)
 
@@ -135,7 +133,7 @@ def inventory(
 
     def run() -> str:
         with engine_for(settings_of(cache_dir=cache_dir)) as engine:
-            revision = engine.revision(source(path, repo, rev))
+            revision = engine.revision(SourceRef(path, repo, rev))
             if revision.fleet is None:
                 raise UsageError("the repo has no valid fleet.yaml", hint="run `fleet validate` to see why")
             documents = [d.document for d in revision.documents if d.document is not revision.fleet]

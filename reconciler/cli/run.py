@@ -44,9 +44,17 @@ from reconciler.cli.common import (
     guard,
     out,
     settings_of,
-    source,
 )
-from reconciler.engine import CancelToken, DriftResult, Engine, PlannedRun, RunOptions, RunResult, Selection
+from reconciler.engine import (
+    CancelToken,
+    DriftResult,
+    Engine,
+    PlannedRun,
+    RunOptions,
+    RunResult,
+    Selection,
+    SourceRef,
+)
 from reconciler.errors import UsageError
 from reconciler.plan.model import Plan
 from reconciler.report.diagnostics import counted, render_diagnostics
@@ -80,16 +88,8 @@ def observe(
 
     def run() -> list[Observation]:
         with engine_for(settings_of(cache_dir=cache_dir, lab=lab)) as engine:
-            revision = engine.revision(source(path, repo, rev))
-            selected = engine.select(revision, Selection(kind, selector, tuple(target or ())))
-            from providers.base import RevisionInputs
-
-            inputs = RevisionInputs(selected.fleet, selected.everything)
-            observed = engine.observe(selected.documents, inputs)
-            return sorted(
-                (o for found in observed.by_kind.values() for o in found.observations),
-                key=lambda o: o.address,
-            )
+            observed = engine.live(SourceRef(path, repo, rev), Selection(kind, selector, tuple(target or ())))
+            return sorted(observed.all_observations(), key=lambda o: o.address)
 
     observations = guard(run)
     if output is OutputFormat.json:
@@ -147,7 +147,9 @@ def plan(
         settings = settings_of(cache_dir=cache_dir, state=state, lab=lab, config=config)
         with (
             engine_for(settings, store=True) as engine,
-            engine.plan(source(path, repo, rev), Selection(None, selector, tuple(target or ()))) as planned,
+            engine.plan(
+                SourceRef(path, repo, rev), Selection(None, selector, tuple(target or ()))
+            ) as planned,
         ):
             return planned.plan
 
@@ -236,7 +238,7 @@ def _run_and_report(
         with (
             engine_for(settings, store=True) as engine,
             engine.plan(
-                source(path, repo, rev), selection, saved=saved, partial=options.kind == "reconcile"
+                SourceRef(path, repo, rev), selection, saved=saved, partial=options.kind == "reconcile"
             ) as planned,
         ):
             if planned.tolerated:
@@ -400,7 +402,7 @@ def drift(
     def run() -> DriftResult:
         settings = settings_of(cache_dir=cache_dir, state=state, lab=lab, config=config)
         with engine_for(settings, store=True) as engine:
-            return engine.drift(source(path, repo, rev), Selection(None, selector, tuple(target or ())))
+            return engine.drift(SourceRef(path, repo, rev), Selection(None, selector, tuple(target or ())))
 
     result = guard(run, detailed=detailed_exitcode)
     if output is OutputFormat.json:

@@ -447,6 +447,11 @@ class Engine:
         self.gate(revision)
         return revision
 
+    def live(self, ref: SourceRef, selection: Selection) -> Observations:
+        """What the providers see of a selection right now; changes and records nothing."""
+        selected = self.select(self.revision(ref), selection)
+        return self.observe(selected.documents, RevisionInputs(selected.fleet, selected.everything))
+
     def plan(
         self,
         ref: SourceRef,

@@ -27,11 +27,9 @@ class Observations:
     config: tuple[Observation, ...] = ()
     config_versions: Mapping[str, str] = dataclasses.field(default_factory=dict)  # by address
 
-    def all(self) -> list[Observation]:
-        """Every observation of a resource (not the configuration's), with what no spec names."""
-        return [
-            o for observed in self.by_kind.values() for o in (*observed.observations, *observed.unmatched)
-        ]
+    def all_observations(self) -> list[Observation]:
+        """One observation per resource observed (not the configuration's, nor what no spec names)."""
+        return [o for observed in self.by_kind.values() for o in observed.observations]
 
 
 @collector_paused()
