@@ -247,7 +247,8 @@ def test_a_hundred_passes_of_one_engine_leave_nothing_growing(lab: dict[str, str
             assert planned.plan.complete, planned.plan.summary_line()
         if number in (10, 100):
             seen.append(_resources(lab))
-    assert seen[1] == seen[0], seen
+    # Nothing grows: a BMC session may lapse and come back on another worker, never pile up.
+    assert all(seen[1][what] <= seen[0][what] for what in seen[0]), seen
 
 
 def test_the_playbooks_a_plan_exports_live_as_long_as_the_run(lab: dict[str, str], tmp_path: Path) -> None:
