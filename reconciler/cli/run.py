@@ -129,7 +129,11 @@ def plan(
     target: TargetOpt = None,
     output: Annotated[PlanFormat, typer.Option("--format", "-o", help="Output format.")] = PlanFormat.text,
     out_file: Annotated[
-        Path | None, typer.Option("--out", help="Also save the plan (JSON) to this file, for `fleet apply`.")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Also save the whole plan (JSON, no value shortened) to this file, for `fleet apply`.",
+        ),
     ] = None,
     detailed_exitcode: DetailedOpt = False,
     lab: LabOpt = False,
@@ -158,7 +162,7 @@ def plan(
         except OSError as exc:
             fail(f"cannot write {out_file}: {exc.strerror}", EXIT_FAILED if detailed_exitcode else 2)
     if output is PlanFormat.json:
-        typer.echo(render_json(result), nl=False)
+        typer.echo(render_json(result, bounded=True), nl=False)
     elif output is PlanFormat.markdown:
         typer.echo(render_markdown(result))
     else:
