@@ -20,6 +20,7 @@ from rich.text import Text
 
 from providers.base import Observation
 from reconciler.apply.executor import Outcome
+from reconciler.bounded import shorten
 from reconciler.cli.common import (
     EXIT_CHANGES,
     EXIT_FAILED,
@@ -190,7 +191,7 @@ def _confirm(plan: Plan, yes: bool) -> None:
 
 
 def _countdown(seconds_left: float, holders: Sequence[LockHolder]) -> None:
-    who = ", ".join(f"{h.owner} (run {h.run_id})" for h in holders)
+    who = ", ".join(f"{shorten(h.owner)} (run {h.run_id})" for h in holders)
     err().print(Text(f"waiting for locks held by {who}: {seconds_left:.0f} s left", style="yellow"))
 
 
@@ -249,8 +250,8 @@ def _run_and_report(
                     Text(
                         f"warning: the revision has {counted(len(planned.tolerated), 'error')}, none of "
                         "them in the targets or what they reference: reconciling "
-                        f"{', '.join(selection.targets)} anyway, without orphan handling; the errors go "
-                        "into the run's audit record",
+                        f"{', '.join(map(shorten, selection.targets))} anyway, without orphan handling; "
+                        "the errors go into the run's audit record",
                         style="yellow",
                     )
                 )
@@ -272,7 +273,9 @@ def _run_and_report(
     for holder in result.broken_locks:
         err().print(
             Text(
-                f"broke the lock of {holder.owner} (run {holder.run_id}) on {holder.address}", style="yellow"
+                f"broke the lock of {shorten(holder.owner)} (run {holder.run_id}) "
+                f"on {shorten(holder.address)}",
+                style="yellow",
             )
         )
     console.print(run_summary(result.run_id, report))
