@@ -20,6 +20,7 @@ from rich.text import Text
 from providers.access import load_access
 from providers.registry import ProviderPool
 from reconciler.apply.cancel import CancelToken
+from reconciler.bounded import MESSAGE_LIMIT, shorten
 from reconciler.engine import Engine, open_engine
 from reconciler.errors import FleetError, SourceError, UsageError
 from reconciler.report.diagnostics import render_diagnostics
@@ -52,7 +53,8 @@ def err() -> Console:
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    err().print(Text(f"error: {message}", style="bold red"))
+    """Print `error: MESSAGE` (shortened when long: it may quote what a user typed) and exit."""
+    err().print(Text(f"error: {shorten(message, MESSAGE_LIMIT)}", style="bold red"))
     raise typer.Exit(code)
 
 
@@ -145,8 +147,8 @@ def open_cache(settings: Settings) -> SpecCache | None:
     except CacheUnavailable as exc:
         err().print(
             Text(
-                f"warning: {exc}: going on without the validation cache; point --cache-dir or "
-                "XDG_CACHE_HOME at a writable directory",
+                f"warning: {shorten(str(exc), MESSAGE_LIMIT)}: going on without the validation cache; "
+                "point --cache-dir or XDG_CACHE_HOME at a writable directory",
                 style="yellow",
             )
         )
@@ -161,7 +163,7 @@ def engine_for(settings: Settings, *, store: bool = False, cache: bool = True) -
     if endpoints is not None:
         if settings.lab and settings.endpoints is None and not endpoints.exists():
             raise UsageError("no lab is running", hint="start one with `fleet lab up`")
-        err().print(Text(f"using lab endpoints from {endpoints}", style="yellow"))
+        err().print(Text(f"using lab endpoints from {shorten(str(endpoints))}", style="yellow"))
     access = load_access(endpoints, process_environment())
     spec_cache = open_cache(settings) if cache else None
     try:

@@ -11,6 +11,7 @@ import typer
 from rich.text import Text
 
 from providers.registry import ansible_inventory
+from reconciler.bounded import MESSAGE_LIMIT, shorten
 from reconciler.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -67,7 +68,9 @@ def validate(
         render_diagnostics(result.diagnostics, console)
         verdict = Text("invalid", style="bold red") if failed else Text("valid", style="bold green")
         counts = f"{counted(len(result.errors), 'error')}, {counted(len(result.warnings), 'warning')}"
-        console.print(Text(f"{result.summary()}: ").append(verdict).append(f" ({counts})"))
+        console.print(
+            Text(f"{shorten(result.summary(), MESSAGE_LIMIT)}: ").append(verdict).append(f" ({counts})")
+        )
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from providers.base import Observation
 from reconciler.apply.executor import Outcome
+from reconciler.bounded import shorten
 from reconciler.cli.common import (
     EXIT_CHANGES,
     EXIT_FAILED,
@@ -129,7 +130,11 @@ def plan(
     target: TargetOpt = None,
     output: Annotated[PlanFormat, typer.Option("--format", "-o", help="Output format.")] = PlanFormat.text,
     out_file: Annotated[
-        Path | None, typer.Option("--out", help="Also save the plan (JSON) to this file, for `fleet apply`.")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Also save the whole plan (JSON, no value shortened) to this file, for `fleet apply`.",
+        ),
     ] = None,
     detailed_exitcode: DetailedOpt = False,
     lab: LabOpt = False,
@@ -160,7 +165,7 @@ def plan(
         except OSError as exc:
             fail(f"cannot write {out_file}: {exc.strerror}", EXIT_FAILED if detailed_exitcode else 2)
     if output is PlanFormat.json:
-        typer.echo(render_json(result), nl=False)
+        typer.echo(render_json(result, bounded=True), nl=False)
     elif output is PlanFormat.markdown:
         typer.echo(render_markdown(result))
     else:
@@ -188,7 +193,7 @@ def _confirm(plan: Plan, yes: bool) -> None:
 
 
 def _countdown(seconds_left: float, holders: Sequence[LockHolder]) -> None:
-    who = ", ".join(f"{h.owner} (run {h.run_id})" for h in holders)
+    who = ", ".join(f"{shorten(h.owner)} (run {h.run_id})" for h in holders)
     err().print(Text(f"waiting for locks held by {who}: {seconds_left:.0f} s left", style="yellow"))
 
 
@@ -247,8 +252,8 @@ def _run_and_report(
                     Text(
                         f"warning: the revision has {counted(len(planned.tolerated), 'error')}, none of "
                         "them in the targets or what they reference: reconciling "
-                        f"{', '.join(selection.targets)} anyway, without orphan handling; the errors go "
-                        "into the run's audit record",
+                        f"{', '.join(map(shorten, selection.targets))} anyway, without orphan handling; "
+                        "the errors go into the run's audit record",
                         style="yellow",
                     )
                 )
@@ -270,7 +275,9 @@ def _run_and_report(
     for holder in result.broken_locks:
         err().print(
             Text(
-                f"broke the lock of {holder.owner} (run {holder.run_id}) on {holder.address}", style="yellow"
+                f"broke the lock of {shorten(holder.owner)} (run {holder.run_id}) "
+                f"on {shorten(holder.address)}",
+                style="yellow",
             )
         )
     console.print(run_summary(result.run_id, report))

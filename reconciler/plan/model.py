@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from providers.base import Action, Change, FieldChange, Observation, ObservationState
+from reconciler.bounded import shorten
 from reconciler.spec import models
 
 
@@ -249,7 +250,7 @@ class Plan:
         unknown = len({e.address for e in self.with_finding(Finding.UNKNOWN)})
         if not unknown:
             return f"all {total} resource{'' if total == 1 else 's'} observed"
-        reasons = ", ".join(f"{count} {reason}" for reason, count in self.unknown_reasons().items())
+        reasons = ", ".join(f"{count} {shorten(reason)}" for reason, count in self.unknown_reasons().items())
         return (
             f"incomplete: {unknown} of {total} resource{'' if total == 1 else 's'} not observed ({reasons})"
         )
@@ -309,10 +310,11 @@ def format_time(moment: datetime) -> str:
 
 
 def format_value(value: Any) -> str:
-    """A field value as people read it in every renderer: plain words bare, the rest as JSON."""
+    """A field value as people read it in every renderer: plain words bare, the rest as JSON;
+    shortened when long (see `reconciler.bounded`)."""
     if isinstance(value, str) and _BARE_WORD.match(value) and not _reads_as_json(value):
-        return value
-    return canonical_json(value)
+        return shorten(value)
+    return shorten(canonical_json(value))
 
 
 def _reads_as_json(word: str) -> bool:

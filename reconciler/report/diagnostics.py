@@ -16,7 +16,7 @@ from reconciler.spec.diagnostics import Diagnostic
 def render_diagnostics(diagnostics: Iterable[Diagnostic], console: Console) -> None:
     for d in diagnostics:
         style = "bold red" if d.severity.value == "error" else "bold yellow"
-        where = d.path + (f":{d.line}:{d.col or 1}" if d.line else "")
+        where = d.shown_path + (f":{d.line}:{d.col or 1}" if d.line else "")
         line = Text()
         line.append(where, style="bold")
         line.append(": ")

@@ -1,6 +1,7 @@
 """Drift as `fleet drift` shows it: each out-of-band change with when it was first seen, the
 observe-only and not-verifiable findings, the unknowns, and how much of each configured host
-Ansible's check mode could verify (what "no drift" rests on)."""
+Ansible's check mode could verify (what "no drift" rests on). Long values are shown shortened
+(see `reconciler.bounded`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
+from reconciler.bounded import shorten, shorten_all
 from reconciler.plan.model import Finding, Plan, PlanEntry
 from reconciler.state import DriftFinding
 
@@ -53,40 +55,50 @@ def drift_json(plan: Plan, findings: Mapping[tuple[str, str], DriftFinding]) -> 
         {"address": address, "finding": "config-coverage", "reason": None, "config": summary}
         for address, summary in sorted(coverage.items())
     )
-    return json.dumps(payload, indent=2)
+    return json.dumps(shorten_all(payload), indent=2)
 
 
 def render_drift(plan: Plan, findings: Mapping[tuple[str, str], DriftFinding], console: Console) -> None:
     entries = drift_entries(plan)
     for e in entries:
+        address = shorten(e.address)
         if e.finding is Finding.DRIFT:
             for f in e.fields:
                 seen = findings.get((e.address, f.field))
                 since = f" (first seen {seen.first_seen:%Y-%m-%d %H:%M:%S} UTC)" if seen else ""
                 console.print(
                     Text(
-                        f"drift    {e.address}  {f.field}: applied {f.before!r}, live {f.after!r}{since}",
+                        f"drift    {address}  {shorten(f.field)}: applied {_shown(f.before)}, "
+                        f"live {_shown(f.after)}{since}",
                         style="red",
                     )
                 )
         elif e.finding is Finding.OBSERVE_ONLY:
             for f in e.fields:
                 console.print(
-                    f"observed {e.address}  {f.field}: live {f.before!r}, spec {f.after!r} (observe-only)"
+                    Text(
+                        f"observed {address}  {shorten(f.field)}: live {_shown(f.before)}, "
+                        f"spec {_shown(f.after)} (observe-only)"
+                    )
                 )
         elif e.finding is Finding.NOT_VERIFIABLE:
             for f in e.fields:
                 console.print(
-                    Text(f"unverif. {e.address}  {f.field}: not verifiable in check mode ({f.after})")
+                    Text(
+                        f"unverif. {address}  {shorten(f.field)}: not verifiable in check mode "
+                        f"({shorten(str(f.after))})"
+                    )
                 )
         else:
-            console.print(Text(f"unknown  {e.address}  {e.reason}: {e.detail}", style="yellow"))
+            console.print(
+                Text(f"unknown  {address}  {shorten(e.reason)}: {shorten(e.detail)}", style="yellow")
+            )
     for address, summary in sorted(config_coverage(plan).items()):
         cover = summary.get("coverage", {})
         state = "in sync" if summary.get("inSync") else f"{summary.get('changes', 0)} tasks would change"
         console.print(
             Text(
-                f"config   {address}  check mode verified {cover.get('verified', 0)} of "
+                f"config   {shorten(address)}  check mode verified {cover.get('verified', 0)} of "
                 f"{cover.get('total', 0)} tasks, {summary.get('notVerifiable', 0)} not verifiable; {state}",
                 style="dim",
             )
@@ -96,3 +108,7 @@ def render_drift(plan: Plan, findings: Mapping[tuple[str, str], DriftFinding], c
     console.print(
         Text(f"Drift: {drifted} drifted, {observed_only} observe-only, {plan.completeness()}.", style="bold")
     )
+
+
+def _shown(value: Any) -> str:
+    return shorten(repr(value))

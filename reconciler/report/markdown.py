@@ -2,13 +2,16 @@
 
 The comment never exceeds the size it is given (GitHub refuses comments over 65,536
 characters): when the details do not fit, the last entries are left out and a note
-says how many. The summary, the counts and the fingerprint are always shown.
+says how many. The summary, the counts and the fingerprint are always shown. Values that
+come from users are shortened when long (see `reconciler.bounded`), so one long value
+does not push every other entry out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from reconciler.bounded import shorten, shorten_lines
 from reconciler.plan.model import (
     SUMMARY_KEYS,
     Finding,
@@ -87,7 +90,7 @@ def render_markdown(plan: Plan, *, max_chars: int = DEFAULT_MAX_CHARS, title: st
 def _head(plan: Plan, title: str) -> str:
     counts = plan.summary()
     lines = [
-        f"### {title} for {_code(plan.revision)}\n\n",
+        f"### {title} for {_code(shorten(plan.revision))}\n\n",
         f"**{plan.summary_line()}**\n\n",
     ]
     shown = [key for key in SUMMARY_KEYS if counts[key]]
@@ -108,21 +111,22 @@ def _section_title(plan: Plan, finding: Finding, count: int) -> str:
 def _entry_lines(entry: PlanEntry) -> Iterator[str]:
     # Inside a ```diff block GitHub colours lines that start with + or -, as the symbols mean.
     mark = entry.symbol if entry.action is not None else FINDING_MARKS[entry.finding][0]
-    head = f"{mark} {entry.address}"
+    head = f"{mark} {shorten(entry.address)}"
     if entry.action is not None:
         head += f"  {action_name(entry.action)}"
     if entry.finding is Finding.UNKNOWN:
-        head += f"  {entry.reason}" + (f": {entry.detail}" if entry.detail else "")
+        head += f"  {shorten(entry.reason)}" + (f": {shorten(entry.detail)}" if entry.detail else "")
     if entry.first_seen is not None:
         head += f"  first seen {format_time(entry.first_seen)}"
     yield _safe(head) + "\n"
     for diff in entry.fields:
-        yield _safe(f"    {diff.field}: {format_value(diff.before)} -> {format_value(diff.after)}") + "\n"
+        shown = f"    {shorten(diff.field)}: {format_value(diff.before)} -> {format_value(diff.after)}"
+        yield _safe(shown) + "\n"
     if entry.finding in DETAILED_FINDINGS and entry.detail:
-        for line in entry.detail.splitlines():
+        for line in shorten_lines(entry.detail).splitlines():
             yield _safe(f"    {line}") + "\n"
     if entry.depends_on:
-        yield _safe(f"    after {', '.join(entry.depends_on)}") + "\n"
+        yield _safe(f"    after {', '.join(map(shorten, entry.depends_on))}") + "\n"
 
 
 def _fit(items: list[str], room: int, opening: str) -> list[str]:

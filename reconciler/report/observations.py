@@ -1,4 +1,5 @@
-"""What the providers see right now, as `fleet observe` shows it: a table or JSON."""
+"""What the providers see right now, as `fleet observe` shows it: a table or JSON, long values
+shortened (see `reconciler.bounded`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from providers.base import Observation
+from reconciler.bounded import shorten, shorten_all
 from reconciler.kinds import kind_at
 
 _STYLES = {"observed": "green", "unknown": "yellow", "absent": "red"}
@@ -20,14 +22,14 @@ def observations_table(observations: Sequence[Observation], console: Console) ->
     for column in ("ADDRESS", "STATE", "POWER", "DETAIL", "NOTES"):
         table.add_column(column, no_wrap=column != "NOTES")
     for o in observations:
-        notes = f"{o.reason.value}: {o.detail}" if o.reason else "; ".join(o.warnings)
+        notes = f"{o.reason.value}: {shorten(o.detail)}" if o.reason else "; ".join(map(shorten, o.warnings))
         kind = kind_at(o.address)
         table.add_row(
-            o.address,
+            Text(shorten(o.address)),
             Text(o.state.value, style=_STYLES[o.state.value]),
-            str(o.fields.get("power", "")),
-            kind.observed_detail(o.fields) if kind is not None else "",
-            notes,
+            Text(shorten(str(o.fields.get("power", "")))),
+            Text(shorten(kind.observed_detail(o.fields)) if kind is not None else ""),
+            Text(notes),
         )
     console.print(table)
     unknown = sum(1 for o in observations if o.state.value == "unknown")
@@ -36,18 +38,20 @@ def observations_table(observations: Sequence[Observation], console: Console) ->
 
 def observations_json(observations: Sequence[Observation]) -> str:
     return json.dumps(
-        [
-            {
-                "address": o.address,
-                "state": o.state.value,
-                "observedAt": o.observed_at.isoformat(),
-                "fields": dict(o.fields),
-                "reason": o.reason.value if o.reason else None,
-                "detail": o.detail or None,
-                "warnings": list(o.warnings),
-            }
-            for o in observations
-        ],
+        shorten_all(
+            [
+                {
+                    "address": o.address,
+                    "state": o.state.value,
+                    "observedAt": o.observed_at.isoformat(),
+                    "fields": dict(o.fields),
+                    "reason": o.reason.value if o.reason else None,
+                    "detail": o.detail or None,
+                    "warnings": list(o.warnings),
+                }
+                for o in observations
+            ]
+        ),
         indent=2,
         default=str,
     )

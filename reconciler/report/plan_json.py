@@ -3,6 +3,11 @@
 `schemas/plan.schema.json` is `schema_text()`; a test keeps the two equal and checks
 rendered plans against it. Loading a saved plan validates it and refuses one whose
 fingerprint no longer matches its content.
+
+A plan is shown (`fleet plan --format json`) with long user values shortened (see
+`reconciler.bounded`) and saved (`fleet plan --out`) exact. A shown plan that had anything
+cut says so (`"shortened": true`) and is refused by `fleet apply` with that reason: its
+values are no longer the ones its fingerprint covers. One with nothing cut is the saved form.
 """
 
 # Named plan_json, not json, so that importing it never hides the stdlib's json module.
@@ -17,6 +22,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from providers.base import Action, ObservationState
+from reconciler.bounded import shorten_all
 from reconciler.errors import PermanentError
 from reconciler.plan.model import (
     SUMMARY_KEYS,
@@ -114,6 +120,11 @@ def plan_schema() -> dict[str, Any]:
             },
             "entries": {"type": "array", "items": {"$ref": "#/$defs/entry"}},
             "observed": {"type": "array", "items": {"$ref": "#/$defs/observed"}},
+            "shortened": {
+                "const": True,
+                "description": "Present when the plan was shown with long values shortened (`fleet "
+                "plan --format json`): it cannot be applied; `fleet plan --out FILE` saves it whole.",
+            },
         },
         "$defs": {
             "address": address,
@@ -198,7 +209,24 @@ def schema_text() -> str:
     return json.dumps(plan_schema(), indent=2, sort_keys=True) + "\n"
 
 
-def plan_to_dict(plan: Plan) -> dict[str, Any]:
+# The parts of a plan that hold values from users (names, field values, reasons, details); the
+# rest (counts, times, the fingerprint, the summary line) fleet writes itself.
+_USER_VALUES = ("revision", "unknown", "waves", "entries", "observed")
+
+
+def plan_to_dict(plan: Plan, *, bounded: bool = False) -> dict[str, Any]:
+    """The plan as JSON values; with `bounded`, as shown to people: long user values shortened,
+    and `"shortened": true` if any was."""
+    data = _plan_to_dict(plan)
+    if bounded:
+        shown = {key: shorten_all(data[key]) for key in _USER_VALUES}
+        if any(shown[key] is not data[key] for key in _USER_VALUES):
+            data.update(shown)
+            data["shortened"] = True
+    return data
+
+
+def _plan_to_dict(plan: Plan) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": "Plan",
@@ -220,12 +248,21 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     }
 
 
-def render_json(plan: Plan) -> str:
-    return json.dumps(plan_to_dict(plan), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+def render_json(plan: Plan, *, bounded: bool = False) -> str:
+    """The plan as JSON text: exact (to save it), or `bounded` (to show it; see `plan_to_dict`)."""
+    data = plan_to_dict(plan, bounded=bounded)
+    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def plan_from_dict(data: Any) -> Plan:
-    """A saved plan back as a Plan; refused when it breaks the schema or its fingerprint."""
+    """A saved plan back as a Plan; refused when it was shortened for display, or breaks the
+    schema or its fingerprint."""
+    if isinstance(data, Mapping) and data.get("shortened") is True:
+        raise PermanentError(
+            'this plan was shown with long values shortened (it says "shortened": true), so it is '
+            "not the plan that was made and cannot be applied",
+            hint="save the whole plan with `fleet plan --out FILE` and apply that file",
+        )
     errors = sorted(
         Draft202012Validator(plan_schema()).iter_errors(data), key=lambda e: list(e.absolute_path)
     )

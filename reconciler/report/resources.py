@@ -1,4 +1,5 @@
-"""What a fleet repo declares, as `fleet get` lists it: a table, JSON or YAML of the documents."""
+"""What a fleet repo declares, as `fleet get` lists it: a table, JSON or YAML of the documents,
+long values shortened (see `reconciler.bounded`; `fleet inventory` gives Ansible the whole values)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 from ruamel.yaml import YAML
 
+from reconciler.bounded import shorten, shorten_all
 from reconciler.kinds import kind_of
 from reconciler.spec import models
 
@@ -34,22 +36,26 @@ def resources_table(
             paths.get(document.address, ""),
         ]
         if labels:
-            row.append(",".join(f"{k}={v}" for k, v in sorted(document.metadata.labels.items())))
-        table.add_row(*row)
+            row.append(
+                ",".join(f"{shorten(k)}={shorten(v)}" for k, v in sorted(document.metadata.labels.items()))
+            )
+        table.add_row(*(Text(shorten(cell)) for cell in row))
     console.print(table)
     console.print(Text(f"{len(documents)} resources", style="dim"))
 
 
 def resources_json(documents: Sequence[models.Document], paths: Mapping[str, str]) -> str:
     return json.dumps(
-        [
-            {
-                "address": d.address,
-                "path": paths.get(d.address, ""),
-                **d.model_dump(mode="json", by_alias=True),
-            }
-            for d in documents
-        ],
+        shorten_all(
+            [
+                {
+                    "address": d.address,
+                    "path": paths.get(d.address, ""),
+                    **d.model_dump(mode="json", by_alias=True),
+                }
+                for d in documents
+            ]
+        ),
         indent=2,
     )
 
@@ -58,5 +64,5 @@ def resources_yaml(documents: Sequence[models.Document]) -> str:
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
     out = io.StringIO()
-    yaml.dump_all([d.model_dump(mode="json", by_alias=True) for d in documents], out)
+    yaml.dump_all([shorten_all(d.model_dump(mode="json", by_alias=True)) for d in documents], out)
     return out.getvalue()

@@ -2,7 +2,9 @@
 
 Colour comes only from rich styles, so a Console created with no colour (or under
 NO_COLOR) prints the same words without it. Lines never re-wrap, so the output is the
-same on every terminal width; the renderer never changes or re-sorts the Plan.
+same on every terminal width; the renderer never changes or re-sorts the Plan. Values that
+come from users (addresses, fields and their values, reasons, details) are shortened when
+long (see `reconciler.bounded`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from rich.console import Console
 from rich.text import Text
 
 from providers.base import Action
+from reconciler.bounded import shorten, shorten_lines
 from reconciler.plan.model import Finding, Plan, PlanEntry, action_name, format_time, format_value
 
 ACTION_STYLES: dict[str, str] = {"+": "green", "~": "yellow", "-": "red", "-/+": "magenta"}
@@ -61,7 +64,7 @@ def plan_text(plan: Plan) -> str:
 def plan_lines(plan: Plan) -> Iterator[Text]:
     yield Text.assemble(
         ("fleet plan", "bold"),
-        f" of revision {plan.revision}",
+        f" of revision {shorten(plan.revision)}",
         (f" ({format_time(plan.created_at)}, {plan.fingerprint()[:19]})", "dim"),
     )
     for finding in Finding:
@@ -81,30 +84,30 @@ def plan_lines(plan: Plan) -> Iterator[Text]:
 
 def entry_lines(entry: PlanEntry) -> Iterator[Text]:
     mark, style = _mark(entry)
-    head = Text.assemble("  ", (f"{mark:>3}", style), " ", (entry.address, "bold"))
+    head = Text.assemble("  ", (f"{mark:>3}", style), " ", (shorten(entry.address), "bold"))
     if entry.action is not None:
         head.append(f"  {action_name(entry.action)}", style=style)
     if entry.finding is Finding.UNKNOWN:
-        head.append(f"  {entry.reason}", style=style)
+        head.append(f"  {shorten(entry.reason)}", style=style)
         if entry.detail:
-            head.append(f": {entry.detail}", style="dim")
+            head.append(f": {shorten(entry.detail)}", style="dim")
     if entry.first_seen is not None:
         head.append(f"  first seen {format_time(entry.first_seen)}", style="dim")
     yield head
     for diff in entry.fields:
         yield Text.assemble(
             "        ",
-            f"{diff.field}: ",
+            f"{shorten(diff.field)}: ",
             (format_value(diff.before), "red" if entry.action is not None else ""),
             " -> ",
             (format_value(diff.after), "green" if entry.action is not None else ""),
         )
     if entry.finding in DETAILED_FINDINGS and entry.detail:
         # A detail may span lines (the diffs of configuration tasks): each keeps the indent.
-        for line in entry.detail.splitlines():
+        for line in shorten_lines(entry.detail).splitlines():
             yield Text(f"        {line}", style="dim")
     if entry.depends_on:
-        yield Text(f"        after {', '.join(entry.depends_on)}", style="dim")
+        yield Text(f"        after {', '.join(map(shorten, entry.depends_on))}", style="dim")
 
 
 def _mark(entry: PlanEntry) -> tuple[str, str]:

@@ -29,7 +29,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_results (key TEXT PRIMARY KEY, payload BLOB NOT NULL, documents BLOB);
 CREATE TABLE IF NOT EXISTS revision_results (key TEXT PRIMARY KEY, payload TEXT NOT NULL);
 """
-_FORMAT = "6"
+_FORMAT = "7"
 
 
 def _encode_diagnostic(d: Diagnostic) -> tuple[Any, ...]:

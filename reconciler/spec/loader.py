@@ -31,7 +31,7 @@ from reconciler.spec.diagnostics import Diagnostic, Severity, error, sorted_diag
 from reconciler.spec.references import check_references
 from reconciler.spec.results import FLEET_FILE, FileResult
 from reconciler.spec.validate import FileSettings, settings_from_fleet, validate_file, validate_files
-from reconciler.spec.yamlload import load_yaml, locate
+from reconciler.spec.yamlload import Locator, load_yaml
 
 # Below this many files to parse, worker processes cost more than they save.
 PARALLEL_THRESHOLD = 64
@@ -322,13 +322,13 @@ def _load(
 
 def _locate_all(snapshot: Snapshot, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
     by_path = {f.path: f for f in snapshot.files}
-    data: dict[str, bytes] = {}
+    locators: dict[str, Locator] = {}
     out = []
     for d in diagnostics:
         if d.line == 0 and d.path in by_path:
-            if d.path not in data:
-                data[d.path] = snapshot.read(by_path[d.path])
-            line, col = locate(data[d.path], d.doc_index, d.field_path)
+            if d.path not in locators:
+                locators[d.path] = Locator(snapshot.read(by_path[d.path]))
+            line, col = locators[d.path](d.doc_index, d.field_path)
             d = dataclasses.replace(d, line=line, col=col)
         out.append(d)
     return out

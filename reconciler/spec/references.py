@@ -7,22 +7,18 @@ on the document and field that should change.
 
 from __future__ import annotations
 
-import difflib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 from reconciler.spec import models
-from reconciler.spec.diagnostics import Diagnostic, error, warning
+from reconciler.spec.diagnostics import Diagnostic, closest, error, warning
 from reconciler.spec.quantity import quantity_value
 from reconciler.spec.results import FLEET_FILE, Facts
 
 
 def _suggest(name: str, candidates: Iterable[str]) -> str:
-    pool = sorted(candidates)
-    if len(pool) > 2000:  # difflib is quadratic; in a big fleet, look among similar names only
-        pool = [c for c in pool if c[:4] == name[:4]][:2000]
-    close = difflib.get_close_matches(name, pool, n=1)
-    return f"did you mean {close[0]!r}?" if close else ""
+    close = closest(name, candidates)
+    return f"did you mean {close!r}?" if close is not None else ""
 
 
 def _hint(base: str, name: str, candidates: Iterable[str]) -> str:

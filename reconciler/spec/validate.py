@@ -9,7 +9,6 @@ of `references.py`; full models are built again only when a caller needs them.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import re
@@ -21,11 +20,12 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
 from reconciler import __version__
+from reconciler.bounded import redact
 from reconciler.spec import models
-from reconciler.spec.diagnostics import Diagnostic, Severity, YamlPath, error, warning
+from reconciler.spec.diagnostics import Diagnostic, Severity, YamlPath, closest, error, warning
 from reconciler.spec.results import Facts, FileResult
 from reconciler.spec.secrets import find_literal_secrets, may_hold_secrets
-from reconciler.spec.yamlload import Limits, load_yaml, locate
+from reconciler.spec.yamlload import Limits, Locator, load_yaml
 
 KIND_NAMES = tuple(models.KINDS)
 
@@ -166,10 +166,10 @@ def _message(err: dict[str, Any], path: YamlPath) -> tuple[str, str, str]:
     field = ".".join("(empty key)" if p is None else str(p) for p in path) or "document"
     if kind == "extra_forbidden":
         name = str(path[-1]) if path else "?"
-        close = difflib.get_close_matches(name, _all_field_names(), n=1, cutoff=0.7)
+        close = closest(name, _all_field_names(), cutoff=0.7)
         hint = (
-            f"did you mean {close[0]!r}?"
-            if close
+            f"did you mean {close!r}?"
+            if close is not None
             else "remove it; see `fleet schema` for the fields of each kind"
         )
         return "unknown-field", f"unknown field {field!r}", hint
@@ -299,8 +299,8 @@ def validate_document(
             ),
         ]
     if not isinstance(kind, str) or kind not in models.KINDS:
-        close = difflib.get_close_matches(str(kind), KIND_NAMES, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(KIND_NAMES)}"
+        close = closest(str(kind), KIND_NAMES)
+        hint = f"did you mean {close!r}?" if close is not None else f"use one of {', '.join(KIND_NAMES)}"
         return None, [
             *problems,
             error(
@@ -350,19 +350,18 @@ def _value_at(raw: Any, field_path: YamlPath) -> Any:
 
 
 def _redacted(diagnostic: Diagnostic, secrets: Sequence[str]) -> Diagnostic:
-    """Other checks may quote a value; never when that value is a secret."""
-    message = diagnostic.message
-    for secret in secrets:
-        if len(secret) >= 3:
-            message = message.replace(secret, "***")
+    """Other checks may quote a value; never when that value is a secret (nor the start or the end
+    of one that a shortened message still shows)."""
+    message = redact(diagnostic.message, secrets)
     return diagnostic if message == diagnostic.message else dataclasses.replace(diagnostic, message=message)
 
 
 def _located(diagnostics: list[Diagnostic], data: bytes) -> list[Diagnostic]:
+    locate = Locator(data)
     out = []
     for d in diagnostics:
         if d.line == 0:
-            line, col = locate(data, d.doc_index, d.field_path)
+            line, col = locate(d.doc_index, d.field_path)
             d = dataclasses.replace(d, line=line, col=col)
         out.append(d)
     return out

@@ -553,31 +553,50 @@ def load_yaml_reference(path: str, data: bytes, limits: Limits = Limits()) -> Lo
     return _reference_load(path, text, limits)
 
 
-def locate(data: bytes, doc_index: int | None, field_path: YamlPath) -> tuple[int, int]:
-    """Line and column (1-based) of a field of a document, or of its nearest existing parent."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return 1, 1
-    nodes, _ = _compose("", text)
-    if doc_index is None or doc_index >= len(nodes):
-        return 1, 1
-    node: Node = nodes[doc_index]
-    best = _mark(node)
-    for part in field_path:
-        if isinstance(node, MappingNode):
-            for key, value in node.value:
-                if isinstance(key, ScalarNode) and (
-                    key.tag == "tag:yaml.org,2002:null" if part is None else key.value == str(part)
-                ):
-                    best = _mark(key)
-                    node = value
-                    break
+class Locator:
+    """Line and column (1-based) of fields of one file's documents; the file is parsed once,
+    on the first question, however many are asked."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._nodes: list[Node] | None = None
+
+    def _documents(self) -> list[Node]:
+        if self._nodes is None:
+            try:
+                text = self._data.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                self._nodes = []
+            else:
+                self._nodes, _ = _compose("", text)
+        return self._nodes
+
+    def __call__(self, doc_index: int | None, field_path: YamlPath) -> tuple[int, int]:
+        """Where a field of a document is, or its nearest existing parent (1, 1 if unknown)."""
+        nodes = self._documents()
+        if doc_index is None or doc_index >= len(nodes):
+            return 1, 1
+        node: Node = nodes[doc_index]
+        best = _mark(node)
+        for part in field_path:
+            if isinstance(node, MappingNode):
+                for key, value in node.value:
+                    if isinstance(key, ScalarNode) and (
+                        key.tag == "tag:yaml.org,2002:null" if part is None else key.value == str(part)
+                    ):
+                        best = _mark(key)
+                        node = value
+                        break
+                else:
+                    return best
+            elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+                node = node.value[part]
+                best = _mark(node)
             else:
                 return best
-        elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            node = node.value[part]
-            best = _mark(node)
-        else:
-            return best
-    return best
+        return best
+
+
+def locate(data: bytes, doc_index: int | None, field_path: YamlPath) -> tuple[int, int]:
+    """Line and column (1-based) of a field of a document, or of its nearest existing parent."""
+    return Locator(data)(doc_index, field_path)
