@@ -18,6 +18,7 @@ from typing import Any
 from reconciler.errors import PermanentError
 
 MAX_DEPTH = 64
+MIN_SECRET_LENGTH = 4
 
 
 class ValueGuard:
@@ -29,8 +30,9 @@ class ValueGuard:
     def forbid(self, values: Iterable[str]) -> None:
         """Thread-safe: a run's providers hand out secrets from their own threads."""
         with self._lock:
-            # Empty strings would match everything; they are not secrets anyway.
-            fresh = {v for v in values if v} - self._forbidden
+            # Shorter values would match inside ordinary words ("on", an address) and refuse every
+            # write; they are not secrets anyone could find in a row either.
+            fresh = {v for v in values if len(v) >= MIN_SECRET_LENGTH} - self._forbidden
             if not fresh:
                 return
             self._forbidden.update(fresh)
