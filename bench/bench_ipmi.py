@@ -168,11 +168,15 @@ def _provider(machines: list[models.Machine], workers: int, timing: Timing) -> I
     return IpmiProvider(_fleet().spec.providers.ipmi, _access(machines), workers=workers, timing=timing)
 
 
-def _fleet_capacity(machines: list[models.Machine], workers: int, seconds: float) -> dict[str, Any]:
-    """Full passes back to back; latency is from the start of a pass to each observation."""
+def _fleet_capacity(
+    machines: list[models.Machine], workers: int, seconds: float, farm_pid: int
+) -> dict[str, Any]:
+    """Full passes back to back; latency is from the start of a pass to each observation. CPU
+    from the first pass on (the workers' start-up and closing excluded)."""
     timing = Timing(min_interval=0.0, timeout=10.0, retries=1, backoff=0.1)
     inputs = RevisionInputs.of(_fleet(), machines)
     with _provider(machines, workers, timing) as provider:
+        client_cpu, farm_cpu = _tree_cpu(farm_pid), _cpu_seconds(farm_pid)
         started = time.monotonic()
         provider.observe(machines, inputs)  # the first pass logs in to every BMC
         first = time.monotonic() - started
@@ -188,8 +192,11 @@ def _fleet_capacity(machines: list[models.Machine], workers: int, seconds: float
                     unknown += 1
                 latencies.append(observation.observed_at.timestamp() - pass_started)
         elapsed = time.monotonic() - started
+        client_cpu, farm_cpu = _tree_cpu(farm_pid) - client_cpu, _cpu_seconds(farm_pid) - farm_cpu
     latencies.sort()
     return {
+        "client_cpu": client_cpu,
+        "farm_cpu": farm_cpu,
         "first_pass_seconds": first,
         "observations": observed,
         "unknown": unknown,
@@ -218,7 +225,8 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _client_cpu() -> float:
-    """CPU of this process and of its finished children (the provider's workers)."""
+    """CPU of this process and of the children it waited for (not the provider's workers:
+    see `_tree_cpu`)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
@@ -463,11 +471,7 @@ def main() -> None:
         try:
             if not only_passes:
                 observed = machines[: args.bmcs]
-                farm_cpu_before = _cpu_seconds(farm.pid)
-                client_before = _client_cpu()
-                capacity = _fleet_capacity(observed, args.workers, args.seconds)
-                client_cpu = _client_cpu() - client_before
-                farm_cpu = _cpu_seconds(farm.pid) - farm_cpu_before
+                capacity = _fleet_capacity(observed, args.workers, args.seconds, farm.pid)
                 spaced = _fleet_with_interval(observed, args.workers)
                 loop = _ipmitool_loop(args.bmcs, args.ipmitool_seconds)
             subset = machines[: args.pass_bmcs]
@@ -484,7 +488,7 @@ def main() -> None:
     print()
     if not only_passes:
         print(f"fleet workers: {args.workers}")
-        _print_capacity(args, capacity, spaced, loop, client_cpu, farm_cpu)
+        _print_capacity(args, capacity, spaced, loop)
         print()
     _print_passes(kept, fresh, providers, len(subset), args.pass_interval, args.pass_gap)
     print(f"  ({len(kept)} + {len(fresh)} passes in {section:.0f} s)")
@@ -495,8 +499,6 @@ def _print_capacity(
     capacity: dict[str, Any],
     spaced: dict[str, Any],
     loop: dict[str, Any],
-    client_cpu: float,
-    farm_cpu: float,
 ) -> None:
     print(
         f"fleet, no interval    first pass (logins) {capacity['first_pass_seconds']:.2f} s; then "
@@ -513,9 +515,10 @@ def _print_capacity(
         f"{loop['per_second']:.1f}/s ({loop['failures']} failed)"
     )
     total = capacity["observations"] + args.bmcs  # the timed passes and the login pass
+    client_cpu, farm_cpu = capacity["client_cpu"], capacity["farm_cpu"]
     per_observation = client_cpu / total
     print(
-        f"CPU during the fleet passes: client (fleet + workers) {client_cpu:.1f} s, "
+        f"CPU during the fleet passes: client (fleet, fork server + workers) {client_cpu:.1f} s, "
         f"simulator {farm_cpu:.1f} s; "
         f"client CPU per observation {per_observation * 1000:.2f} ms -> 2 cores of client alone "
         f"would sustain about {2 / per_observation:.0f} observations/s"
