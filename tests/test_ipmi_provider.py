@@ -5,6 +5,7 @@ Everything goes over real IPMI/RMCP+ on loopback addresses; nothing is mocked.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import socket
@@ -247,6 +248,22 @@ def test_a_bmc_keeps_its_worker_so_a_run_logs_in_once(lab: Lab) -> None:
             assert {o.state for o in observed} == {ObservationState.OBSERVED}
         logins = {name: bmc["sessions_opened"] for name, bmc in lab.farm.stats()["bmcs"].items()}
     assert logins == {m.metadata.name: 1 for m in lab.machines}
+
+
+def test_a_session_idle_past_the_limit_is_opened_again_before_it_is_used(lab: Lab) -> None:
+    # BMCs drop a session after a minute of silence and an idle worker sends no keepalive: a pass
+    # after a long pause logs in again at once instead of timing out on a dead session.
+    keeps = dataclasses.replace(FAST, session_idle=60.0)
+    lapses = dataclasses.replace(FAST, session_idle=0.2)
+    for timing, logins in ((keeps, 1), (lapses, 2)):
+        lab.farm.reset_stats()
+        with lab.provider(workers=len(lab.machines), timing=timing) as provider:
+            for _ in range(2):
+                observed = provider.observe(lab.machines, lab.inputs).observations
+                assert {o.state for o in observed} == {ObservationState.OBSERVED}
+                time.sleep(0.5)
+            opened = {name: bmc["sessions_opened"] for name, bmc in lab.farm.stats()["bmcs"].items()}
+        assert opened == {m.metadata.name: logins for m in lab.machines}, timing
 
 
 def test_sessions_are_logged_out_so_repeated_runs_never_exhaust_a_bmc(lab: Lab) -> None:

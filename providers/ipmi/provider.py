@@ -69,6 +69,8 @@ class Timing:
     backoff: float = 0.5
     soft_off_grace: float = 120.0
     transition_timeout: float = 300.0
+    # A session idle this long is opened again: BMCs drop one after 60 s of inactivity.
+    session_idle: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: models.IpmiSettings) -> Timing:
@@ -99,7 +101,7 @@ class Scheduler:
         self.timing = timing
         self.budgets = dict(budgets)
         self.global_budget = global_budget
-        self._pool = WorkerPool(workers)
+        self._pool = WorkerPool(workers, session_idle=timing.session_idle)
         self._lock = threading.Condition()
         self._incoming: list[_Job] = []
         self._closed = False

@@ -1,7 +1,8 @@
 """Worker processes that each drive pyghmi single-threaded, and the pool that feeds them.
 
 A worker keeps one IPMI session per BMC it has served and reuses it across
-commands and passes, and logs them all out when it stops. It runs one command at
+commands and passes, and logs them all out when it stops, or when it has been idle long
+enough for the BMCs to drop them (a fresh worker takes its place when one is needed). It runs one command at
 a time; the scheduler hands a command to the worker that already holds the BMC's
 session when it is idle, else to the BMC's home worker, else to any idle worker,
 so a BMC that hangs ties up one worker, never the pass. A worker stuck past the
@@ -16,7 +17,10 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
+import threading
 import zlib
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
@@ -32,7 +36,12 @@ Request = tuple[int, str, int, str, str, str, dict[str, Any]]
 Reply = tuple[int, bool, Any]
 
 
-def _worker_main(connection: Connection) -> None:
+def _worker_main(connection: Connection, session_idle: float) -> None:
+    """A BMC drops a session nobody used for a while (IPMI's default is 60 s of inactivity), and an
+    idle worker sends no keepalive. A worker that holds sessions and hears nothing for
+    `session_idle` seconds logs them out and ends (pyghmi cannot open a session to a BMC again in
+    the process that logged one out); the pool starts a fresh one when it is needed, instead of a
+    pass timing out on dead sessions."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     clients: dict[tuple[str, int, str], BmcClient] = {}
     try:
@@ -40,7 +49,7 @@ def _worker_main(connection: Connection) -> None:
     except (BrokenPipeError, OSError):
         return
     try:
-        _serve(connection, clients)
+        _serve(connection, clients, session_idle)
     finally:
         # BMCs hold only a few sessions each (often 4 to 16) and keep an abandoned one for about
         # a minute: every session this worker opened is logged out when it stops.
@@ -48,12 +57,16 @@ def _worker_main(connection: Connection) -> None:
             client.close()
 
 
-def _serve(connection: Connection, clients: dict[tuple[str, int, str], BmcClient]) -> None:
+def _serve(
+    connection: Connection, clients: dict[tuple[str, int, str], BmcClient], session_idle: float
+) -> None:
     # Imported here: only worker processes ever load pyghmi.
     from providers.ipmi.client import BmcClient, BmcError
 
     while True:
         try:
+            if clients and not connection.poll(session_idle):
+                return  # idle: the sessions would be dead by the next pass
             message = connection.recv()
         except (EOFError, OSError):
             return
@@ -80,6 +93,29 @@ def _serve(connection: Connection, clients: dict[tuple[str, int, str], BmcClient
             return
 
 
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While a worker is started, the program's main module (the `fleet` CLI, a test runner, a
+    benchmark) is not named to it: multiprocessing would have the fork server's child run it
+    again (CPython gh-126631), which costs each worker a second of imports it never uses."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    with _MAIN_LOCK:
+        saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__}
+        main.__dict__.pop("__file__", None)
+        main.__dict__["__spec__"] = None
+        try:
+            yield
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
+
+
 @dataclasses.dataclass
 class Worker:
     process: BaseProcess
@@ -91,7 +127,8 @@ class Worker:
 class WorkerPool:
     """N worker processes; `submit` to an idle one, `replies` to collect answers."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, session_idle: float = 30.0) -> None:
+        self._session_idle = session_idle
         # A fork server that has imported pyghmi once forks every worker: a worker then starts
         # in milliseconds, not a fresh interpreter's second (and without re-importing the
         # CLI that started it), and is still forked from a process with no threads.
@@ -104,9 +141,10 @@ class WorkerPool:
     def _start(self) -> Worker:
         parent, child = self._context.Pipe(duplex=True)
         process = self._context.Process(
-            target=_worker_main, args=(child,), daemon=True, name="fleet-ipmi-worker"
+            target=_worker_main, args=(child, self._session_idle), daemon=True, name="fleet-ipmi-worker"
         )
-        process.start()
+        with _main_module_hidden():
+            process.start()
         child.close()
         return Worker(process, parent)
 
