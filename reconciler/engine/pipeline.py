@@ -42,7 +42,13 @@ from reconciler.source.snapshot import Snapshot
 from reconciler.spec import models
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.diagnostics import Diagnostic
-from reconciler.spec.loader import InvalidRevision, LoadedRevision, default_workers, load_revision
+from reconciler.spec.loader import (
+    InvalidRevision,
+    LoadedRevision,
+    default_workers,
+    load_revision,
+    revision_key,
+)
 from reconciler.spec.results import FLEET_FILE
 from reconciler.spec.selector import parse_selector
 from reconciler.state import DriftFinding, LockHolder, ObservationRecord, StateStore
@@ -161,6 +167,7 @@ class Engine:
         self.cache = cache
         self._store = store
         self._clock = clock
+        self._last_revision: tuple[str, LoadedRevision] | None = None
         # Every secret a provider reads is refused by the store from then on.
         self._stop_forbidding = (
             pool.access.credentials.on_reveal(lambda value: store.forbid_values([value]))
@@ -186,10 +193,19 @@ class Engine:
         return open_snapshot(ref, self.settings.cache_dir)
 
     def load(self, snapshot: Snapshot, *, documents: bool = True) -> LoadedRevision:
-        """Every document and every diagnostic of the revision, as `fleet validate` sees them."""
-        return load_revision(
+        """Every document and every diagnostic of the revision, as `fleet validate` sees them.
+
+        The engine keeps the last revision it loaded: a caller that passes over an unchanged
+        revision again and again (the controller, between commits) loads it once."""
+        key = revision_key(snapshot)
+        kept = self._last_revision
+        if kept is not None and kept[0] == key and (kept[1].documents or not documents):
+            return kept[1]
+        revision = load_revision(
             snapshot, self.cache, self.settings.workers or default_workers(), documents=documents
         )
+        self._last_revision = (key, revision)
+        return revision
 
     def gate(self, revision: LoadedRevision, *, partial: Selection | None = None) -> tuple[Diagnostic, ...]:
         """Refuse a revision with any error. With `partial` (an emergency reconcile of explicit
