@@ -100,3 +100,26 @@ def test_parallel_workers_give_the_same_result(
     monkeypatch.setattr(loader, "PARALLEL_THRESHOLD", 2)
     parallel = load_revision(read_worktree(repo), None, workers=2)
     assert serial.diagnostics == parallel.diagnostics and serial.errors
+
+
+def test_an_engine_loads_an_unchanged_revision_once_and_a_changed_one_again(
+    repo: Path, tmp_path: Path
+) -> None:
+    """What the controller's passes over an unchanged revision cost: nothing; a new commit is read."""
+    from providers.access import Access
+    from providers.registry import ProviderPool
+    from reconciler.engine import Engine, SourceRef
+    from reconciler.settings import Settings
+
+    settings = Settings(cache_dir=tmp_path / "c", state_dir=tmp_path / "s")
+    engine = Engine(settings, ProviderPool(Access(), settings.state_dir), None, None)
+    ref = SourceRef(repo=str(repo), rev="HEAD")
+    first = engine.load(engine.open_source(ref))
+    assert engine.load(engine.open_source(ref)) is first
+    rack = repo / "machines" / "nyc1" / "r02.yaml"
+    rack.write_text(rack.read_text().replace("team: ", "team: x", 1))
+    commit_all(repo, "one file")
+    changed = engine.load(engine.open_source(ref))
+    assert (
+        changed is not first and changed.commit != first.commit and changed.parsed == _spec_file_count(repo)
+    )
