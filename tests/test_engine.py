@@ -12,6 +12,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -227,26 +228,32 @@ def _count_sessions(lab: dict[str, str]) -> int:
     return total
 
 
-def _resources(lab: dict[str, str]) -> dict[str, int]:
+def _resources(lab: dict[str, str], temp: Path) -> dict[str, int]:
     return {
         "threads": threading.active_count(),
         "fds": len(os.listdir("/proc/self/fd")),
-        "tmp": len([p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("fleet-*")]),
+        "tmp": len(list(temp.iterdir())),
         "sessions": _count_sessions(lab),
     }
 
 
-def test_a_hundred_passes_of_one_engine_leave_nothing_growing(lab: dict[str, str], engine: Engine) -> None:
+def test_a_hundred_passes_of_one_engine_leave_nothing_growing(
+    lab: dict[str, str], engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The provider pool keeps BMC sessions, libvirt connections and Kubernetes clients between
     passes, and nothing of a pass outlives it: threads, descriptors, temporary directories and
     BMC sessions stay level."""
+    # This process's temporary files go to a directory of their own, so other tests' cannot count.
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     selection = Selection(targets=(*MACHINES, "virtualmachine/nyc1-dns-1", "cluster/k8s-nyc1"))
     seen: list[dict[str, int]] = []
     for number in range(1, 101):
         with engine.plan(_ref(lab), selection) as planned:
             assert planned.plan.complete, planned.plan.summary_line()
         if number in (10, 100):
-            seen.append(_resources(lab))
+            seen.append(_resources(lab, temp))
     # Nothing grows: a BMC session may lapse and come back on another worker, never pile up.
     assert all(seen[1][what] <= seen[0][what] for what in seen[0]), seen
 
