@@ -154,9 +154,6 @@ def test_a_killed_apply_frees_its_targets_within_the_lease_ttl(lab: dict[str, st
     _cold(lab)
     ttl = 3.0
     env = {**lab, "FLEET_STATE": str(tmp_path / "state.db"), "FLEET_LEASE_TTL": str(ttl)}
-    # The last machine's BMC answers each command after 2 s: when the run has recorded its first
-    # action (on the first machine, in address order), it is sure to be still at work.
-    lab_control(lab, {"op": "set_faults", "name": "nyc1-r02-04", "faults": ["slow"]})
     targets = [f"--target={a}" for a in MACHINES]
     first = subprocess.Popen(
         [str(FLEET), "apply", lab["REPO"], "--lab", "--yes", "--parallel", "1", *targets],
@@ -165,7 +162,12 @@ def test_a_killed_apply_frees_its_targets_within_the_lease_ttl(lab: dict[str, st
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for_run(env, lambda runs: bool(runs) and bool(runs[0].actions))
+        # Once the run has started (planning is done), every BMC answers each command after 2 s:
+        # when the run has recorded its first action, it is sure to be still at work.
+        wait_for_run(env, bool)
+        for address in MACHINES:
+            lab_control(lab, {"op": "set_faults", "name": address.split("/")[1], "faults": ["slow"]})
+        wait_for_run(env, lambda runs: bool(runs[0].actions))
         first.send_signal(signal.SIGKILL)
         first.wait(30)
     finally:
