@@ -184,8 +184,15 @@ def test_refused_power_on_is_a_clear_failure(lab: Lab) -> None:
     machine = lab.machines[0]
     with lab.provider(workers=1, timing=FAST) as provider:
         result = provider.apply(Change(machine.address, Action.POWER_ON, machine), lab.inputs)
-    assert not result.ok and result.message
-    assert lab.farm.state("m0")["power"] == "off"
+        assert not result.ok and result.message.endswith(
+            "refused the request: Command not supported in present state (completion code D5h)"
+        ), result.message
+        assert lab.farm.state("m0")["power"] == "off"
+        # The BMC answered, so its session is sound: the next command goes through on it.
+        lab.farm.set_faults("m0", [])
+        again = provider.apply(Change(machine.address, Action.POWER_ON, machine), lab.inputs)
+    assert again.ok and lab.farm.state("m0")["power"] == "on", again.message
+    assert lab.farm.stats()["bmcs"]["m0"]["sessions_opened"] == 1
 
 
 def test_unreachable_endpoint_is_unknown_not_an_exception() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from pyghmi import exceptions as pyghmi_exceptions  # type: ignore[import-untyped]
 from pyghmi.ipmi import command as pyghmi_command  # type: ignore[import-untyped]
+from pyghmi.ipmi.private import constants as pyghmi_constants  # type: ignore[import-untyped]
 
 from providers.base import UnknownReason
 
@@ -30,20 +31,57 @@ INVENTORY_NETFN = 0x3A
 INVENTORY_COMMAND = 0x01
 
 
+# pyghmi raises a completion code as its text: the texts it uses, back to their codes.
+_NO_ANSWER = 0xFFFF  # pyghmi's "Timeout": no answer came, so it is no completion code
+COMPLETION_CODES: dict[str, int] = {
+    text: code
+    for table in (
+        pyghmi_constants.ipmi_completion_codes,
+        *pyghmi_constants.command_completion_codes.values(),
+    )
+    for code, text in table.items()
+    if code not in (0, _NO_ANSWER)
+}
+# The BMC answered "not now" (IPMI 2.0 table 5-2): busy, timed out inside, duplicate request,
+# firmware update or initialisation in progress, destination unavailable. Others are refusals.
+BUSY_CODES = frozenset({0xC0, 0xC3, 0xCE, 0xCF, 0xD1, 0xD2, 0xD3})
+INSUFFICIENT_PRIVILEGE = 0xD4
+
+
 @dataclasses.dataclass
 class BmcError(Exception):
     temporary: bool
     reason: UnknownReason
     message: str
+    # The BMC answered (with a completion code): the session is sound and is kept.
+    answered: bool = False
 
     def __str__(self) -> str:
         return self.message
+
+
+def completion_code(exc: BaseException) -> int | None:
+    """The completion code a BMC answered with, when `exc` carries one."""
+    if not isinstance(exc, pyghmi_exceptions.IpmiException):
+        return None
+    code = getattr(exc, "ipmicode", 0)
+    if isinstance(code, int) and code not in (0, _NO_ANSWER):
+        return code
+    return COMPLETION_CODES.get(str(exc))
 
 
 def classify(exc: BaseException, endpoint: str) -> BmcError:
     """Map anything pyghmi or the socket layer raises to a BmcError."""
     text = str(exc) or type(exc).__name__
     lowered = text.lower()
+    code = completion_code(exc)
+    if code is not None:
+        return BmcError(
+            code in BUSY_CODES,
+            UnknownReason.AUTH_FAILURE if code == INSUFFICIENT_PRIVILEGE else UnknownReason.PROTOCOL_ERROR,
+            f"BMC {endpoint} refused the request: {text[:200]} (completion code {code:02X}h)",
+            answered=True,
+        )
     if isinstance(exc, socket.gaierror):
         return BmcError(True, UnknownReason.UNREACHABLE, f"BMC {endpoint}: cannot resolve its address")
     if isinstance(exc, OSError):

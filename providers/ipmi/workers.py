@@ -81,8 +81,11 @@ def _serve(
                 clients[key] = client
             reply: Reply = (request_id, True, client.run(op, args))
         except BmcError as exc:
-            # A failed session is dropped, never logged out (pyghmi cannot reopen after logout).
-            clients.pop(key, None)
+            # A BMC that answered (with a completion code) keeps its session: pyghmi would hang
+            # opening a second one to it. A failed session is dropped, never logged out (pyghmi
+            # cannot reopen after logout).
+            if not exc.answered:
+                clients.pop(key, None)
             reply = (request_id, False, (exc.temporary, exc.reason.value, exc.message))
         except Exception as exc:
             clients.pop(key, None)
