@@ -105,9 +105,9 @@ def test_reconcile_needs_a_reason_and_targets(env: dict[str, str]) -> None:
 def test_two_concurrent_applies_never_act_on_one_resource(env: dict[str, str]) -> None:
     # The first apply leases all its machines up front and works through them one at a time,
     # in address order; a second apply of the last of them, started meanwhile, must not touch
-    # it. The first machine's BMC answers slowly, so the second apply is sure to find the last
-    # one still off (and leased) however fast the rest goes.
-    lab_control(env, {"op": "set_faults", "name": "nyc1-r01-02", "faults": ["slow"]})
+    # it. Once the first run has started (its planning done), the first machine's BMC answers
+    # slowly, so the second apply is sure to find the last one still off (and leased) however
+    # fast the rest goes.
     first = subprocess.Popen(
         [str(FLEET), "apply", env["REPO"], "--lab", "-l", K8S_NODES, "--parallel", "1", "--yes"],
         text=True,
@@ -116,7 +116,9 @@ def test_two_concurrent_applies_never_act_on_one_resource(env: dict[str, str]) -
         env=env,
     )
     try:
-        wait_for_run(env, lambda runs: bool(runs) and bool(runs[0].actions))
+        wait_for_run(env, bool)
+        lab_control(env, {"op": "set_faults", "name": "nyc1-r01-02", "faults": ["slow"]})
+        wait_for_run(env, lambda runs: bool(runs[0].actions))
         second = run_fleet("apply", env["REPO"], "--lab", "-t", "machine/nyc1-r02-04", "--yes", env=env)
         out, err = first.communicate(timeout=120)
     finally:
