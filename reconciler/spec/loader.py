@@ -220,7 +220,8 @@ def _load_revision(
     fleet = fleet_result.fleet if fleet_result else None
     settings = settings_from_fleet(fleet)
     entries = spec_files(snapshot, fleet)
-    keys = [SpecCache.file_key(settings.fingerprint(), f.blob_id, f.path) for f in entries]
+    fingerprint = settings.fingerprint()
+    keys = [SpecCache.file_key(fingerprint, f.blob_id, f.path) for f in entries]
     key = revision_key(snapshot)
     hit = cache.get_revision(key) if cache is not None else None
     if hit is not None and cache is not None:
