@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 EXAMPLE := fleet-repo-example
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap demo test lint bench schemas clean
+.PHONY: bootstrap demo test test-quick lint bench schemas clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -23,6 +23,10 @@ test: lint
 	@# environment says not to write any (PYTHONDONTWRITEBYTECODE), instead of in every process.
 	@$(BIN)/python -m compileall -q reconciler providers lab tests
 	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+# The edit loop: every test but those that start a lab (marked slow); no lint.
+test-quick: bootstrap
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 bench: bootstrap
 	$(BIN)/python bench/bench_validate.py

@@ -38,6 +38,8 @@ from providers.base import (
 from reconciler.errors import TemporaryError
 from reconciler.spec import models
 
+pytestmark = pytest.mark.slow  # starts a lab: left out of `make test-quick`
+
 CANARY = "canary-3f9c1d7e-token-never-shown"
 TOKEN_ENV = "FLEET_TEST_APP_TOKEN"
 PLAYBOOK = """\

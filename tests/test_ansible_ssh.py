@@ -52,6 +52,8 @@ from providers.base import (
 )
 from reconciler.spec import models
 
+pytestmark = pytest.mark.slow  # starts a lab: left out of `make test-quick`
+
 SUBNET = "127.0.93"
 PORT = 2201
 CANARY = "canary-5b2e0a91-ssh-token-never-shown"

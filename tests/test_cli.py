@@ -146,8 +146,12 @@ def test_get_reads_a_revision(tmp_path: Path) -> None:
 
 
 def test_shell_completion_is_available() -> None:
-    result = _fleet("--show-completion", "bash", env={"SHELL": "/bin/bash"})
-    assert result.returncode == 0 and "complete" in result.stdout
+    # typer names the shell from the process's ancestors unless told this (its test switch):
+    # then --show-completion takes the shell as its value, whoever started the tests.
+    told = {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    result = _fleet("--show-completion", "bash", env=told)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "complete -o default -F _fleet_completion fleet" in result.stdout, result.stdout
 
 
 def test_sub_commands_of_other_packages_and_a_broken_one(tmp_path: Path) -> None:

@@ -30,6 +30,8 @@ from fleet_testing import (
 )
 from jsonschema import Draft202012Validator
 
+pytestmark = pytest.mark.slow  # starts a lab: left out of `make test-quick`
+
 SUBNET = 75
 CANARY = "canary-motd-7c1f0e2d9b"
 FRESH = "machine/nyc1-r01-02"

@@ -22,6 +22,8 @@ import pytest
 from fleet_testing import EXAMPLE, entries_by_address, lab_environment, lab_fleet, lab_plan, run_fleet
 from ruamel.yaml import YAML
 
+pytestmark = pytest.mark.slow  # starts a lab: left out of `make test-quick`
+
 ETL = "sparkpool/etl"
 
 

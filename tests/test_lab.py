@@ -11,6 +11,8 @@ from fleet_testing import EXAMPLE, lab_environment, run_fleet
 
 from lab.serving import process_running
 
+pytestmark = pytest.mark.slow  # starts a lab: left out of `make test-quick`
+
 
 @pytest.fixture()
 def lab_env(tmp_path: Path):

@@ -8,11 +8,14 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 import test_apply
 from fleet_testing import FLEET, lab_control, run_fleet, wait_for_run
 from test_apply import K8S_NODES, _history, _power, _set_change_windows
 
 from reconciler.state import open_store
+
+pytestmark = pytest.mark.slow  # starts a lab: left out of `make test-quick`
 
 LAB_SUBNET = 73
 # test_apply's fixtures: a lab of this module's own (LAB_SUBNET), a fresh store per test.

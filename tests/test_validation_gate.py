@@ -21,6 +21,8 @@ import pytest
 from fleet_testing import EXAMPLE, lab_environment, run_cli, run_fleet, running_lab
 from ruamel.yaml import YAML
 
+pytestmark = pytest.mark.slow  # starts a lab: left out of `make test-quick`
+
 LAB_SUBNET = 74
 
 TYPOS = {
