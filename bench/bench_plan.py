@@ -5,11 +5,12 @@ No BMC is contacted: observations come from a SQLite state store filled once wit
 observation per Machine (most in sync, some powered off, some with another boot device,
 some unknown), and last-applied records for half of them (so drift is computed too). Every
 plan loads the repo through the engine's one loader (the same as `fleet validate`): cold, it
-parses and validates every file and fills the cache; warm (a new process, as a second `fleet
-plan` of the same revision would be), it reads the documents from the cache. Then it reads the
-store, diffs, orders into waves and builds the Plan. A second pass in that same process shows
-what the controller's next pass over an unchanged revision costs (the engine keeps the last
-revision it loaded). Figures are printed, never asserted.
+parses and validates every file and fills the cache; warm, it reads the documents from the
+cache. Cold and warm each run in a process of their own, one after the other, as two `fleet
+plan` of the same revision would. Then each reads the store, diffs, orders into waves and
+builds the Plan. A second pass in the warm process shows what the controller's next pass over
+an unchanged revision costs (the engine keeps the last revision it loaded). Figures are
+printed, never asserted.
 """
 
 from __future__ import annotations
@@ -135,10 +136,35 @@ def _fill_store(state: Path, revision: LoadedRevision, seed: int) -> None:
         store.finish_run(run_id, "succeeded", {})
 
 
+def _cold(repo: Path, cache_dir: Path, state: Path, seed: int) -> None:
+    """The first child: a cold load (filling the cache), the store snapshot, a plan; as JSON."""
+    cache = SpecCache(cache_dir / "specs.sqlite")
+    revision, load = _load(_engine(cache_dir, cache), repo)
+    cache.close()
+    rss_after_load = _peak_rss_mib()
+    _fill_store(state, revision, seed)
+    plan, _, seconds = _plan(revision, state)
+    print(
+        json.dumps(
+            {
+                "load": load,
+                "plan": seconds,
+                "rssAfterLoad": rss_after_load,
+                "rss": _peak_rss_mib(),
+                "fingerprint": plan.fingerprint(),
+                "machines": sum(1 for d in revision.documents if isinstance(d.document, models.Machine)),
+                "documents": len(revision.documents),
+                "entries": len(plan.entries),
+                "waves": len(plan.waves),
+                "summary": plan.summary_line(),
+            }
+        )
+    )
+
+
 def _warm(repo: Path, cache_dir: Path, state: Path) -> None:
-    """The child: a warm load and plan in a new process (as a second `fleet plan` would), then a
-    second pass in the same process (as the controller's next pass over an unchanged revision);
-    the figures as JSON on stdout."""
+    """The second child: a warm load and plan (as a second `fleet plan` would), then a second
+    pass in the same process (as the controller's next pass over an unchanged revision); as JSON."""
     cache = SpecCache(cache_dir / "specs.sqlite")
     engine = _engine(cache_dir, cache)
     revision, load = _load(engine, repo)
@@ -162,14 +188,27 @@ def _warm(repo: Path, cache_dir: Path, state: Path) -> None:
     )
 
 
+def _child(*args: str) -> dict[str, Any] | None:
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        print(f"the {args[0].lstrip('-')} run failed: {done.stderr.strip()[-2000:]}")
+        return None
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/fleet-bench"))
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--cold", nargs=4, metavar=("REPO", "CACHE", "STATE", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--warm", nargs=3, metavar=("REPO", "CACHE", "STATE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cold:
+        _cold(*(Path(p) for p in args.cold[:3]), int(args.cold[3]))
+        return
     if args.warm:
         _warm(*(Path(p) for p in args.warm))
         return
@@ -177,45 +216,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fleet-bench-plan-") as tmp:
         cache_dir, state = Path(tmp) / "cache", Path(tmp) / "state.db"
         cache_dir.mkdir()
-        cache = SpecCache(cache_dir / "specs.sqlite")
-        revision, cold_load = _load(_engine(cache_dir, cache), repo)
-        cache.close()
-        rss_after_load = _peak_rss_mib()
-        _fill_store(state, revision, args.seed)
-        plan, _, cold_plan = _plan(revision, state)
-        done = subprocess.run(
-            [sys.executable, __file__, "--warm", str(repo), str(cache_dir), str(state)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            print(f"the warm run failed: {done.stderr.strip()[-2000:]}")
-            return
-        warm = json.loads(done.stdout)
-    machines = sum(1 for d in revision.documents if isinstance(d.document, models.Machine))
-    print(f"fleet: {machines:,} Machines, {len(revision.documents):,} documents in all (repo {repo})")
+        paths = (str(repo), str(cache_dir), str(state))
+        cold = _child("--cold", *paths, str(args.seed))
+        warm = _child("--warm", *paths) if cold else None
+    if cold is None or warm is None:
+        return
+    print(f"fleet: {cold['machines']:,} Machines, {cold['documents']:,} documents in all (repo {repo})")
     print(
-        f"load (parse, validate, documents): cold {cold_load:.1f} s (peak RSS {rss_after_load:.0f} MiB), "
+        f"load (parse, validate, documents): cold {cold['load']:.1f} s "
+        f"(peak RSS {cold['rssAfterLoad']:.0f} MiB), "
         f"warm {warm['load']:.2f} s from the cache ({warm['fromCache']}), target warm <= {LOAD_TARGET:g} s"
     )
     print(
-        f"plan beyond load: cold run {cold_plan:.2f} s, warm run {warm['plan']:.2f} s "
+        f"plan beyond load: cold run {cold['plan']:.2f} s, warm run {warm['plan']:.2f} s "
         f"(reading the store snapshot {warm['read']:.2f} s)"
     )
     print(
-        f"whole plan (load + plan): cold {cold_load + cold_plan:.1f} s, "
+        f"whole plan (load + plan): cold {cold['load'] + cold['plan']:.1f} s, "
         f"warm {warm['load'] + warm['plan']:.2f} s, target warm <= {PLAN_TARGET:g} s"
     )
     print(
         f"the same revision again in the same process (the controller's next pass): load "
         f"{warm['loadAgain']:.2f} s, whole plan {warm['loadAgain'] + warm['planAgain']:.2f} s"
     )
-    rss = f"cold run {_peak_rss_mib():.0f} MiB, warm run {warm['rss']:.0f} MiB"
-    print(f"peak RSS: {rss}, target <= 2048 MiB")
-    same = "same plan" if warm["fingerprint"] == plan.fingerprint() else "DIFFERENT plans"
-    shape = f"{len(plan.entries):,} entries, {len(plan.waves)} waves, {same} cold and warm"
-    print(f"{plan.summary_line()}  ({shape})")
+    print(f"peak RSS: cold run {cold['rss']:.0f} MiB, warm run {warm['rss']:.0f} MiB, target <= 2048 MiB")
+    same = "same plan" if warm["fingerprint"] == cold["fingerprint"] else "DIFFERENT plans"
+    print(f"{cold['summary']}  ({cold['entries']:,} entries, {cold['waves']} waves, {same} cold and warm)")
 
 
 if __name__ == "__main__":
