@@ -164,12 +164,16 @@ def _shared(fields: set[str]) -> set[str]:
     return found
 
 
-def _restore(cls: type[Strict], values: dict[str, Any], fields_set: set[str]) -> Strict:
+def _restore(
+    cls: type[Strict], values: dict[str, Any], fields_set: set[str], _set: Any = object.__setattr__
+) -> Strict:
+    # Called once per model of a cached revision (767,000 for 110,000 Machines): `_set` is bound
+    # once, not looked up on every call.
     model = cls.__new__(cls)
-    object.__setattr__(model, "__dict__", values)
-    object.__setattr__(model, "__pydantic_fields_set__", fields_set)
-    object.__setattr__(model, "__pydantic_extra__", None)
-    object.__setattr__(model, "__pydantic_private__", None)
+    _set(model, "__dict__", values)
+    _set(model, "__pydantic_fields_set__", fields_set)
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
     return model
 
 
