@@ -24,7 +24,7 @@ test: lint
 	@$(BIN)/python -m compileall -q reconciler providers lab tests
 	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
-# The edit loop: every test but those that start a lab (marked slow); no lint.
+# The edit loop: every test but the lab suites that apply and wait (marked slow); no lint.
 test-quick: bootstrap
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
 

@@ -38,7 +38,7 @@ from providers.base import (
 from reconciler.errors import TemporaryError
 from reconciler.spec import models
 
-pytestmark = pytest.mark.slow  # starts a lab: left out of `make test-quick`
+pytestmark = pytest.mark.slow  # a lab suite: left out of `make test-quick`
 
 CANARY = "canary-3f9c1d7e-token-never-shown"
 TOKEN_ENV = "FLEET_TEST_APP_TOKEN"

@@ -52,7 +52,7 @@ from providers.base import (
 )
 from reconciler.spec import models
 
-pytestmark = pytest.mark.slow  # starts a lab: left out of `make test-quick`
+pytestmark = pytest.mark.slow  # a lab suite: left out of `make test-quick`
 
 SUBNET = "127.0.93"
 PORT = 2201

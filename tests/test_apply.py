@@ -21,7 +21,7 @@ from state_testing import create_pg_database, drop_pg_database
 
 from reconciler.state import open_store
 
-pytestmark = pytest.mark.slow  # starts a lab: left out of `make test-quick`
+pytestmark = pytest.mark.slow  # a lab suite: left out of `make test-quick`
 
 K8S_NODES = "team=platform-k8s"
 

@@ -13,12 +13,13 @@ import io
 import json
 import random
 import re
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_testing import EXAMPLE, copy_example, run_cli
+from fleet_testing import EXAMPLE, FLEET, copy_example, run_cli
 from jsonschema import Draft202012Validator
 from rich.console import Console
 from ruamel.yaml import YAML
@@ -224,6 +225,34 @@ def test_validate_bounds_a_long_path(tmp_path: Path) -> None:
     code, shown = run_cli("validate", str(repo), "--no-cache", "--format", "json")
     (found,) = [d for d in json.loads(shown) if d["code"] == "unknown-field"]
     assert found["path"] == shorten(relative) and found["line"] > 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plan", "{example}", "--format", "{long}"],  # a bad value
+        ["plan", "{example}", "--{long}"],  # an unknown option
+        ["{long}"],  # an unknown command
+        ["get", "{example}", "--kind", "{long}"],
+        ["plan", "/no/such/{long}"],  # a path too long for the system to look up
+        ["validate", "/no/such/{long}"],
+        ["plan", "--repo", "/no/such/{long}"],
+    ],
+    ids=["bad-value", "unknown-option", "unknown-command", "unknown-kind", "path", "validate-path", "repo"],
+)
+def test_usage_errors_are_one_bounded_message_whatever_was_typed(args: list[str]) -> None:
+    """Arguments of 100,000 characters (the system takes 128 KiB in one): the error quotes them
+    shortened, and no traceback is shown."""
+    long = _long(100_000, 7)
+    done = subprocess.run(
+        [str(FLEET), *(a.format(example=EXAMPLE, long=long) for a in args)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and not done.stdout
+    _assert_bounded(done.stderr, long, bound=4096)
 
 
 def test_validate_never_shows_a_piece_of_a_long_secret(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from fleet_testing import (
 )
 from jsonschema import Draft202012Validator
 
-pytestmark = pytest.mark.slow  # starts a lab: left out of `make test-quick`
+pytestmark = pytest.mark.slow  # a lab suite: left out of `make test-quick`
 
 SUBNET = 75
 CANARY = "canary-motd-7c1f0e2d9b"

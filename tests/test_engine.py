@@ -31,7 +31,7 @@ from reconciler.errors import PermanentError
 from reconciler.settings import Settings
 from reconciler.state import open_store
 
-pytestmark = pytest.mark.slow  # starts a lab: left out of `make test-quick`
+pytestmark = pytest.mark.slow  # a lab suite: left out of `make test-quick`
 
 LAB_SUBNET = 75
 MACHINES = ("machine/nyc1-r02-02", "machine/nyc1-r02-03", "machine/nyc1-r02-04")

@@ -22,7 +22,7 @@ import pytest
 from fleet_testing import EXAMPLE, entries_by_address, lab_environment, lab_fleet, lab_plan, run_fleet
 from ruamel.yaml import YAML
 
-pytestmark = pytest.mark.slow  # starts a lab: left out of `make test-quick`
+pytestmark = pytest.mark.slow  # a lab suite: left out of `make test-quick`
 
 ETL = "sparkpool/etl"
 

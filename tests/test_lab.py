@@ -11,7 +11,7 @@ from fleet_testing import EXAMPLE, lab_environment, run_fleet
 
 from lab.serving import process_running
 
-pytestmark = pytest.mark.slow  # starts a lab: left out of `make test-quick`
+pytestmark = pytest.mark.slow  # a lab suite: left out of `make test-quick`
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ from test_apply import K8S_NODES, _history, _power, _set_change_windows
 
 from reconciler.state import open_store
 
-pytestmark = pytest.mark.slow  # starts a lab: left out of `make test-quick`
+pytestmark = pytest.mark.slow  # a lab suite: left out of `make test-quick`
 
 LAB_SUBNET = 73
 # test_apply's fixtures: a lab of this module's own (LAB_SUBNET), a fresh store per test.

@@ -21,7 +21,7 @@ import pytest
 from fleet_testing import EXAMPLE, lab_environment, run_cli, run_fleet, running_lab
 from ruamel.yaml import YAML
 
-pytestmark = pytest.mark.slow  # starts a lab: left out of `make test-quick`
+pytestmark = pytest.mark.slow  # a lab suite: left out of `make test-quick`
 
 LAB_SUBNET = 74
 

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from reconciler import __version__
+from reconciler.bounded import MESSAGE_LIMIT, shorten_lines
 from reconciler.cli import repo, run
 from reconciler.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, app, err
 
@@ -59,11 +60,26 @@ def add_registered_commands(group: str = PLUGIN_GROUP) -> None:
 add_registered_commands()
 
 
+# click's error for bad usage (an unknown command or option, a bad value), whichever click
+# typer carries: every one of typer's own usage errors derives from it.
+_USAGE_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def main() -> None:
     try:
-        app()
+        outcome = app(standalone_mode=False)
+    except _USAGE_ERROR as exc:
+        # It may quote what was typed (a name, a path, a value): shown bounded, as every error.
+        exc.message = shorten_lines(str(exc.message), MESSAGE_LIMIT)  # type: ignore[attr-defined]
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    except typer.Abort:
+        err().print("aborted")
+        sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
         err().print("interrupted")
         sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
         sys.exit(EXIT_FAILED)
+    # A command that ends with typer.Exit(code) gives its code; one that returns, 0.
+    sys.exit(outcome if isinstance(outcome, int) else 0)

@@ -74,6 +74,9 @@ def guard(action: Callable[[], T], *, detailed: bool = False) -> T:
         fail(str(exc), EXIT_FAILED if detailed else EXIT_USAGE)
     except FleetError as exc:
         fail(str(exc), EXIT_FAILED)
+    except OSError as exc:  # a file fleet was pointed at and could not use, not caught nearer
+        where = f": {exc.filename}" if exc.filename else ""
+        fail(f"{exc.strerror or type(exc).__name__}{where}", EXIT_FAILED if detailed else EXIT_USAGE)
     except ValidationError as exc:  # a FLEET_* variable that is not a valid setting
         problems = "; ".join(
             f"FLEET_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()

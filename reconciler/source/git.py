@@ -18,7 +18,7 @@ from pathlib import Path
 import pygit2
 
 from reconciler.errors import SourceError
-from reconciler.source.snapshot import Snapshot, SourceFile, SourceProblem, is_yaml_path, under
+from reconciler.source.snapshot import Snapshot, SourceFile, SourceProblem, is_yaml_path, stat_named, under
 
 _URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[^/\s:]+@[^/\s:]+:)", re.I)
 _MIRROR = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
@@ -51,8 +51,7 @@ def open_repository(location: str, cache_dir: Path) -> pygit2.Repository:
     if is_url(location):
         return _mirror(location, cache_dir)
     path = Path(location)
-    if not path.exists():
-        raise SourceError(f"no such repository: {location}", hint="pass a path to a Git repository or a URL")
+    stat_named(path, f"no such repository: {location}", "pass a path to a Git repository or a URL")
     try:
         found = pygit2.discover_repository(str(path))
         if found is None:

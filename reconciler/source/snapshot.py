@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from reconciler.errors import SourceError
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -50,3 +53,14 @@ def is_yaml_path(path: str) -> bool:
     if not path.endswith((".yaml", ".yml")):
         return False
     return not any(part.startswith(".") for part in path.split("/"))
+
+
+def stat_named(path: Path, missing: str, hint: str) -> os.stat_result:
+    """stat() a path a user named. A missing one is `missing` (a message); one that cannot be
+    read (a name too long, a loop of links, no permission) says why. Both are SourceErrors."""
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        raise SourceError(missing, hint=hint) from None
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror or exc}", hint=hint) from None

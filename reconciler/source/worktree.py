@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reconciler.errors import SourceError
-from reconciler.source.snapshot import Snapshot, SourceFile, SourceProblem, is_yaml_path, under
+from reconciler.source.snapshot import (
+    Snapshot,
+    SourceFile,
+    SourceProblem,
+    is_yaml_path,
+    stat_named,
+    under,
+)
 
 
 def git_blob_id(data: bytes) -> str:
@@ -25,9 +32,8 @@ def git_blob_id(data: bytes) -> str:
 
 
 def read_worktree(root: Path) -> Snapshot:
-    if not root.exists():
-        raise SourceError(f"no such directory: {root}", hint="pass the path of a fleet repo")
-    if not root.is_dir():
+    mode = stat_named(root, f"no such directory: {root}", "pass the path of a fleet repo").st_mode
+    if not stat.S_ISDIR(mode):
         raise SourceError(f"{root} is not a directory", hint="pass the directory that holds fleet.yaml")
     real_root = root.resolve()
     files: list[SourceFile] = []
