@@ -394,6 +394,32 @@ def test_every_client_error_is_mapped(exc: BaseException, reason: UnknownReason,
     assert "10.0.0.1:623" in mapped.message
 
 
+@pytest.mark.parametrize(
+    "text, code, temporary, reason",
+    [
+        ("Node Busy", 0xC0, True, UnknownReason.PROTOCOL_ERROR),
+        ("BMC initialization in progress", 0xD2, True, UnknownReason.PROTOCOL_ERROR),
+        ("Command not supported in present state", 0xD5, False, UnknownReason.PROTOCOL_ERROR),
+        ("Insufficient privilege level or firmware firewall", 0xD4, False, UnknownReason.AUTH_FAILURE),
+    ],
+    ids=["busy", "initialising", "refused", "privilege"],
+)
+def test_a_completion_code_is_an_answer_retried_only_when_it_says_not_now(
+    text: str, code: int, temporary: bool, reason: UnknownReason
+) -> None:
+    """pyghmi raises a BMC's completion code as its text (set_power, set_bootdev) or with the code."""
+    from pyghmi.exceptions import IpmiException
+
+    from providers.ipmi.client import classify
+
+    for exc in (IpmiException(text), IpmiException(text, code)):
+        mapped = classify(exc, "10.0.0.1:623")
+        assert (mapped.temporary, mapped.reason, mapped.answered) == (temporary, reason, True)
+        assert mapped.message == f"BMC 10.0.0.1:623 refused the request: {text} (completion code {code:02X}h)"
+    # pyghmi's own "Timeout" is no answer: the session is dropped.
+    assert not classify(IpmiException("Timeout", 0xFFFF), "10.0.0.1:623").answered
+
+
 def test_credentials_never_show_in_reprs_or_messages() -> None:
     from providers.credentials import Secret
 
