@@ -287,6 +287,24 @@ def test_sessions_are_logged_out_so_repeated_runs_never_exhaust_a_bmc(lab: Lab) 
         assert _open_sessions(lab) == 0
 
 
+def test_each_bmc_gets_one_session_however_many_workers_serve_the_passes() -> None:
+    """A BMC's commands go to the worker holding its session, so passes of one provider with
+    several workers log in to each BMC once and hold one session each (BMCs have few slots)."""
+    lab = Lab(12)
+    lab.farm.start()
+    try:
+        with lab.provider(workers=4, timing=FAST) as provider:
+            for _ in range(5):
+                observations = provider.observe(lab.machines, lab.inputs).observations
+                assert {o.state for o in observations} == {ObservationState.OBSERVED}, observations
+            logins = {name: bmc["sessions_opened"] for name, bmc in lab.farm.stats()["bmcs"].items()}
+            held = {m.metadata.name: lab.farm.state(m.metadata.name)["sessions"] for m in lab.machines}
+    finally:
+        lab.farm.stop()
+    assert set(logins.values()) == {1}, logins
+    assert set(held.values()) == {1}, held
+
+
 def _open_sessions(lab: Lab) -> int:
     return sum(lab.farm.state(m.metadata.name)["sessions"] for m in lab.machines)
 

@@ -71,6 +71,9 @@ class Timing:
     transition_timeout: float = 300.0
     # A session idle this long is opened again: BMCs drop one after 60 s of inactivity.
     session_idle: float = 30.0
+    # How long a BMC's command waits for the busy worker holding its session before it logs in
+    # on another: sessions stay one per BMC, yet a worker stuck on a slow BMC holds up no other.
+    session_affinity: float = 1.0
 
     @classmethod
     def from_settings(cls, settings: models.IpmiSettings) -> Timing:
@@ -151,8 +154,9 @@ class Scheduler:
         in_use: dict[str, int] = defaultdict(int)
         busy_bmcs: set[str] = set()
         last_command: dict[str, float] = {}
-        # The worker that holds each BMC's session: its next command goes there when that worker
-        # is idle, so a run logs in to a BMC once, not once per worker (BMCs have few session slots).
+        # The worker that holds each BMC's session: its next command goes there, waiting up to
+        # `session_affinity` while that worker is busy, so a run logs in to a BMC once, not once
+        # per worker (BMCs have few session slots).
         served_by: dict[str, int] = {}
         request_ids = itertools.count(1)
 
@@ -230,9 +234,15 @@ class Scheduler:
                 if over_budget:
                     deferred.append(item)
                     continue
-                worker = next(
-                    (w for w in (served_by.get(job.key), self._pool.home(job.key)) if w in idle), idle[0]
-                )
+                holder = served_by.get(job.key)
+                if (
+                    holder is not None
+                    and holder not in idle
+                    and now - self._pool.busy_since(holder) < self.timing.session_affinity
+                ):
+                    deferred.append(item)  # its session's worker will be free in a moment
+                    continue
+                worker = next((w for w in (holder, self._pool.home(job.key)) if w in idle), idle[0])
                 idle.remove(worker)
                 request_id = next(request_ids)
                 op, args = job.pending

@@ -162,6 +162,10 @@ class WorkerPool:
     def home(self, key: str) -> int:
         return zlib.crc32(key.encode()) % len(self.workers)
 
+    def busy_since(self, index: int) -> float:
+        """When worker `index` took its current request (monotonic seconds)."""
+        return self.workers[index].busy_since
+
     def idle(self) -> list[int]:
         return [i for i, w in enumerate(self.workers) if w.busy_with is None]
 
