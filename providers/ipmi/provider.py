@@ -154,9 +154,9 @@ class Scheduler:
         in_use: dict[str, int] = defaultdict(int)
         busy_bmcs: set[str] = set()
         last_command: dict[str, float] = {}
-        # The worker that holds each BMC's session: its next command goes there, waiting up to
-        # `session_affinity` while that worker is busy, so a run logs in to a BMC once, not once
-        # per worker (BMCs have few session slots).
+        # The worker that holds each BMC's session: its next command goes there (the first to
+        # the BMC's home worker), waiting up to `session_affinity` while that worker is busy, so
+        # a run logs in to a BMC once, not once per worker (BMCs have few session slots).
         served_by: dict[str, int] = {}
         request_ids = itertools.count(1)
 
@@ -234,15 +234,12 @@ class Scheduler:
                 if over_budget:
                     deferred.append(item)
                     continue
-                holder = served_by.get(job.key)
-                if (
-                    holder is not None
-                    and holder not in idle
-                    and now - self._pool.busy_since(holder) < self.timing.session_affinity
-                ):
-                    deferred.append(item)  # its session's worker will be free in a moment
+                # The worker holding the BMC's session, else its home (an even spread by hash).
+                chosen = served_by.get(job.key, self._pool.home(job.key))
+                if chosen not in idle and now - self._pool.busy_since(chosen) < self.timing.session_affinity:
+                    deferred.append(item)  # that worker will be free in a moment
                     continue
-                worker = next((w for w in (holder, self._pool.home(job.key)) if w in idle), idle[0])
+                worker = chosen if chosen in idle else idle[0]
                 idle.remove(worker)
                 request_id = next(request_ids)
                 op, args = job.pending
