@@ -326,6 +326,8 @@ def _fleet_yaml(racks: list[_Rack], sites: int) -> str:
         "                    properties:",
         "                      maxExecutors:",
         "                        maximum: 1000",
+        "  spark:",
+        "    image: registry.example/spark/spark:3.5.5",
         "  exclude:",
         '    - "playbooks/**"',
         "",
@@ -467,7 +469,8 @@ def _spark_pool_doc(index: int, width: int, cluster: _Cluster, group: int) -> st
     nodes = [m for m in cluster.members if m.group == group]
     cpus = sum(m.hardware.cpus for m in nodes)
     memory = sum(m.hardware.memory_gi for m in nodes)
-    max_executors = max(1, min(1000, cpus // 4))
+    # Executors of 4 cores and 16Gi + 1.6Gi overhead, beside a driver of 1 core and 4.4Gi.
+    max_executors = max(1, min(1000, (cpus - 1) // 4, int((memory - 4.4) / 17.6)))
     return f"""---
 apiVersion: fleet/v1alpha1
 kind: SparkPool

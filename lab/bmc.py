@@ -549,8 +549,9 @@ class _SimSession(pyghmi_serversession.ServerSession):  # type: ignore[misc]
         self.k2 = hmac.new(self.sik, b"\x02" * 20, hashlib.sha1).digest()
         self.aeskey = self.k2[:16]
         self.ipmicallback = self.handle_client_request
-        self._send_rakp4(tag, 0)
+        # Counted before the answer, so that a client that has its session sees it counted.
         self.bmc.session_established(self)
+        self._send_rakp4(tag, 0)
 
     def handle_client_request(self, request: dict[str, Any]) -> None:
         self.last_activity = time.monotonic()

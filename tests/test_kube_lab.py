@@ -121,6 +121,25 @@ def test_spark_pools_are_created_from_nothing_and_a_second_plan_is_empty(lab: di
     assert "etl" in queues["data"]["queues.yaml"] and "ml-gpu" in queues["data"]["queues.yaml"]
     volcano = json.loads(kubectl(lab, "k8s-ldn1", "get", "queues.scheduling.volcano.sh", "-o", "json"))
     assert [q["metadata"]["name"] for q in volcano["items"]] == ["adhoc"]
+    assert volcano["items"][0]["spec"]["deserved"] == {"cpu": "128", "memory": "512Gi"}
+    adhoc = json.loads(kubectl(lab, "k8s-ldn1", "get", "namespace", "spark-adhoc", "-o", "json"))
+    assert adhoc["metadata"]["annotations"]["scheduling.volcano.sh/queue-name"] == "adhoc"
+    adhoc_templates = json.loads(
+        kubectl(lab, "k8s-ldn1", "get", "configmap", "spark-pod-templates", "-n", "spark-adhoc", "-o", "json")
+    )
+    assert "queue: adhoc" in adhoc_templates["data"]["podgroup-template.yaml"]
+    executor = json.loads(
+        kubectl(
+            lab, "k8s-nyc1", "get", "serviceaccount", "spark-etl-executor", "-n", "spark-etl", "-o", "json"
+        )
+    )
+    assert executor["automountServiceAccountToken"] is False
+    submitters = json.loads(
+        kubectl(lab, "k8s-nyc1", "get", "rolebinding", "spark-submitter", "-n", "spark-etl", "-o", "json")
+    )
+    assert {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "data-platform"} in (
+        submitters["subjects"]
+    )
     tainted = json.loads(
         kubectl(lab, "k8s-nyc1", "get", "nodes", "-l", "fleet.acme.io/pool=etl", "-o", "json")
     )

@@ -239,7 +239,7 @@ def test_a_pool_is_applied_from_nothing(
 
     result = pools.apply(Change(pool.address, Action.CREATE, pool), inputs)
     assert result.ok and result.changed, result.message
-    assert result.message.startswith("applied 8 objects, 3 nodes labelled, 3 nodes tainted")
+    assert result.message.startswith("applied 11 objects, 3 nodes labelled, 3 nodes tainted")
     assert "no Node for nyc1-r04-04" in result.message
 
     quota = server.get("v1", "ResourceQuota", "spark-quota", "spark-ml-gpu")
@@ -267,13 +267,13 @@ def test_a_no_op_pass_reads_little_and_writes_nothing(
     stats = server.stats()
     assert _all_in_sync(observation) and observation.fields["conflicts"] == []
     # One list per kind fleet renders for a pool, one dry-run apply per object, and the nodes.
-    assert stats.by_verb == {"list": 9, "apply": 8}, stats.by_verb
-    assert (stats.writes, stats.dry_run_writes) == (0, 8)
+    assert stats.by_verb == {"list": 9, "apply": 11}, stats.by_verb
+    assert (stats.writes, stats.dry_run_writes) == (0, 11)
 
     server.reset_stats()
     result = pools.apply(Change(etl.address, Action.UPDATE, etl), inputs)
     assert result.ok and not result.changed
-    assert result.message == "no changes: 8 objects and 4 nodes in sync"
+    assert result.message == "no changes: 11 objects and 4 nodes in sync"
     assert server.stats().writes == 0
 
 
@@ -436,7 +436,7 @@ def test_an_orphaned_pool_is_deleted_with_its_node_settings(
         fields = (FieldChange("prune", keys, None), FieldChange("cluster", "k8s-nyc1", None))
         result = p.apply(Change(scratch.address, Action.DELETE, None, fields), _inputs(docs))
     assert result.ok, result.message
-    assert result.message == "pruned 7, 4 nodes cleaned"  # the zone holds k8s-nyc1-cp-1 too
+    assert result.message == "pruned 10, 4 nodes cleaned"  # the zone holds k8s-nyc1-cp-1 too
     assert server.get("v1", "ConfigMap", "spark-pod-templates", "spark-scratch") is None
     assert _taints(server, RENAMED_NODE) == []
     node = server.get("v1", "Node", RENAMED_NODE)

@@ -14,7 +14,7 @@ from fleet_testing import example_documents
 from ruamel.yaml import YAML
 
 from providers.kubernetes import render
-from reconciler.spec import models
+from reconciler.spec import models, spark
 
 Docs = dict[str, models.Document]
 
@@ -40,12 +40,17 @@ def _cluster(docs: Docs, name: str) -> models.Cluster:
     return cluster
 
 
+def _fleet(docs: Docs) -> models.Fleet:
+    (fleet,) = (d for d in docs.values() if isinstance(d, models.Fleet))
+    return fleet
+
+
 def _render_pool(docs: Docs, name: str) -> dict[str, dict]:
     pool = _pool(docs, name)
     cluster = _cluster(docs, pool.spec.cluster)
     return {
         render.object_key(o): o
-        for o in render.render_spark_pool(pool, cluster, _pools(docs, cluster.metadata.name))
+        for o in render.render_spark_pool(pool, cluster, _pools(docs, cluster.metadata.name), _fleet(docs))
     }
 
 
@@ -60,8 +65,11 @@ def test_a_pool_renders_its_objects_in_dependency_order(docs: Docs) -> None:
         "v1/Namespace/_/spark-etl",
         "scheduling.k8s.io/v1/PriorityClass/_/spark-etl",
         "v1/ServiceAccount/spark-etl/spark-etl-driver",
+        "v1/ServiceAccount/spark-etl/spark-etl-executor",
         "rbac.authorization.k8s.io/v1/Role/spark-etl/spark-etl-driver",
         "rbac.authorization.k8s.io/v1/RoleBinding/spark-etl/spark-etl-driver",
+        "rbac.authorization.k8s.io/v1/Role/spark-etl/spark-submitter",
+        "rbac.authorization.k8s.io/v1/RoleBinding/spark-etl/spark-submitter",
         "v1/ResourceQuota/spark-etl/spark-quota",
         "v1/LimitRange/spark-etl/spark-defaults",
         "v1/ConfigMap/spark-etl/spark-pod-templates",
@@ -94,12 +102,13 @@ def test_quota_limits_priority_and_rbac(docs: Docs) -> None:
         False,
     )
     role = objects["rbac.authorization.k8s.io/v1/Role/spark-etl/spark-etl-driver"]
+    every = ["create", "delete", "deletecollection", "get", "list", "watch"]
     assert role["rules"] == [
-        {
-            "apiGroups": [""],
-            "resources": ["configmaps", "persistentvolumeclaims", "pods", "services"],
-            "verbs": ["create", "delete", "deletecollection", "get", "list", "watch"],
-        }
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": every},
+        {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": every},
+        # The driver patches executor pods (deleteOnTermination=false, decommissioning labels).
+        {"apiGroups": [""], "resources": ["pods"], "verbs": sorted([*every, "patch", "update"])},
+        {"apiGroups": [""], "resources": ["services"], "verbs": every},
     ]
     binding = objects["rbac.authorization.k8s.io/v1/RoleBinding/spark-etl/spark-etl-driver"]
     assert binding["roleRef"] == {
@@ -110,6 +119,37 @@ def test_quota_limits_priority_and_rbac(docs: Docs) -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "spark-etl-driver", "namespace": "spark-etl"}
     ]
+    # Executors run as an account of their own, with no rights and no API token.
+    executor = objects["v1/ServiceAccount/spark-etl/spark-etl-executor"]
+    assert executor["automountServiceAccountToken"] is False
+    assert not any(
+        s.get("name") == "spark-etl-executor" for o in objects.values() for s in o.get("subjects", [])
+    )
+    submitters = objects["rbac.authorization.k8s.io/v1/RoleBinding/spark-etl/spark-submitter"]
+    assert submitters["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "data-platform"},
+        {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "User",
+            "name": "system:serviceaccount:airflow:airflow-worker",
+        },
+    ]
+    submit = objects["rbac.authorization.k8s.io/v1/Role/spark-etl/spark-submitter"]
+    assert {
+        "apiGroups": [""],
+        "resources": ["pods"],
+        "verbs": ["create", "delete", "get", "list", "watch"],
+    } in (submit["rules"])
+    assert not any("scheduling.volcano.sh" in rule["apiGroups"] for rule in submit["rules"])
+
+
+def test_a_pool_without_submitters_gets_the_role_but_no_binding(docs: Docs) -> None:
+    raw = _pool(docs, "etl").model_dump(mode="json")
+    raw["spec"].pop("submitters")
+    pool = models.SparkPool.model_validate(raw)
+    keys = [render.object_key(o) for o in render.render_spark_pool(pool, _cluster(docs, "k8s-nyc1"), [pool])]
+    assert "rbac.authorization.k8s.io/v1/Role/spark-etl/spark-submitter" in keys
+    assert "rbac.authorization.k8s.io/v1/RoleBinding/spark-etl/spark-submitter" not in keys
 
 
 def test_gpu_quota_keeps_the_extended_resource_as_written(docs: Docs) -> None:
@@ -127,6 +167,8 @@ def test_pod_templates_on_yunikorn(docs: Docs) -> None:
         "kind": "Pod",
         "metadata": {"labels": {"queue": "root.ml-gpu"}},
         "spec": {
+            # A valid Pod: Spark fills in the container it finds by podTemplateContainerName.
+            "containers": [{"name": "spark-kubernetes-executor"}],
             "nodeSelector": {"fleet.acme.io/accelerator": "nvidia-l40s", "fleet.acme.io/pool": "ml-gpu"},
             "priorityClassName": "spark-ml-gpu",
             "schedulerName": "yunikorn",
@@ -135,7 +177,10 @@ def test_pod_templates_on_yunikorn(docs: Docs) -> None:
             ],
         },
     }
-    assert data["driver-pod-template.yaml"] == data["executor-pod-template.yaml"]
+    driver = _load(data["driver-pod-template.yaml"])
+    assert driver["spec"]["containers"] == [{"name": "spark-kubernetes-driver"}]
+    driver["spec"]["containers"] = template["spec"]["containers"]
+    assert driver == template
 
 
 def test_spark_defaults(docs: Docs) -> None:
@@ -151,7 +196,7 @@ def test_spark_defaults(docs: Docs) -> None:
         "spark.driver.cores": "2",
         "spark.driver.memory": "8g",
         "spark.executor.cores": "4",
-        "spark.executor.memory": "28g",
+        "spark.executor.memory": "14g",
         "spark.dynamicAllocation.enabled": "true",
         "spark.dynamicAllocation.shuffleTracking.enabled": "true",
         "spark.dynamicAllocation.minExecutors": "2",
@@ -160,6 +205,13 @@ def test_spark_defaults(docs: Docs) -> None:
         "spark.kubernetes.executor.podTemplateFile": "/opt/spark/conf/executor-pod-template.yaml",
         "spark.kubernetes.scheduler.name": "yunikorn",
         "spark.kubernetes.driver.label.queue": "root.etl",
+        "spark.kubernetes.executor.label.queue": "root.etl",
+        "spark.kubernetes.driver.podTemplateContainerName": "spark-kubernetes-driver",
+        "spark.kubernetes.executor.podTemplateContainerName": "spark-kubernetes-executor",
+        "spark.kubernetes.authenticate.executor.serviceAccountName": "spark-etl-executor",
+        # What spark-submit needs besides: the master and the image (the Fleet's default here).
+        "spark.master": "k8s://https://10.20.10.10:6443",
+        "spark.kubernetes.container.image": "registry.acme.internal/spark/spark:3.5.5-scala2.12-java17",
         # From the pool's spark.defaults:
         "spark.sql.shuffle.partitions": "800",
         "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
@@ -182,21 +234,28 @@ def test_yunikorn_queues_hold_every_pool_of_the_cluster(docs: Docs) -> None:
     (partition,) = config["partitions"]
     (root,) = partition["queues"]
     assert root["name"] == "root"
+    # Kubernetes quantities: YuniKorn reads a plain vcore figure as cores (YUNIKORN-1120).
     assert root["queues"] == [
+        {"name": "default"},
         {
             "name": "etl",
             "resources": {
-                "guaranteed": {"memory": 1024**4, "vcore": 256000},
-                "max": {"memory": 1920 * 1024**3, "vcore": 480000},
+                "guaranteed": {"memory": "1Ti", "vcore": "256"},
+                "max": {"memory": "1920Gi", "vcore": "480"},
             },
         },
         {
             "name": "ml-gpu",
             "resources": {
-                "guaranteed": {"memory": 2 * 1024**4, "nvidia.com/gpu": 16, "vcore": 192000},
-                "max": {"memory": 3840 * 1024**3, "nvidia.com/gpu": 32, "vcore": 368000},
+                "guaranteed": {"memory": "2Ti", "nvidia.com/gpu": "16", "vcore": "192"},
+                "max": {"memory": "3840Gi", "nvidia.com/gpu": "32", "vcore": "368"},
             },
         },
+    ]
+    # A pod that names no pool queue lands in root.default instead of being rejected.
+    assert partition["placementrules"] == [
+        {"create": False, "name": "provided"},
+        {"create": False, "name": "fixed", "value": "root.default"},
     ]
     assert objects[0]["metadata"]["labels"]["team"] == "observability"  # spec.objects as written
 
@@ -207,13 +266,43 @@ def test_volcano_cluster_gets_a_queue_object_and_no_yunikorn_config(docs: Docs) 
     assert queue["spec"] == {
         "weight": 1,
         "capability": {"cpu": "448", "memory": "1792Gi"},
+        "deserved": {"cpu": "128", "memory": "512Gi"},
         "guarantee": {"resource": {"cpu": "64", "memory": "256Gi"}},
     }
-    template = _load(
-        objects["v1/ConfigMap/spark-adhoc/spark-pod-templates"]["data"]["driver-pod-template.yaml"]
-    )
+    data = objects["v1/ConfigMap/spark-adhoc/spark-pod-templates"]["data"]
+    template = _load(data["driver-pod-template.yaml"])
     assert template["spec"]["schedulerName"] == "volcano"
     assert template["metadata"] == {"annotations": {"scheduling.volcano.sh/queue-name": "adhoc"}}
+    # Gang scheduling: Spark's VolcanoFeatureStep makes each application's PodGroup from this
+    # template, in the pool's queue, needing at least the driver (1 core, 4Gi + 409Mi overhead).
+    assert _load(data["podgroup-template.yaml"]) == {
+        "apiVersion": "scheduling.volcano.sh/v1beta1",
+        "kind": "PodGroup",
+        "spec": {
+            "minMember": 1,
+            "minResources": {"cpu": "1", "memory": "4505Mi"},
+            "priorityClassName": "spark-adhoc",
+            "queue": "adhoc",
+        },
+    }
+    conf = dict(line.split(" ", 1) for line in data["spark-defaults.conf"].splitlines())
+    step = "org.apache.spark.deploy.k8s.features.VolcanoFeatureStep"
+    assert (
+        conf["spark.kubernetes.scheduler.volcano.podGroupTemplateFile"]
+        == "/opt/spark/conf/podgroup-template.yaml"
+    )
+    assert conf["spark.kubernetes.driver.pod.featureSteps"] == step
+    assert conf["spark.kubernetes.executor.pod.featureSteps"] == step
+    assert conf["spark.master"] == "k8s://https://10.40.10.10:6443"
+    # A PodGroup made without the template still lands in the pool's queue, not Volcano's default.
+    namespace = objects["v1/Namespace/_/spark-adhoc"]
+    assert namespace["metadata"]["annotations"]["scheduling.volcano.sh/queue-name"] == "adhoc"
+    submit = objects["rbac.authorization.k8s.io/v1/Role/spark-adhoc/spark-submitter"]
+    assert {
+        "apiGroups": ["scheduling.volcano.sh"],
+        "resources": ["podgroups"],
+        "verbs": ["create", "delete", "get", "list", "patch"],
+    } in submit["rules"]
     cluster = _cluster(docs, "k8s-ldn1")
     assert [render.object_key(o) for o in render.render_cluster(cluster, _pools(docs, "k8s-ldn1"))] == [
         "v1/Namespace/_/monitoring"
@@ -303,7 +392,7 @@ def test_a_long_owner_label_value_stays_a_valid_label() -> None:
     ids=["gibibytes", "tebibyte", "mebibytes", "decimal-gigabytes", "bytes"],
 )
 def test_spark_memory_sizes_are_exact(quantity: str, size: str) -> None:
-    assert render.spark_memory(quantity) == size
+    assert spark.spark_memory(quantity) == size
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from fleet_testing import commit_all, copy_example, git_init
 
 from reconciler.source.git import read_revision
 from reconciler.source.worktree import git_blob_id, read_worktree
-from reconciler.spec import loader
+from reconciler.spec import loader, validate
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.loader import load_revision
 
@@ -70,6 +70,20 @@ def test_changing_the_rules_in_fleet_yaml_revalidates_everything(repo: Path, tmp
     again = load_revision(read_worktree(repo), cache)
     assert again.parsed == _spec_file_count(repo)
     assert {d.code for d in again.errors} == {"org-rule"}
+
+
+def test_results_cached_by_other_validation_rules_are_not_used(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgrade that changes a check (same version number or not) revalidates every file:
+    the cache keys carry a digest of the validation code, not only the version."""
+    cache = SpecCache(tmp_path / "cache.sqlite")
+    load_revision(read_worktree(repo), cache)
+    assert load_revision(read_worktree(repo), cache).from_cache
+    monkeypatch.setattr(validate, "rules_digest", lambda: "other rules")
+    monkeypatch.setattr(loader, "rules_digest", lambda: "other rules")
+    again = load_revision(read_worktree(repo), cache)
+    assert (again.from_cache, again.parsed) == (False, _spec_file_count(repo))
 
 
 def test_a_corrupt_cache_is_rebuilt_not_fatal(repo: Path, tmp_path: Path) -> None:

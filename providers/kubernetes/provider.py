@@ -50,7 +50,7 @@ from providers.kubernetes.render import (
     OWNER_LABEL,
     PRUNE_ANNOTATION,
     PRUNE_DISABLED,
-    VOLCANO_QUEUE_API_VERSION,
+    VOLCANO_API_VERSION,
     NodeIntent,
     Obj,
     cluster_node_intents,
@@ -84,7 +84,7 @@ POOL_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "LimitRange"),
     ("v1", "ConfigMap"),
 )
-VOLCANO_QUEUE = (VOLCANO_QUEUE_API_VERSION, "Queue")
+VOLCANO_QUEUE = (VOLCANO_API_VERSION, "Queue")
 # Owners per label-selector list: keeps the URL short when thousands of pools are observed at once.
 OWNERS_PER_LIST = 100
 # Up to this many namespaces, namespaced kinds are listed per namespace rather than cluster-wide.
@@ -396,12 +396,13 @@ class KubernetesProvider:
         spec: models.Cluster | models.SparkPool,
         cluster: models.Cluster,
         pools: Sequence[models.SparkPool],
+        fleet: models.Fleet,
         member_taints: Mapping[str, Mapping[str, str]] | None = None,
     ) -> tuple[list[Obj], list[NodeIntent]]:
         if isinstance(spec, models.Cluster):
             return render_cluster(spec, pools), cluster_node_intents(spec, pools)
         intents = pool_node_intents(spec, cluster, pools, member_taints)
-        return render_spark_pool(spec, cluster, pools), intents
+        return render_spark_pool(spec, cluster, pools, fleet), intents
 
     def _resolve(self, client: ClusterClient, address: str, obj: Obj) -> _Desired:
         """The object with its resource; a namespaced one without a namespace goes to `default`."""
@@ -433,7 +434,7 @@ class KubernetesProvider:
             cluster, pools, [spec for spec in specs if isinstance(spec, models.SparkPool)]
         )
         for spec in specs:
-            objects, intents[spec.address] = self._render(spec, cluster, pools, member_taints)
+            objects, intents[spec.address] = self._render(spec, cluster, pools, inputs.fleet, member_taints)
             desired[spec.address] = [self._resolve(client, spec.address, obj) for obj in objects]
             kinds.update((str(o["apiVersion"]), str(o["kind"])) for o in objects)
             if isinstance(spec, models.SparkPool):

@@ -13,12 +13,12 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal
 from typing import Any
 
-from reconciler.spec import models
+from reconciler.spec import models, spark
 from reconciler.spec.quantity import canonical_quantity, quantity_value
 
 Obj = dict[str, Any]
@@ -35,6 +35,8 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 POD_TEMPLATES_CONFIGMAP = "spark-pod-templates"
 DRIVER_TEMPLATE_KEY = "driver-pod-template.yaml"
 EXECUTOR_TEMPLATE_KEY = "executor-pod-template.yaml"
+TEMPLATE_KEYS = {"driver": DRIVER_TEMPLATE_KEY, "executor": EXECUTOR_TEMPLATE_KEY}
+PODGROUP_TEMPLATE_KEY = "podgroup-template.yaml"
 SPARK_DEFAULTS_KEY = "spark-defaults.conf"
 # Where a submitter mounts the ConfigMap: spark-submit reads spark-defaults.conf from SPARK_CONF_DIR.
 SPARK_CONF_DIR = "/opt/spark/conf"
@@ -43,12 +45,42 @@ LIMIT_RANGE_NAME = "spark-defaults"
 YUNIKORN_NAMESPACE = "yunikorn"
 YUNIKORN_CONFIGMAP = "yunikorn-configs"
 YUNIKORN_QUEUES_KEY = "queues.yaml"
-VOLCANO_QUEUE_API_VERSION = "scheduling.volcano.sh/v1beta1"
+VOLCANO_API_GROUP = "scheduling.volcano.sh"
+VOLCANO_API_VERSION = f"{VOLCANO_API_GROUP}/v1beta1"
 VOLCANO_QUEUE_ANNOTATION = "scheduling.volcano.sh/queue-name"
 YUNIKORN_QUEUE_LABEL = "queue"
-# What the Spark driver does in its namespace (Spark on Kubernetes, "RBAC").
-SPARK_DRIVER_RESOURCES = ("configmaps", "persistentvolumeclaims", "pods", "services")
-SPARK_DRIVER_VERBS = ("create", "delete", "deletecollection", "get", "list", "watch")
+YUNIKORN_DEFAULT_QUEUE = "default"
+YUNIKORN_NAMESPACES_QUEUE = "namespaces"
+RBAC_GROUP = "rbac.authorization.k8s.io"
+RBAC_API_VERSION = f"{RBAC_GROUP}/v1"
+SUBMITTER_ROLE = "spark-submitter"
+_ALL = ("create", "delete", "deletecollection", "get", "list", "watch")
+# What the Spark driver does in its namespace, by resource (tests check it against Spark's code).
+SPARK_DRIVER_RULES: dict[str, tuple[str, ...]] = {
+    "configmaps": _ALL,
+    "persistentvolumeclaims": _ALL,
+    "pods": (*_ALL, "patch", "update"),
+    "services": _ALL,
+}
+# With `spark.kubernetes.allocation.pods.allocator=statefulset` the driver runs its executors as
+# a StatefulSet (StatefulSetPodsAllocator) and scales it.
+SPARK_STATEFULSET_RULES: dict[str, tuple[str, ...]] = {
+    "statefulsets": ("create", "delete", "get"),
+    "statefulsets/scale": ("get", "update"),
+}
+# What spark-submit does in cluster mode: create the driver pod and, by server-side apply (create
+# and patch), what it needs (ConfigMaps, the driver Service, Secrets, PVCs); follow, list and stop
+# drivers (--status, --kill); clean up after a failed submission.
+_APPLIED = ("create", "delete", "get", "list", "patch")
+SPARK_SUBMITTER_RULES: dict[str, tuple[str, ...]] = {
+    "configmaps": _APPLIED,
+    "persistentvolumeclaims": _APPLIED,
+    "pods": ("create", "delete", "get", "list", "watch"),
+    "pods/log": ("get",),
+    "secrets": ("create", "delete", "patch"),
+    "services": _APPLIED,
+}
+SPARK_SUBMITTER_PODGROUP_VERBS = _APPLIED
 
 _LABEL_VALUE_MAX = 63
 
@@ -127,29 +159,28 @@ def _quantities(resources: Mapping[str, str]) -> dict[str, str]:
     return {name: canonical_quantity(value) for name, value in sorted(resources.items())}
 
 
-def _integer(value: Decimal) -> int:
-    return int(value.to_integral_value(rounding="ROUND_CEILING"))
+def _yunikorn_quantity(name: str, value: str) -> str:
+    """YuniKorn's parser (`resources.ParseQuantity`, `ParseVCore`) takes whole numbers with an
+    optional k/M/G/T/P/E or Ki..Ei suffix, and `m` for vcore only: a fraction is rounded up to
+    the next millicore of vcore, or the next whole unit of anything else."""
+    text = canonical_quantity(value)
+    if text[-1:] not in ("n", "u", "m"):
+        return text
+    amount = quantity_value(value)
+    if name == "vcore":
+        return canonical_quantity(f"{math.ceil(amount * 1000)}m")
+    return str(math.ceil(amount))
 
 
-def yunikorn_resources(resources: Mapping[str, str]) -> dict[str, int]:
-    """A resource list in YuniKorn's units: `vcore` in millicores, memory in bytes, others as counts."""
-    out: dict[str, int] = {}
-    for name, value in sorted(resources.items()):
-        amount = quantity_value(value)
-        if name == "cpu":
-            out["vcore"] = _integer(amount * 1000)
-        else:
-            out[name] = _integer(amount)
+def yunikorn_resources(resources: Mapping[str, str]) -> dict[str, str]:
+    """A resource list as YuniKorn's configuration takes it: quantities, with cpu named `vcore`.
+    Since YuniKorn 1.0 (YUNIKORN-1120) a plain vcore figure is in cores ("256" is 256 cores,
+    "500m" half a core) and memory a quantity of bytes ("1Ti")."""
+    out: dict[str, str] = {}
+    for name, value in resources.items():
+        key = "vcore" if name == "cpu" else name
+        out[key] = _yunikorn_quantity(key, value)
     return dict(sorted(out.items()))
-
-
-def spark_memory(value: str) -> str:
-    """A Kubernetes memory quantity as a JVM size Spark reads (`28Gi` -> `28g`), exact."""
-    size = _integer(quantity_value(value))
-    for suffix, unit in (("t", 1024**4), ("g", 1024**3), ("m", 1024**2), ("k", 1024)):
-        if size >= unit and size % unit == 0:
-            return f"{size // unit}{suffix}"
-    return f"{size}b"
 
 
 # --- YAML and properties text --------------------------------------------------------------
@@ -226,16 +257,29 @@ def pool_taint(pool: models.SparkPool) -> models.Taint:
     )
 
 
+def pool_image(pool: models.SparkPool, fleet: models.Fleet | None) -> str | None:
+    """The pool's Spark image, or the Fleet's default (validation refuses a pool with neither)."""
+    return pool.spec.image or (fleet.spec.spark.image if fleet is not None else None)
+
+
+def spark_master(cluster: models.Cluster) -> str:
+    """`k8s://https://host:port`, the master URL spark-submit takes for the Cluster."""
+    return f"k8s://{cluster.spec.apiServer.rstrip('/')}"
+
+
 def _toleration(taint: models.Taint) -> Obj:
     if taint.value:
         return {"effect": taint.effect, "key": taint.key, "operator": "Equal", "value": taint.value}
     return {"effect": taint.effect, "key": taint.key, "operator": "Exists"}
 
 
-def _pod_template(pool: models.SparkPool, cluster: models.Cluster) -> str:
+def _pod_template(pool: models.SparkPool, cluster: models.Cluster, role: spark.Role) -> str:
+    """A whole Pod (Spark takes what it needs; editors and schema checks need a valid one) whose
+    one container Spark fills in, found by `spark.kubernetes.<role>.podTemplateContainerName`."""
     spec = pool.spec
     metadata: Obj = {}
     pod_spec: Obj = {
+        "containers": [{"name": spark.CONTAINER_NAMES[role]}],
         "nodeSelector": dict(sorted(spec.nodes.selector.items())),
         "tolerations": [_toleration(pool_taint(pool))],
     }
@@ -254,24 +298,48 @@ def _pod_template(pool: models.SparkPool, cluster: models.Cluster) -> str:
     return yaml_text(template)
 
 
-def spark_defaults(pool: models.SparkPool, cluster: models.Cluster) -> dict[str, str]:
-    """spark-defaults.conf entries; the pool's `spark.defaults` win over the derived ones."""
-    spec, spark = pool.spec, pool.spec.spark
-    scaling = spark.dynamicAllocation
+def _podgroup_template(pool: models.SparkPool) -> str:
+    """What Spark's VolcanoFeatureStep starts its PodGroup from: the pool's queue (the PodGroup
+    would otherwise land in Volcano's `default` queue), its priority, and the driver's resources
+    as the minimum the group needs to start."""
+    spec: Obj = {
+        "minMember": 1,
+        "minResources": spark.driver_min_resources(pool),
+        "queue": pool.spec.queue.name,
+    }
+    if pool.spec.priorityClass is not None:
+        spec["priorityClassName"] = pool.spec.priorityClass.name
+    return yaml_text({"apiVersion": VOLCANO_API_VERSION, "kind": "PodGroup", "spec": spec})
+
+
+def spark_defaults(
+    pool: models.SparkPool, cluster: models.Cluster, fleet: models.Fleet | None = None
+) -> dict[str, str]:
+    """spark-defaults.conf entries: what fleet derives from the specs (`spark.FLEET_KEYS`, which
+    validation keeps out of the pool's `spark.defaults`) and the pool's own `spark.defaults`."""
+    spec, settings = pool.spec, pool.spec.spark
+    scaling = settings.dynamicAllocation
     conf = {
+        "spark.master": spark_master(cluster),
         "spark.kubernetes.namespace": spec.namespace,
         "spark.kubernetes.authenticate.driver.serviceAccountName": spec.serviceAccount,
-        "spark.driver.cores": str(spark.driver.cores),
-        "spark.driver.memory": spark_memory(spark.driver.memory),
-        "spark.executor.cores": str(spark.executor.cores),
-        "spark.executor.memory": spark_memory(spark.executor.memory),
+        "spark.kubernetes.authenticate.executor.serviceAccountName": spec.executorServiceAccount,
+        "spark.driver.cores": str(settings.driver.cores),
+        "spark.driver.memory": spark.spark_memory(settings.driver.memory),
+        "spark.executor.cores": str(settings.executor.cores),
+        "spark.executor.memory": spark.spark_memory(settings.executor.memory),
         "spark.dynamicAllocation.enabled": str(scaling.enabled).lower(),
         "spark.dynamicAllocation.shuffleTracking.enabled": str(scaling.shuffleTracking).lower(),
         "spark.dynamicAllocation.minExecutors": str(scaling.minExecutors),
         "spark.dynamicAllocation.maxExecutors": str(scaling.maxExecutors),
-        "spark.kubernetes.driver.podTemplateFile": f"{SPARK_CONF_DIR}/{DRIVER_TEMPLATE_KEY}",
-        "spark.kubernetes.executor.podTemplateFile": f"{SPARK_CONF_DIR}/{EXECUTOR_TEMPLATE_KEY}",
     }
+    roles: tuple[spark.Role, ...] = ("driver", "executor")
+    for role in roles:
+        conf[f"spark.kubernetes.{role}.podTemplateFile"] = f"{SPARK_CONF_DIR}/{TEMPLATE_KEYS[role]}"
+        conf[f"spark.kubernetes.{role}.podTemplateContainerName"] = spark.CONTAINER_NAMES[role]
+    image = pool_image(pool, fleet)
+    if image is not None:
+        conf["spark.kubernetes.container.image"] = image
     scheduler = cluster.spec.scheduler
     if scheduler != "default":
         conf["spark.kubernetes.scheduler.name"] = scheduler
@@ -279,29 +347,107 @@ def spark_defaults(pool: models.SparkPool, cluster: models.Cluster) -> dict[str,
         for role in ("driver", "executor"):
             conf[f"spark.kubernetes.{role}.label.queue"] = f"root.{spec.queue.name}"
             conf[f"spark.kubernetes.{role}.annotation.yunikorn.apache.org/app-id"] = "{{APP_ID}}"
-    conf.update(spark.defaults)
+    if scheduler == "volcano":  # as Spark's "Using Volcano as customized scheduler" says
+        conf["spark.kubernetes.scheduler.volcano.podGroupTemplateFile"] = (
+            f"{SPARK_CONF_DIR}/{PODGROUP_TEMPLATE_KEY}"
+        )
+        for role in ("driver", "executor"):
+            conf[f"spark.kubernetes.{role}.pod.featureSteps"] = spark.VOLCANO_FEATURE_STEP
+    conf.update(settings.defaults)
     return dict(sorted(conf.items()))
 
 
-def _spark_defaults_text(pool: models.SparkPool, cluster: models.Cluster) -> str:
-    return "".join(f"{key} {_property(value)}\n" for key, value in spark_defaults(pool, cluster).items())
+def _spark_defaults_text(pool: models.SparkPool, cluster: models.Cluster, fleet: models.Fleet | None) -> str:
+    pairs = spark_defaults(pool, cluster, fleet).items()
+    return "".join(f"{key} {_property(value)}\n" for key, value in pairs)
+
+
+def _rule(groups: Sequence[str], resources: Sequence[str], verbs: Sequence[str]) -> Obj:
+    return {"apiGroups": list(groups), "resources": sorted(resources), "verbs": sorted(verbs)}
+
+
+def driver_rules(pool: models.SparkPool) -> list[Obj]:
+    """What the Spark driver does in its namespace: creates, watches, patches and deletes its
+    executor pods (patch when `spark.kubernetes.executor.deleteOnTermination=false` and when it
+    labels decommissioning executors), and creates and deletes their ConfigMaps and PVCs; with
+    the StatefulSet allocator, its executors' StatefulSet."""
+    rules = [_rule([""], [resource], verbs) for resource, verbs in sorted(SPARK_DRIVER_RULES.items())]
+    allocator = pool.spec.spark.defaults.get("spark.kubernetes.allocation.pods.allocator", "direct")
+    if allocator.strip().lower() == "statefulset":
+        rules += [_rule(["apps"], [r], verbs) for r, verbs in sorted(SPARK_STATEFULSET_RULES.items())]
+    return rules
+
+
+def submitter_rules(cluster: models.Cluster) -> list[Obj]:
+    """What spark-submit does in cluster mode: creates the driver pod and, before it, the
+    driver's Service, ConfigMaps and Secrets (and for Volcano the PodGroup); watches the driver;
+    stops it."""
+    rules = [_rule([""], [resource], verbs) for resource, verbs in sorted(SPARK_SUBMITTER_RULES.items())]
+    if cluster.spec.scheduler == "volcano":
+        rules.append(_rule([VOLCANO_API_GROUP], ["podgroups"], SPARK_SUBMITTER_PODGROUP_VERBS))
+    return rules
+
+
+def _role_objects(name: str, ns: str, rules: list[Obj], subjects: list[Obj]) -> list[Obj]:
+    objects: list[Obj] = [
+        {
+            "apiVersion": RBAC_API_VERSION,
+            "kind": "Role",
+            "metadata": {"name": name, "namespace": ns},
+            "rules": rules,
+        }
+    ]
+    if subjects:
+        objects.append(
+            {
+                "apiVersion": RBAC_API_VERSION,
+                "kind": "RoleBinding",
+                "metadata": {"name": name, "namespace": ns},
+                "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": name},
+                "subjects": subjects,
+            }
+        )
+    return objects
+
+
+def _volcano_queue(queue: models.Queue) -> Obj:
+    """A Volcano Queue: capability from max, guarantee from guaranteed, and deserved (which
+    Volcano's admission requires beside a guarantee) from the spec or else the guarantee."""
+    spec: Obj = {"weight": 1}
+    if queue.max:
+        spec["capability"] = _quantities(queue.max)
+    if queue.guaranteed:
+        spec["guarantee"] = {"resource": _quantities(queue.guaranteed)}
+    deserved = queue.deserved if queue.deserved is not None else queue.guaranteed
+    if deserved:
+        spec["deserved"] = _quantities(deserved)
+    return {
+        "apiVersion": VOLCANO_API_VERSION,
+        "kind": "Queue",
+        "metadata": {"name": queue.name},
+        "spec": spec,
+    }
 
 
 def render_spark_pool(
-    pool: models.SparkPool, cluster: models.Cluster, pools_of_cluster: Sequence[models.SparkPool]
+    pool: models.SparkPool,
+    cluster: models.Cluster,
+    pools_of_cluster: Sequence[models.SparkPool],
+    fleet: models.Fleet | None = None,
 ) -> list[Obj]:
     """The objects of one SparkPool, in dependency order.
 
     `pools_of_cluster` are all pools of `cluster` (this one included); nothing a pool renders
     depends on its siblings today, but the signature matches `render_cluster` so that callers
-    hand both the same view of the repo.
+    hand both the same view of the repo. `fleet` gives the default Spark image.
     """
     del pools_of_cluster  # see the docstring
     spec, address, ns = pool.spec, pool.address, pool.spec.namespace
-    account = spec.serviceAccount
-    objects: list[Obj] = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-    ]
+    scheduler = cluster.spec.scheduler
+    namespace: Obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+    if scheduler == "volcano":  # where Volcano puts a PodGroup that names no queue
+        namespace["metadata"]["annotations"] = {VOLCANO_QUEUE_ANNOTATION: spec.queue.name}
+    objects: list[Obj] = [namespace]
     if spec.priorityClass is not None:
         priority = spec.priorityClass
         objects.append(
@@ -315,46 +461,34 @@ def render_spark_pool(
                 "description": f"Spark pool {pool.metadata.name} (fleet)",
             }
         )
-    if cluster.spec.scheduler == "volcano":
-        queue_spec: Obj = {"weight": 1}
-        if spec.queue.max:
-            queue_spec["capability"] = _quantities(spec.queue.max)
-        if spec.queue.guaranteed:
-            queue_spec["guarantee"] = {"resource": _quantities(spec.queue.guaranteed)}
-        objects.append(
-            {
-                "apiVersion": VOLCANO_QUEUE_API_VERSION,
-                "kind": "Queue",
-                "metadata": {"name": spec.queue.name},
-                "spec": queue_spec,
-            }
-        )
+    if scheduler == "volcano":
+        objects.append(_volcano_queue(spec.queue))
+    driver, executor = spec.serviceAccount, spec.executorServiceAccount
     objects.append(
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account, "namespace": ns}}
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": driver, "namespace": ns}}
     )
     objects.append(
         {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": account, "namespace": ns},
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": list(SPARK_DRIVER_RESOURCES),
-                    "verbs": list(SPARK_DRIVER_VERBS),
-                }
-            ],
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": executor, "namespace": ns},
+            "automountServiceAccountToken": False,
         }
     )
-    objects.append(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": account, "namespace": ns},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
-            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}],
-        }
+    objects += _role_objects(
+        driver, ns, driver_rules(pool), [{"kind": "ServiceAccount", "name": driver, "namespace": ns}]
     )
+    submitters = [
+        *(
+            {"apiGroup": RBAC_GROUP, "kind": "Group", "name": name}
+            for name in sorted(set(spec.submitters.groups))
+        ),
+        *(
+            {"apiGroup": RBAC_GROUP, "kind": "User", "name": name}
+            for name in sorted(set(spec.submitters.users))
+        ),
+    ]
+    objects += _role_objects(SUBMITTER_ROLE, ns, submitter_rules(cluster), submitters)
     if spec.quota:
         objects.append(
             {
@@ -378,17 +512,17 @@ def render_spark_pool(
                 "spec": {"limits": [limit]},
             }
         )
-    template = _pod_template(pool, cluster)
+    roles: tuple[spark.Role, ...] = ("driver", "executor")
+    data = {TEMPLATE_KEYS[role]: _pod_template(pool, cluster, role) for role in roles}
+    data[SPARK_DEFAULTS_KEY] = _spark_defaults_text(pool, cluster, fleet)
+    if scheduler == "volcano":
+        data[PODGROUP_TEMPLATE_KEY] = _podgroup_template(pool)
     objects.append(
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": POD_TEMPLATES_CONFIGMAP, "namespace": ns},
-            "data": {
-                DRIVER_TEMPLATE_KEY: template,
-                EXECUTOR_TEMPLATE_KEY: template,
-                SPARK_DEFAULTS_KEY: _spark_defaults_text(pool, cluster),
-            },
+            "data": dict(sorted(data.items())),
         }
     )
     return [with_ownership(obj, address) for obj in objects]
@@ -433,17 +567,35 @@ def _queue_tree(pools: Iterable[models.SparkPool]) -> list[Obj]:
     return as_list(root)
 
 
-def yunikorn_queues(pools: Iterable[models.SparkPool]) -> str:
+def yunikorn_queues(cluster: models.Cluster, pools: Iterable[models.SparkPool]) -> str:
     """queues.yaml of the `yunikorn-configs` ConfigMap: every pool's queue as a child of root.
 
-    Memory is in bytes and vcore in millicores, the units YuniKorn's Kubernetes shim uses; pods
-    name their queue with the `queue: root.<name>` label, which the `provided` rule places."""
+    Spark pods name their queue with the `queue: root.<name>` label, which the `provided` rule
+    places. A pod that names no queue (or one that does not exist) falls through to the
+    Cluster's fallback: the `root.default` queue, or a queue per namespace made on demand under
+    `root.namespaces`. With `provided` alone and no `root.default`, YuniKorn would reject such
+    pods ("no placement rule matched"); every queue sits under root, whose `submitacl: "*"`
+    lets anyone submit (with no ACL anywhere, YuniKorn rejects every application)."""
+    queues = _queue_tree(pools)
+    rules: list[Obj] = [{"name": "provided", "create": False}]
+    if cluster.spec.yunikorn.fallback == "namespace":
+        # Under a parent of their own, so that a namespace named like a pool's parent queue
+        # cannot land on that parent (which holds no applications) and be rejected.
+        parent = {"name": "fixed", "value": f"root.{YUNIKORN_NAMESPACES_QUEUE}"}
+        rules.append({"name": "tag", "value": "namespace", "create": True, "parent": parent})
+        queues = sorted(
+            [*queues, {"name": YUNIKORN_NAMESPACES_QUEUE, "parent": True}], key=lambda q: str(q["name"])
+        )
+    else:
+        rules.append({"name": "fixed", "value": f"root.{YUNIKORN_DEFAULT_QUEUE}", "create": False})
+        if all(queue["name"] != YUNIKORN_DEFAULT_QUEUE for queue in queues):
+            queues = sorted([*queues, {"name": YUNIKORN_DEFAULT_QUEUE}], key=lambda q: str(q["name"]))
     config = {
         "partitions": [
             {
                 "name": "default",
-                "placementrules": [{"name": "provided", "create": False}],
-                "queues": [{"name": "root", "submitacl": "*", "queues": _queue_tree(pools)}],
+                "placementrules": rules,
+                "queues": [{"name": "root", "submitacl": "*", "queues": queues}],
             }
         ]
     }
@@ -467,7 +619,7 @@ def render_cluster(cluster: models.Cluster, pools_of_cluster: Sequence[models.Sp
                     "namespace": YUNIKORN_NAMESPACE,
                     "annotations": {PRUNE_ANNOTATION: PRUNE_DISABLED},
                 },
-                "data": {YUNIKORN_QUEUES_KEY: yunikorn_queues(pools_of_cluster)},
+                "data": {YUNIKORN_QUEUES_KEY: yunikorn_queues(cluster, pools_of_cluster)},
             },
             address,
         )

@@ -30,7 +30,13 @@ from reconciler.spec.cache import SpecCache, pack_documents, unpack_documents
 from reconciler.spec.diagnostics import Diagnostic, Severity, error, sorted_diagnostics
 from reconciler.spec.references import check_references
 from reconciler.spec.results import FLEET_FILE, FileResult
-from reconciler.spec.validate import FileSettings, settings_from_fleet, validate_file, validate_files
+from reconciler.spec.validate import (
+    FileSettings,
+    rules_digest,
+    settings_from_fleet,
+    validate_file,
+    validate_files,
+)
 from reconciler.spec.yamlload import Locator, load_yaml
 
 # Below this many files to parse, worker processes cost more than they save.
@@ -192,10 +198,10 @@ def spec_files(snapshot: Snapshot, fleet: models.Fleet | None) -> list[SourceFil
 
 def revision_key(snapshot: Snapshot) -> str:
     """Names the content of a whole revision: every YAML file (fleet.yaml, and so the limits,
-    rules and excludes, included), what the source refused, and the fleet version."""
+    rules and excludes, included), what the source refused, and the fleet version and rules."""
     return hashlib.sha256(
         "\n".join(
-            [__version__]
+            [__version__, rules_digest()]
             + [f"{f.path}\0{f.blob_id}" for f in snapshot.files]
             + [f"{p.path}\0{p.code}\0{p.message}" for p in snapshot.problems]
         ).encode()

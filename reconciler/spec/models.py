@@ -503,6 +503,21 @@ class Limits(Strict):
     )
 
 
+IMAGE_PATTERN = r"^[a-z0-9]+([._/:-][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+ImageRef = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=512, pattern=IMAGE_PATTERN),
+    Field(description="A container image reference: registry/repository:tag or @digest."),
+]
+
+
+class FleetSpark(Strict):
+    image: ImageRef | None = Field(
+        default=None,
+        description="Spark image of every SparkPool that names none (spark.kubernetes.container.image).",
+    )
+
+
 class FleetSpec(Strict):
     sites: list[Site] = Field(min_length=1, description="Sites and their failure domains.")
     credentials: dict[DnsLabel, CredentialSource] = Field(
@@ -518,6 +533,7 @@ class FleetSpec(Strict):
         description="Globs (relative to the repo root) of YAML files that are not specs, e.g. playbooks/**.",
     )
     limits: Limits = Field(default_factory=Limits, description="Input limits for spec files.")
+    spark: FleetSpark = Field(default_factory=FleetSpark, description="Defaults of every SparkPool.")
 
     @model_validator(mode="after")
     def _unique_sites(self) -> FleetSpec:
@@ -664,6 +680,17 @@ class ClusterMember(Strict):
     cordon: bool = Field(default=False, description="Mark the node unschedulable; default false.")
 
 
+class YuniKornSettings(Strict):
+    fallback: Literal["default-queue", "namespace"] = Field(
+        default="default-queue",
+        description=(
+            "Where YuniKorn places a pod that names no SparkPool queue: default-queue puts it in"
+            " root.default, namespace in a queue named after its namespace (created on demand)."
+            " Either way no application is rejected for want of a queue; default default-queue."
+        ),
+    )
+
+
 class ClusterSpec(Strict):
     apiServer: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(:[0-9]+)?/?$")] = Field(
         description="URL of the Kubernetes API server."
@@ -672,6 +699,9 @@ class ClusterSpec(Strict):
     scheduler: Literal["yunikorn", "volcano", "default"] = Field(
         default="default",
         description="Batch scheduler installed in the cluster; default the Kubernetes scheduler.",
+    )
+    yunikorn: YuniKornSettings = Field(
+        default_factory=YuniKornSettings, description="YuniKorn queue placement (scheduler yunikorn only)."
     )
     members: list[ClusterMember] = Field(min_length=1, description="Nodes of the cluster.")
     objects: list[dict[str, Any]] = Field(
@@ -703,10 +733,26 @@ ResourceList = dict[
 
 
 class Queue(Strict):
-    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")] = Field(
-        description="Queue name (YuniKorn: a child of root; Volcano: the Queue object)."
+    name: Annotated[
+        str,
+        StringConstraints(
+            max_length=253,
+            pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$",
+        ),
+    ] = Field(
+        description=(
+            "Queue name: DNS labels joined by '.' (YuniKorn: a queue under root, dots nesting;"
+            " Volcano: the Queue object's name)."
+        )
     )
     guaranteed: ResourceList = Field(default_factory=dict, description="Guaranteed resources; default none.")
+    deserved: ResourceList | None = Field(
+        default=None,
+        description=(
+            "Volcano: the share the queue deserves, above which its pods may be reclaimed; between"
+            " guaranteed and max. Default the guaranteed resources. YuniKorn has no such setting."
+        ),
+    )
     max: ResourceList = Field(default_factory=dict, description="Maximum resources; default unlimited.")
 
 
@@ -734,7 +780,13 @@ class DynamicAllocation(Strict):
     enabled: bool = Field(default=True, description="Default true.")
     minExecutors: Annotated[int, Field(ge=0)] = Field(default=0, description="Default 0.")
     maxExecutors: Annotated[int, Field(ge=1)] = Field(default=50, description="Default 50.")
-    shuffleTracking: bool = Field(default=True, description="Default true (no external shuffle service).")
+    shuffleTracking: bool = Field(
+        default=True,
+        description=(
+            "Track shuffle files so that executors holding them are kept; default true. Kubernetes has no"
+            " external shuffle service, so dynamic allocation needs it (or shuffle block decommissioning)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _min_le_max(self) -> DynamicAllocation:
@@ -757,8 +809,20 @@ class SparkSettings(Strict):
     defaults: dict[str, str] = Field(default_factory=dict, description="Extra spark-defaults.conf entries.")
 
 
+class Submitters(Strict):
+    groups: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
+        default_factory=list, description="Kubernetes groups (as the API server authenticates them)."
+    )
+    users: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
+        default_factory=list, description="Kubernetes user names."
+    )
+
+
 class SparkPoolSpec(Strict):
     cluster: DnsLabel = Field(description="Name of the Cluster the pool lives in.")
+    image: ImageRef | None = Field(
+        default=None, description="Spark container image; default the Fleet's spark.image."
+    )
     namespace: DnsLabel
     queue: Queue
     quota: ResourceList = Field(default_factory=dict, description="ResourceQuota hard limits; default none.")
@@ -767,6 +831,14 @@ class SparkPoolSpec(Strict):
     nodes: DedicatedNodes
     serviceAccount: DnsLabel = Field(
         default="spark-driver", description="Driver service account; default spark-driver."
+    )
+    executorServiceAccount: DnsLabel = Field(
+        default="spark-executor",
+        description="Executor service account, with no rights and no API token; default spark-executor.",
+    )
+    submitters: Submitters = Field(
+        default_factory=Submitters,
+        description="Who may submit Spark applications to the pool's namespace; default nobody but admins.",
     )
     spark: SparkSettings = Field(default_factory=SparkSettings, description="Spark settings.")
 

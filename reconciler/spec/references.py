@@ -30,6 +30,20 @@ def _endpoint(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
+def _queue_problem(queue: str, cluster: tuple[object, ...] | None, other_pool: str | None) -> str | None:
+    """Two pools cannot share a queue, and a queue cannot be where the Cluster's YuniKorn
+    fallback puts namespaces (`root.namespaces`, a parent queue)."""
+    if other_pool is not None:
+        return f"queue {queue!r} is already the queue of pool {other_pool!r} in this cluster"
+    fallback = cluster is not None and cluster[2] == "yunikorn" and cluster[3] == "namespace"
+    if fallback and queue.split(".")[0] == "namespaces":
+        return (
+            f"queue {queue!r} is under root.namespaces, where the Cluster's YuniKorn fallback"
+            " puts a queue per namespace"
+        )
+    return None
+
+
 def check_references(
     fleet: models.Fleet | None, fleet_path: str | None, files: Sequence[tuple[str, Sequence[Facts]]]
 ) -> list[Diagnostic]:
@@ -272,7 +286,7 @@ def check_references(
         if fact[4] is None:
             labels_unknown.add(name)
             continue
-        credential, members = fact[4]
+        credential, members, _scheduler, _fallback = fact[4]
         here = address("Cluster", name)
         check_credential(path, fact, credential, ("spec", "credentialsRef"))
         for position, (ref, labels) in enumerate(members):
@@ -316,12 +330,13 @@ def check_references(
             node_labels[name].append(merged)
 
     namespaces: dict[tuple[str, str], str] = {}
+    queues: dict[tuple[str, str], str] = {}
     # (cluster, member index, taint key, effect) -> (value, pool): a Node holds one value there.
     node_taints: dict[tuple[str, int, str, str], tuple[str, str]] = {}
     for name, (path, fact) in sorted(by_kind["SparkPool"].items()):
         if fact[4] is None:
             continue
-        cluster, selector, namespace, taint = fact[4]
+        cluster, selector, namespace, taint, has_image, has_deserved, queue = fact[4]
         here = address("SparkPool", name)
         if cluster not in clusters:
             out.append(
@@ -336,6 +351,47 @@ def check_references(
                 )
             )
             continue
+        if not has_image and fleet is not None and fleet.spec.spark.image is None:
+            out.append(
+                error(
+                    "no-spark-image",
+                    "the pool names no Spark image and the Fleet has no default, so Spark cannot start"
+                    " a driver (spark.kubernetes.container.image is required)",
+                    path,
+                    address=here,
+                    doc_index=fact[2],
+                    field_path=("spec",),
+                    hint="set spec.image on the pool, or spec.spark.image on the Fleet for every pool",
+                )
+            )
+        cluster_detail = clusters[cluster][1][4]
+        if has_deserved and cluster_detail is not None and cluster_detail[2] != "volcano":
+            out.append(
+                warning(
+                    "deserved-not-used",
+                    f"queue.deserved is a Volcano setting; cluster {cluster!r} runs the {cluster_detail[2]}"
+                    " scheduler, which ignores it",
+                    path,
+                    address=here,
+                    doc_index=fact[2],
+                    field_path=("spec", "queue", "deserved"),
+                    hint="remove deserved, or move the pool to a Volcano cluster",
+                )
+            )
+        queue_problem = _queue_problem(queue, cluster_detail, queues.get((cluster, queue)))
+        if queue_problem is not None:
+            out.append(
+                error(
+                    "queue-conflict",
+                    queue_problem,
+                    path,
+                    address=here,
+                    doc_index=fact[2],
+                    field_path=("spec", "queue", "name"),
+                    hint="give the pool a queue of its own: not another pool's, not under root.namespaces",
+                )
+            )
+        queues.setdefault((cluster, queue), name)
         wanted = dict(selector)
         if cluster not in labels_unknown and not any(
             all(labels.get(k) == v for k, v in wanted.items()) for labels in node_labels[cluster]

@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Sequence
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -25,6 +26,7 @@ from reconciler.spec import models
 from reconciler.spec.diagnostics import Diagnostic, Severity, YamlPath, closest, error, warning
 from reconciler.spec.results import Facts, FileResult
 from reconciler.spec.secrets import find_literal_secrets, may_hold_secrets
+from reconciler.spec.spark import pool_problems
 from reconciler.spec.yamlload import Limits, Locator, load_yaml
 
 KIND_NAMES = tuple(models.KINDS)
@@ -39,6 +41,17 @@ class Rule:
     schema_json: str
 
 
+@cache
+def rules_digest() -> str:
+    """A digest of the validation code itself, so that cached results of a file never outlive
+    a change of the rules they were checked by (an upgrade that adds a check sees it at once)."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class FileSettings:
     """Everything besides a file's bytes that its validation depends on."""
@@ -48,7 +61,12 @@ class FileSettings:
 
     def fingerprint(self) -> str:
         payload = json.dumps(
-            [__version__, dataclasses.asdict(self.limits), [dataclasses.astuple(r) for r in self.rules]],
+            [
+                __version__,
+                rules_digest(),
+                dataclasses.asdict(self.limits),
+                [dataclasses.astuple(r) for r in self.rules],
+            ],
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -100,7 +118,13 @@ def facts_of(document: models.Document, index: int) -> Facts:
     if isinstance(document, models.Cluster):
         c = document.spec
         members = tuple((m.ref, tuple(sorted(m.labels.items()))) for m in c.members)
-        return ("Cluster", name, index, labels, (_credential_name(c.credentialsRef), members))
+        return (
+            "Cluster",
+            name,
+            index,
+            labels,
+            (_credential_name(c.credentialsRef), members, c.scheduler, c.yunikorn.fallback),
+        )
     if isinstance(document, models.SparkPool):
         p = document.spec
         return (
@@ -108,7 +132,15 @@ def facts_of(document: models.Document, index: int) -> Facts:
             name,
             index,
             labels,
-            (p.cluster, tuple(sorted(p.nodes.selector.items())), p.namespace, _pool_taint(name, p)),
+            (
+                p.cluster,
+                tuple(sorted(p.nodes.selector.items())),
+                p.namespace,
+                _pool_taint(name, p),
+                p.image is not None,
+                p.queue.deserved is not None,
+                p.queue.name,
+            ),
         )
     return (document.kind_name, name, index, labels, ())
 
@@ -141,6 +173,7 @@ def _all_field_names() -> tuple[str, ...]:
 _PATTERN_MESSAGES = {
     models.DNS_LABEL_PATTERN: "must be a DNS-1123 label (a-z, 0-9 and '-', alphanumeric at both ends)",
     models.LABEL_KEY_PATTERN: "is not a label key (optional DNS prefix and /, then 63 letters, digits, -_.)",
+    models.IMAGE_PATTERN: "is not a container image (registry/repository:tag or @sha256:digest)",
     models.LABEL_VALUE_PATTERN: "is not a label value (up to 63 letters, digits, -_., alphanumeric at ends)",
 }
 
@@ -247,6 +280,22 @@ def _rule_diagnostics(
 # --- one document, one file --------------------------------------------------------------
 
 
+def _spark_diagnostics(path: str, index: int, pool: models.SparkPool) -> list[Diagnostic]:
+    make = {"error": error, "warning": warning}
+    return [
+        make[p.severity](
+            p.code,
+            p.message,
+            path,
+            address=pool.address,
+            doc_index=index,
+            field_path=p.field_path,
+            hint=p.hint,
+        )
+        for p in pool_problems(pool)
+    ]
+
+
 def _address_of(raw: dict[str, Any]) -> str | None:
     kind, meta = raw.get("kind"), raw.get("metadata")
     name = meta.get("name") if isinstance(meta, dict) else None
@@ -334,6 +383,8 @@ def validate_document(
             for d in _model_diagnostics(path, index, raw, exc, address)
             if not (bad_api and d.field_path == ("apiVersion",))
         )
+    if isinstance(document, models.SparkPool):
+        problems.extend(_spark_diagnostics(path, index, document))
     if address is not None and settings.rules:
         problems.extend(_rule_diagnostics(path, index, kind, raw, settings.rules, address))
     if any(p.severity is Severity.ERROR for p in problems):
