@@ -42,7 +42,7 @@ from typing import NamedTuple
 SPARK_VERSIONS: tuple[str, ...] = ("v3.5.9", "v4.0.4", "v4.1.3")
 """Newest patch of each supported line whose docs are published (spark-website `site/docs/<v>/`).
 
-PyPI also serves 4.0.5 and 4.1.4 (whose docs were not published when this was read); their jars add the config keys
+PyPI also serves 4.0.5 and 4.1.4 (docs not yet published when this was read); their jars add the keys
 `spark.history.fs.eventLog.maxLineLength`, `spark.streaming.raw.maxBlockSizeBytes`,
 `spark.ui.actionsViaGetEnabled` (and 4.1.4 `spark.shuffle.service.verifyBlockPathsAtRead`), see
 `NEWER_PATCH_NEW_KEYS`. 4.2.x and 4.3.x exist too but are outside the range."""
