@@ -41,3 +41,15 @@ class UsageError(PermanentError):
 
 class SourceError(PermanentError):
     """The fleet repo cannot be read: no such path, repository or revision (exit code 2)."""
+
+
+class StoreError(FleetError):
+    """The state store cannot be used: an infrastructure error (exit code 2, as a missing path)."""
+
+
+class StoreUnavailable(StoreError, TemporaryError):
+    """The state store does not answer now (a connection refused or lost, a lock held too long)."""
+
+
+class StoreFailure(StoreError, PermanentError):
+    """The state store is unusable until someone acts: damaged, foreign, too new, read-only."""

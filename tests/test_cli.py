@@ -113,8 +113,9 @@ def test_get_filters_by_kind_and_selector() -> None:
 def test_get_yaml_round_trips_normalised_documents() -> None:
     code, output = run_cli("get", str(EXAMPLE), "--kind", "SparkPool", "--format", "yaml")
     assert code == 0
-    documents = list(YAML(typ="safe", pure=True).load_all(output))
+    documents = YAML(typ="safe", pure=True).load(output)
     assert len(documents) == 3 and {d["kind"] for d in documents} == {"SparkPool"}
+    assert [d["address"] for d in documents] == ["sparkpool/adhoc", "sparkpool/etl", "sparkpool/ml-gpu"]
 
 
 def test_get_table_lists_every_resource() -> None:

@@ -9,8 +9,11 @@ infrastructure error; `plan` and `drift` with --detailed-exitcode: 0, 2 changes,
 
 from __future__ import annotations
 
+import os
+import platform
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points
+from importlib.metadata import version as package_version
 from typing import Annotated
 
 import typer
@@ -18,7 +21,16 @@ import typer
 from reconciler import __version__
 from reconciler.bounded import MESSAGE_LIMIT, shorten_lines
 from reconciler.cli import repo, run
-from reconciler.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, app, err
+from reconciler.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    OutputFormat,
+    OutputOpt,
+    app,
+    echo_data,
+    err,
+)
 
 PLUGIN_GROUP = "fleet.commands"
 """Entry points of this group are typer apps added as sub-commands (the lab's `fleet lab`)."""
@@ -39,6 +51,36 @@ def _main(
     ] = False,
 ) -> None:
     """GitOps reconciler for physical infrastructure."""
+
+
+# The SDKs fleet's providers and store drive, as `fleet version -o json` reports them.
+SDKS = ("pyghmi", "libvirt-python", "kubernetes", "ansible-runner", "pygit2", "SQLAlchemy", "alembic")
+
+
+def versions() -> dict[str, object]:
+    from reconciler.state.migrate import head_revision
+
+    installed: dict[str, str | None] = {}
+    for name in SDKS:
+        try:
+            installed[name] = package_version(name)
+        except PackageNotFoundError:
+            installed[name] = None
+    return {
+        "fleet": __version__,
+        "python": platform.python_version(),
+        "sdks": installed,
+        "stateSchema": head_revision(),
+    }
+
+
+@app.command()
+def version(output: OutputOpt = OutputFormat.text) -> None:
+    """Print fleet's version (`-o json`: with its providers' SDKs and the state store's schema)."""
+    if output is OutputFormat.text:
+        typer.echo(f"fleet {__version__}")
+    else:
+        echo_data(versions(), output)
 
 
 def add_registered_commands(group: str = PLUGIN_GROUP) -> None:
@@ -65,12 +107,31 @@ add_registered_commands()
 _USAGE_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+_SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+def _completion_for_the_shell_named() -> None:
+    """`--show-completion zsh` prints zsh's script even from bash: typer takes the shell as the
+    option's value only when it does not detect the shell it runs in (this switch says so)."""
+    argv = sys.argv[1:]
+    for index, argument in enumerate(argv):
+        named = argument.partition("=")[2] if argument.startswith("--show-completion=") else None
+        if argument == "--show-completion" and index + 1 < len(argv):
+            named = argv[index + 1]
+        if named in _SHELLS:
+            os.environ["_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION"] = "1"
+
+
 def main() -> None:
+    _completion_for_the_shell_named()
     try:
         outcome = app(standalone_mode=False)
     except _USAGE_ERROR as exc:
         # It may quote what was typed (a name, a path, a value): shown bounded, as every error.
-        exc.message = shorten_lines(str(exc.message), MESSAGE_LIMIT)  # type: ignore[attr-defined]
+        message = shorten_lines(str(exc.message), MESSAGE_LIMIT)  # type: ignore[attr-defined]
+        if any(a == "-out" or a.startswith("-out=") for a in sys.argv[1:]):
+            message += " (fleet spells Terraform's `-out FILE` as `--out FILE`)"
+        exc.message = message  # type: ignore[attr-defined]
         exc.show()  # type: ignore[attr-defined]
         sys.exit(exc.exit_code)  # type: ignore[attr-defined]
     except typer.Abort:
@@ -80,6 +141,25 @@ def main() -> None:
         err().print("interrupted")
         sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
-        sys.exit(EXIT_FAILED)
+        _closed_pipe()
+    except SystemExit as exc:
+        # click ends a write to a closed stdout with exit 1, after wrapping stdout so that
+        # Python's final flush stays quiet: that end is a normal one.
+        if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            _closed_pipe()
+        raise
     # A command that ends with typer.Exit(code) gives its code; one that returns, 0.
-    sys.exit(outcome if isinstance(outcome, int) else 0)
+    code = outcome if isinstance(outcome, int) else 0
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _closed_pipe()
+    sys.exit(code)
+
+
+def _closed_pipe() -> None:
+    """The reader of stdout went away (`fleet get | head`): a normal end, as for kubectl: exit 0,
+    quietly, without Python's own complaint when it flushes stdout at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(EXIT_OK)

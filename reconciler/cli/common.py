@@ -4,9 +4,15 @@ live state, the settings they build, and the one place errors become a line and 
 from __future__ import annotations
 
 import contextlib
+import io
+import json
+import os
+import re
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
@@ -16,13 +22,15 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
+from ruamel.yaml import YAML
 
 from providers.access import load_access
 from providers.registry import ProviderPool
 from reconciler.apply.cancel import CancelToken
 from reconciler.bounded import MESSAGE_LIMIT, shorten
+from reconciler.cli import complete
 from reconciler.engine import Engine, open_engine
-from reconciler.errors import FleetError, SourceError, UsageError
+from reconciler.errors import FleetError, SourceError, StoreError, UsageError
 from reconciler.report.diagnostics import render_diagnostics
 from reconciler.settings import Settings, load_settings, process_environment
 from reconciler.spec.cache import CacheUnavailable, SpecCache
@@ -44,12 +52,26 @@ EXIT_CHANGES, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 2, 3, 130
 3 nothing differs but some resources are unknown, 1 any error."""
 
 
+def _plain() -> bool:
+    """NO_COLOR (no-color.org) set to anything: no escape codes at all, bold and dim included."""
+    return bool(os.environ.get("NO_COLOR"))
+
+
+class _Stdout(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader went away (`fleet get | head`): a normal end, as for kubectl. Exit 0 with
+        stdout pointed at /dev/null, so that nothing complains when it is flushed at exit."""
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(EXIT_OK)
+
+
 def out() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    return _Stdout(highlight=False, soft_wrap=True, color_system=None if _plain() else "auto")
 
 
 def err() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, color_system=None if _plain() else "auto")
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -70,7 +92,8 @@ def guard(action: Callable[[], T], *, detailed: bool = False) -> T:
     except InvalidRevision as exc:
         render_diagnostics(exc.revision.diagnostics, err())
         fail(str(exc), EXIT_FAILED)
-    except (UsageError, SourceError) as exc:
+    except (UsageError, SourceError, StoreError) as exc:
+        # Usage, and infrastructure that is not there: the path, the revision, the state store.
         fail(str(exc), EXIT_FAILED if detailed else EXIT_USAGE)
     except FleetError as exc:
         fail(str(exc), EXIT_FAILED)
@@ -87,6 +110,64 @@ def guard(action: Callable[[], T], *, detailed: bool = False) -> T:
 class OutputFormat(StrEnum):
     text = "text"
     json = "json"
+    yaml = "yaml"
+
+
+class ListFormat(StrEnum):
+    """What commands that list things print: a table (`wide`: more columns), one address per
+    line (`name`), or the same fields as JSON or YAML."""
+
+    text = "text"
+    wide = "wide"
+    name = "name"
+    json = "json"
+    yaml = "yaml"
+
+
+OUTPUT_NAMES = ("--output", "-o", "--format")
+"""One option everywhere: `-o`/`--output`, with `--format` kept as an alias."""
+
+OutputOpt = Annotated[OutputFormat, typer.Option(*OUTPUT_NAMES, help="Output format.")]
+ListOutputOpt = Annotated[
+    ListFormat,
+    typer.Option(*OUTPUT_NAMES, help="text (a table), wide (more columns), name (addresses), json or yaml."),
+]
+NoHeadersOpt = Annotated[bool, typer.Option("--no-headers", help="Print table rows without the header.")]
+
+
+_DURATION = re.compile(r"^([0-9]+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """`30m`, `1h`, `7d`, `2w` back from `now`, or an ISO 8601 time (UTC unless it says)."""
+    match = _DURATION.match(text.strip())
+    if match:
+        return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{shorten(text)!r} is neither a duration (30m, 1h, 7d, 2w) nor an ISO 8601 time",
+            param_hint="--since",
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
+def echo_data(data: object, output: OutputFormat | ListFormat) -> None:
+    """JSON or YAML of the same value, so both carry the same fields."""
+    if output.value == "yaml":
+        typer.echo(yaml_text(data), nl=False)
+    else:
+        typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def yaml_text(data: object) -> str:
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    buffer = io.StringIO()
+    yaml.dump(json.loads(json.dumps(data, default=str)), buffer)
+    return buffer.getvalue()
 
 
 PathArg = Annotated[
@@ -98,6 +179,15 @@ RepoOpt = Annotated[
     typer.Option("--repo", help="Read a Git repository (path or URL) at --rev instead of a working tree."),
 ]
 RevOpt = Annotated[str | None, typer.Option("--rev", help="Revision to read with --repo (default: HEAD).")]
+DirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--path",
+        metavar="DIR",
+        help="With --repo: the fleet repo's directory inside the repository (a monorepo), e.g. fleet.",
+        show_default=False,
+    ),
+]
 CacheOpt = Annotated[
     Path | None,
     typer.Option("--cache-dir", help="Cache directory (default: $XDG_CACHE_HOME/fleet).", show_default=False),
@@ -126,9 +216,41 @@ StateOpt = Annotated[
         show_default=False,
     ),
 ]
-SelectorOpt = Annotated[str | None, typer.Option("--selector", "-l", help="Label selector.")]
+SelectorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--selector",
+        "-l",
+        metavar="SELECTOR",
+        help="Label selector, e.g. 'role=hypervisor,site in (nyc1)'.",
+        autocompletion=complete.label_keys,
+    ),
+]
+YesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--yes", "-y", "--auto-approve", help="Do not ask for confirmation (Terraform: --auto-approve)."
+    ),
+]
+KindOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kind",
+        "-k",
+        metavar="KIND",
+        help="Only this kind (Machine, vm, sp, ...; default: every kind).",
+        autocompletion=complete.kinds,
+    ),
+]
 TargetOpt = Annotated[
-    list[str] | None, typer.Option("--target", "-t", help="Only this address (repeatable), e.g. machine/x.")
+    list[str] | None,
+    typer.Option(
+        "--target",
+        "-t",
+        metavar="ADDRESS",
+        help="Only this address (repeatable), e.g. machine/nyc1-r01-02.",
+        autocompletion=complete.addresses,
+    ),
 ]
 
 
@@ -158,6 +280,17 @@ def open_cache(settings: Settings) -> SpecCache | None:
         return None
 
 
+def announce_store(store: StateStore) -> None:
+    """Which state store a command uses, once, on stderr; whether it was just made, or is read-only."""
+    if store.created:
+        note = " (created: a new, empty store; nothing applied is recorded in it yet)"
+    elif store.read_only:
+        note = " (read-only: this command records nothing in it)"
+    else:
+        note = ""
+    err().print(Text(f"state: {shorten(store.url)}{note}", style="yellow" if note else "dim"))
+
+
 @contextlib.contextmanager
 def engine_for(settings: Settings, *, store: bool = False, cache: bool = True) -> Iterator[Engine]:
     """An engine with what a command needs: the validation cache, a provider pool over the
@@ -175,6 +308,8 @@ def engine_for(settings: Settings, *, store: bool = False, cache: bool = True) -
             state: StateStore | None = (
                 stack.enter_context(open_store(settings.state_url())) if store else None
             )
+            if state is not None:
+                announce_store(state)
             yield stack.enter_context(open_engine(settings, pool, state, spec_cache))
     finally:
         if spec_cache is not None:

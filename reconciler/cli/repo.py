@@ -15,13 +15,24 @@ from reconciler.bounded import MESSAGE_LIMIT, shorten
 from reconciler.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    OUTPUT_NAMES,
     CacheOpt,
+    DirOpt,
+    KindOpt,
+    ListFormat,
+    ListOutputOpt,
+    NoHeadersOpt,
     OutputFormat,
+    OutputOpt,
     PathArg,
     RepoOpt,
     RevOpt,
+    SelectorOpt,
+    TargetOpt,
     app,
+    echo_data,
     engine_for,
+    err,
     fail,
     guard,
     out,
@@ -29,9 +40,10 @@ from reconciler.cli.common import (
 )
 from reconciler.engine import Selection, SourceRef
 from reconciler.errors import UsageError
-from reconciler.kinds import KINDS, kind_named
+from reconciler.kinds import kind_at, kind_named, unknown_kind_hint
 from reconciler.report.diagnostics import counted, diagnostics_json, render_diagnostics
-from reconciler.report.resources import resources_json, resources_table, resources_yaml
+from reconciler.report.resources import resources_data, resources_table
+from reconciler.report.table import footer
 from reconciler.spec import models
 from reconciler.spec.loader import LoadedRevision
 
@@ -41,9 +53,8 @@ def validate(
     path: PathArg = None,
     repo: RepoOpt = None,
     rev: RevOpt = None,
-    output: Annotated[
-        OutputFormat, typer.Option("--format", "-o", help="Output format.")
-    ] = OutputFormat.text,
+    directory: DirOpt = None,
+    output: OutputOpt = OutputFormat.text,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail validation too.")] = False,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Parse everything; do not read or write the cache.")
@@ -57,12 +68,12 @@ def validate(
 
     def run() -> LoadedRevision:
         with engine_for(settings_of(cache_dir=cache_dir, workers=jobs), cache=not no_cache) as engine:
-            return engine.load(engine.open_source(SourceRef(path, repo, rev)), documents=False)
+            return engine.load(engine.open_source(SourceRef(path, repo, rev, directory)), documents=False)
 
     result = guard(run)
     failed = bool(result.errors) or (strict and bool(result.warnings))
-    if output is OutputFormat.json:
-        typer.echo(diagnostics_json(result.diagnostics))
+    if output is not OutputFormat.text:
+        echo_data(json.loads(diagnostics_json(result.diagnostics)), output)
     else:
         console = out()
         render_diagnostics(result.diagnostics, console)
@@ -74,44 +85,68 @@ def validate(
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
-class GetFormat(StrEnum):
-    table = "table"
-    json = "json"
-    yaml = "yaml"
+def _split_get_arguments(arguments: list[str]) -> tuple[Path | None, list[str]]:
+    """`fleet get [PATH] [ADDRESS...]`: an argument that names an existing directory (or a first
+    one that is no address) is the repo's working tree, the others are addresses."""
+    path: Path | None = None
+    addresses: list[str] = []
+    for index, argument in enumerate(arguments):
+        is_address = "/" in argument and kind_at(argument) is not None
+        if path is None and not addresses and (Path(argument).is_dir() or (index == 0 and not is_address)):
+            path = Path(argument)
+        else:
+            addresses.append(argument)
+    return path, addresses
 
 
 @app.command()
 def get(
-    path: PathArg = None,
+    arguments: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[PATH] [ADDRESS]...",
+            help="The repo's working tree (default: the current directory), then addresses to show"
+            " (e.g. machine/nyc1-r01-02).",
+            show_default=False,
+        ),
+    ] = None,
     repo: RepoOpt = None,
     rev: RevOpt = None,
-    kind: Annotated[str | None, typer.Option("--kind", "-k", help="Only this kind (e.g. Machine).")] = None,
-    selector: Annotated[
-        str | None,
-        typer.Option("--selector", "-l", help="Label selector, e.g. 'role=hypervisor,site in (nyc1)'."),
-    ] = None,
-    output: Annotated[GetFormat, typer.Option("--format", "-o", help="Output format.")] = GetFormat.table,
+    directory: DirOpt = None,
+    kind: KindOpt = None,
+    selector: SelectorOpt = None,
+    target: TargetOpt = None,
+    output: ListOutputOpt = ListFormat.text,
     show_labels: Annotated[
-        bool, typer.Option("--show-labels", help="Add a LABELS column to the table.")
+        bool, typer.Option("--show-labels", help="Add a LABELS column to the table (as -o wide does).")
     ] = False,
+    no_headers: NoHeadersOpt = False,
     cache_dir: CacheOpt = None,
 ) -> None:
-    """List the resources a fleet repo declares (the inventory). An invalid repo is refused."""
+    """List the resources a fleet repo declares (the inventory), or show the ones named.
+    An invalid repo, or a directory with no fleet.yaml, is refused."""
+    path, addresses = _split_get_arguments(list(arguments or ()))
+    targets = tuple([*addresses, *(target or ())])
 
     def run() -> tuple[list[models.Document], dict[str, str]]:
         with engine_for(settings_of(cache_dir=cache_dir)) as engine:
             selected = engine.select(
-                engine.revision(SourceRef(path, repo, rev)), Selection(kind, selector), include_fleet=True
+                engine.revision(SourceRef(path, repo, rev, directory)),
+                Selection(kind, selector, targets),
+                include_fleet=not targets,
             )
             return list(selected.documents), dict(selected.paths)
 
     listed, paths = guard(run)
-    if output is GetFormat.json:
-        typer.echo(resources_json(listed, paths))
-    elif output is GetFormat.yaml:
-        typer.echo(resources_yaml(listed), nl=False)
+    if output in (ListFormat.json, ListFormat.yaml):
+        echo_data(resources_data(listed, paths), output)
+    elif output is ListFormat.name:
+        for document in listed:
+            typer.echo(document.address)
     else:
-        resources_table(listed, paths, out(), labels=show_labels)
+        labels = show_labels or output is ListFormat.wide
+        resources_table(listed, paths, out(), labels=labels, headers=not no_headers)
+        footer(err(), counted(len(listed), "resource"))
 
 
 class InventoryFormat(StrEnum):
@@ -124,8 +159,9 @@ def inventory(
     path: PathArg = None,
     repo: RepoOpt = None,
     rev: RevOpt = None,
+    directory: DirOpt = None,
     output: Annotated[
-        InventoryFormat, typer.Option("--format", "-o", help="ini, or json (dynamic-inventory shape).")
+        InventoryFormat, typer.Option(*OUTPUT_NAMES, help="ini, or json (dynamic-inventory shape).")
     ] = InventoryFormat.ini,
     cache_dir: CacheOpt = None,
 ) -> None:
@@ -136,7 +172,7 @@ def inventory(
 
     def run() -> str:
         with engine_for(settings_of(cache_dir=cache_dir)) as engine:
-            revision = engine.revision(SourceRef(path, repo, rev))
+            revision = engine.revision(SourceRef(path, repo, rev, directory))
             if revision.fleet is None:
                 raise UsageError("the repo has no valid fleet.yaml", hint="run `fleet validate` to see why")
             documents = [d.document for d in revision.documents if d.document is not revision.fleet]
@@ -148,31 +184,51 @@ def inventory(
 @app.command()
 def schema(
     kind: Annotated[
-        str | None, typer.Argument(help="Print the schema of one kind.", show_default=False)
+        str | None,
+        typer.Argument(
+            metavar="[KIND]",
+            help="One kind (Machine, vm, ...) or `plan` (the plan's JSON).",
+            show_default=False,
+        ),
     ] = None,
     write: Annotated[
-        Path | None, typer.Option("--write", help="Write every kind's schema into this directory.")
+        Path | None,
+        typer.Option(
+            "--write",
+            metavar="DIR",
+            help="Write the schema files (of KIND, or of every kind and the plan) here.",
+        ),
     ] = None,
 ) -> None:
-    """Print or write the JSON Schemas (2020-12) of the fleet kinds."""
+    """Print or write the JSON Schemas (2020-12) of the fleet kinds and of `fleet plan -o json`."""
     from reconciler.report.plan_json import schema_text
-    from reconciler.spec.schema import all_schemas, kind_schema, render, write_schemas
+    from reconciler.spec.schema import all_schemas, kind_schema, render, schema_file_name
 
-    if write is not None:
-        try:
-            for target in write_schemas(write):
-                typer.echo(str(target))
-            plan_schema = write / "plan.schema.json"
-            if not plan_schema.exists() or plan_schema.read_text() != schema_text():
-                plan_schema.write_text(schema_text())
-            typer.echo(str(plan_schema))
-        except OSError as exc:
-            fail(f"cannot write schemas to {write}: {exc.strerror}")
-        return
-    if kind is not None:
+    files: dict[str, str]
+    if kind is None:
+        files = {**all_schemas(), PLAN_SCHEMA_FILE: schema_text()}
+    elif kind.lower() == "plan":
+        files = {PLAN_SCHEMA_FILE: schema_text()}
+    else:
         named = kind_named(kind)
         if named is None:
-            fail(f"unknown kind {kind!r} (use one of {', '.join(KINDS)})")
-        typer.echo(render(kind_schema(named.name)), nl=False)
+            fail(f"unknown kind {kind!r} ({unknown_kind_hint(kind)}, or plan)")
+        files = {schema_file_name(named.name): render(kind_schema(named.name))}
+    if write is None:
+        if len(files) == 1:
+            typer.echo(next(iter(files.values())), nl=False)
+        else:
+            typer.echo(json.dumps({name: json.loads(content) for name, content in files.items()}, indent=2))
         return
-    typer.echo(json.dumps({name: json.loads(content) for name, content in all_schemas().items()}, indent=2))
+    try:
+        write.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            target = write / name
+            if not target.exists() or target.read_text() != content:
+                target.write_text(content)
+            typer.echo(str(target))
+    except OSError as exc:
+        fail(f"cannot write schemas to {write}: {exc.strerror}")
+
+
+PLAN_SCHEMA_FILE = "plan.schema.json"

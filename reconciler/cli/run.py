@@ -27,24 +27,36 @@ from reconciler.cli.common import (
     EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    OUTPUT_NAMES,
     CacheOpt,
     ConfigOpt,
+    DirOpt,
+    KindOpt,
     LabOpt,
+    ListFormat,
+    ListOutputOpt,
+    NoHeadersOpt,
     OutputFormat,
+    OutputOpt,
     PathArg,
     RepoOpt,
     RevOpt,
     SelectorOpt,
     StateOpt,
     TargetOpt,
+    YesOpt,
+    announce_store,
     app,
     ctrl_c_cancels,
+    echo_data,
     engine_for,
     err,
     fail,
     guard,
     out,
+    parse_since,
     settings_of,
+    yaml_text,
 )
 from reconciler.engine import (
     CancelToken,
@@ -60,13 +72,14 @@ from reconciler.errors import UsageError
 from reconciler.plan.model import Plan
 from reconciler.report.diagnostics import counted, render_diagnostics
 from reconciler.report.drift import drift_json, render_drift
-from reconciler.report.history import history_json, render_history
+from reconciler.report.history import history_data, history_table
 from reconciler.report.markdown import render_markdown
-from reconciler.report.observations import observations_json, observations_table
+from reconciler.report.observations import observations_data, observations_summary, observations_table
 from reconciler.report.plan_json import plan_from_dict, render_json
 from reconciler.report.run import render_outcome, run_summary
+from reconciler.report.table import footer
 from reconciler.report.text import render_text
-from reconciler.state import LockHolder, RunRecord, open_store
+from reconciler.state import LockHolder, RunRecord, open_store, store_exists
 
 
 @app.command()
@@ -74,14 +87,12 @@ def observe(
     path: PathArg = None,
     repo: RepoOpt = None,
     rev: RevOpt = None,
-    kind: Annotated[
-        str | None, typer.Option("--kind", "-k", help="Only this kind (default: every kind).")
-    ] = None,
+    directory: DirOpt = None,
+    kind: KindOpt = None,
     selector: SelectorOpt = None,
     target: TargetOpt = None,
-    output: Annotated[
-        OutputFormat, typer.Option("--format", "-o", help="Output format.")
-    ] = OutputFormat.text,
+    output: ListOutputOpt = ListFormat.text,
+    no_headers: NoHeadersOpt = False,
     lab: LabOpt = False,
     cache_dir: CacheOpt = None,
 ) -> None:
@@ -89,20 +100,27 @@ def observe(
 
     def run() -> list[Observation]:
         with engine_for(settings_of(cache_dir=cache_dir, lab=lab)) as engine:
-            observed = engine.live(SourceRef(path, repo, rev), Selection(kind, selector, tuple(target or ())))
+            observed = engine.live(
+                SourceRef(path, repo, rev, directory), Selection(kind, selector, tuple(target or ()))
+            )
             return sorted(observed.all_observations(), key=lambda o: o.address)
 
     observations = guard(run)
-    if output is OutputFormat.json:
-        typer.echo(observations_json(observations))
+    if output in (ListFormat.json, ListFormat.yaml):
+        echo_data(observations_data(observations), output)
+    elif output is ListFormat.name:
+        for o in observations:
+            typer.echo(o.address)
     else:
-        observations_table(observations, out())
+        observations_table(observations, out(), wide=output is ListFormat.wide, headers=not no_headers)
+        footer(err(), observations_summary(observations))
 
 
 class PlanFormat(StrEnum):
     text = "text"
     markdown = "markdown"
     json = "json"
+    yaml = "yaml"
 
 
 DetailedOpt = Annotated[
@@ -126,9 +144,13 @@ def plan(
     path: PathArg = None,
     repo: RepoOpt = None,
     rev: RevOpt = None,
+    directory: DirOpt = None,
+    kind: KindOpt = None,
     selector: SelectorOpt = None,
     target: TargetOpt = None,
-    output: Annotated[PlanFormat, typer.Option("--format", "-o", help="Output format.")] = PlanFormat.text,
+    output: Annotated[
+        PlanFormat, typer.Option(*OUTPUT_NAMES, help="text, markdown (for a pull request), json or yaml.")
+    ] = PlanFormat.text,
     out_file: Annotated[
         Path | None,
         typer.Option(
@@ -153,7 +175,7 @@ def plan(
         with (
             engine_for(settings, store=True) as engine,
             engine.plan(
-                SourceRef(path, repo, rev), Selection(None, selector, tuple(target or ()))
+                SourceRef(path, repo, rev, directory), Selection(kind, selector, tuple(target or ()))
             ) as planned,
         ):
             return planned.plan
@@ -166,6 +188,8 @@ def plan(
             fail(f"cannot write {out_file}: {exc.strerror}", EXIT_FAILED if detailed_exitcode else 2)
     if output is PlanFormat.json:
         typer.echo(render_json(result, bounded=True), nl=False)
+    elif output is PlanFormat.yaml:
+        typer.echo(yaml_text(json.loads(render_json(result, bounded=True))), nl=False)
     elif output is PlanFormat.markdown:
         typer.echo(render_markdown(result))
     else:
@@ -222,9 +246,7 @@ def _apply_with_progress(
 
 
 def _run_and_report(
-    path: Path | None,
-    repo: str | None,
-    rev: str | None,
+    source: SourceRef,
     selection: Selection,
     options: RunOptions,
     *,
@@ -242,9 +264,7 @@ def _run_and_report(
         saved = _saved_plan(planfile) if planfile is not None else None
         with (
             engine_for(settings, store=True) as engine,
-            engine.plan(
-                SourceRef(path, repo, rev), selection, saved=saved, partial=options.kind == "reconcile"
-            ) as planned,
+            engine.plan(source, selection, saved=saved, partial=options.kind == "reconcile") as planned,
         ):
             if planned.tolerated:
                 render_diagnostics(planned.tolerated, err())
@@ -293,20 +313,31 @@ def apply(
     path: Annotated[
         Path | None,
         typer.Argument(
-            help="A saved plan (from `fleet plan --out`), or the fleet repo working tree.", show_default=False
+            metavar="[PLANFILE|PATH]",
+            help="A saved plan (from `fleet plan --out FILE`), or the fleet repo working tree"
+            " (default: the current directory).",
+            show_default=False,
         ),
     ] = None,
     repo: RepoOpt = None,
     rev: RevOpt = None,
+    kind: KindOpt = None,
     selector: SelectorOpt = None,
     target: TargetOpt = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
     parallel: Annotated[int, typer.Option("--parallel", min=1, help="Changes at once within a wave.")] = 16,
     allow_destructive: Annotated[
         bool, typer.Option("--allow-destructive", help="Apply even beyond the blast-radius policy.")
     ] = False,
     repo_path: Annotated[
-        Path | None, typer.Option("--path", help="With a saved plan: the repo working tree (default: .).")
+        Path | None,
+        typer.Option(
+            "--path",
+            metavar="DIR",
+            help="With --repo: the fleet repo's directory inside the repository; with a saved plan and"
+            " no --repo: the repo's working tree (default: .).",
+            show_default=False,
+        ),
     ] = None,
     lab: LabOpt = False,
     config: ConfigOpt = None,
@@ -314,12 +345,18 @@ def apply(
     cache_dir: CacheOpt = None,
 ) -> None:
     """Plan and apply the changes (or apply a saved plan while it still holds), recording every action."""
+    if path is not None and not path.exists():
+        fail(f"no such plan file or fleet repo: {path}")
     planfile = path if path is not None and path.is_file() else None
+    if repo is not None:
+        source = SourceRef(None if planfile else path, repo, rev, str(repo_path) if repo_path else None)
+    else:
+        source = SourceRef(repo_path if planfile is not None else path)
+        if repo_path is not None and planfile is None:
+            fail("--path needs --repo or a saved plan (for a working tree, give it as PATH)")
     _run_and_report(
-        repo_path if planfile is not None else path,
-        repo,
-        rev,
-        Selection(None, selector, tuple(target or ())),
+        source,
+        Selection(kind, selector, tuple(target or ())),
         RunOptions(kind="apply", allow_destructive=allow_destructive, parallel=parallel),
         lab=lab,
         config=config,
@@ -336,6 +373,7 @@ def reconcile(
     path: PathArg = None,
     repo: RepoOpt = None,
     rev: RevOpt = None,
+    directory: DirOpt = None,
     target: Annotated[list[str] | None, typer.Option("--target", "-t", help="Address (repeatable).")] = None,
     selector: SelectorOpt = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded in the audit trail).")] = None,
@@ -349,7 +387,7 @@ def reconcile(
     wait: Annotated[
         float, typer.Option("--wait", min=0, help="Seconds to wait for locks held by others.")
     ] = 300,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
     lab: LabOpt = False,
     config: ConfigOpt = None,
     state: StateOpt = None,
@@ -366,9 +404,7 @@ def reconcile(
     if not reason or not reason.strip():
         fail("--reason is required: it goes into the audit record")
     _run_and_report(
-        path,
-        repo,
-        rev,
+        SourceRef(path, repo, rev, directory),
         Selection(None, selector, tuple(target or ())),
         RunOptions(
             kind="reconcile",
@@ -393,11 +429,11 @@ def drift(
     path: PathArg = None,
     repo: RepoOpt = None,
     rev: RevOpt = None,
+    directory: DirOpt = None,
+    kind: KindOpt = None,
     selector: SelectorOpt = None,
     target: TargetOpt = None,
-    output: Annotated[
-        OutputFormat, typer.Option("--format", "-o", help="Output format.")
-    ] = OutputFormat.text,
+    output: OutputOpt = OutputFormat.text,
     detailed_exitcode: DetailedOpt = False,
     lab: LabOpt = False,
     config: ConfigOpt = None,
@@ -409,13 +445,15 @@ def drift(
     def run() -> DriftResult:
         settings = settings_of(cache_dir=cache_dir, state=state, lab=lab, config=config)
         with engine_for(settings, store=True) as engine:
-            return engine.drift(SourceRef(path, repo, rev), Selection(None, selector, tuple(target or ())))
+            return engine.drift(
+                SourceRef(path, repo, rev, directory), Selection(kind, selector, tuple(target or ()))
+            )
 
     result = guard(run, detailed=detailed_exitcode)
-    if output is OutputFormat.json:
-        typer.echo(drift_json(result.plan, result.findings))
-    else:
+    if output is OutputFormat.text:
         render_drift(result.plan, result.findings, out())
+    else:
+        echo_data(json.loads(drift_json(result.plan, result.findings)), output)
     if detailed_exitcode:
         drifted = any(e.finding.value == "drift" for e in result.plan.entries)
         raise typer.Exit(_verdict(result.plan, drifted))
@@ -427,24 +465,41 @@ def history(
         str | None, typer.Option("--target", "-t", help="Only runs that touched this address.")
     ] = None,
     since: Annotated[
-        datetime | None, typer.Option("--since", help="Only runs started at or after (ISO 8601, UTC).")
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="WHEN",
+            help="Only runs started at or after WHEN: a duration back from now (30m, 1h, 7d, 2w) "
+            "or an ISO 8601 time (UTC unless it says otherwise).",
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 50,
-    output: Annotated[
-        OutputFormat, typer.Option("--format", "-o", help="Output format.")
-    ] = OutputFormat.text,
+    output: ListOutputOpt = ListFormat.text,
+    no_headers: NoHeadersOpt = False,
     state: StateOpt = None,
 ) -> None:
-    """The audit trail: who ran what, why, on which revision, and how every action ended."""
+    """The audit trail: who ran what, why, on which revision, and how every action ended
+    (`-o wide` lists the changes of each run)."""
+    when = parse_since(since, datetime.now(UTC)) if since is not None else None
 
     def run() -> list[RunRecord]:
-        settings = settings_of(state=state)
-        with open_store(settings.state_url()) as store:
-            when = since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
+        url = settings_of(state=state).state_url()
+        if not store_exists(url):  # a mistyped --state must not look like an empty history
+            raise UsageError(
+                f"no state store at {url}: nothing has been planned or applied with it",
+                hint="check --state or FLEET_STATE",
+            )
+        with open_store(url) as store:
+            announce_store(store)
             return store.history(target, when, limit)
 
     runs = guard(run)
-    if output is OutputFormat.json:
-        typer.echo(history_json(runs))
+    if output in (ListFormat.json, ListFormat.yaml):
+        echo_data(history_data(runs), output)
+    elif output is ListFormat.name:
+        for r in runs:
+            typer.echo(f"run/{r.id}")
     else:
-        render_history(runs, out())
+        history_table(runs, out(), wide=output is ListFormat.wide, headers=not no_headers)
+        if not runs:
+            footer(err(), "no runs recorded")

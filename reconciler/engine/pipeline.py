@@ -29,8 +29,8 @@ from reconciler.apply.executor import ApplyReport, Outcome, execute, provider_ke
 from reconciler.apply.guards import check_blast_radius, check_change_windows, check_saved_plan
 from reconciler.apply.record import Recorder, record_converged, record_drift
 from reconciler.engine.lease import Lease
-from reconciler.errors import FleetError, UsageError
-from reconciler.kinds import KINDS, DiffInputs, kind_named, kind_of, managed_kinds
+from reconciler.errors import FleetError, StoreFailure, UsageError
+from reconciler.kinds import KINDS, DiffInputs, kind_named, kind_of, managed_kinds, unknown_kind_hint
 from reconciler.kinds.config import config_directories, config_version, configured, observed_config
 from reconciler.kinds.planning import Observations, by_kind_name, make_plan
 from reconciler.memory import collector_paused
@@ -247,7 +247,7 @@ class Engine:
         if selection.kind is not None:
             kind = kind_named(selection.kind)
             if kind is None:
-                raise UsageError(f"unknown kind {selection.kind!r}", hint=f"use one of {', '.join(KINDS)}")
+                raise UsageError(f"unknown kind {selection.kind!r}", hint=unknown_kind_hint(selection.kind))
             wanted = kind.name
         match = parse_selector(selection.selector) if selection.selector else None
         targets = set(selection.targets)
@@ -260,6 +260,24 @@ class Engine:
             and (not targets or loaded.document.address in targets)
         ]
         missing = sorted(targets - {d.address for d in chosen})
+        declared = {d.document.address: d.document for d in revision.documents}
+        for address in missing:
+            document = declared.get(address)
+            if document is None:
+                continue
+            filters = [
+                name
+                for name, excludes in (
+                    ("--kind", wanted is not None and document.kind_name != wanted),
+                    ("the label selector", match is not None and not match(document.metadata.labels)),
+                )
+                if excludes
+            ]
+            verb = "leaves" if len(filters) == 1 else "leave"
+            raise UsageError(
+                f"{address} is declared, but {' and '.join(filters)} {verb} it out",
+                hint="drop the filter, or the target",
+            )
         if missing:
             raise UsageError(
                 f"no such resource: {', '.join(missing)}", hint="addresses look like machine/NAME"
@@ -325,7 +343,10 @@ class Engine:
     def save_observations(self, observations: Observations) -> None:
         """The store keeps the last observation of every resource (what the controller and PR
         comments show between passes); unknown ones are kept too, with their reason. A checked
-        configuration is kept with its resource, as counts and coverage (`config`)."""
+        configuration is kept with its resource, as counts and coverage (`config`). A read-only
+        store keeps nothing (the command said so when it opened it)."""
+        if self.store.read_only:
+            return
         summaries = {
             o.address: dict(state.fields).get("config")
             for o in observations.config
@@ -398,6 +419,11 @@ class Engine:
         on_wait: WaitCallback | None = None,
     ) -> RunResult:
         """Guard, lease, apply and record one plan. Raises before anything changes when a guard refuses."""
+        if self.store.read_only:
+            raise StoreFailure(
+                f"state store {self.store.url} is read-only, and every action is recorded before it runs",
+                hint="apply with a store fleet can write",
+            )
         self.guard(planned, options)
         plan, store = planned.plan, self.store
         run_id = store.start_run(
@@ -524,7 +550,8 @@ class Engine:
     def drift(self, ref: SourceRef, selection: Selection, *, config: bool | None = None) -> DriftResult:
         """Plan, and keep the drift findings: open or refresh what drifted, resolve what no longer does."""
         with self.plan(ref, selection, config=config) as planned:
-            record_drift(planned.plan, self.store, self._clock())
+            if not self.store.read_only:
+                record_drift(planned.plan, self.store, self._clock())
             return DriftResult(planned.plan, {(d.address, d.field): d for d in self.store.open_drift()})
 
     def _config(self, config: bool | None) -> bool:

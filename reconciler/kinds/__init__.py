@@ -11,6 +11,7 @@ from reconciler.kinds import cluster, fleet, machine, sparkpool, virtualmachine
 from reconciler.kinds.base import DiffInputs, Kind
 from reconciler.plan.graph import Edge
 from reconciler.spec import models
+from reconciler.spec.diagnostics import closest
 
 KINDS: dict[str, Kind] = {
     kind.name: kind for kind in (fleet.KIND, machine.KIND, virtualmachine.KIND, cluster.KIND, sparkpool.KIND)
@@ -24,10 +25,29 @@ def kind_of(document: models.Document) -> Kind:
     return KINDS[document.kind_name]
 
 
+def kind_names(kind: Kind) -> tuple[str, ...]:
+    """What a kind may be called on the command line: `machine`, `machines`, its short names
+    (`vm`) and their plurals (`vms`)."""
+    names = (kind.name.lower(), *kind.short_names)
+    return (*names, *(name + "s" for name in names))
+
+
 def kind_named(name: str) -> Kind | None:
-    """The kind called `name` (Machine, machine or machines), or None."""
+    """The kind called `name` (Machine, machine, machines or a short name such as vm), or None."""
     wanted = name.lower()
-    return next((k for k in KINDS.values() if wanted in (k.name.lower(), k.name.lower() + "s")), None)
+    return next((k for k in KINDS.values() if wanted in kind_names(k)), None)
+
+
+def unknown_kind_hint(name: str) -> str:
+    """`did you mean 'Machine'?`, or the kinds there are."""
+    spelled = {alias: kind.name for kind in KINDS.values() for alias in kind_names(kind)}
+    close = closest(name.lower(), spelled)
+    if close is not None:
+        return f"did you mean {spelled[close]!r}?"
+    shorts = ", ".join(
+        f"{k.name} ({'/'.join(k.short_names)})" if k.short_names else k.name for k in KINDS.values()
+    )
+    return f"use one of {shorts}"
 
 
 def kind_at(address: str) -> Kind | None:

@@ -59,6 +59,8 @@ class Kind:
     """One kind of resource. Subclasses override what applies to them; the defaults do nothing."""
 
     name: ClassVar[str]
+    # What people may type for it besides the name and its plural (`vm` for VirtualMachine).
+    short_names: ClassVar[tuple[str, ...]] = ()
     model: ClassVar[type[models.Document]]
     # The provider registry key of the provider that observes and changes it; "" when none does.
     provider: ClassVar[str] = ""

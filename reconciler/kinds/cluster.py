@@ -11,6 +11,7 @@ from reconciler.spec import models
 
 class ClusterKind(KubernetesKind):
     name = "Cluster"
+    short_names = ("cl",)
     model = models.Cluster
     provider = "Cluster"
 

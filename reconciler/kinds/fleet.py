@@ -9,6 +9,7 @@ from reconciler.spec import models
 
 class FleetKind(Kind):
     name = "Fleet"
+    short_names = ()
     model = models.Fleet
 
     def where(self, document: models.Document) -> str:

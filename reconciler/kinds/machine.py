@@ -124,6 +124,7 @@ def _spec_entries(
 
 class MachineKind(Kind):
     name = "Machine"
+    short_names = ("m",)
     model = models.Machine
     provider = "Machine"
 

@@ -11,6 +11,7 @@ from reconciler.spec import models
 
 class SparkPoolKind(KubernetesKind):
     name = "SparkPool"
+    short_names = ("sp",)
     model = models.SparkPool
     provider = "SparkPool"
 

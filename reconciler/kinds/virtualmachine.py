@@ -409,6 +409,7 @@ _STARTS = frozenset({Action.POWER_ON, Action.POWER_CYCLE, Action.CREATE, Action.
 
 class VirtualMachineKind(Kind):
     name = "VirtualMachine"
+    short_names = ("vm",)
     model = models.VirtualMachine
     provider = "VirtualMachine"
 

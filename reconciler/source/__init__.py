@@ -21,10 +21,13 @@ class SourceRef:
     path: Path | None = None
     repo: str | None = None
     rev: str | None = None
+    # The fleet repo's directory inside `repo` (a monorepo), as Flux's and Argo CD's `path`.
+    directory: str | None = None
 
     def describe(self) -> str:
         if self.repo is not None:
-            return f"{self.repo}@{self.rev or 'HEAD'}"
+            where = f":{self.directory}" if self.directory else ""
+            return f"{self.repo}@{self.rev or 'HEAD'}{where}"
         return str(self.path or Path("."))
 
 
@@ -34,10 +37,12 @@ def open_snapshot(ref: SourceRef, cache_dir: Path) -> Snapshot:
         raise UsageError("give either PATH or --repo, not both")
     if ref.rev is not None and ref.repo is None:
         raise UsageError("--rev needs --repo", hint="e.g. --repo . --rev main")
+    if ref.directory is not None and ref.repo is None:
+        raise UsageError("--path needs --repo", hint="for a working tree, give its directory as PATH")
     if ref.repo is not None:
         from reconciler.source.git import read_revision
 
-        return read_revision(ref.repo, ref.rev or "HEAD", cache_dir)
+        return read_revision(ref.repo, ref.rev or "HEAD", cache_dir, ref.directory or "")
     from reconciler.source.worktree import read_worktree
 
     return read_worktree(ref.path or Path("."))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.errors import SourceError
+from reconciler.errors import SourceError, UsageError
 from reconciler.source.snapshot import Snapshot, SourceFile, SourceProblem, is_yaml_path, stat_named, under
 
 _URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[^/\s:]+@[^/\s:]+:)", re.I)
@@ -122,9 +122,39 @@ def _walk(
             yield path, entry, entry.filemode
 
 
-def snapshot_at(repo: pygit2.Repository, revision: str, location: str) -> Snapshot:
+def _directory(directory: str) -> str:
+    """A directory of the repository as Git names it: `fleet`, `infra/fleet` ("" is the root)."""
+    parts = [part for part in directory.replace("\\", "/").split("/") if part not in ("", ".")]
+    if directory.startswith("/") or ".." in parts:
+        raise UsageError(
+            f"--path {directory!r} is not a directory inside the repository",
+            hint="give it relative to the repository's root, e.g. --path fleet",
+        )
+    return "/".join(parts)
+
+
+def _subtree(repo: pygit2.Repository, tree: pygit2.Tree, directory: str, where: str) -> pygit2.Tree:
+    if not directory:
+        return tree
+    try:
+        found = tree[directory]
+    except KeyError:
+        raise SourceError(
+            f"{where} has no directory {directory}", hint="--path names the fleet repo's directory"
+        ) from None
+    sub = repo[found.id]
+    if not isinstance(sub, pygit2.Tree):
+        raise SourceError(f"{directory} is not a directory at {where}")
+    return sub
+
+
+def snapshot_at(repo: pygit2.Repository, revision: str, location: str, directory: str = "") -> Snapshot:
+    """The YAML files of `revision`, or of its `directory` (paths then start there, and the
+    fleet repo ends there: a symlink that leaves it is refused as one that leaves the repo)."""
     commit = resolve(repo, revision)
-    tree = commit.tree
+    directory = _directory(directory)
+    shown = _redact(location) if is_url(location) else location
+    tree = _subtree(repo, commit.tree, directory, f"{shown}@{revision}")
     blobs: dict[str, str] = {}
     files: list[SourceFile] = []
     problems: list[SourceProblem] = []
@@ -175,9 +205,8 @@ def snapshot_at(repo: pygit2.Repository, revision: str, location: str) -> Snapsh
     def export(destination: Path, prefixes: Sequence[str]) -> None:
         _export(repo, entries, by_path, destination, prefixes)
 
-    shown = _redact(location) if is_url(location) else location
     return Snapshot(
-        f"{shown}@{revision} ({str(commit.id)[:12]})",
+        f"{shown}@{revision}{':' + directory if directory else ''} ({str(commit.id)[:12]})",
         tuple(files),
         tuple(problems),
         read,
@@ -223,8 +252,8 @@ def _export(
             raise SourceError(f"cannot write {target_path}: {exc.strerror}") from None
 
 
-def read_revision(location: str, revision: str, cache_dir: Path) -> Snapshot:
-    return snapshot_at(open_repository(location, cache_dir), revision, location)
+def read_revision(location: str, revision: str, cache_dir: Path, directory: str = "") -> Snapshot:
+    return snapshot_at(open_repository(location, cache_dir), revision, location, directory)
 
 
 def changed_paths(location: str, rev_a: str, rev_b: str, cache_dir: Path) -> set[str]:

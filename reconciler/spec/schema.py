@@ -7,7 +7,6 @@ fails when the two differ, so editors always check against the real model.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from reconciler.spec import models
@@ -38,14 +37,3 @@ def render(schema: dict[str, Any]) -> str:
 def all_schemas() -> dict[str, str]:
     """File name -> file content, for every kind."""
     return {schema_file_name(kind): render(kind_schema(kind)) for kind in models.KINDS}
-
-
-def write_schemas(directory: Path) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, content in all_schemas().items():
-        target = directory / name
-        if not target.exists() or target.read_text() != content:
-            target.write_text(content)
-        written.append(target)
-    return written

@@ -15,7 +15,7 @@ from reconciler.state.records import (
     ObservationRecord,
     RunRecord,
 )
-from reconciler.state.store import StateStore, open_store
+from reconciler.state.store import StateStore, open_store, store_exists
 
 __all__ = [
     "ActionRecord",
@@ -29,4 +29,5 @@ __all__ = [
     "RunRecord",
     "StateStore",
     "open_store",
+    "store_exists",
 ]

@@ -22,7 +22,7 @@ import sqlalchemy.exc as sa_exc
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 
-from reconciler.errors import FleetError, PermanentError, TemporaryError, UsageError
+from reconciler.errors import FleetError, StoreFailure, StoreUnavailable, UsageError
 
 # Execution option that marks a writing transaction (SQLite starts it with BEGIN IMMEDIATE).
 WRITE = "fleet_write"
@@ -76,6 +76,15 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _sqlite_on_connect_read_only(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
+    finally:
+        cursor.close()
+
+
 def _enable_wal(cursor: Any) -> None:
     # Switching a fresh file to WAL while another process opens it too fails with "database is
     # locked" at once, without consulting the busy timeout; WAL is persistent, so only the first
@@ -98,14 +107,20 @@ def _sqlite_on_begin(connection: sa.Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def create_engine(url: sa.URL) -> sa.Engine:
+def create_engine(url: sa.URL, *, read_only: bool = False) -> sa.Engine:
+    if url.drivername.startswith("sqlite") and read_only:
+        # A file opened with mode=ro: no WAL switch, no directory to create, no writes.
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+        event.listen(engine, "connect", _sqlite_on_connect_read_only)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
     if url.drivername.startswith("sqlite"):
         assert url.database is not None
         directory = Path(url.database).parent
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise PermanentError(f"cannot create the state directory {directory}: {exc.strerror}") from exc
+            raise StoreFailure(f"cannot create the state directory {directory}: {exc.strerror}") from exc
         engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
@@ -138,8 +153,35 @@ def database_error(exc: sa_exc.SQLAlchemyError, url: sa.URL) -> FleetError:
     detail = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
     where = display_url(url)
     if isinstance(exc, sa_exc.DBAPIError) and is_retryable(exc):
-        return TemporaryError(f"state store {where} unavailable: {detail}", delay=1.0)
-    return PermanentError(f"state store {where}: {detail}")
+        return StoreUnavailable(
+            f"state store {where} unavailable: {detail}", delay=1.0, hint=_what_to_do(url, detail)
+        )
+    return StoreFailure(f"state store {where}: {detail}", hint=_what_to_do(url, detail))
+
+
+def _what_to_do(url: sa.URL, detail: str) -> str:
+    """What a person can do about a store error, by what it is."""
+    lowered = detail.lower()
+    if url.drivername.startswith("sqlite"):
+        if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+            return (
+                f"{url.database} is damaged or not a SQLite file: restore it from your backup, or move it"
+                " aside to start a new, empty store (fleet then has no record of what it applied)"
+            )
+        if "readonly" in lowered or "read-only" in lowered or "permission" in lowered:
+            return f"fleet cannot write {url.database}: check its permissions and those of its directory"
+        if "locked" in lowered or "busy" in lowered:
+            return "another fleet holds the store; wait for it, or run again"
+        return f"check {url.database}, or point --state or FLEET_STATE at another store"
+    host, port = url.host or "localhost", url.port or 5432
+    if "password" in lowered or "authentication" in lowered:
+        return f"check the user and password of the store URL for {host}:{port}"
+    if "does not exist" in lowered:
+        return f"create the database on {host}:{port}, or fix the store URL"
+    return (
+        f"check that PostgreSQL on {host}:{port} runs and accepts connections"
+        f" (`pg_isready -h {host} -p {port}`)"
+    )
 
 
 def is_conflict(exc: BaseException | None) -> bool:
@@ -157,9 +199,9 @@ def chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
 class Database:
     """One engine plus the two habits every query needs: error mapping and the database's clock."""
 
-    def __init__(self, url: sa.URL) -> None:
+    def __init__(self, url: sa.URL, *, read_only: bool = False) -> None:
         self.url = url
-        self.engine = create_engine(url)
+        self.engine = create_engine(url, read_only=read_only)
         self.dialect = self.engine.dialect.name
         self._writer = self.engine.execution_options(**{WRITE: True})
 

@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
-from reconciler.errors import PermanentError
+from reconciler.errors import StoreFailure
 from reconciler.state.engine import WRITE, display_url
 
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
@@ -55,13 +55,28 @@ def current_revision(connection: sa.Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade_to_head(engine: sa.Engine) -> bool:
-    """Migrate to head if needed; True when this call changed the schema."""
+def upgrade_to_head(engine: sa.Engine, *, read_only: bool = False) -> bool:
+    """Migrate to head if needed; True when this call changed the schema. A database that holds
+    tables but no fleet schema is refused rather than extended; so is a read-only one that
+    would need migrating."""
     with engine.connect() as connection:
         current = current_revision(connection)
+        foreign = sorted(sa.inspect(connection).get_table_names()) if current is None else []
     if current == head_revision():
         return False
     _refuse_unknown(current, engine)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise StoreFailure(
+            f"state store {display_url(engine.url)} holds tables that are not fleet's ({shown});"
+            " fleet does not add its own to them",
+            hint="point --state or FLEET_STATE at a store of fleet's own (a new file or database)",
+        )
+    if read_only:
+        raise StoreFailure(
+            f"state store {display_url(engine.url)} is read-only and has an older schema",
+            hint="open it once writable with this fleet version (it migrates the schema), then read it",
+        )
     with engine.execution_options(**{WRITE: True}).connect() as connection, connection.begin():
         if engine.dialect.name == "postgresql":
             # Held until this transaction ends; a second migrator waits here, then sees head.
@@ -73,13 +88,13 @@ def upgrade_to_head(engine: sa.Engine) -> bool:
         try:
             command.upgrade(alembic_config(connection=connection), "head")
         except CommandError as exc:
-            raise PermanentError(f"state store {display_url(engine.url)}: migration failed: {exc}") from exc
+            raise StoreFailure(f"state store {display_url(engine.url)}: migration failed: {exc}") from exc
     return True
 
 
 def _refuse_unknown(current: str | None, engine: sa.Engine) -> None:
     if current is not None and current not in _known_revisions():
-        raise PermanentError(
+        raise StoreFailure(
             f"state store {display_url(engine.url)} has schema revision {current!r},"
             " newer than this fleet knows",
             hint="upgrade fleet; never point an older fleet at a newer store",

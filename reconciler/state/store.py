@@ -9,8 +9,10 @@ fleet's TemporaryError or PermanentError.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -45,18 +47,39 @@ from reconciler.state.values import ValueGuard, one_of, utc
 ObservationInput = ObservationRecord | tuple[str, str, Mapping[str, Any] | None, str | None, datetime]
 
 
+def store_exists(url: str) -> bool:
+    """False only for a SQLite file that is not there (a PostgreSQL database is created by its
+    administrator; fleet creates only its tables in it)."""
+    parsed = resolve_url(url)
+    return not parsed.drivername.startswith("sqlite") or Path(str(parsed.database)).exists()
+
+
 def open_store(url: str) -> StateStore:
-    """Open (creating and migrating as needed) the store at `url` (a bare path is a SQLite file)."""
-    db = Database(resolve_url(url))
+    """Open (creating and migrating as needed) the store at `url` (a bare path is a SQLite file).
+
+    A SQLite file fleet may not write is opened read-only (`store.read_only`): it answers reads,
+    and callers record nothing in it. `store.created` says whether this call made the file."""
+    parsed = resolve_url(url)
+    created = read_only = False
+    if parsed.drivername.startswith("sqlite"):
+        path = Path(str(parsed.database))
+        created = not path.exists()
+        writable_directory = os.access(path.parent, os.W_OK)
+        if not created and not (os.access(path, os.W_OK) and writable_directory):
+            read_only = True
+            # Without a writable directory SQLite cannot make the WAL index: read as immutable.
+            options = "mode=ro" if writable_directory else "mode=ro&immutable=1"
+            parsed = parsed.set(database=f"file:{path}?{options}", query={"uri": "true"})
+    db = Database(parsed, read_only=read_only)
     try:
-        migrated = upgrade_to_head(db.engine)
+        migrated = upgrade_to_head(db.engine, read_only=read_only)
     except sa_exc.SQLAlchemyError as exc:
         db.close()
         raise database_error(exc, db.url) from exc
     except BaseException:
         db.close()
         raise
-    return StateStore(db, migrated=migrated)
+    return StateStore(db, migrated=migrated, created=created, read_only=read_only)
 
 
 def _now() -> datetime:
@@ -112,10 +135,14 @@ def _drift(row: sa.Row[Any]) -> DriftFinding:
 class StateStore:
     """Open one with `open_store`; close it (or use `with`) to release its connections."""
 
-    def __init__(self, db: Database, *, migrated: bool = False) -> None:
+    def __init__(
+        self, db: Database, *, migrated: bool = False, created: bool = False, read_only: bool = False
+    ) -> None:
         self._db = db
         self._guard = ValueGuard()
         self.migrated = migrated  # True when opening this store changed its schema
+        self.created = created  # True when opening it made a new SQLite file
+        self.read_only = read_only  # a SQLite file fleet may not write: reads only
 
     @property
     def url(self) -> str:
