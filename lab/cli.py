@@ -20,22 +20,38 @@ from reconciler.settings import lab_directory
 from reconciler.source.worktree import read_worktree
 from reconciler.spec.loader import load_revision, require_valid
 
-app = typer.Typer(help="A simulated lab (BMC simulators on loopback) for a fleet repo.", no_args_is_help=True)
+app = typer.Typer(
+    help="A simulated lab for a fleet repo: IPMI BMCs, libvirt hypervisors, Kubernetes API servers and"
+    " SSH hosts on loopback addresses, mapped to the repo's endpoints for commands run with --lab.",
+    no_args_is_help=True,
+)
 
 
 @app.command("up")
 def lab_up_command(
-    path: Annotated[Path, typer.Argument(help="Fleet repo whose Machines get simulated BMCs.")] = Path(
-        "fleet-repo-example"
-    ),
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="PATH",
+            help="The fleet repo to simulate (default: the current directory when it holds a fleet.yaml,"
+            " else fleet-repo-example).",
+            show_default=False,
+        ),
+    ] = None,
     transition: Annotated[
-        float, typer.Option("--transition-seconds", help="How long a simulated power transition takes.")
+        float,
+        typer.Option(
+            "--transition-seconds", metavar="SECONDS", help="How long a simulated power transition takes."
+        ),
     ] = 0.3,
     as_specified: Annotated[
         bool, typer.Option("--as-specified", help="Start machines as the specs say instead of powered off.")
     ] = False,
     subnet: Annotated[
-        int, typer.Option("--subnet", min=1, max=250, help="BMCs listen on 127.SUBNET.x.y (default 60).")
+        int,
+        typer.Option(
+            "--subnet", metavar="N", min=1, max=250, help="BMCs listen on 127.SUBNET.x.y (default 60)."
+        ),
     ] = 60,
 ) -> None:
     """Start BMC simulators for every Machine of a fleet repo, a libvirt test-driver daemon for
@@ -43,6 +59,9 @@ def lab_up_command(
     every configured Machine and VirtualMachine; print where."""
     from lab.control import lab_up
     from reconciler.spec import models
+
+    if path is None:
+        path = Path(".") if Path("fleet.yaml").is_file() else Path("fleet-repo-example")
 
     def run() -> Any:
         documents = [d.document for d in require_valid(load_revision(read_worktree(path))).documents]
@@ -58,6 +77,7 @@ def lab_up_command(
             subnet=subnet,
             vms=[d for d in documents if isinstance(d, models.VirtualMachine)],
             clusters=[d for d in documents if isinstance(d, models.Cluster)],
+            fleet=next((d for d in documents if isinstance(d, models.Fleet)), None),
         )
 
     info = guard(run)

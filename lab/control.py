@@ -13,6 +13,7 @@ file only when told to (`--lab` or FLEET_LAB_OVERRIDES); production never has on
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import json
@@ -127,6 +128,7 @@ def lab_up(
     subnet: int = DEFAULT_SUBNET,
     vms: Sequence[models.VirtualMachine] = (),
     clusters: Sequence[models.Cluster] = (),
+    fleet: models.Fleet | None = None,
 ) -> LabInfo:
     """Start BMC simulators for `machines`, a simulated hypervisor for every Machine of role
     hypervisor, an API test server per Cluster and an SSH host for every Machine and
@@ -146,7 +148,7 @@ def lab_up(
     started: list[int] = [ssh.pid] if ssh is not None else []
     try:
         return _start_simulators(
-            repo, machines, directory, transition_seconds, cold, subnet, vms, clusters, ssh, started
+            repo, machines, directory, transition_seconds, cold, subnet, vms, clusters, ssh, started, fleet
         )
     except BaseException:
         _stop(*started)
@@ -164,8 +166,13 @@ def _start_simulators(
     clusters: Sequence[models.Cluster],
     ssh: subprocess.Popen[bytes] | None,
     started: list[int],
+    fleet: models.Fleet | None = None,
 ) -> LabInfo:
-    """The rest of `lab_up`; every process it starts goes into `started`, for stopping on failure."""
+    """The rest of `lab_up`; every process it starts goes into `started`, for stopping on failure.
+
+    A BMC credential the repo keeps in a Kubernetes Secret is served as that Secret by the API
+    server of the first Cluster, whose kubeconfig the endpoint map names for reading it, as a
+    deployment reads it through its own cluster."""
     credentials: dict[str, tuple[str, str]] = {}
     bmcs: list[dict[str, Any]] = []
     endpoints: dict[str, str] = {}
@@ -197,7 +204,12 @@ def _start_simulators(
         written = f"[{written}]" if ":" in written else written
         endpoints[f"{written}:{machine.spec.bmc.port}"] = f"{address}:623"
     credential_files: dict[str, dict[str, str]] = {}
+    in_secrets: list[dict[str, Any]] = []
     for position, (ref, (username, password)) in enumerate(sorted(credentials.items())):
+        secret = _kubernetes_secret(ref, fleet) if clusters else None
+        if secret is not None:
+            in_secrets += _secret_objects(secret, f"{username}:{password}")
+            continue
         path = directory / "credentials" / f"credential-{position}"
         _write_private(path, f"{username}:{password}\n")
         credential_files[ref] = {"file": str(path)}
@@ -225,13 +237,19 @@ def _start_simulators(
     if hypervisors:
         hypervisor_pid, uris = _start_hypervisors(directory / "hypervisors", hypervisors, vms, started)
     apiservers: list[int] = []
+    secrets_kubeconfig: Path | None = None
     for index, cluster in enumerate(sorted(clusters, key=lambda c: c.metadata.name)):
         # After the BMCs' addresses, on the same loopback subnet.
         host = loopback_address(len(bmcs) + index, subnet)
-        pid, written, actual, kubeconfig = _start_apiserver(directory / "clusters", cluster, host, started)
+        extra = in_secrets if index == 0 else []
+        pid, written, actual, kubeconfig = _start_apiserver(
+            directory / "clusters", cluster, host, started, extra
+        )
         apiservers.append(pid)
         endpoints[written] = actual
         credential_files[reference_key(cluster.spec.credentialsRef)] = {"file": str(kubeconfig)}
+        if index == 0 and in_secrets:
+            secrets_kubeconfig = kubeconfig
     ansible_hosts = _await_ssh_hosts(directory / "ssh", ssh) if ssh is not None else {}
     # Simulators do not crash when hammered: the lab spaces IPMI commands 0.1 s apart, not 5 s,
     # and the test driver shuts a domain down at once, so nothing needs two minutes' grace.
@@ -250,6 +268,7 @@ def _start_simulators(
                 "hypervisors": uris,
                 "ansibleHosts": ansible_hosts,
                 "settings": settings,
+                **({"kubeconfig": str(secrets_kubeconfig)} if secrets_kubeconfig else {}),
             },
             indent=2,
         ),
@@ -337,8 +356,34 @@ def _start_hypervisors(
     return process.pid, {name: str(entry["uri"]) for name, entry in document["hypervisors"].items()}
 
 
+def _kubernetes_secret(ref: str, fleet: models.Fleet | None) -> models.KubernetesSecretRef | None:
+    """The Kubernetes Secret a named credentialsRef is kept in, if the Fleet says so."""
+    if fleet is None or ref.startswith(("env:", "file:", "secret:")):
+        return None
+    source = fleet.spec.credentials.get(ref)
+    return source.kubernetesSecret if source is not None else None
+
+
+def _secret_objects(secret: models.KubernetesSecretRef, value: str) -> list[dict[str, Any]]:
+    encoded = base64.b64encode(value.encode()).decode()
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": secret.namespace}},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": secret.name, "namespace": secret.namespace},
+            "type": "Opaque",
+            "data": {secret.key or "credential": encoded},
+        },
+    ]
+
+
 def _start_apiserver(
-    directory: Path, cluster: models.Cluster, host: str, started: list[int]
+    directory: Path,
+    cluster: models.Cluster,
+    host: str,
+    started: list[int],
+    extra: Sequence[dict[str, Any]] = (),
 ) -> tuple[int, str, str, Path]:
     """A Kubernetes API test server for `cluster` (HTTPS, a token of its own, a Node per member,
     and what its batch scheduler would have installed), and a kubeconfig for it.
@@ -364,6 +409,13 @@ def _start_apiserver(
         seed.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "yunikorn"}})
     if cluster.spec.scheduler == "volcano":
         seed.append(_VOLCANO_QUEUE_CRD)
+    namespaces = {o["metadata"]["name"] for o in seed if o["kind"] == "Namespace"}
+    for obj in extra:  # Secrets the lab serves for credentials, each namespace once
+        if obj["kind"] == "Namespace":
+            if obj["metadata"]["name"] in namespaces:
+                continue
+            namespaces.add(obj["metadata"]["name"])
+        seed.append(dict(obj))
     _write_private(home / "seed.json", json.dumps(seed))
     token = secrets.token_hex(24)
     _write_private(home / "token", token)

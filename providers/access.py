@@ -57,6 +57,14 @@ class Access:
     credentials: Credentials = dataclasses.field(default_factory=Credentials)
 
 
+def _secret_reader(kubeconfig: str | None, environment: Mapping[str, str]) -> Any:
+    """Reads Kubernetes Secrets through `kubeconfig` (the lab's), FLEET_KUBECONFIG or the pod's
+    service account; None where there is none of them. The client is imported when first used."""
+    from providers.kubernetes.secrets import SecretReader
+
+    return SecretReader.of(kubeconfig, environment)
+
+
 def load_access(path: Path | None, environment: Mapping[str, str]) -> Access:
     """The access of a deployment: the environment's credentials and, when `path` is given, the
     endpoint map in that file (the lab writes one; production needs none):
@@ -65,10 +73,13 @@ def load_access(path: Path | None, environment: Mapping[str, str]) -> Access:
      "credentials": {"bmc-nyc1": {"file": "..."}, "env:VAR": {"file": "..."}},
      "hypervisors": {"nyc1-r01-01": "test+unix:///default?socket=..."},
      "ansibleHosts": {"nyc1-r01-01": {"ansible_host": "127.10.0.1", "ansible_port": "2222", ...}},
-     "settings": {"ipmi": {...}, "libvirt": {...}, "ansible": {...}}}
+     "settings": {"ipmi": {...}, "libvirt": {...}, "ansible": {...}},
+     "kubeconfig": "..."}  # where Kubernetes Secret credentials are read (else FLEET_KUBECONFIG)
     """
     if path is None:
-        return Access(EndpointMap(), Credentials(environment))
+        return Access(
+            EndpointMap(), Credentials(environment, secret_reader=_secret_reader(None, environment))
+        )
     try:
         document = json.loads(path.read_text())
         endpoints: dict[str, Endpoint] = {}
@@ -89,7 +100,9 @@ def load_access(path: Path | None, environment: Mapping[str, str]) -> Access:
             },
             {name: dict(settings[name]) for name in _SETTINGS if settings.get(name)},
         )
-        return Access(endpoint_map, Credentials(environment, sources))
+        kubeconfig = document.get("kubeconfig")
+        reader = _secret_reader(str(kubeconfig) if kubeconfig else None, environment)
+        return Access(endpoint_map, Credentials(environment, sources, reader))
     except OSError as exc:
         raise UsageError(f"cannot read the endpoint map {path}: {exc.strerror}") from None
     except (ValueError, KeyError, TypeError, AttributeError):

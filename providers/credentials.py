@@ -1,6 +1,7 @@
 """Read secrets named by `credentialsRef` at the moment of use, and never show them.
 
-A secret comes from an environment variable or a file; it is wrapped in `Secret`,
+A secret comes from an environment variable, a file or a Kubernetes Secret (read through the
+Kubernetes provider's client); it is wrapped in `Secret`,
 whose repr and str are masked, so it cannot reach a log, an error or a plan by
 accident. Errors name the reference (the variable or the path), never the value.
 `Credentials` is the credential source a deployment injects: the environment it reads
@@ -83,8 +84,11 @@ class Credentials:
         self,
         environment: Mapping[str, str] | None = None,
         sources: Mapping[str, models.CredentialSource] | None = None,
+        secret_reader: Callable[[str, str, str | None], str] | None = None,
     ) -> None:
         self.environment: Mapping[str, str] = dict(environment or {})
+        # Reads (namespace, name, key) of a Kubernetes Secret; None where fleet cannot reach one.
+        self.secret_reader = secret_reader
         # By reference key: where this deployment keeps a credential, beating the spec.
         self.sources: Mapping[str, models.CredentialSource] = dict(sources or {})
         self._lock = threading.Lock()
@@ -125,9 +129,16 @@ class Credentials:
                     f"cannot read credential file {source.file}: {exc.strerror}",
                     hint="check the path and its mode",
                 ) from None
-        raise PermanentError(
-            f"{describe(source)} cannot be read here", hint="use an env or file credential for this resource"
-        )
+        secret = source.kubernetesSecret
+        assert secret is not None
+        if self.secret_reader is None:
+            raise PermanentError(
+                f"{describe(source)} cannot be read: fleet runs neither in a pod of a cluster nor with"
+                " FLEET_KUBECONFIG",
+                hint="set FLEET_KUBECONFIG to a kubeconfig allowed to read the Secret, or run fleet in"
+                " that cluster",
+            )
+        return self._reveal(self.secret_reader(secret.namespace, secret.name, secret.key))
 
     def user_password(self, ref: models.CredentialSource | str, fleet: models.Fleet) -> UserPassword:
         """A `username:password` credential."""

@@ -36,7 +36,7 @@ from providers.base import (
     UnknownReason,
 )
 from providers.kubernetes.provider import KubernetesProvider, object_diff
-from reconciler.errors import TemporaryError
+from reconciler.errors import FleetError, PermanentError, TemporaryError
 from reconciler.spec import models
 
 ADMIN = "fleet-admin-token-7f3a"
@@ -678,3 +678,68 @@ def test_no_credentials_over_plain_http(docs: Docs, kubeconfigs: dict[str, Path]
         assert plain.stats().by_code.get(401, 0) >= 1
     assert observation.reason is UnknownReason.AUTH_FAILURE
     assert "which fleet does not send over plain http" in observation.detail
+
+
+# --- credentials kept in Kubernetes Secrets -------------------------------------------------
+
+
+def _bmc_fleet(docs: Docs, secret: dict[str, Any]) -> models.Fleet:
+    fleet = next(doc for doc in docs.values() if isinstance(doc, models.Fleet))
+    raw = fleet.model_dump(mode="json", by_alias=True)
+    raw["spec"]["credentials"]["bmc-ldn1-r03"] = {"kubernetesSecret": secret}
+    return models.Fleet.model_validate(raw)
+
+
+def test_kubernetes_secret_credentials_are_read_through_a_kubeconfig(
+    server: ApiServer, kubeconfigs: dict[str, Path], docs: Docs
+) -> None:
+    from providers.access import load_access
+
+    value = "ilo-admin:canary-s3cr3t-value-123"
+    server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "fleet-system"}})
+    server.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "bmc-ldn1-r03", "namespace": "fleet-system"},
+            "data": {"password": base64.b64encode(value.encode()).decode(), "note": "eA=="},
+        }
+    )
+    environment = {"FLEET_KUBECONFIG": str(kubeconfigs["admin"])}
+    access = load_access(None, environment)
+    fleet = _bmc_fleet(docs, {"namespace": "fleet-system", "name": "bmc-ldn1-r03", "key": "password"})
+    server.reset_stats()
+    found = access.credentials.user_password("bmc-ldn1-r03", fleet)
+    assert (found.username, found.password.reveal()) == ("ilo-admin", "canary-s3cr3t-value-123")
+    access.credentials.user_password("bmc-ldn1-r03", fleet)
+    assert server.stats().by_verb == {"get": 1}, "a Secret read is kept for a minute"
+    # What goes wrong names the Secret and the key, never a value.
+    for secret, message in (
+        (
+            {"namespace": "fleet-system", "name": "nope", "key": "password"},
+            "fleet-system/nope does not exist",
+        ),
+        (
+            {"namespace": "fleet-system", "name": "bmc-ldn1-r03", "key": "pw"},
+            "has no key 'pw' (its keys: note, password)",
+        ),
+        ({"namespace": "fleet-system", "name": "bmc-ldn1-r03"}, "has 2 keys (note, password), not one"),
+    ):
+        with pytest.raises(PermanentError) as failed:
+            access.credentials.user_password("bmc-ldn1-r03", _bmc_fleet(docs, secret))
+        assert message in str(failed.value) and "canary" not in str(failed.value)
+    # A kubeconfig whose user may not read Secrets: refused, said so.
+    with pytest.raises(FleetError) as refused:
+        load_access(None, {"FLEET_KUBECONFIG": str(kubeconfigs["rejected"])}).credentials.user_password(
+            "bmc-ldn1-r03", fleet
+        )
+    assert "401" in str(refused.value) and "canary" not in str(refused.value)
+
+
+def test_without_a_way_to_a_cluster_a_secret_credential_says_what_to_do(docs: Docs) -> None:
+    from providers.access import load_access
+
+    fleet = _bmc_fleet(docs, {"namespace": "fleet-system", "name": "bmc-ldn1-r03", "key": "password"})
+    with pytest.raises(PermanentError) as failed:
+        load_access(None, {}).credentials.user_password("bmc-ldn1-r03", fleet)
+    assert "fleet runs neither in a pod of a cluster nor with FLEET_KUBECONFIG" in str(failed.value)

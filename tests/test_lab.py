@@ -34,6 +34,11 @@ def test_lab_up_observe_status_down_leaves_nothing_behind(lab_env: dict[str, str
     observations = json.loads(observed.stdout)
     assert len(observations) == status["machines"]
     assert all(o["state"] == "observed" and o["fields"]["power"] == "off" for o in observations), observations
+    # ldn1 r03's BMC account is kept in a Kubernetes Secret: the lab serves it from an API server,
+    # and fleet reads it from there (the endpoint map names no file for it).
+    overrides = json.loads((Path(lab_env["FLEET_LAB_DIR"]) / "overrides.json").read_text())
+    assert "bmc-ldn1-r03" not in overrides["credentials"] and overrides["kubeconfig"]
+    assert {o["address"] for o in observations} >= {"machine/ldn1-r03-02", "machine/ldn1-r03-03"}
     # With no --kind, every kind is observed: VMs on the hypervisors, Clusters and SparkPools.
     everything = run_fleet("observe", str(EXAMPLE), "--lab", "--format", "json", env=lab_env)
     assert everything.returncode == 0, everything.stderr

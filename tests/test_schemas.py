@@ -3,22 +3,40 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
-from fleet_testing import ROOT, run_cli
+import pytest
+from fleet_testing import ROOT, copy_example, run_cli
 from jsonschema import Draft202012Validator
 
 from reconciler.spec import models
 from reconciler.spec.schema import all_schemas
 
 
-def test_schemas_directory_is_up_to_date() -> None:
+@pytest.mark.parametrize("directory", ["schemas", "fleet-repo-example/schemas"])
+def test_schemas_directory_is_up_to_date(directory: str) -> None:
     from reconciler.report.plan_json import schema_text
 
     expected = {**all_schemas(), "plan.schema.json": schema_text()}
-    on_disk = {p.name: p.read_text() for p in (ROOT / "schemas").glob("*.schema.json")}
+    on_disk = {p.name: p.read_text() for p in (ROOT / directory).glob("*.schema.json")}
     stale = sorted(name for name in expected if on_disk.get(name) != expected[name])
     extra = sorted(set(on_disk) - set(expected))
-    assert not stale and not extra, f"run `fleet schema --write schemas/` (stale: {stale}, unknown: {extra})"
+    assert not stale and not extra, f"run `make schemas` (stale in {directory}: {stale}, unknown: {extra})"
+
+
+def test_the_examples_schema_headers_resolve_wherever_it_is_copied(tmp_path: Path) -> None:
+    copy = copy_example(tmp_path / "elsewhere" / "my-fleet")
+    headers = 0
+    for spec in copy.rglob("*.yaml"):
+        match = re.search(r"# yaml-language-server: \$schema=(\S+)", spec.read_text())
+        if match is None:
+            continue
+        headers += 1
+        target = (spec.parent / match.group(1)).resolve()
+        assert target.is_file() and target.is_relative_to(copy), (spec, match.group(1))
+        kind = re.search(r"^kind: (\w+)$", spec.read_text(), re.M)
+        assert kind is not None and target.name == f"{kind.group(1).lower()}.schema.json", spec
 
 
 def test_every_kind_has_a_valid_2020_12_schema() -> None:

@@ -16,9 +16,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+import typer.core
 from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
@@ -36,6 +37,21 @@ from reconciler.settings import Settings, load_settings, process_environment
 from reconciler.spec.cache import CacheUnavailable, SpecCache
 from reconciler.spec.loader import InvalidRevision
 from reconciler.state import StateStore, open_store
+
+
+def _no_type_beside_a_metavar(display: Callable[[Any, Any], str | None]) -> Callable[[Any, Any], str | None]:
+    """typer prints an argument's Python type beside it (`PATH <path>`, `<list[str]>`); an
+    argument whose metavar already says what it is shows only that."""
+
+    def shown(argument: Any, ctx: Any) -> str | None:
+        return None if argument.metavar else display(argument, ctx)
+
+    return shown
+
+
+typer.core.TyperArgument.display_type_rich = _no_type_beside_a_metavar(  # type: ignore[method-assign,assignment]
+    typer.core.TyperArgument.display_type_rich
+)
 
 app = typer.Typer(
     name="fleet",
@@ -102,7 +118,8 @@ def guard(action: Callable[[], T], *, detailed: bool = False) -> T:
         fail(f"{exc.strerror or type(exc).__name__}{where}", EXIT_FAILED if detailed else EXIT_USAGE)
     except ValidationError as exc:  # a FLEET_* variable that is not a valid setting
         problems = "; ".join(
-            f"FLEET_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+            f"FLEET_{'_'.join(map(str, e['loc'])).upper()}: {str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors()
         )
         fail(f"invalid setting: {problems}", EXIT_FAILED if detailed else EXIT_USAGE)
 
@@ -172,13 +189,21 @@ def yaml_text(data: object) -> str:
 
 PathArg = Annotated[
     Path | None,
-    typer.Argument(help="Fleet repo working tree (default: the current directory).", show_default=False),
+    typer.Argument(
+        metavar="PATH", help="Fleet repo working tree (default: the current directory).", show_default=False
+    ),
 ]
 RepoOpt = Annotated[
     str | None,
-    typer.Option("--repo", help="Read a Git repository (path or URL) at --rev instead of a working tree."),
+    typer.Option(
+        "--repo",
+        metavar="PATH_OR_URL",
+        help="Read a Git repository (path or URL) at --rev instead of a working tree.",
+    ),
 ]
-RevOpt = Annotated[str | None, typer.Option("--rev", help="Revision to read with --repo (default: HEAD).")]
+RevOpt = Annotated[
+    str | None, typer.Option("--rev", metavar="REV", help="Revision to read with --repo (default: HEAD).")
+]
 DirOpt = Annotated[
     str | None,
     typer.Option(
@@ -190,12 +215,26 @@ DirOpt = Annotated[
 ]
 CacheOpt = Annotated[
     Path | None,
-    typer.Option("--cache-dir", help="Cache directory (default: $XDG_CACHE_HOME/fleet).", show_default=False),
+    typer.Option(
+        "--cache-dir",
+        metavar="DIR",
+        help="Cache directory (default: $XDG_CACHE_HOME/fleet).",
+        show_default=False,
+    ),
 ]
 LabOpt = Annotated[
     bool,
     typer.Option(
         "--lab", help="Talk to the simulators of the running `fleet lab` instead of real endpoints."
+    ),
+]
+ConfigCheckOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--config/--no-config",
+        help="Also check the operating-system configuration of Machines and VirtualMachines in Ansible's "
+        "check mode (it changes nothing; default: on; FLEET_CONFIG).",
+        show_default=False,
     ),
 ]
 ConfigOpt = Annotated[
@@ -211,6 +250,7 @@ StateOpt = Annotated[
     str | None,
     typer.Option(
         "--state",
+        metavar="PATH_OR_URL",
         help="State store: a SQLite path or a PostgreSQL URL (default: $XDG_STATE_HOME/fleet/state.db; "
         "FLEET_STATE).",
         show_default=False,

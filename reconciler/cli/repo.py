@@ -12,6 +12,7 @@ from rich.text import Text
 
 from providers.registry import ansible_inventory
 from reconciler.bounded import MESSAGE_LIMIT, shorten
+from reconciler.cli import complete
 from reconciler.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -45,6 +46,7 @@ from reconciler.report.diagnostics import counted, diagnostics_json, render_diag
 from reconciler.report.resources import resources_data, resources_table
 from reconciler.report.table import footer
 from reconciler.spec import models
+from reconciler.spec.diagnostics import closest
 from reconciler.spec.loader import LoadedRevision
 
 
@@ -61,7 +63,8 @@ def validate(
     ] = False,
     cache_dir: CacheOpt = None,
     jobs: Annotated[
-        int, typer.Option("--jobs", "-j", min=0, help="Worker processes (default 0: one per CPU).")
+        int,
+        typer.Option("--jobs", "-j", metavar="N", min=0, help="Worker processes (default 0: one per CPU)."),
     ] = 0,
 ) -> None:
     """Check every spec of a fleet repo and print every problem, each with file:line:col."""
@@ -104,7 +107,7 @@ def get(
     arguments: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="[PATH] [ADDRESS]...",
+            metavar="PATH_OR_ADDRESS",
             help="The repo's working tree (default: the current directory), then addresses to show"
             " (e.g. machine/nyc1-r01-02).",
             show_default=False,
@@ -186,7 +189,7 @@ def schema(
     kind: Annotated[
         str | None,
         typer.Argument(
-            metavar="[KIND]",
+            metavar="KIND",
             help="One kind (Machine, vm, ...) or `plan` (the plan's JSON).",
             show_default=False,
         ),
@@ -232,3 +235,55 @@ def schema(
 
 
 PLAN_SCHEMA_FILE = "plan.schema.json"
+
+
+@app.command()
+def explain(
+    field: Annotated[
+        str,
+        typer.Argument(
+            metavar="KIND[.FIELD...]",
+            help="A kind (Machine, vm, sp, ...) and a path into it, e.g. sp.spec.queue.deserved.",
+            autocompletion=complete.kinds,
+        ),
+    ],
+) -> None:
+    """Describe a kind or one of its fields, as `kubectl explain` does: its type, whether it is
+    required, its default, the values it allows and its fields (from the models the schemas are
+    made of)."""
+    from reconciler.spec.schema import UnknownField
+    from reconciler.spec.schema import explain as explain_field
+
+    name, *path = field.split(".")
+    named = kind_named(name)
+    if named is None:
+        fail(f"unknown kind {name!r} ({unknown_kind_hint(name)})")
+    try:
+        found = explain_field(named.name, path)
+    except UnknownField as exc:
+        close = closest(exc.field.rsplit(".", 1)[-1], exc.known)
+        hint = f"did you mean {close!r}?" if close else f"its fields: {', '.join(exc.known) or 'none'}"
+        fail(f"{named.name} has no field {exc.field} ({hint})")
+    lines: list[str] = []
+    lines.append(f"KIND:     {found.kind}")
+    if found.path:
+        required = " (required)" if found.required else ""
+        lines.append(f"FIELD:    {'.'.join(found.path)} <{found.type}>{required}")
+    lines.append("")
+    lines.append("DESCRIPTION:")
+    for line in (found.description or "(none)").splitlines():
+        lines.append(f"  {line}")
+    if found.has_default:
+        lines.append("")
+        lines.append(f"DEFAULT:  {json.dumps(found.default)}")
+    if found.allowed:
+        lines.append("")
+        lines.append(f"ALLOWED:  {', '.join(map(str, found.allowed))}")
+    if found.fields:
+        lines.append("")
+        lines.append("FIELDS:")
+        for child, kind, needed, description in found.fields:
+            lines.append(f"  {child} <{kind}>{' (required)' if needed else ''}")
+            if description:
+                lines.append(f"    {description}")
+    typer.echo("\n".join(lines))

@@ -29,6 +29,7 @@ from reconciler.cli.common import (
     EXIT_OK,
     OUTPUT_NAMES,
     CacheOpt,
+    ConfigCheckOpt,
     ConfigOpt,
     DirOpt,
     KindOpt,
@@ -155,19 +156,21 @@ def plan(
         Path | None,
         typer.Option(
             "--out",
+            metavar="FILE",
             help="Also save the whole plan (JSON, no value shortened) to this file, for `fleet apply`.",
         ),
     ] = None,
     detailed_exitcode: DetailedOpt = False,
     lab: LabOpt = False,
-    config: ConfigOpt = None,
+    config: ConfigCheckOpt = None,
     state: StateOpt = None,
     cache_dir: CacheOpt = None,
 ) -> None:
     """Compare the specs with live state and what fleet last applied; show what would change.
 
-    Reads live state and the state store's records; changes nothing live. Unknown resources
-    (unreachable, refused) are reported, never planned, and make the plan incomplete.
+    Reads live state and the state store's records; changes nothing live, and records in the
+    store only the observations it made. Unknown resources (unreachable, refused) are reported,
+    never planned, and make the plan incomplete.
     """
 
     def run() -> Plan:
@@ -313,7 +316,7 @@ def apply(
     path: Annotated[
         Path | None,
         typer.Argument(
-            metavar="[PLANFILE|PATH]",
+            metavar="PLANFILE|PATH",
             help="A saved plan (from `fleet plan --out FILE`), or the fleet repo working tree"
             " (default: the current directory).",
             show_default=False,
@@ -325,7 +328,9 @@ def apply(
     selector: SelectorOpt = None,
     target: TargetOpt = None,
     yes: YesOpt = False,
-    parallel: Annotated[int, typer.Option("--parallel", min=1, help="Changes at once within a wave.")] = 16,
+    parallel: Annotated[
+        int, typer.Option("--parallel", metavar="N", min=1, help="Changes at once within a wave.")
+    ] = 16,
     allow_destructive: Annotated[
         bool, typer.Option("--allow-destructive", help="Apply even beyond the blast-radius policy.")
     ] = False,
@@ -369,15 +374,22 @@ def apply(
 
 @app.command()
 def reconcile(
-    now: Annotated[bool, typer.Option("--now", help="Required: reconcile the targets right now.")] = False,
+    now: Annotated[bool, typer.Option("--now", help="Reconcile the targets right now (required).")] = False,
     path: PathArg = None,
     repo: RepoOpt = None,
     rev: RevOpt = None,
     directory: DirOpt = None,
-    target: Annotated[list[str] | None, typer.Option("--target", "-t", help="Address (repeatable).")] = None,
+    target: Annotated[
+        list[str] | None, typer.Option("--target", "-t", metavar="ADDRESS", help="Address (repeatable).")
+    ] = None,
     selector: SelectorOpt = None,
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded in the audit trail).")] = None,
-    incident: Annotated[str | None, typer.Option("--incident", help="Incident id (recorded).")] = None,
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", metavar="TEXT", help="Why (recorded in the audit trail; required)."),
+    ] = None,
+    incident: Annotated[
+        str | None, typer.Option("--incident", metavar="ID", help="Incident id (recorded).")
+    ] = None,
     emergency: Annotated[
         bool, typer.Option("--emergency", help="Bypass blast radius and change windows (recorded).")
     ] = False,
@@ -385,7 +397,8 @@ def reconcile(
         bool, typer.Option("--break-lock", help="Take the locks of others (recorded).")
     ] = False,
     wait: Annotated[
-        float, typer.Option("--wait", min=0, help="Seconds to wait for locks held by others.")
+        float,
+        typer.Option("--wait", metavar="SECONDS", min=0, help="Seconds to wait for locks held by others."),
     ] = 300,
     yes: YesOpt = False,
     lab: LabOpt = False,
@@ -436,11 +449,14 @@ def drift(
     output: OutputOpt = OutputFormat.text,
     detailed_exitcode: DetailedOpt = False,
     lab: LabOpt = False,
-    config: ConfigOpt = None,
+    config: ConfigCheckOpt = None,
     state: StateOpt = None,
     cache_dir: CacheOpt = None,
 ) -> None:
-    """Live state that moved away from what fleet last applied (out-of-band changes), and unknowns."""
+    """Live state that moved away from what fleet last applied (out-of-band changes), and unknowns.
+
+    Changes nothing live; records in the store the observations and the drift findings (when
+    each was first seen, which are resolved)."""
 
     def run() -> DriftResult:
         settings = settings_of(cache_dir=cache_dir, state=state, lab=lab, config=config)
@@ -462,7 +478,8 @@ def drift(
 @app.command()
 def history(
     target: Annotated[
-        str | None, typer.Option("--target", "-t", help="Only runs that touched this address.")
+        str | None,
+        typer.Option("--target", "-t", metavar="ADDRESS", help="Only runs that touched this address."),
     ] = None,
     since: Annotated[
         str | None,
@@ -473,7 +490,7 @@ def history(
             "or an ISO 8601 time (UTC unless it says otherwise).",
         ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", metavar="N", min=1, help="At most this many runs.")] = 50,
     output: ListOutputOpt = ListFormat.text,
     no_headers: NoHeadersOpt = False,
     state: StateOpt = None,
