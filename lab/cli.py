@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from reconciler.cli.common import EXIT_FAILED, EXIT_OK, OutputFormat, guard, out
+from reconciler.cli.common import EXIT_FAILED, EXIT_OK, OutputFormat, QuietOpt, VerboseOpt, guard, out
 from reconciler.errors import UsageError
 from reconciler.settings import lab_directory
 from reconciler.source.worktree import read_worktree
@@ -53,6 +53,8 @@ def lab_up_command(
             "--subnet", metavar="N", min=1, max=250, help="BMCs listen on 127.SUBNET.x.y (default 60)."
         ),
     ] = 60,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Start BMC simulators for every Machine of a fleet repo, a libvirt test-driver daemon for
     every hypervisor Machine, a Kubernetes API test server for every Cluster and an SSH host for
@@ -107,8 +109,10 @@ def lab_up_command(
 @app.command("status")
 def lab_status_command(
     output: Annotated[
-        OutputFormat, typer.Option("--format", "-o", help="Output format.")
+        OutputFormat, typer.Option("--output", "-o", "--format", help="Output format.")
     ] = OutputFormat.text,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Say whether a lab is running, and where its simulators listen."""
     from lab.control import lab_endpoints, lab_hypervisors, lab_status
@@ -132,7 +136,10 @@ def lab_status_command(
 
 
 @app.command("down")
-def lab_down_command() -> None:
+def lab_down_command(
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
     """Stop the lab's simulators and remove its state; leaves nothing behind."""
     from lab.control import lab_down
 

@@ -163,6 +163,27 @@ def test_no_color_means_no_escape_codes_at_all(env: dict[str, str]) -> None:
 # --- selection and the habits people bring ---------------------------------------------------
 
 
+def test_quiet_and_verbose(env: dict[str, str], tmp_path: Path) -> None:
+    args = ("plan", str(EXAMPLE), "-k", "cl", "--no-config", "--state", str(tmp_path / "s.db"))
+    quiet = fleet(env, *args, "-q")
+    assert quiet.returncode == 0 and quiet.stderr == "" and "Plan:" in quiet.stdout
+    verbose = fleet(env, *args, "--verbose")
+    assert "debug: settings: cache " in verbose.stderr and "debug: done in " in verbose.stderr
+    assert "state: " in verbose.stderr
+    for command in (
+        "validate",
+        "get",
+        "observe",
+        "plan",
+        "apply",
+        "drift",
+        "history",
+        "inventory",
+        "explain",
+    ):
+        assert "--quiet" in fleet(env, command, "--help").stdout, command
+
+
 def test_kinds_have_short_names_and_suggestions(env: dict[str, str]) -> None:
     assert (
         fleet(env, "get", str(EXAMPLE), "-k", "vms", "-o", "name")

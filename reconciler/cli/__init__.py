@@ -27,6 +27,8 @@ from reconciler.cli.common import (
     EXIT_OK,
     OutputFormat,
     OutputOpt,
+    QuietOpt,
+    VerboseOpt,
     app,
     echo_data,
     err,
@@ -75,7 +77,9 @@ def versions() -> dict[str, object]:
 
 
 @app.command()
-def version(output: OutputOpt = OutputFormat.text) -> None:
+def version(
+    output: OutputOpt = OutputFormat.text, quiet: QuietOpt = False, verbose: VerboseOpt = False
+) -> None:
     """Print fleet's version (`-o json`: with its providers' SDKs and the state store's schema)."""
     if output is OutputFormat.text:
         typer.echo(f"fleet {__version__}")

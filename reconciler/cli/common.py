@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -82,6 +83,60 @@ class _Stdout(Console):
         raise SystemExit(EXIT_OK)
 
 
+# How much a command says on stderr besides errors: -1 (--quiet) nothing more, 0 notes (the
+# store used, counts), 1 (--verbose) also what it does and how long that took.
+_VERBOSITY = [0]
+
+
+def _quiet(value: bool) -> bool:
+    if value:
+        _VERBOSITY[0] = -1
+    return value
+
+
+def _verbose(value: bool) -> bool:
+    if value:
+        _VERBOSITY[0] = 1
+    return value
+
+
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="Say nothing on stderr but errors and warnings (no store, endpoints or counts).",
+        callback=_quiet,
+        expose_value=False,
+        is_eager=True,
+    ),
+]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="Also say on stderr what fleet does: its settings, and how long each step took.",
+        callback=_verbose,
+        expose_value=False,
+        is_eager=True,
+    ),
+]
+
+
+def note(text: str, style: str = "dim") -> None:
+    """Something for the person at the terminal (the store used, a count): on stderr, unless
+    --quiet."""
+    if _VERBOSITY[0] >= 0:
+        err().print(Text(text, style=style), soft_wrap=True)
+
+
+def debug(text: str) -> None:
+    """What fleet does, with --verbose only; never a secret (settings and timings)."""
+    if _VERBOSITY[0] > 0:
+        err().print(Text(f"debug: {text}", style="dim"), soft_wrap=True)
+
+
 def out() -> Console:
     return _Stdout(highlight=False, soft_wrap=True, color_system=None if _plain() else "auto")
 
@@ -103,8 +158,11 @@ def guard(action: Callable[[], T], *, detailed: bool = False) -> T:
     """Run a command's work; fleet's own errors become one line and an exit code (1 for every
     error under --detailed-exitcode, where 2 means changes). A revision refused by the
     validation gate prints its diagnostics as `fleet validate` does."""
+    started = time.monotonic()
     try:
-        return action()
+        result = action()
+        debug(f"done in {time.monotonic() - started:.2f} s")
+        return result
     except InvalidRevision as exc:
         render_diagnostics(exc.revision.diagnostics, err())
         fail(str(exc), EXIT_FAILED)
@@ -323,23 +381,27 @@ def open_cache(settings: Settings) -> SpecCache | None:
 def announce_store(store: StateStore) -> None:
     """Which state store a command uses, once, on stderr; whether it was just made, or is read-only."""
     if store.created:
-        note = " (created: a new, empty store; nothing applied is recorded in it yet)"
+        suffix = " (created: a new, empty store; nothing applied is recorded in it yet)"
     elif store.read_only:
-        note = " (read-only: this command records nothing in it)"
+        suffix = " (read-only: this command records nothing in it)"
     else:
-        note = ""
-    err().print(Text(f"state: {shorten(store.url)}{note}", style="yellow" if note else "dim"))
+        suffix = ""
+    note(f"state: {shorten(store.url)}{suffix}", "yellow" if suffix else "dim")
 
 
 @contextlib.contextmanager
 def engine_for(settings: Settings, *, store: bool = False, cache: bool = True) -> Iterator[Engine]:
     """An engine with what a command needs: the validation cache, a provider pool over the
     deployment's endpoint map (the lab's with --lab), and the state store when `store`."""
+    debug(
+        f"settings: cache {settings.cache_dir}, state dir {settings.state_dir}, workers"
+        f" {settings.workers or 'one per CPU'}, configuration {'on' if settings.config else 'off'}"
+    )
     endpoints = settings.endpoint_map()
     if endpoints is not None:
         if settings.lab and settings.endpoints is None and not endpoints.exists():
             raise UsageError("no lab is running", hint="start one with `fleet lab up`")
-        err().print(Text(f"using lab endpoints from {shorten(str(endpoints))}", style="yellow"))
+        note(f"using lab endpoints from {shorten(str(endpoints))}", "yellow")
     access = load_access(endpoints, process_environment())
     spec_cache = open_cache(settings) if cache else None
     try:

@@ -26,16 +26,18 @@ from reconciler.cli.common import (
     OutputFormat,
     OutputOpt,
     PathArg,
+    QuietOpt,
     RepoOpt,
     RevOpt,
     SelectorOpt,
     TargetOpt,
+    VerboseOpt,
     app,
     echo_data,
     engine_for,
-    err,
     fail,
     guard,
+    note,
     out,
     settings_of,
 )
@@ -44,7 +46,6 @@ from reconciler.errors import UsageError
 from reconciler.kinds import kind_at, kind_named, unknown_kind_hint
 from reconciler.report.diagnostics import counted, diagnostics_json, render_diagnostics
 from reconciler.report.resources import resources_data, resources_table
-from reconciler.report.table import footer
 from reconciler.spec import models
 from reconciler.spec.diagnostics import closest
 from reconciler.spec.loader import LoadedRevision
@@ -66,6 +67,8 @@ def validate(
         int,
         typer.Option("--jobs", "-j", metavar="N", min=0, help="Worker processes (default 0: one per CPU)."),
     ] = 0,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Check every spec of a fleet repo and print every problem, each with file:line:col."""
 
@@ -125,6 +128,8 @@ def get(
     ] = False,
     no_headers: NoHeadersOpt = False,
     cache_dir: CacheOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """List the resources a fleet repo declares (the inventory), or show the ones named.
     An invalid repo, or a directory with no fleet.yaml, is refused."""
@@ -149,7 +154,7 @@ def get(
     else:
         labels = show_labels or output is ListFormat.wide
         resources_table(listed, paths, out(), labels=labels, headers=not no_headers)
-        footer(err(), counted(len(listed), "resource"))
+        note(counted(len(listed), "resource"))
 
 
 class InventoryFormat(StrEnum):
@@ -167,6 +172,8 @@ def inventory(
         InventoryFormat, typer.Option(*OUTPUT_NAMES, help="ini, or json (dynamic-inventory shape).")
     ] = InventoryFormat.ini,
     cache_dir: CacheOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Print the Ansible inventory of a fleet repo: a host per Machine or VM with `config`, its vars,
     and groups per site, rack, role, Cluster and SparkPool. Use it with plain ansible-playbook:
@@ -202,6 +209,8 @@ def schema(
             help="Write the schema files (of KIND, or of every kind and the plan) here.",
         ),
     ] = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Print or write the JSON Schemas (2020-12) of the fleet kinds and of `fleet plan -o json`."""
     from reconciler.report.plan_json import schema_text
@@ -247,6 +256,8 @@ def explain(
             autocompletion=complete.kinds,
         ),
     ],
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Describe a kind or one of its fields, as `kubectl explain` does: its type, whether it is
     required, its default, the values it allows and its fields (from the models the schemas are

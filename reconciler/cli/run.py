@@ -40,11 +40,13 @@ from reconciler.cli.common import (
     OutputFormat,
     OutputOpt,
     PathArg,
+    QuietOpt,
     RepoOpt,
     RevOpt,
     SelectorOpt,
     StateOpt,
     TargetOpt,
+    VerboseOpt,
     YesOpt,
     announce_store,
     app,
@@ -54,6 +56,7 @@ from reconciler.cli.common import (
     err,
     fail,
     guard,
+    note,
     out,
     parse_since,
     settings_of,
@@ -78,7 +81,6 @@ from reconciler.report.markdown import render_markdown
 from reconciler.report.observations import observations_data, observations_summary, observations_table
 from reconciler.report.plan_json import plan_from_dict, render_json
 from reconciler.report.run import render_outcome, run_summary
-from reconciler.report.table import footer
 from reconciler.report.text import render_text
 from reconciler.state import LockHolder, RunRecord, open_store, store_exists
 
@@ -96,6 +98,8 @@ def observe(
     no_headers: NoHeadersOpt = False,
     lab: LabOpt = False,
     cache_dir: CacheOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Show what the providers see right now (power, boot device, reachability). Changes nothing."""
 
@@ -114,7 +118,7 @@ def observe(
             typer.echo(o.address)
     else:
         observations_table(observations, out(), wide=output is ListFormat.wide, headers=not no_headers)
-        footer(err(), observations_summary(observations))
+        note(observations_summary(observations))
 
 
 class PlanFormat(StrEnum):
@@ -165,6 +169,8 @@ def plan(
     config: ConfigCheckOpt = None,
     state: StateOpt = None,
     cache_dir: CacheOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Compare the specs with live state and what fleet last applied; show what would change.
 
@@ -348,6 +354,8 @@ def apply(
     config: ConfigOpt = None,
     state: StateOpt = None,
     cache_dir: CacheOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Plan and apply the changes (or apply a saved plan while it still holds), recording every action."""
     if path is not None and not path.exists():
@@ -405,6 +413,8 @@ def reconcile(
     config: ConfigOpt = None,
     state: StateOpt = None,
     cache_dir: CacheOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """The audited emergency path: observe, plan and apply only the targets, immediately.
 
@@ -452,6 +462,8 @@ def drift(
     config: ConfigCheckOpt = None,
     state: StateOpt = None,
     cache_dir: CacheOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Live state that moved away from what fleet last applied (out-of-band changes), and unknowns.
 
@@ -494,6 +506,8 @@ def history(
     output: ListOutputOpt = ListFormat.text,
     no_headers: NoHeadersOpt = False,
     state: StateOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """The audit trail: who ran what, why, on which revision, and how every action ended
     (`-o wide` lists the changes of each run)."""
@@ -519,4 +533,4 @@ def history(
     else:
         history_table(runs, out(), wide=output is ListFormat.wide, headers=not no_headers)
         if not runs:
-            footer(err(), "no runs recorded")
+            note("no runs recorded")

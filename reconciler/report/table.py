@@ -1,7 +1,7 @@
 """Tables as kubectl prints them: columns padded to their widest cell and three spaces apart,
 never cut and never wrapped, whatever the terminal width and whether or not there is one, so
 `awk`, `cut` and `grep` read them. Cells are shortened when long (see `reconciler.bounded`),
-which bounds every line. The count footer goes to stderr, so a pipe gets rows only.
+which bounds every line. Counts are the CLI's notes, on stderr, so a pipe gets rows only.
 """
 
 from __future__ import annotations
@@ -56,8 +56,3 @@ def _line(row: Sequence[Cell], widths: Sequence[int]) -> Text:
             line.append(" " * (widths[index] - len(item.text)) + GAP)
     line.rstrip()
     return line
-
-
-def footer(console: Console, text: str) -> None:
-    """A count or summary under a table, for people: on stderr, dim."""
-    console.print(Text(text, style="dim"), soft_wrap=True)
