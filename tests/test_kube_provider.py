@@ -736,6 +736,29 @@ def test_kubernetes_secret_credentials_are_read_through_a_kubeconfig(
     assert "401" in str(refused.value) and "canary" not in str(refused.value)
 
 
+def test_in_a_pod_secret_credentials_are_read_with_its_service_account(
+    server: ApiServer, tls: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from providers.kubernetes.secrets import SecretReader
+
+    account = tmp_path / "serviceaccount"  # what the kubelet mounts at /var/run/secrets/...
+    account.mkdir()
+    (account / "token").write_text(ADMIN + "\n")
+    shutil.copy(tls[0], account / "ca.crt")
+    server.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "in-pod", "namespace": "default"},
+            "data": {"only": base64.b64encode(b"admin:pod-s3cr3t").decode()},
+        }
+    )
+    environment = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(server.port)}
+    reader = SecretReader(None, environment, service_account=account)
+    assert reader("default", "in-pod", None) == "admin:pod-s3cr3t"  # the only key, when none is named
+    assert SecretReader.of(None, {}) is None  # neither a pod nor FLEET_KUBECONFIG
+
+
 def test_without_a_way_to_a_cluster_a_secret_credential_says_what_to_do(docs: Docs) -> None:
     from providers.access import load_access
 

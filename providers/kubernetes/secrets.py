@@ -54,9 +54,12 @@ def _kubeconfig_server(text: str, what: str) -> str:
 class SecretReader:
     """Reads `key` of Secret `namespace/name` for the credential source; thread-safe."""
 
-    def __init__(self, kubeconfig: Path | None, environment: Mapping[str, str]) -> None:
+    def __init__(
+        self, kubeconfig: Path | None, environment: Mapping[str, str], service_account: Path = SERVICE_ACCOUNT
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.environment = environment
+        self.service_account = service_account  # where a pod's token and CA are mounted
         self._lock = threading.Lock()
         self._kept: dict[tuple[str, str, str | None], tuple[float, str]] = {}
 
@@ -97,8 +100,8 @@ class SecretReader:
         port = self.environment.get("KUBERNETES_SERVICE_PORT", "443")
         server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
         try:
-            token = (SERVICE_ACCOUNT / "token").read_text().strip()
-            ca = (SERVICE_ACCOUNT / "ca.crt").read_bytes()
+            token = (self.service_account / "token").read_text().strip()
+            ca = (self.service_account / "ca.crt").read_bytes()
         except OSError as exc:
             raise CredentialsUnusable(f"cannot read the pod's service account: {exc.strerror}") from None
         config = {
