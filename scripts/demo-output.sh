@@ -34,8 +34,3 @@ drift_summary() {  # DRIFT_FILE
   echo "... ($(grep -c "^config " "$1") configured hosts)"
 }
 
-# The audit trail, without each run's actions (stdin). sed, unlike `grep -v`, succeeds when it
-# prints nothing, so a failure of `fleet history` before it is not hidden behind `|| true`.
-history_runs() {
-  sed '/^    \(machine\|virtualmachine\|sparkpool\|cluster\)\//d'
-}

@@ -106,7 +106,7 @@ step "Apply fixes it" "fleet apply fleet-repo-example --lab --yes"
 $fleet apply fleet-repo-example --lab --yes | apply_result
 
 step "The audit trail" "fleet history --limit 3"
-$fleet history --limit 3 | history_runs
+$fleet history --limit 3
 
 step "Stop the lab; nothing is left behind" "fleet lab down"
 $fleet lab down

@@ -56,10 +56,7 @@ def long_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "machine/nyc1-r01-02  power: on -> off",
         *(f"config host-{n:06d}  covered" for n in range(LINES)),
     ]
-    history = ["run 3  apply  succeeded", "    revision abc"]
-    history += [f"    machine/host-{n:06d}  power_on: ok" for n in range(LINES)]
-    history += ["run 2  apply  succeeded", "    revision def"]
-    files = {"plan": plan, "apply": apply, "drift": drift, "history": history}
+    files = {"plan": plan, "apply": apply, "drift": drift}
     paths = {name: base / f"{name}.txt" for name in files}
     for name, lines in files.items():
         paths[name].write_text("\n".join(lines) + "\n")
@@ -109,18 +106,7 @@ def test_apply_result_cuts_every_outcome(long_outputs: dict[str, Path], tmp_path
     assert lines == [*(outcome(n)[:200] for n in range(LINES)), "Run 7: succeeded (100000 actions)"]
 
 
-def test_history_runs_drops_the_actions(long_outputs: dict[str, Path], tmp_path: Path) -> None:
-    status, lines = shaped("history_runs", stdin=long_outputs["history"], out=tmp_path / "out")
-    assert status == 0
-    assert lines == [
-        "run 3  apply  succeeded",
-        "    revision abc",
-        "run 2  apply  succeeded",
-        "    revision def",
-    ]
-
-
-@pytest.mark.parametrize("function", ["apply_result", "history_runs"])
+@pytest.mark.parametrize("function", ["apply_result"])
 def test_a_failing_writer_still_fails_the_script(function: str, tmp_path: Path) -> None:
     """Shaping what fleet prints does not hide that fleet failed."""
     script = f'source "{DEMO_OUTPUT}"\n{{ echo "Run 1: failed"; exit 3; }} | {function}\n'
@@ -133,7 +119,7 @@ def test_a_failing_writer_still_fails_the_script(function: str, tmp_path: Path) 
 def test_the_demo_uses_the_functions_tested_here() -> None:
     demo = (SCRIPTS / "demo.sh").read_text()
     assert "source scripts/demo-output.sh" in demo
-    for function in ("plan_host_entry", "apply_outcomes", "drift_summary", "apply_result", "history_runs"):
+    for function in ("plan_host_entry", "apply_outcomes", "drift_summary", "apply_result"):
         assert re.search(rf"^[^#\n]*\b{function}\b", demo, re.M), function
 
 
