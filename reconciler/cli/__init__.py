@@ -24,12 +24,12 @@ from reconciler.cli import repo, run
 from reconciler.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
-    EXIT_OK,
     OutputFormat,
     OutputOpt,
     QuietOpt,
     VerboseOpt,
     app,
+    closed_pipe,
     echo_data,
     err,
 )
@@ -147,25 +147,17 @@ def main() -> None:
         err().print("interrupted")
         sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
-        _closed_pipe()
+        closed_pipe()
     except SystemExit as exc:
         # click ends a write to a closed stdout with exit 1, after wrapping stdout so that
         # Python's final flush stays quiet: that end is a normal one.
         if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
-            _closed_pipe()
+            closed_pipe()
         raise
     # A command that ends with typer.Exit(code) gives its code; one that returns, 0.
     code = outcome if isinstance(outcome, int) else 0
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        _closed_pipe()
+        closed_pipe()
     sys.exit(code)
-
-
-def _closed_pipe() -> None:
-    """The reader of stdout went away (`fleet get | head`): a normal end, as for kubectl: exit 0,
-    quietly, without Python's own complaint when it flushes stdout at exit."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    sys.exit(EXIT_OK)

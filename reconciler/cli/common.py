@@ -74,13 +74,17 @@ def _plain() -> bool:
     return bool(os.environ.get("NO_COLOR"))
 
 
+def closed_pipe() -> NoReturn:
+    """The reader of stdout went away (`fleet get | head`): a normal end, as for kubectl. Exit 0
+    with stdout pointed at /dev/null, so that nothing complains when it is flushed at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(EXIT_OK)
+
+
 class _Stdout(Console):
     def on_broken_pipe(self) -> None:
-        """The reader went away (`fleet get | head`): a normal end, as for kubectl. Exit 0 with
-        stdout pointed at /dev/null, so that nothing complains when it is flushed at exit."""
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        raise SystemExit(EXIT_OK)
+        closed_pipe()
 
 
 # How much a command says on stderr besides errors: -1 (--quiet) nothing more, 0 notes (the
