@@ -48,7 +48,9 @@ def _fleet(rack_budget: int | None = None, *, site: dict[str, Any] | None = None
     )
 
 
-def _machine(name: str, rack: str = "r1", **spec: Any) -> models.Machine:
+def _machine(name: str, address: str, rack: str = "r1", **spec: Any) -> models.Machine:
+    """A Machine whose BMC the spec names at `address`; the lab's endpoint map sends it to the
+    simulator. Each machine needs an address of its own, as validation requires of a fleet."""
     return models.Machine.model_validate(
         {
             "apiVersion": "fleet/v1alpha1",
@@ -57,7 +59,7 @@ def _machine(name: str, rack: str = "r1", **spec: Any) -> models.Machine:
             "spec": {
                 "site": "lab",
                 "rack": rack,
-                "bmc": {"address": f"10.0.0.{abs(hash(name)) % 250 + 1}", "credentialsRef": "bmc"},
+                "bmc": {"address": address, "credentialsRef": "bmc"},
                 **spec,
             },
         }
@@ -74,7 +76,10 @@ class Lab:
 
     def __init__(self, count: int, *, rack_budget: int | None = None, **config: Any) -> None:
         subnet = next(_subnets)
-        self.machines = [_machine(f"m{i}", rack="r1" if i % 2 == 0 else "r2") for i in range(count)]
+        self.machines = [
+            _machine(f"m{i}", f"10.0.{i // 250}.{i % 250 + 1}", rack="r1" if i % 2 == 0 else "r2")
+            for i in range(count)
+        ]
         self.configs = [
             BmcConfig(
                 name=m.metadata.name,
@@ -196,7 +201,7 @@ def test_refused_power_on_is_a_clear_failure(lab: Lab) -> None:
 
 
 def test_unreachable_endpoint_is_unknown_not_an_exception() -> None:
-    machine = _machine("ghost")
+    machine = _machine("ghost", "10.255.0.1")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         free_port = probe.getsockname()[1]
@@ -361,7 +366,7 @@ class _GarbageResponder:
 
 def test_no_pyghmi_or_socket_exception_escapes_the_provider(lab: Lab) -> None:
     garbage = _GarbageResponder()
-    ghost = _machine("ghost-garbage")
+    ghost = _machine("ghost-garbage", "10.255.0.2")
     lab.farm.set_faults("m1", ["flap"])
     lab.farm.set_faults("m2", ["slow"])  # slow_seconds (2 s) is past the hard timeout below
     access = lab_access(
