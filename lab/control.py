@@ -171,8 +171,9 @@ def _start_simulators(
     """The rest of `lab_up`; every process it starts goes into `started`, for stopping on failure.
 
     A BMC credential the repo keeps in a Kubernetes Secret is served as that Secret by the API
-    server of the first Cluster, whose kubeconfig the endpoint map names for reading it, as a
-    deployment reads it through its own cluster."""
+    server of the Cluster the Fleet names as its credentialsCluster, and fleet reads it through
+    that Cluster as a deployment outside a pod does. Without a credentialsCluster, such a
+    credential is written to a file like the others."""
     credentials: dict[str, tuple[str, str]] = {}
     bmcs: list[dict[str, Any]] = []
     endpoints: dict[str, str] = {}
@@ -205,8 +206,11 @@ def _start_simulators(
         endpoints[f"{written}:{machine.spec.bmc.port}"] = f"{address}:623"
     credential_files: dict[str, dict[str, str]] = {}
     in_secrets: list[dict[str, Any]] = []
+    secrets_cluster = fleet.spec.credentialsCluster if fleet is not None else None
+    if secrets_cluster not in {c.metadata.name for c in clusters}:
+        secrets_cluster = None
     for position, (ref, (username, password)) in enumerate(sorted(credentials.items())):
-        secret = _kubernetes_secret(ref, fleet) if clusters else None
+        secret = _kubernetes_secret(ref, fleet) if secrets_cluster else None
         if secret is not None:
             in_secrets += _secret_objects(secret, f"{username}:{password}")
             continue
@@ -237,19 +241,16 @@ def _start_simulators(
     if hypervisors:
         hypervisor_pid, uris = _start_hypervisors(directory / "hypervisors", hypervisors, vms, started)
     apiservers: list[int] = []
-    secrets_kubeconfig: Path | None = None
     for index, cluster in enumerate(sorted(clusters, key=lambda c: c.metadata.name)):
         # After the BMCs' addresses, on the same loopback subnet.
         host = loopback_address(len(bmcs) + index, subnet)
-        extra = in_secrets if index == 0 else []
+        extra = in_secrets if cluster.metadata.name == secrets_cluster else []
         pid, written, actual, kubeconfig = _start_apiserver(
             directory / "clusters", cluster, host, started, extra
         )
         apiservers.append(pid)
         endpoints[written] = actual
         credential_files[reference_key(cluster.spec.credentialsRef)] = {"file": str(kubeconfig)}
-        if index == 0 and in_secrets:
-            secrets_kubeconfig = kubeconfig
     ansible_hosts = _await_ssh_hosts(directory / "ssh", ssh) if ssh is not None else {}
     # Simulators do not crash when hammered: the lab spaces IPMI commands 0.1 s apart, not 5 s,
     # and the test driver shuts a domain down at once, so nothing needs two minutes' grace.
@@ -268,7 +269,6 @@ def _start_simulators(
                 "hypervisors": uris,
                 "ansibleHosts": ansible_hosts,
                 "settings": settings,
-                **({"kubeconfig": str(secrets_kubeconfig)} if secrets_kubeconfig else {}),
             },
             indent=2,
         ),

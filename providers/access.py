@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from providers.base import Endpoint
-from providers.credentials import Credentials
+from providers.credentials import Credentials, ReadSecret, Revision
 from reconciler.errors import UsageError
 from reconciler.spec import models
 
@@ -57,12 +57,26 @@ class Access:
     credentials: Credentials = dataclasses.field(default_factory=Credentials)
 
 
-def _secret_reader(kubeconfig: str | None, environment: Mapping[str, str]) -> Any:
-    """Reads Kubernetes Secrets through `kubeconfig` (the lab's), FLEET_KUBECONFIG or the pod's
-    service account; None where there is none of them. The client is imported when first used."""
-    from providers.kubernetes.secrets import SecretReader
+def build_access(
+    endpoints: EndpointMap,
+    environment: Mapping[str, str],
+    sources: Mapping[str, models.CredentialSource] | None = None,
+) -> Access:
+    """An endpoint map with its credential source, which reads Kubernetes Secrets through
+    FLEET_KUBECONFIG or the pod's service account, else through the Fleet's credentialsCluster
+    as `endpoints` reach it. The Kubernetes client is imported when a Secret is first read."""
 
-    return SecretReader.of(kubeconfig, environment)
+    def through_cluster(cluster: models.Cluster, revision: Revision, credentials: Credentials) -> ReadSecret:
+        from providers.kubernetes.secrets import SecretReader
+
+        return SecretReader.through_cluster(cluster, revision, Access(endpoints, credentials))
+
+    reader: ReadSecret | None = None
+    if environment.get("FLEET_KUBECONFIG") or environment.get("KUBERNETES_SERVICE_HOST"):
+        from providers.kubernetes.secrets import SecretReader
+
+        reader = SecretReader.of(environment)
+    return Access(endpoints, Credentials(environment, sources, reader, through_cluster))
 
 
 def load_access(path: Path | None, environment: Mapping[str, str]) -> Access:
@@ -73,13 +87,10 @@ def load_access(path: Path | None, environment: Mapping[str, str]) -> Access:
      "credentials": {"bmc-nyc1": {"file": "..."}, "env:VAR": {"file": "..."}},
      "hypervisors": {"nyc1-r01-01": "test+unix:///default?socket=..."},
      "ansibleHosts": {"nyc1-r01-01": {"ansible_host": "127.10.0.1", "ansible_port": "2222", ...}},
-     "settings": {"ipmi": {...}, "libvirt": {...}, "ansible": {...}},
-     "kubeconfig": "..."}  # where Kubernetes Secret credentials are read (else FLEET_KUBECONFIG)
+     "settings": {"ipmi": {...}, "libvirt": {...}, "ansible": {...}}}
     """
     if path is None:
-        return Access(
-            EndpointMap(), Credentials(environment, secret_reader=_secret_reader(None, environment))
-        )
+        return build_access(EndpointMap(), environment)
     try:
         document = json.loads(path.read_text())
         endpoints: dict[str, Endpoint] = {}
@@ -100,9 +111,7 @@ def load_access(path: Path | None, environment: Mapping[str, str]) -> Access:
             },
             {name: dict(settings[name]) for name in _SETTINGS if settings.get(name)},
         )
-        kubeconfig = document.get("kubeconfig")
-        reader = _secret_reader(str(kubeconfig) if kubeconfig else None, environment)
-        return Access(endpoint_map, Credentials(environment, sources, reader))
+        return build_access(endpoint_map, environment, sources)
     except OSError as exc:
         raise UsageError(f"cannot read the endpoint map {path}: {exc.strerror}") from None
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -16,9 +16,21 @@ import dataclasses
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from reconciler.errors import PermanentError
 from reconciler.spec import models
+
+
+class Revision(Protocol):
+    """What a credential is read for: the Fleet and the revision's documents by address (a
+    provider's `RevisionInputs`)."""
+
+    @property
+    def fleet(self) -> models.Fleet: ...
+
+    @property
+    def documents(self) -> Mapping[str, models.Document]: ...
 
 
 class Secret:
@@ -77,18 +89,33 @@ def describe(source: models.CredentialSource) -> str:
     return f"Kubernetes Secret {source.kubernetesSecret.namespace}/{source.kubernetesSecret.name}"
 
 
+# Reads key (or the only key, for None) of the Kubernetes Secret namespace/name.
+ReadSecret = Callable[[str, str, str | None], str]
+# A ReadSecret through a Cluster's API server, with that Cluster's credentials (read from the
+# credential source it is given), for the Fleet's `credentialsCluster`.
+ClusterSecretReader = Callable[[models.Cluster, Revision, "Credentials"], ReadSecret]
+
+
 class Credentials:
-    """The credential source: resolves a credentialsRef of a fleet to its secret. Thread-safe."""
+    """The credential source: resolves a credentialsRef of a fleet to its secret. Thread-safe.
+
+    A Kubernetes Secret is read through `secret_reader` (FLEET_KUBECONFIG, or the pod's service
+    account when fleet runs in a cluster), else through the Cluster the Fleet names as its
+    `credentialsCluster`, which needs the revision's documents."""
 
     def __init__(
         self,
         environment: Mapping[str, str] | None = None,
         sources: Mapping[str, models.CredentialSource] | None = None,
-        secret_reader: Callable[[str, str, str | None], str] | None = None,
+        secret_reader: ReadSecret | None = None,
+        cluster_reader: ClusterSecretReader | None = None,
     ) -> None:
         self.environment: Mapping[str, str] = dict(environment or {})
-        # Reads (namespace, name, key) of a Kubernetes Secret; None where fleet cannot reach one.
+        # None where fleet has neither FLEET_KUBECONFIG nor a pod's service account.
         self.secret_reader = secret_reader
+        self.cluster_reader = cluster_reader
+        # One reader per credentials cluster (API server and credentials), which keeps its values.
+        self._cluster_readers: dict[tuple[str, str, str], ReadSecret] = {}
         # By reference key: where this deployment keeps a credential, beating the spec.
         self.sources: Mapping[str, models.CredentialSource] = dict(sources or {})
         self._lock = threading.Lock()
@@ -108,11 +135,12 @@ class Credentials:
                 f"credentialsRef {ref!r} is not defined in fleet.yaml", hint="add it under spec.credentials"
             ) from None
 
-    def secret(self, ref: models.CredentialSource | str, fleet: models.Fleet) -> Secret:
-        return self.read(self.source(ref, fleet))
+    def secret(self, ref: models.CredentialSource | str, revision: Revision) -> Secret:
+        return self.read(self.source(ref, revision.fleet), revision)
 
-    def read(self, source: models.CredentialSource) -> Secret:
-        """The secret a source holds, read now."""
+    def read(self, source: models.CredentialSource, revision: Revision | None = None) -> Secret:
+        """The secret a source holds, read now (a Kubernetes Secret may need the `revision`: the
+        Cluster its Fleet names as credentialsCluster)."""
         if source.env is not None:
             value = self.environment.get(source.env)
             if not value:
@@ -131,19 +159,44 @@ class Credentials:
                 ) from None
         secret = source.kubernetesSecret
         assert secret is not None
-        if self.secret_reader is None:
+        reader = self.secret_reader or self._through_cluster(source, revision)
+        return self._reveal(reader(secret.namespace, secret.name, secret.key))
+
+    def _through_cluster(self, source: models.CredentialSource, revision: Revision | None) -> ReadSecret:
+        """The reader through the Fleet's credentialsCluster, kept across calls."""
+        name = revision.fleet.spec.credentialsCluster if revision is not None else None
+        if revision is None or name is None or self.cluster_reader is None:
             raise PermanentError(
                 f"{describe(source)} cannot be read: fleet runs neither in a pod of a cluster nor with"
-                " FLEET_KUBECONFIG",
-                hint="set FLEET_KUBECONFIG to a kubeconfig allowed to read the Secret, or run fleet in"
-                " that cluster",
+                " FLEET_KUBECONFIG, and fleet.yaml names no credentialsCluster",
+                hint="set FLEET_KUBECONFIG to a kubeconfig allowed to read the Secret, name the Cluster"
+                " that holds it as spec.credentialsCluster in fleet.yaml, or run fleet in that cluster",
             )
-        return self._reveal(self.secret_reader(secret.namespace, secret.name, secret.key))
+        cluster = revision.documents.get(f"cluster/{name}")
+        if not isinstance(cluster, models.Cluster):
+            raise PermanentError(
+                f"{describe(source)} cannot be read: credentialsCluster {name!r} is not a Cluster of"
+                " this revision",
+                hint="name an existing Cluster as spec.credentialsCluster in fleet.yaml",
+            )
+        own = self.source(cluster.spec.credentialsRef, revision.fleet)
+        if own.kubernetesSecret is not None:
+            raise PermanentError(
+                f"{describe(source)} cannot be read through cluster {name!r}: that cluster's own"
+                f" credentials are {describe(own)}",
+                hint=f"give cluster {name!r} an env or file credentialsRef",
+            )
+        key = (name, cluster.spec.apiServer, own.model_dump_json())
+        with self._lock:
+            reader = self._cluster_readers.get(key)
+            if reader is None:
+                reader = self._cluster_readers[key] = self.cluster_reader(cluster, revision, self)
+        return reader
 
-    def user_password(self, ref: models.CredentialSource | str, fleet: models.Fleet) -> UserPassword:
+    def user_password(self, ref: models.CredentialSource | str, revision: Revision) -> UserPassword:
         """A `username:password` credential."""
-        source = self.source(ref, fleet)
-        value = self.read(source).reveal()
+        source = self.source(ref, revision.fleet)
+        value = self.read(source, revision).reveal()
         username, sep, password = value.partition(":")
         if not sep or not username:
             raise PermanentError(

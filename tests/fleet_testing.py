@@ -16,9 +16,8 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from providers.access import Access, EndpointMap
+from providers.access import Access, EndpointMap, build_access
 from providers.base import Endpoint
-from providers.credentials import Credentials
 from reconciler.cli import app
 from reconciler.source.worktree import read_worktree
 from reconciler.spec import models
@@ -58,13 +57,14 @@ def lab_access(
     """How providers reach a test's lab: the environment credentials are read from, where to really
     connect per endpoint written in the specs, credential sources that beat the specs' (by
     reference key), a libvirt URI per hypervisor and connection variables per Ansible host."""
-    return Access(
+    return build_access(
         EndpointMap(
             endpoints=dict(endpoints or {}),
             hypervisor_uris=dict(hypervisors or {}),
             ansible_hosts={host: dict(variables) for host, variables in (ansible_hosts or {}).items()},
         ),
-        Credentials(environment, credentials),
+        environment or {},
+        credentials,
     )
 
 

@@ -447,13 +447,13 @@ def test_credentials_never_show_in_reprs_or_messages() -> None:
     from providers.credentials import Secret
 
     fleet = _fleet()
-    credentials = Credentials({"TEST_BMC": "admin:canary-pw-991"}).user_password("bmc", fleet)
+    credentials = Credentials({"TEST_BMC": "admin:canary-pw-991"}).user_password("bmc", RevisionInputs(fleet))
     assert credentials.password.reveal() == "canary-pw-991"
     for shown in (repr(credentials), str(credentials), repr(credentials.password), f"{credentials.password}"):
         assert "canary-pw-991" not in shown
     assert Secret("x") == Secret("x")
     with pytest.raises(Exception, match="username:password") as error:
-        Credentials({"TEST_BMC": "canary-no-colon"}).user_password("bmc", fleet)
+        Credentials({"TEST_BMC": "canary-no-colon"}).user_password("bmc", RevisionInputs(fleet))
     assert "canary-no-colon" not in str(error.value)
 
 

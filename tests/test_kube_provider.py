@@ -683,10 +683,15 @@ def test_no_credentials_over_plain_http(docs: Docs, kubeconfigs: dict[str, Path]
 # --- credentials kept in Kubernetes Secrets -------------------------------------------------
 
 
-def _bmc_fleet(docs: Docs, secret: dict[str, Any]) -> models.Fleet:
+def _bmc_fleet(
+    docs: Docs, secret: dict[str, Any], credentials_cluster: str | None = None, **credentials: Any
+) -> models.Fleet:
+    """The example's Fleet with bmc-ldn1-r03 in `secret`, read through `credentials_cluster`."""
     fleet = next(doc for doc in docs.values() if isinstance(doc, models.Fleet))
     raw = fleet.model_dump(mode="json", by_alias=True)
     raw["spec"]["credentials"]["bmc-ldn1-r03"] = {"kubernetesSecret": secret}
+    raw["spec"]["credentials"].update(credentials)
+    raw["spec"]["credentialsCluster"] = credentials_cluster
     return models.Fleet.model_validate(raw)
 
 
@@ -709,9 +714,9 @@ def test_kubernetes_secret_credentials_are_read_through_a_kubeconfig(
     access = load_access(None, environment)
     fleet = _bmc_fleet(docs, {"namespace": "fleet-system", "name": "bmc-ldn1-r03", "key": "password"})
     server.reset_stats()
-    found = access.credentials.user_password("bmc-ldn1-r03", fleet)
+    found = access.credentials.user_password("bmc-ldn1-r03", RevisionInputs(fleet))
     assert (found.username, found.password.reveal()) == ("ilo-admin", "canary-s3cr3t-value-123")
-    access.credentials.user_password("bmc-ldn1-r03", fleet)
+    access.credentials.user_password("bmc-ldn1-r03", RevisionInputs(fleet))
     assert server.stats().by_verb == {"get": 1}, "a Secret read is kept for a minute"
     # What goes wrong names the Secret and the key, never a value.
     for secret, message in (
@@ -726,12 +731,12 @@ def test_kubernetes_secret_credentials_are_read_through_a_kubeconfig(
         ({"namespace": "fleet-system", "name": "bmc-ldn1-r03"}, "has 2 keys (note, password), not one"),
     ):
         with pytest.raises(PermanentError) as failed:
-            access.credentials.user_password("bmc-ldn1-r03", _bmc_fleet(docs, secret))
+            access.credentials.user_password("bmc-ldn1-r03", RevisionInputs(_bmc_fleet(docs, secret)))
         assert message in str(failed.value) and "canary" not in str(failed.value)
     # A kubeconfig whose user may not read Secrets: refused, said so.
     with pytest.raises(FleetError) as refused:
         load_access(None, {"FLEET_KUBECONFIG": str(kubeconfigs["rejected"])}).credentials.user_password(
-            "bmc-ldn1-r03", fleet
+            "bmc-ldn1-r03", RevisionInputs(fleet)
         )
     assert "401" in str(refused.value) and "canary" not in str(refused.value)
 
@@ -754,9 +759,68 @@ def test_in_a_pod_secret_credentials_are_read_with_its_service_account(
         }
     )
     environment = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(server.port)}
-    reader = SecretReader(None, environment, service_account=account)
+    reader = SecretReader.in_pod(environment, service_account=account)
     assert reader("default", "in-pod", None) == "admin:pod-s3cr3t"  # the only key, when none is named
-    assert SecretReader.of(None, {}) is None  # neither a pod nor FLEET_KUBECONFIG
+    assert SecretReader.of({}) is None  # neither a pod nor FLEET_KUBECONFIG
+
+
+def test_secret_credentials_are_read_through_the_fleets_credentials_cluster(
+    server: ApiServer, kubeconfigs: dict[str, Path], docs: Docs
+) -> None:
+    """Outside a pod and without FLEET_KUBECONFIG, a Secret is read through the Cluster the Fleet
+    names as credentialsCluster: its API server as the endpoint map reaches it, its own
+    credentialsRef. FLEET_KUBECONFIG, when set, beats it."""
+    value = "ilo-admin:canary-through-cluster-77"
+    server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "colo-creds"}})
+    server.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "bmc-ldn1-r03", "namespace": "colo-creds"},
+            "data": {"password": base64.b64encode(value.encode()).decode()},
+        }
+    )
+    secret = {"namespace": "colo-creds", "name": "bmc-ldn1-r03", "key": "password"}
+    revision = RevisionInputs.of(_bmc_fleet(docs, secret, "k8s-ldn1"), docs.values())
+    access = _access(kubeconfigs["admin"], server.port)  # k8s-ldn1's API server: the test server
+    server.reset_stats()
+    found = access.credentials.user_password("bmc-ldn1-r03", revision)
+    assert (found.username, found.password.reveal()) == ("ilo-admin", "canary-through-cluster-77")
+    access.credentials.user_password("bmc-ldn1-r03", revision)
+    assert server.stats().by_verb == {"get": 1}, "the reader through the cluster keeps its values too"
+
+    # FLEET_KUBECONFIG beats the Fleet's choice: here its user is refused, and that is what is said.
+    source = models.CredentialSource(file=str(kubeconfigs["admin"]))
+    overridden = lab_access(
+        {"FLEET_KUBECONFIG": str(kubeconfigs["rejected"])},
+        endpoints={LDN1: Endpoint("127.0.0.1", server.port)},
+        credentials={"kubeconfig-k8s-ldn1": source},
+    )
+    with pytest.raises(FleetError) as refused:
+        overridden.credentials.user_password("bmc-ldn1-r03", revision)
+    assert "401" in str(refused.value) and "canary" not in str(refused.value)
+
+    # A credentials cluster whose own kubeconfig is a Secret could never be read: said so.
+    circular = RevisionInputs.of(
+        _bmc_fleet(
+            docs,
+            secret,
+            "k8s-ldn1",
+            **{"kubeconfig-k8s-ldn1": {"kubernetesSecret": {"namespace": "colo-creds", "name": "kube"}}},
+        ),
+        docs.values(),
+    )
+    with pytest.raises(PermanentError) as failed:
+        lab_access().credentials.user_password("bmc-ldn1-r03", circular)
+    assert "that cluster's own credentials are Kubernetes Secret colo-creds/kube" in str(failed.value)
+
+    # A credentials cluster that cannot be reached: an error that names it, for the resource to be unknown.
+    unreachable = lab_access(
+        endpoints={LDN1: Endpoint("127.0.0.1", 9)}, credentials={"kubeconfig-k8s-ldn1": source}
+    )
+    with pytest.raises(FleetError) as down:
+        unreachable.credentials.user_password("bmc-ldn1-r03", revision)
+    assert "k8s-ldn1" in str(down.value) and "canary" not in str(down.value)
 
 
 def test_without_a_way_to_a_cluster_a_secret_credential_says_what_to_do(docs: Docs) -> None:
@@ -764,5 +828,8 @@ def test_without_a_way_to_a_cluster_a_secret_credential_says_what_to_do(docs: Do
 
     fleet = _bmc_fleet(docs, {"namespace": "fleet-system", "name": "bmc-ldn1-r03", "key": "password"})
     with pytest.raises(PermanentError) as failed:
-        load_access(None, {}).credentials.user_password("bmc-ldn1-r03", fleet)
-    assert "fleet runs neither in a pod of a cluster nor with FLEET_KUBECONFIG" in str(failed.value)
+        load_access(None, {}).credentials.user_password("bmc-ldn1-r03", RevisionInputs(fleet))
+    assert (
+        "fleet runs neither in a pod of a cluster nor with FLEET_KUBECONFIG, and fleet.yaml names no"
+        " credentialsCluster" in str(failed.value)
+    )

@@ -34,10 +34,19 @@ def test_lab_up_observe_status_down_leaves_nothing_behind(lab_env: dict[str, str
     observations = json.loads(observed.stdout)
     assert len(observations) == status["machines"]
     assert all(o["state"] == "observed" and o["fields"]["power"] == "off" for o in observations), observations
-    # ldn1 r03's BMC account is kept in a Kubernetes Secret: the lab serves it from an API server,
-    # and fleet reads it from there (the endpoint map names no file for it).
+    # ldn1 r03's BMC account is kept in a Kubernetes Secret: the lab serves it from the API server
+    # of k8s-ldn1, the Fleet's credentialsCluster, and fleet reads it through that Cluster as a
+    # deployment outside a pod does (the endpoint map names no file and no kubeconfig for it).
     overrides = json.loads((Path(lab_env["FLEET_LAB_DIR"]) / "overrides.json").read_text())
-    assert "bmc-ldn1-r03" not in overrides["credentials"] and overrides["kubeconfig"]
+    assert "bmc-ldn1-r03" not in overrides["credentials"] and "kubeconfig" not in overrides
+    kubeconfig = Path(lab_env["FLEET_LAB_DIR"]) / "clusters" / "k8s-ldn1" / "kubeconfig"
+    served = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), "get", "secret", "-n", "fleet-system", "-o", "name"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert served.stdout.split() == ["secret/bmc-ldn1-r03"], served.stdout + served.stderr
     assert {o["address"] for o in observations} >= {"machine/ldn1-r03-02", "machine/ldn1-r03-03"}
     # With no --kind, every kind is observed: VMs on the hypervisors, Clusters and SparkPools.
     everything = run_fleet("observe", str(EXAMPLE), "--lab", "--format", "json", env=lab_env)

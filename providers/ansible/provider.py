@@ -34,7 +34,7 @@ from providers.base import (
     apply_result,
 )
 from providers.credentials import Secret
-from reconciler.errors import PermanentError, TemporaryError
+from reconciler.errors import FleetError, PermanentError, TemporaryError
 from reconciler.spec import models
 
 Configured = models.Machine | models.VirtualMachine
@@ -173,8 +173,8 @@ class AnsibleProvider:
             raise _NotRunnable(f"{spec.address}: {exc}", UnknownReason.CREDENTIALS_MISSING) from None
         for name, ref in sorted(refs.items()):
             try:
-                secrets[name] = self.access.credentials.secret(ref, inputs.fleet)
-            except PermanentError as exc:
+                secrets[name] = self.access.credentials.secret(ref, inputs)
+            except FleetError as exc:  # a Secret's API server may be down too
                 raise _NotRunnable(
                     f"{spec.address}: spec.config.vars.{name}: {exc.message}",
                     UnknownReason.CREDENTIALS_MISSING,

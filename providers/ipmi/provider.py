@@ -34,7 +34,7 @@ from providers.base import (
 )
 from providers.credentials import UserPassword
 from providers.ipmi.workers import WorkerPool
-from reconciler.errors import PermanentError
+from reconciler.errors import FleetError, PermanentError
 from reconciler.spec import models
 from reconciler.spec.quantity import quantity_value
 
@@ -508,11 +508,12 @@ class IpmiProvider:
             groups.append(f"power:{site}/{domain}")
         return tuple(groups)
 
-    def _job(self, machine: models.Machine, fleet: models.Fleet, script: Script, deadline: float) -> _Job:
+    def _job(self, machine: models.Machine, inputs: RevisionInputs, script: Script, deadline: float) -> _Job:
+        """The job of one script; raises FleetError when the BMC's credential cannot be read."""
         bmc = machine.spec.bmc
         endpoint = self.access.endpoints.endpoint(bmc.address, bmc.port)
-        credentials = self.access.credentials.user_password(bmc.credentialsRef, fleet)
-        groups = self._groups(machine, self._layout(fleet))
+        credentials = self.access.credentials.user_password(bmc.credentialsRef, inputs)
+        groups = self._groups(machine, self._layout(inputs.fleet))
         return _Job(str(endpoint), endpoint, credentials, groups, script, Future(), deadline)
 
     def _cached_inventory(self, key: str) -> dict[str, Any] | None:
@@ -544,11 +545,11 @@ class IpmiProvider:
             try:
                 job = self._job(
                     spec,
-                    inputs.fleet,
+                    inputs,
                     observe_script(spec, address, self._cached_inventory(key), self._remember_inventory(key)),
                     deadline,
                 )
-            except PermanentError as exc:
+            except FleetError as exc:  # a Secret's API server may be down too: still unknown
                 results.append(Observation.unknown(address, UnknownReason.CREDENTIALS_MISSING, str(exc)))
                 continue
             self._scheduler.submit(job)
@@ -568,8 +569,8 @@ class IpmiProvider:
         self._scheduler.set_budgets(self._layout(inputs.fleet).budgets)
         deadline = time.monotonic() + self.timing.soft_off_grace + 2 * self.timing.transition_timeout + 60
         try:
-            job = self._job(machine, inputs.fleet, apply_script(change, self.timing), deadline)
-        except PermanentError as exc:
+            job = self._job(machine, inputs, apply_script(change, self.timing), deadline)
+        except FleetError as exc:
             return ApplyResult(change.address, change.action, False, False, str(exc))
         self._scheduler.submit(job)
         result = job.future.result()

@@ -38,7 +38,7 @@ from ruamel.yaml.error import YAMLError
 
 from providers.access import Access
 from providers.base import UnknownReason
-from providers.credentials import Secret, describe, reference_key
+from providers.credentials import Revision, Secret, describe, reference_key
 from reconciler.errors import FleetError, PermanentError, TemporaryError
 from reconciler.spec import models
 
@@ -304,12 +304,12 @@ def target_of(cluster: models.Cluster, access: Access) -> Target:
     return Target(cluster.metadata.name, url, actual, reference_key(cluster.spec.credentialsRef))
 
 
-def read_credentials(cluster: models.Cluster, fleet: models.Fleet, access: Access) -> Credentials:
+def read_credentials(cluster: models.Cluster, revision: Revision, access: Access) -> Credentials:
     ref = cluster.spec.credentialsRef
     name = reference_key(ref)
     try:
-        source = access.credentials.source(ref, fleet)
-        secret = access.credentials.read(source)
+        source = access.credentials.source(ref, revision.fleet)
+        secret = access.credentials.read(source, revision)
     except PermanentError as exc:
         raise CredentialsUnusable(f"cluster {cluster.metadata.name}: {exc.message}", hint=exc.hint) from None
     base = Path(source.file).parent if source.file else None

@@ -342,7 +342,7 @@ class KubernetesProvider:
 
     def _client(self, cluster: models.Cluster, inputs: RevisionInputs) -> ClusterClient:
         target = target_of(cluster, self.access)
-        credentials = read_credentials(cluster, inputs.fleet, self.access)
+        credentials = read_credentials(cluster, inputs, self.access)
         with self._lock:
             held = self._clients.get(cluster.metadata.name)
             if held is not None and held[0] == target and held[1] == credentials:

@@ -1,6 +1,7 @@
 """Credentials kept in Kubernetes Secrets (`credentialsRef: {kubernetesSecret: ...}`), read
-through the cluster fleet runs in (its pod's service account) or through a kubeconfig
-(`FLEET_KUBECONFIG`, or the lab's endpoint map), with the Kubernetes provider's own client.
+through a kubeconfig (`FLEET_KUBECONFIG`), the cluster fleet runs in (its pod's service
+account) or the Cluster the Fleet names as `credentialsCluster`, in that order, with the
+Kubernetes provider's own client.
 
 A value read is kept for a minute, so a pass over thousands of BMCs that share one Secret
 asks the API server once, and a rotated Secret is seen within the minute. Errors name the
@@ -12,9 +13,11 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from providers.access import Access
+from providers.credentials import Revision
 from providers.kubernetes.client import (
     ApiRejected,
     ClusterClient,
@@ -23,8 +26,11 @@ from providers.kubernetes.client import (
     Target,
     kubeconfig_credentials,
     parse_credentials,
+    read_credentials,
+    target_of,
 )
 from reconciler.errors import PermanentError
+from reconciler.spec import models
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 KUBECONFIG_VARIABLE = "FLEET_KUBECONFIG"
@@ -52,27 +58,77 @@ def _kubeconfig_server(text: str, what: str) -> str:
 
 
 class SecretReader:
-    """Reads `key` of Secret `namespace/name` for the credential source; thread-safe."""
+    """Reads `key` of Secret `namespace/name` for the credential source; thread-safe.
 
-    def __init__(
-        self, kubeconfig: Path | None, environment: Mapping[str, str], service_account: Path = SERVICE_ACCOUNT
-    ) -> None:
-        self.kubeconfig = kubeconfig
-        self.environment = environment
-        self.service_account = service_account  # where a pod's token and CA are mounted
+    `connect` makes a client to the API server that holds the Secrets: through a kubeconfig
+    (`from_kubeconfig`), a pod's service account (`in_pod`) or a Cluster of the fleet
+    (`through_cluster`)."""
+
+    def __init__(self, connect: Callable[[], ClusterClient]) -> None:
+        self._connect = connect
         self._lock = threading.Lock()
         self._kept: dict[tuple[str, str, str | None], tuple[float, str]] = {}
 
     @classmethod
-    def of(cls, kubeconfig: str | None, environment: Mapping[str, str]) -> SecretReader | None:
-        """A reader through `kubeconfig`, FLEET_KUBECONFIG or the pod's service account; None
-        when there is none of them (such credentials then cannot be read, and say why)."""
-        path = kubeconfig or environment.get(KUBECONFIG_VARIABLE)
+    def of(cls, environment: Mapping[str, str]) -> SecretReader | None:
+        """A reader through FLEET_KUBECONFIG, else the pod's service account; None when there is
+        neither (the Fleet's credentialsCluster is then the way, if it names one)."""
+        path = environment.get(KUBECONFIG_VARIABLE)
         if path:
-            return cls(Path(path), environment)
+            return cls.from_kubeconfig(Path(path))
         if environment.get("KUBERNETES_SERVICE_HOST") and (SERVICE_ACCOUNT / "token").is_file():
-            return cls(None, environment)
+            return cls.in_pod(environment)
         return None
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: Path) -> SecretReader:
+        def connect() -> ClusterClient:
+            what = f"the kubeconfig {kubeconfig} (for Kubernetes Secret credentials)"
+            try:
+                text = kubeconfig.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise CredentialsUnusable(f"cannot read {what}: {exc.strerror}") from None
+            server = _kubeconfig_server(text, what)
+            credentials = parse_credentials(text, what, kubeconfig.parent)
+            return ClusterClient(Target("secrets", server, server, KUBECONFIG_VARIABLE), credentials)
+
+        return cls(connect)
+
+    @classmethod
+    def in_pod(cls, environment: Mapping[str, str], service_account: Path = SERVICE_ACCOUNT) -> SecretReader:
+        """Through the service account the kubelet mounts at `service_account`."""
+
+        def connect() -> ClusterClient:
+            host = environment.get("KUBERNETES_SERVICE_HOST", "")
+            port = environment.get("KUBERNETES_SERVICE_PORT", "443")
+            server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+            try:
+                token = (service_account / "token").read_text().strip()
+                ca = (service_account / "ca.crt").read_bytes()
+            except OSError as exc:
+                raise CredentialsUnusable(f"cannot read the pod's service account: {exc.strerror}") from None
+            config = {
+                "kind": "Config",
+                "current-context": "in-cluster",
+                "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": "fleet"}}],
+                "clusters": [{"name": "in-cluster", "cluster": {}}],
+                "users": [{"name": "fleet", "user": {"token": token}}],
+            }
+            account = kubeconfig_credentials(config, "the pod's service account")
+            return ClusterClient(
+                Target("secrets", server, server, "service account"),
+                Credentials(token=account.token, ca_pem=ca),
+            )
+
+        return cls(connect)
+
+    @classmethod
+    def through_cluster(cls, cluster: models.Cluster, revision: Revision, access: Access) -> SecretReader:
+        """Through a Cluster of the fleet (its API server, as the endpoint map reaches it, and its
+        own credentialsRef): the Fleet's credentialsCluster."""
+        return cls(
+            lambda: ClusterClient(target_of(cluster, access), read_credentials(cluster, revision, access))
+        )
 
     def __call__(self, namespace: str, name: str, key: str | None) -> str:
         """The value of `key` (or of the Secret's only key, when `key` is None)."""
@@ -86,39 +142,9 @@ class SecretReader:
             self._kept[wanted] = (time.monotonic(), value)
         return value
 
-    def _client(self) -> ClusterClient:
-        if self.kubeconfig is not None:
-            what = f"the kubeconfig {self.kubeconfig} (for Kubernetes Secret credentials)"
-            try:
-                text = self.kubeconfig.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise CredentialsUnusable(f"cannot read {what}: {exc.strerror}") from None
-            server = _kubeconfig_server(text, what)
-            credentials = parse_credentials(text, what, self.kubeconfig.parent)
-            return ClusterClient(Target("secrets", server, server, KUBECONFIG_VARIABLE), credentials)
-        host = self.environment.get("KUBERNETES_SERVICE_HOST", "")
-        port = self.environment.get("KUBERNETES_SERVICE_PORT", "443")
-        server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
-        try:
-            token = (self.service_account / "token").read_text().strip()
-            ca = (self.service_account / "ca.crt").read_bytes()
-        except OSError as exc:
-            raise CredentialsUnusable(f"cannot read the pod's service account: {exc.strerror}") from None
-        config = {
-            "kind": "Config",
-            "current-context": "in-cluster",
-            "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": "fleet"}}],
-            "clusters": [{"name": "in-cluster", "cluster": {}}],
-            "users": [{"name": "fleet", "user": {"token": token}}],
-        }
-        account = kubeconfig_credentials(config, "the pod's service account")
-        return ClusterClient(
-            Target("secrets", server, server, "service account"), Credentials(token=account.token, ca_pem=ca)
-        )
-
     def _read(self, namespace: str, name: str, key: str | None) -> str:
         shown = f"Kubernetes Secret {namespace}/{name}"
-        client = self._client()
+        client = self._connect()
         try:
             secret = client.request(
                 "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}", what=f"read {shown}"

@@ -270,8 +270,8 @@ class LibvirtProvider:
         credentials = None
         if access is not None and access.credentialsRef is not None:
             try:
-                credentials = self.access.credentials.user_password(access.credentialsRef, inputs.fleet)
-            except PermanentError as exc:
+                credentials = self.access.credentials.user_password(access.credentialsRef, inputs)
+            except FleetError as exc:  # a Secret's API server may be down too
                 raise _TargetError(
                     f"machine/{host}: {exc.message}", UnknownReason.CREDENTIALS_MISSING, hint=exc.hint
                 ) from None

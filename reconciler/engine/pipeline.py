@@ -516,7 +516,7 @@ class Engine:
             selected = self.select(revision, selection)
             if tolerated:
                 selected = dataclasses.replace(selected, whole_fleet=False)
-            self._reveal_credentials(selected.fleet)
+            self._reveal_credentials(RevisionInputs(selected.fleet, selected.everything))
             grouped = by_kind_name(selected.documents)
             for kind in managed_kinds():
                 kind.precheck(selected.everything, grouped.get(kind.name, []))
@@ -557,13 +557,13 @@ class Engine:
     def _config(self, config: bool | None) -> bool:
         return self.settings.config if config is None else config
 
-    def _reveal_credentials(self, fleet: models.Fleet) -> None:
+    def _reveal_credentials(self, revision: RevisionInputs) -> None:
         """Read every credential the fleet names that can be read here, so the state store refuses
         them before anything is written (providers read them again when they need them)."""
         credentials = self.pool.access.credentials
-        for source in [*fleet.spec.credentials.values(), *credentials.sources.values()]:
+        for source in [*revision.fleet.spec.credentials.values(), *credentials.sources.values()]:
             with contextlib.suppress(FleetError):
-                credentials.read(source)
+                credentials.read(source, revision)
 
 
 @contextlib.contextmanager

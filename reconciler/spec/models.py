@@ -523,6 +523,12 @@ class FleetSpec(Strict):
     credentials: dict[DnsLabel, CredentialSource] = Field(
         default_factory=dict, description="Named credential sources that specs refer to by credentialsRef."
     )
+    credentialsCluster: DnsLabel | None = Field(
+        default=None,
+        description="The Cluster (by name) whose API server holds the kubernetesSecret credentials,"
+        " read with that Cluster's own credentialsRef when fleet runs outside a pod and without"
+        " FLEET_KUBECONFIG. Its credentialsRef must be an env or file source.",
+    )
     providers: ProviderSettings = Field(default_factory=ProviderSettings, description="Provider settings.")
     policies: Policies = Field(default_factory=Policies, description="Safety and schedule policies.")
     rules: list[OrganisationRule] = Field(

@@ -8,7 +8,7 @@ on the document and field that should change.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from reconciler.spec import models
 from reconciler.spec.diagnostics import Diagnostic, closest, error, warning
@@ -286,7 +286,7 @@ def check_references(
         if fact[4] is None:
             labels_unknown.add(name)
             continue
-        credential, members, _scheduler, _fallback = fact[4]
+        credential, members, _scheduler, _fallback, _in_secret = fact[4]
         here = address("Cluster", name)
         check_credential(path, fact, credential, ("spec", "credentialsRef"))
         for position, (ref, labels) in enumerate(members):
@@ -443,4 +443,46 @@ def check_references(
             )
         else:
             namespaces[(cluster, namespace)] = name
+    if fleet is not None and fleet.spec.credentialsCluster is not None and root_fleets:
+        out += _credentials_cluster_problems(fleet, root_fleets[0], clusters)
     return out
+
+
+def _credentials_cluster_problems(
+    fleet: models.Fleet, fact: Facts, clusters: Mapping[str, tuple[str, Facts]]
+) -> list[Diagnostic]:
+    """The Cluster that kubernetesSecret credentials are read through exists, and its own
+    credentials are not a Secret in itself (which could never be read)."""
+    name = fleet.spec.credentialsCluster
+    assert name is not None
+    if name not in clusters:
+        return [
+            error(
+                "unresolved-reference",
+                f"credentialsCluster {name!r} is not a Cluster of this repo",
+                FLEET_FILE,
+                address=f"fleet/{fact[1]}",
+                doc_index=fact[2],
+                field_path=("spec", "credentialsCluster"),
+                hint=_hint("name the Cluster whose API server holds the Secrets", name, clusters),
+            )
+        ]
+    detail = clusters[name][1][4]
+    if detail is None:
+        return []
+    credential, in_secret = detail[0], detail[4]
+    source = fleet.spec.credentials.get(credential) if credential is not None else None
+    if in_secret or (source is not None and source.kubernetesSecret is not None):
+        return [
+            error(
+                "credentials-cluster-in-secret",
+                f"the credentials of cluster {name!r} are themselves a Kubernetes Secret, which fleet"
+                " would have to read through that cluster",
+                FLEET_FILE,
+                address=f"fleet/{fact[1]}",
+                doc_index=fact[2],
+                field_path=("spec", "credentialsCluster"),
+                hint=f"give cluster {name!r} an env or file credentialsRef, or name another one",
+            )
+        ]
+    return []

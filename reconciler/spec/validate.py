@@ -123,7 +123,14 @@ def facts_of(document: models.Document, index: int) -> Facts:
             name,
             index,
             labels,
-            (_credential_name(c.credentialsRef), members, c.scheduler, c.yunikorn.fallback),
+            (
+                _credential_name(c.credentialsRef),
+                members,
+                c.scheduler,
+                c.yunikorn.fallback,
+                isinstance(c.credentialsRef, models.CredentialSource)
+                and c.credentialsRef.kubernetesSecret is not None,
+            ),
         )
     if isinstance(document, models.SparkPool):
         p = document.spec
