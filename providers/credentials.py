@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from reconciler.errors import PermanentError
+from reconciler.errors import PermanentError, TemporaryError
 from reconciler.spec import models
 
 
@@ -159,11 +159,26 @@ class Credentials:
                 ) from None
         secret = source.kubernetesSecret
         assert secret is not None
-        reader = self.secret_reader or self._through_cluster(source, revision)
-        return self._reveal(reader(secret.namespace, secret.name, secret.key))
+        if self.secret_reader is not None:
+            return self._reveal(self.secret_reader(secret.namespace, secret.name, secret.key))
+        reader, cluster = self._through_cluster(source, revision)
+        try:
+            return self._reveal(reader(secret.namespace, secret.name, secret.key))
+        except TemporaryError as exc:
+            raise TemporaryError(
+                f"{describe(source)} via credentialsCluster {cluster}: {exc.message}",
+                delay=exc.delay,
+                hint=exc.hint,
+            ) from None
+        except PermanentError as exc:
+            raise PermanentError(
+                f"{describe(source)} via credentialsCluster {cluster}: {exc.message}", hint=exc.hint
+            ) from None
 
-    def _through_cluster(self, source: models.CredentialSource, revision: Revision | None) -> ReadSecret:
-        """The reader through the Fleet's credentialsCluster, kept across calls."""
+    def _through_cluster(
+        self, source: models.CredentialSource, revision: Revision | None
+    ) -> tuple[ReadSecret, str]:
+        """The reader through the Fleet's credentialsCluster (kept across calls), and its name."""
         name = revision.fleet.spec.credentialsCluster if revision is not None else None
         if revision is None or name is None or self.cluster_reader is None:
             raise PermanentError(
@@ -191,7 +206,7 @@ class Credentials:
             reader = self._cluster_readers.get(key)
             if reader is None:
                 reader = self._cluster_readers[key] = self.cluster_reader(cluster, revision, self)
-        return reader
+        return reader, name
 
     def user_password(self, ref: models.CredentialSource | str, revision: Revision) -> UserPassword:
         """A `username:password` credential."""

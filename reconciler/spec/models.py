@@ -518,6 +518,45 @@ class FleetSpark(Strict):
     )
 
 
+class Webhooks(Strict):
+    githubSecretRef: CredentialsRef | None = Field(
+        default=None,
+        description="Secret of GitHub push webhooks (X-Hub-Signature-256);"
+        " FLEET_GITHUB_WEBHOOK_SECRET beats it. Without either, POST /webhooks/github answers 401.",
+    )
+    gitlabTokenRef: CredentialsRef | None = Field(
+        default=None,
+        description="Secret token of GitLab push hooks (X-Gitlab-Token);"
+        " FLEET_GITLAB_WEBHOOK_TOKEN beats it. Without either, POST /webhooks/gitlab answers 401.",
+    )
+
+
+class ApiToken(Strict):
+    name: DnsLabel = Field(description="Who the token is, as runs and audit records name the operator.")
+    role: Literal["read", "operator"] = Field(
+        description="read: the GET endpoints; operator: also reconcile, suspend and resume."
+    )
+    credentialsRef: CredentialsRef = Field(description="Where the bearer token is kept.")
+
+
+class ControllerSettings(Strict):
+    pollIntervalSeconds: Annotated[float, Field(ge=1, le=86400)] = Field(
+        default=60, description="Seconds between fetches of the fleet repo by `fleet serve`; default 60."
+    )
+    webhooks: Webhooks = Field(default_factory=Webhooks, description="Secrets of the push webhooks.")
+    apiTokens: list[ApiToken] = Field(
+        default_factory=list, description="Bearer tokens of the HTTP API, each with a role; default none."
+    )
+
+    @model_validator(mode="after")
+    def _unique_tokens(self) -> ControllerSettings:
+        names = [t.name for t in self.apiTokens]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"API token {name!r} is listed twice")
+        return self
+
+
 class FleetSpec(Strict):
     sites: list[Site] = Field(min_length=1, description="Sites and their failure domains.")
     credentials: dict[DnsLabel, CredentialSource] = Field(
@@ -540,6 +579,10 @@ class FleetSpec(Strict):
     )
     limits: Limits = Field(default_factory=Limits, description="Input limits for spec files.")
     spark: FleetSpark = Field(default_factory=FleetSpark, description="Defaults of every SparkPool.")
+    controller: ControllerSettings = Field(
+        default_factory=ControllerSettings,
+        description="How `fleet serve` follows the repo and who may call it.",
+    )
 
     @model_validator(mode="after")
     def _unique_sites(self) -> FleetSpec:

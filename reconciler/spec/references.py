@@ -443,9 +443,25 @@ def check_references(
             )
         else:
             namespaces[(cluster, namespace)] = name
-    if fleet is not None and fleet.spec.credentialsCluster is not None and root_fleets:
-        out += _credentials_cluster_problems(fleet, root_fleets[0], clusters)
+    if fleet is not None and root_fleets:
+        if fleet.spec.credentialsCluster is not None:
+            out += _credentials_cluster_problems(fleet, root_fleets[0], clusters)
+        controller = fleet.spec.controller
+        named: list[tuple[str | None, tuple[str | int, ...]]] = [
+            (_name_of(controller.webhooks.githubSecretRef), ("webhooks", "githubSecretRef")),
+            (_name_of(controller.webhooks.gitlabTokenRef), ("webhooks", "gitlabTokenRef")),
+            *(
+                (_name_of(token.credentialsRef), ("apiTokens", position, "credentialsRef"))
+                for position, token in enumerate(controller.apiTokens)
+            ),
+        ]
+        for credential_name, field in named:
+            check_credential(FLEET_FILE, root_fleets[0], credential_name, ("spec", "controller", *field))
     return out
+
+
+def _name_of(ref: models.CredentialSource | str | None) -> str | None:
+    return ref if isinstance(ref, str) else None
 
 
 def _credentials_cluster_problems(
