@@ -106,6 +106,39 @@ class Settings(BaseSettings):
         return self.state or f"sqlite:///{self.state_dir / 'state.db'}"
 
 
+class ServeSettings(Settings):
+    """`fleet serve`: what it follows and where it listens (every option also a FLEET_* variable)."""
+
+    path: Path | None = Field(None, description="A working tree to follow (instead of --repo).")
+    repo: str | None = Field(None, description="The Git repository (path or URL) to follow.")
+    branch: str = Field("main", min_length=1, description="The branch of --repo to follow.")
+    directory: str | None = Field(None, description="The fleet repo's directory inside --repo (a monorepo).")
+    listen: str = Field("127.0.0.1:8080", description="HOST:PORT the HTTP API and the webhooks listen on.")
+    poll_interval: float | None = Field(
+        None,
+        ge=1,
+        description="Seconds between fetches (default: fleet.yaml's controller.pollIntervalSeconds).",
+    )
+    grace: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds a SIGTERM leaves running actions to finish before they are cancelled.",
+    )
+    operator: str = Field("fleet-controller", description="Who the controller's runs name (audit).")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8080 or 0.0.0.0:8080)")
+        return value
+
+    def listen_address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 def current_operator() -> str:
     """The OS user running fleet, for the audit trail."""
     try:
@@ -122,3 +155,8 @@ def process_environment() -> Mapping[str, str]:
 def load_settings(**options: Any) -> Settings:
     """Settings from the environment, with `options` (those not None) over it."""
     return Settings(**{name: value for name, value in options.items() if value is not None})
+
+
+def load_serve_settings(**options: Any) -> ServeSettings:
+    """`fleet serve`'s settings from the environment, with `options` (those not None) over it."""
+    return ServeSettings(**{name: value for name, value in options.items() if value is not None})

@@ -9,6 +9,7 @@ from reconciler.engine.pipeline import (
     RunResult,
     Selected,
     Selection,
+    SyncResult,
     open_engine,
 )
 from reconciler.source import SourceRef
@@ -23,5 +24,6 @@ __all__ = [
     "Selected",
     "Selection",
     "SourceRef",
+    "SyncResult",
     "open_engine",
 ]

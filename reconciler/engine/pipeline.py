@@ -26,10 +26,16 @@ from providers.base import Observation, Observed, RevisionInputs, UnknownReason
 from providers.registry import ProviderPool
 from reconciler.apply.cancel import CancelToken
 from reconciler.apply.executor import ApplyReport, Outcome, execute, provider_key
-from reconciler.apply.guards import check_blast_radius, check_change_windows, check_saved_plan
+from reconciler.apply.guards import (
+    BlastRadiusExceeded,
+    OutsideChangeWindow,
+    check_blast_radius,
+    check_change_windows,
+    check_saved_plan,
+)
 from reconciler.apply.record import Recorder, record_converged, record_drift
 from reconciler.engine.lease import Lease
-from reconciler.errors import FleetError, StoreFailure, UsageError
+from reconciler.errors import FleetError, PermanentError, StoreFailure, UsageError
 from reconciler.kinds import KINDS, DiffInputs, kind_named, kind_of, managed_kinds, unknown_kind_hint
 from reconciler.kinds.config import config_directories, config_version, configured, observed_config
 from reconciler.kinds.planning import Observations, by_kind_name, make_plan
@@ -142,6 +148,16 @@ class RunResult:
 class DriftResult:
     plan: Plan
     findings: Mapping[tuple[str, str], DriftFinding]  # the open findings, by (address, field)
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncResult:
+    """One unit of a controller's work: the plan, and the run that applied it, or the guard that
+    refused it (blast radius, change window) before anything was recorded or changed."""
+
+    plan: Plan
+    run: RunResult | None
+    refused: PermanentError | None = None
 
 
 def owner_name(operator: str) -> str:
@@ -553,6 +569,27 @@ class Engine:
             if not self.store.read_only:
                 record_drift(planned.plan, self.store, self._clock())
             return DriftResult(planned.plan, {(d.address, d.field): d for d in self.store.open_drift()})
+
+    def sync(
+        self,
+        ref: SourceRef,
+        selection: Selection,
+        options: RunOptions,
+        cancel: CancelToken,
+        *,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> SyncResult:
+        """Plan, record the drift findings, and apply what the plan changes: a level-based pass,
+        harmless to repeat. A guard's refusal is returned with the plan, for the caller to show
+        what waits and why; nothing has been applied then."""
+        with self.plan(ref, selection) as planned:
+            if not self.store.read_only:
+                record_drift(planned.plan, self.store, self._clock())
+            try:
+                self.guard(planned, options)
+            except (BlastRadiusExceeded, OutsideChangeWindow) as refused:
+                return SyncResult(planned.plan, None, refused)
+            return SyncResult(planned.plan, self.apply(planned, options, cancel, on_outcome=on_outcome))
 
     def _config(self, config: bool | None) -> bool:
         return self.settings.config if config is None else config

@@ -256,6 +256,11 @@ def read_revision(location: str, revision: str, cache_dir: Path, directory: str 
     return snapshot_at(open_repository(location, cache_dir), revision, location, directory)
 
 
+def branch_head(location: str, branch: str, cache_dir: Path) -> str:
+    """The commit a branch points at now (a URL is fetched first): what a controller follows."""
+    return str(resolve(open_repository(location, cache_dir), branch).id)
+
+
 def changed_paths(location: str, rev_a: str, rev_b: str, cache_dir: Path) -> set[str]:
     """Paths added, removed, modified or renamed between two revisions."""
     repo = open_repository(location, cache_dir)

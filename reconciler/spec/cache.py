@@ -98,8 +98,10 @@ class SpecCache:
             raise CacheUnavailable(f"cannot use the cache directory {path.parent} ({reason})") from None
 
     def _open(self) -> sqlite3.Connection:
+        # Made by one thread and used by another (the controller's worker), one at a time: the
+        # engine that owns the cache runs one step at a time.
         try:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             self._create(db)
@@ -107,7 +109,7 @@ class SpecCache:
         except sqlite3.DatabaseError:
             with contextlib.suppress(OSError):
                 self.path.unlink()
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self._create(db)
             return db
 

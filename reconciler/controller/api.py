@@ -1,0 +1,213 @@
+"""The controller's HTTP API (FastAPI): health, readiness, metrics, and `/api/v1` for scripts and
+the web UI alike.
+
+Every `/api/v1` call needs a bearer token of `spec.controller.apiTokens` in fleet.yaml (read
+through its credentialsRef, never from the repo): the `read` role may call the GET endpoints, the
+`operator` role everything. A missing or wrong token gets 401, the wrong role 403; a token is
+compared in constant time and never logged. No traceback reaches a client.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from reconciler.controller.controller import Controller
+from reconciler.report.history import history_data
+from reconciler.spec.selector import parse_selector
+from reconciler.state import StateStore
+
+API_VERSION = "v1"
+MAX_LIMIT = 500
+
+
+class Caller:
+    """Who called, by the name of their token, and what they may do."""
+
+    def __init__(self, name: str, role: str) -> None:
+        self.name = name
+        self.role = role
+
+
+# Token value -> (name, role): read when asked, so a rotated secret is taken without a restart.
+TokenSource = Callable[[], Mapping[str, tuple[str, str]]]
+
+
+def _caller(tokens: TokenSource, request: Request) -> Caller:
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    found: Caller | None = None
+    for value, (name, role) in tokens().items():
+        # Every configured token is compared, so the time taken says nothing about which matched.
+        if hmac.compare_digest(value.encode(), given.strip().encode()) and found is None:
+            found = Caller(name, role)
+    if found is None:
+        raise HTTPException(401, "the bearer token is not valid", headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+def _reader(request: Request) -> Caller:
+    tokens: TokenSource = request.app.state.tokens
+    return _caller(tokens, request)
+
+
+def _operator(request: Request) -> Caller:
+    caller = _reader(request)
+    if caller.role != "operator":
+        raise HTTPException(403, f"token {caller.name} has the {caller.role} role; this needs operator")
+    return caller
+
+
+ReadCaller = Annotated[Caller, Depends(_reader)]
+OperatorCaller = Annotated[Caller, Depends(_operator)]
+
+
+def build_app(
+    controller: Controller,
+    store: StateStore,
+    tokens: TokenSource,
+    *,
+    routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """The controller's app: `routers` (the webhooks) are mounted beside the API."""
+    app = FastAPI(
+        title="fleet controller",
+        version=API_VERSION,
+        description="Status, resources and runs of the fleet controller, and its operator actions.",
+    )
+
+    app.state.tokens = tokens
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": "internal error; the controller's log says more"}, status_code=500)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()]
+        return JSONResponse({"detail": problems[:20]}, status_code=422)
+
+    @app.get("/healthz", summary="The process answers.")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="A revision is in force and the state store answers.")
+    def readyz() -> JSONResponse:
+        problems = []
+        if not controller.ready:
+            problems.append("no revision in force yet")
+        try:
+            store.history(limit=1)
+        except Exception:
+            problems.append("the state store does not answer")
+        if problems:
+            return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", summary="Prometheus metrics.")
+    def metrics() -> Response:
+        return Response(controller.metrics.exposition(), media_type=controller.metrics.content_type)
+
+    api = APIRouter(prefix=f"/api/{API_VERSION}")
+
+    @api.get("/status", summary="Revisions applied and attempted, resources by kind and state, the queue.")
+    def status(caller: ReadCaller) -> dict[str, Any]:
+        return controller.status()
+
+    @api.get("/resources", summary="Resources of the revision in force, with their state.")
+    def resources(
+        caller: ReadCaller,
+        selector: Annotated[
+            str | None, Query(max_length=1000, description="Label selector (the CLI's).")
+        ] = None,
+        kind: Annotated[str | None, Query(max_length=100)] = None,
+        state: Annotated[str | None, Query(max_length=100)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT * 20)] = 1000,
+    ) -> dict[str, Any]:
+        try:
+            match = parse_selector(selector) if selector else None
+        except ValueError as exc:
+            raise HTTPException(400, f"bad selector: {exc}") from None
+        found = []
+        for resource in controller.resources():
+            if kind is not None and resource.kind.lower() != kind.lower():
+                continue
+            if state is not None and resource.state != state:
+                continue
+            if match is not None:
+                spec = controller.document(resource.address)
+                if spec is None or not match(spec[0].metadata.labels):
+                    continue
+            found.append(resource.as_json())
+        return {"items": found[:limit], "total": len(found)}
+
+    @api.get("/resources/{address:path}", summary="One resource: spec, observation, drift, actions, lease.")
+    def resource(address: str, caller: ReadCaller) -> dict[str, Any]:
+        state = controller.resource(address)
+        spec = controller.document(address)
+        if state is None or spec is None:
+            raise HTTPException(404, f"no resource {address} in the revision in force")
+        document, path = spec
+        observation = store.get_observations([address]).get(address)
+        return {
+            **state.as_json(),
+            "file": path,
+            "spec": json.loads(document.model_dump_json(by_alias=True, exclude_none=True)),
+            "observation": (
+                {
+                    "state": observation.state,
+                    "fields": observation.fields,
+                    "reason": observation.reason,
+                    "at": observation.observed_at.isoformat().replace("+00:00", "Z"),
+                }
+                if observation is not None
+                else None
+            ),
+            "drift": [
+                {
+                    "field": d.field,
+                    "expected": d.expected,
+                    "actual": d.actual,
+                    "firstSeen": d.first_seen.isoformat().replace("+00:00", "Z"),
+                }
+                for d in store.open_drift([address])
+            ],
+            "actions": history_data(store.history(target=address, limit=20)),
+            "lease": [
+                {
+                    "owner": h.owner,
+                    "run": h.run_id,
+                    "expires": h.expires_at.isoformat().replace("+00:00", "Z"),
+                }
+                for h in store.held_locks([address])
+            ],
+        }
+
+    @api.get("/runs", summary="Past and running runs, newest first.")
+    def runs(caller: ReadCaller, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> dict[str, Any]:
+        return {"items": history_data(store.history(limit=limit))}
+
+    @api.get("/runs/{run_id}", summary="One run with its actions.")
+    def run(run_id: int, caller: ReadCaller) -> dict[str, Any]:
+        found = store.get_run(run_id)
+        if found is None:
+            raise HTTPException(404, f"no run {run_id}")
+        return history_data([found])[0]
+
+    @api.post("/poll", summary="Look at the followed repo now.", status_code=202)
+    def poll(caller: OperatorCaller) -> dict[str, str]:
+        controller.request_poll(f"asked by {caller.name}")
+        return {"result": "accepted"}
+
+    app.include_router(api)
+    for router in routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,533 @@
+"""The controller of one replica: follows the fleet repo, decides when and what to reconcile, and
+calls the engine for it. It has no run logic of its own.
+
+- **Following.** A poll (on the interval, or at once when a webhook says the branch moved) reads
+  the followed source. A new revision goes through the engine's validation gate: an invalid one
+  is recorded as the last attempted, with its diagnostics, and nothing is applied: the last good
+  revision stays in force. A valid one is in force at once, and the resources it changed (and
+  those depending on them) are reconciled at once.
+- **Level-based passes.** Every `policies.drift.intervalMinutes`, a pass per kind and site plans
+  every resource against live state and applies what the plan changes: drift is corrected where
+  the field is enforced and only recorded where it is observed. A pass run twice is harmless; after
+  a crash, the next pass recomputes everything from Git and live state.
+- **Policies hold as for a person.** A batch over the blast radius, or outside its change window,
+  waits (shown as waiting, with the reason); the controller never allows destruction or declares
+  an emergency by itself. A resource whose actions keep failing backs off exponentially (capped).
+
+Work runs on a `WorkQueue`: one unit per (kind, site) batch, a pending duplicate merged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from providers.base import RevisionInputs
+from reconciler.controller.follow import (
+    Followed,
+    affected,
+    changed_files,
+    file_digests,
+    revision_id,
+    without_directory,
+)
+from reconciler.controller.metrics import Metrics
+from reconciler.controller.queue import WorkQueue
+from reconciler.engine import CancelToken, Engine, RunOptions, Selection, SyncResult
+from reconciler.errors import FleetError
+from reconciler.kinds import KINDS, kind_of
+from reconciler.plan.model import Finding, Plan
+from reconciler.source.git import branch_head, changed_paths
+from reconciler.spec import models
+from reconciler.spec.loader import LoadedRevision
+
+MAX_DIAGNOSTICS = 50  # shown per invalid revision; the count says how many there were
+BACKOFF_BASE = 30.0  # seconds before the first retry of a failing resource
+BACKOFF_CAP = 3600.0
+TOKENS_KEPT_SECONDS = 60.0  # a rotated API token is taken within a minute
+ALL = None  # a batch's whole (kind, site)
+
+Log = Callable[..., None]
+
+
+@dataclasses.dataclass(frozen=True)
+class RevisionState:
+    """A revision as the controller took it: valid and in force, or refused with its errors."""
+
+    revision: str
+    at: datetime
+    valid: bool
+    error_count: int = 0
+    errors: tuple[str, ...] = ()  # rendered diagnostics, at most MAX_DIAGNOSTICS
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "at": self.at.isoformat().replace("+00:00", "Z"),
+            "valid": self.valid,
+            "errorCount": self.error_count,
+            "errors": list(self.errors),
+        }
+
+
+@dataclasses.dataclass
+class ResourceState:
+    """What the controller last saw of one resource, and its back-off when it keeps failing."""
+
+    address: str
+    kind: str
+    state: str = "unknown"  # one of metrics.STATES
+    detail: str = "not observed yet"
+    since: datetime | None = None
+    failures: int = 0
+    last_error: str = ""
+    next_try: datetime | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        def stamp(value: datetime | None) -> str | None:
+            return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+        return {
+            "address": self.address,
+            "kind": self.kind,
+            "state": self.state,
+            "detail": self.detail,
+            "since": stamp(self.since),
+            "failures": self.failures,
+            "lastError": self.last_error,
+            "nextTry": stamp(self.next_try),
+        }
+
+
+@dataclasses.dataclass
+class _InForce:
+    revision: str
+    commit: str | None
+    loaded: LoadedRevision
+    files: dict[str, str]
+
+
+class Controller:
+    """Follows `followed` and reconciles it through `engine`; start() and stop() it."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        followed: Followed,
+        *,
+        poll_interval: float | None = None,
+        log: Log | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.engine = engine
+        self.followed = followed
+        self.metrics = metrics or Metrics()
+        self._poll_interval = poll_interval
+        self._log: Log = log or (lambda event, **fields: None)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cancel = CancelToken()
+        self._queue = WorkQueue(self._job_failed)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._in_force: _InForce | None = None
+        self._last_applied: RevisionState | None = None
+        self._last_attempted: RevisionState | None = None
+        self._resources: dict[str, ResourceState] = {}
+        self._wanted: dict[tuple[str, str], set[str] | None] = {}
+        self._next_pass = 0.0
+        self._tokens: tuple[str, float, dict[str, tuple[str, str]]] | None = None
+        self._scheduler = threading.Thread(
+            target=self._schedule, name="fleet-controller-schedule", daemon=True
+        )
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def stop(self, grace: float = 30.0) -> bool:
+        """Take no more work and let the running unit finish within `grace` seconds; then cancel
+        it (running actions finish, the rest are recorded as not run, leases are released)."""
+        self._stopping.set()
+        self._wake.set()
+        running, _ = self._queue.snapshot()
+        done = self._queue.stop(grace)
+        if not done:
+            self._cancel.cancel("the controller is stopping")
+            done = self._queue.stop(10.0)
+        self._scheduler.join(timeout=5)
+        self._log("controller stopped", running=running, drained=done)
+        return done
+
+    def request_poll(self, why: str) -> None:
+        """Look at the followed source now (a webhook said it moved); returns at once."""
+        self._log("poll requested", why=why)
+        self._queue.submit("poll", self.poll)
+        self._update_queue_metric()
+
+    def idle(self, timeout: float) -> bool:
+        """Wait until no work is waiting or running (for tests and a drained shutdown)."""
+        return self._queue.idle(timeout)
+
+    # --- what it shows -----------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """A revision is in force (and so status and passes mean something)."""
+        return self._in_force is not None
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            resources = list(self._resources.values())
+            applied, attempted = self._last_applied, self._last_attempted
+        counts: dict[str, dict[str, int]] = {}
+        for resource in resources:
+            per_kind = counts.setdefault(resource.kind, {})
+            per_kind[resource.state] = per_kind.get(resource.state, 0) + 1
+        running, waiting = self._queue.snapshot()
+        return {
+            "following": self.followed.describe(),
+            "lastAppliedRevision": applied.as_json() if applied else None,
+            "lastAttemptedRevision": attempted.as_json() if attempted else None,
+            "resources": counts,
+            "queue": {"depth": len(waiting), "running": running, "waiting": waiting[:100]},
+            "failing": [r.as_json() for r in sorted(resources, key=lambda r: r.address) if r.failures][:100],
+        }
+
+    def resources(self) -> list[ResourceState]:
+        with self._lock:
+            return [dataclasses.replace(r) for r in sorted(self._resources.values(), key=lambda r: r.address)]
+
+    def resource(self, address: str) -> ResourceState | None:
+        with self._lock:
+            found = self._resources.get(address)
+            return dataclasses.replace(found) if found is not None else None
+
+    def document(self, address: str) -> tuple[models.Document, str] | None:
+        """The spec of `address` in the revision in force, with its file."""
+        in_force = self._in_force
+        if in_force is None:
+            return None
+        for loaded in in_force.loaded.documents:
+            if loaded.document.address == address:
+                return loaded.document, loaded.path
+        return None
+
+    def read_secret(self, ref: models.CredentialSource | str | None) -> str | None:
+        """A secret the Fleet in force names (a webhook secret, an API token); None when it names
+        none or it cannot be read now (said in the log, never the value)."""
+        in_force = self._in_force
+        if ref is None or in_force is None or in_force.loaded.fleet is None:
+            return None
+        everything = {d.document.address: d.document for d in in_force.loaded.documents}
+        revision = RevisionInputs.of(in_force.loaded.fleet, everything.values())
+        try:
+            return self.engine.pool.access.credentials.secret(ref, revision).reveal()
+        except FleetError as exc:
+            self._log("a secret of the controller cannot be read", reference=str(ref)[:80], error=exc.message)
+            return None
+
+    def api_tokens(self) -> dict[str, tuple[str, str]]:
+        """The API's bearer tokens by value: (name, role). Read at most once a minute."""
+        now = time.monotonic()
+        kept = self._tokens
+        in_force = self._in_force
+        key = in_force.revision if in_force is not None else ""
+        if kept is not None and kept[0] == key and now - kept[1] < TOKENS_KEPT_SECONDS:
+            return kept[2]
+        tokens: dict[str, tuple[str, str]] = {}
+        if in_force is not None and in_force.loaded.fleet is not None:
+            for token in in_force.loaded.fleet.spec.controller.apiTokens:
+                value = self.read_secret(token.credentialsRef)
+                if value:
+                    tokens[value] = (token.name, token.role)
+        self._tokens = (key, now, tokens)
+        return tokens
+
+    # --- the schedule ------------------------------------------------------------------------
+
+    def _interval(self) -> float:
+        if self._poll_interval is not None:
+            return self._poll_interval
+        in_force = self._in_force
+        if in_force is not None and in_force.loaded.fleet is not None:
+            return float(in_force.loaded.fleet.spec.controller.pollIntervalSeconds)
+        return 60.0
+
+    def _schedule(self) -> None:
+        self.request_poll("start")
+        next_poll = time.monotonic() + self._interval()
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if now >= next_poll:
+                self.request_poll("interval")
+                next_poll = now + self._interval()
+            if self._in_force is not None and self._next_pass and now >= self._next_pass:
+                self._plan_passes("drift schedule")
+            self._update_queue_metric()
+            self._wake.wait(timeout=min(1.0, max(0.05, next_poll - time.monotonic())))
+            self._wake.clear()
+
+    def _plan_passes(self, why: str) -> None:
+        """Every (kind, site) batch of the revision in force, whole."""
+        in_force = self._in_force
+        if in_force is None or in_force.loaded.fleet is None:
+            return
+        minutes = in_force.loaded.fleet.spec.policies.drift.intervalMinutes
+        self._next_pass = time.monotonic() + minutes * 60
+        for batch in sorted(self._batches(in_force.loaded)):
+            self._want(batch, ALL, why)
+
+    def _batches(
+        self, loaded: LoadedRevision, only: set[str] | None = None
+    ) -> dict[tuple[str, str], set[str]]:
+        machines = {d.document.address: d.document for d in loaded.documents}
+        by_name = {d.metadata.name: d for d in machines.values() if isinstance(d, models.Machine)}
+        batches: dict[tuple[str, str], set[str]] = {}
+        for loaded_document in loaded.documents:
+            document = loaded_document.document
+            if document.kind_name == "Fleet" or (only is not None and document.address not in only):
+                continue
+            site = kind_of(document).site(document, by_name) or "-"
+            batches.setdefault((document.kind_name, site), set()).add(document.address)
+        return batches
+
+    def _want(self, batch: tuple[str, str], addresses: set[str] | None, why: str) -> None:
+        with self._lock:
+            if batch in self._wanted:
+                current = self._wanted[batch]
+                self._wanted[batch] = None if current is None or addresses is None else current | addresses
+            else:
+                self._wanted[batch] = addresses
+        kind, site = batch
+        self._queue.submit(f"sync:{kind}:{site}", lambda: self._sync(batch, why))
+
+    def _update_queue_metric(self) -> None:
+        self.metrics.queue_depth.set(self._queue.depth)
+
+    def _job_failed(self, key: str, exc: BaseException) -> None:
+        """A bug, not a fleet error (those are handled where they happen): where it happened goes
+        into the log, for a report."""
+        frames = traceback.extract_tb(exc.__traceback__)[-3:]
+        where = [f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno} in {f.name}" for f in frames]
+        self._log("unit of work failed", unit=key, error=f"{type(exc).__name__}: {exc}"[:500], where=where)
+
+    # --- following ---------------------------------------------------------------------------
+
+    def poll(self) -> None:
+        """Read the followed source; take a new revision through the gate, and reconcile it."""
+        started = time.monotonic()
+        try:
+            commit = None
+            if self.followed.repo is not None:
+                commit = branch_head(self.followed.repo, self.followed.branch, self.engine.settings.cache_dir)
+            snapshot = self.engine.open_source(self.followed.at(commit))
+        except FleetError as exc:
+            self.metrics.fetch_errors.inc()
+            self._log("fetch failed", error=str(exc))
+            return
+        finally:
+            self.metrics.fetch_seconds.observe(time.monotonic() - started)
+        revision = revision_id(snapshot)
+        attempted = self._last_attempted
+        if attempted is not None and attempted.revision == revision:
+            return
+        loaded = self.engine.load(snapshot)
+        now = self._clock()
+        if loaded.errors or loaded.fleet is None:
+            state = RevisionState(
+                revision,
+                now,
+                False,
+                len(loaded.errors),
+                tuple(d.render() for d in loaded.errors[:MAX_DIAGNOSTICS]),
+            )
+            with self._lock:
+                self._last_attempted = state
+            self.metrics.set_revision("attempted", revision, False, now.timestamp())
+            self._log(
+                "revision refused: nothing applied, the last good revision stays in force",
+                revision=revision,
+                errors=len(loaded.errors),
+                first=state.errors[0] if state.errors else "",
+            )
+            return
+        previous = self._in_force
+        files = file_digests(snapshot)
+        in_force = _InForce(revision, commit, loaded, files)
+        with self._lock:
+            self._in_force = in_force
+            self._last_attempted = RevisionState(revision, now, True)
+            self._last_applied = RevisionState(revision, now, True)
+            for loaded_document in loaded.documents:
+                document = loaded_document.document
+                if document.kind_name != "Fleet" and document.address not in self._resources:
+                    self._resources[document.address] = ResourceState(document.address, document.kind_name)
+            present = {d.document.address for d in loaded.documents}
+            for address in list(self._resources):
+                if address not in present:
+                    del self._resources[address]
+        self.metrics.set_revision("attempted", revision, True, now.timestamp())
+        self.metrics.set_revision("applied", revision, True, now.timestamp())
+        self._log("revision in force", revision=revision, previous=previous.revision if previous else None)
+        if previous is None:
+            self._plan_passes(f"revision {revision[:12]}: first pass")
+            return
+        changed = changed_files(previous.files, files)
+        if previous.commit and commit and self.followed.repo is not None:
+            everything = changed_paths(
+                self.followed.repo, previous.commit, commit, self.engine.settings.cache_dir
+            )
+            changed |= without_directory(everything, self.followed.directory)
+        targets = affected(previous.loaded, loaded, changed)
+        why = f"revision {revision[:12]}"
+        if targets is None:
+            self._plan_passes(f"{why}: fleet.yaml changed or a document was removed")
+            return
+        for batch, addresses in sorted(self._batches(loaded, targets).items()):
+            self._want(batch, addresses, f"{why} changed them")
+        self._update_resource_metrics()
+
+    # --- a unit of work ----------------------------------------------------------------------
+
+    def _sync(self, batch: tuple[str, str], why: str) -> None:
+        with self._lock:
+            if batch not in self._wanted:
+                return
+            wanted = self._wanted.pop(batch)
+        in_force = self._in_force
+        if in_force is None:
+            return
+        present = self._batches(in_force.loaded).get(batch, set())
+        chosen = present if wanted is None else present & wanted
+        now = self._clock()
+        with self._lock:
+            backing_off = {
+                a
+                for a in chosen
+                if (r := self._resources.get(a)) is not None and r.next_try is not None and r.next_try > now
+            }
+        targets = sorted(chosen - backing_off)
+        if not targets:
+            return
+        kind, site = batch
+        started = time.monotonic()
+        reason = f"controller: {why}"
+        self._log(
+            "reconciling", kind=kind, site=site, resources=len(targets), why=why, revision=in_force.revision
+        )
+        try:
+            result = self.engine.sync(
+                self.followed.at(in_force.commit),
+                Selection(targets=tuple(targets)),
+                RunOptions(kind="reconcile", reason=reason),
+                self._cancel,
+            )
+        except FleetError as exc:
+            self.metrics.reconcile_seconds.labels(kind, "error").observe(time.monotonic() - started)
+            self._log("reconcile failed", kind=kind, site=site, error=str(exc))
+            self._failed(targets, str(exc))
+            return
+        outcome = (
+            "refused"
+            if result.refused
+            else (
+                "ok" if result.run is None or result.run.report is None or result.run.report.ok else "failed"
+            )
+        )
+        self.metrics.reconcile_seconds.labels(kind, outcome).observe(time.monotonic() - started)
+        self._record(targets, result)
+        run = result.run
+        self._log(
+            "reconciled",
+            kind=kind,
+            site=site,
+            run=run.run_id if run else None,
+            changes=len(result.plan.changes()),
+            result=outcome,
+            refused=str(result.refused) if result.refused else None,
+        )
+
+    def _failed(self, addresses: list[str], error: str) -> None:
+        now = self._clock()
+        with self._lock:
+            for address in addresses:
+                resource = self._resources.get(address)
+                if resource is not None:
+                    self._back_off(resource, error, now)
+        self._update_resource_metrics()
+
+    def _back_off(self, resource: ResourceState, error: str, now: datetime) -> None:
+        resource.failures += 1
+        resource.last_error = error[:500]
+        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (resource.failures - 1))
+        resource.next_try = now + timedelta(seconds=delay)
+        self._set(resource, "failing", error[:200], now)
+
+    @staticmethod
+    def _set(resource: ResourceState, state: str, detail: str, now: datetime) -> None:
+        if resource.state != state:
+            resource.since = now
+        resource.state = state
+        resource.detail = detail
+
+    def _record(self, addresses: list[str], result: SyncResult) -> None:
+        """Each resource's state from the plan, the guard's refusal and the actions' outcomes."""
+        now = self._clock()
+        plan: Plan = result.plan
+        entries: dict[str, list[Any]] = {}
+        for entry in plan.entries:
+            entries.setdefault(entry.address, []).append(entry)
+        outcomes: dict[str, list[Any]] = {}
+        report = result.run.report if result.run is not None else None
+        if report is not None:
+            for outcome in report.outcomes:
+                outcomes.setdefault(outcome.address, []).append(outcome)
+                self.metrics.actions.labels(
+                    entries.get(outcome.address, [None])[0].kind if outcome.address in entries else "",
+                    outcome.action,
+                    outcome.result,
+                ).inc()
+            if report.interrupted and "lease" in report.reason:
+                self.metrics.lease_losses.inc()
+        with self._lock:
+            for address in addresses:
+                resource = self._resources.get(address)
+                if resource is None:
+                    continue
+                found = entries.get(address, [])
+                done = outcomes.get(address, [])
+                failed = [o for o in done if o.result == "failed"]
+                skipped = [o for o in done if o.result == "skipped" and "suspend" in o.message]
+                changes = [e for e in found if e.finding is Finding.CHANGE]
+                if failed:
+                    self._back_off(resource, failed[0].message, now)
+                    continue
+                resource.failures, resource.last_error, resource.next_try = 0, "", None
+                if any(e.finding is Finding.UNKNOWN for e in found):
+                    unknown = next(e for e in found if e.finding is Finding.UNKNOWN)
+                    self._set(resource, "unknown", unknown.detail or unknown.reason, now)
+                elif skipped:
+                    self._set(resource, "suspended", skipped[0].message, now)
+                elif changes and result.refused is not None:
+                    self._set(resource, "waiting", str(result.refused), now)
+                elif any(e.finding in (Finding.DRIFT, Finding.OBSERVE_ONLY) for e in found) and not changes:
+                    self._set(resource, "drifted", "drift is reported, the policy only observes it", now)
+                else:
+                    self._set(resource, "in sync", "", now)
+        self._update_resource_metrics()
+
+    def _update_resource_metrics(self) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        with self._lock:
+            for resource in self._resources.values():
+                key = (resource.kind, resource.state)
+                counts[key] = counts.get(key, 0) + 1
+        self.metrics.set_resources(counts, set(KINDS) - {"Fleet"})

@@ -1,0 +1,265 @@
+"""`fleet serve` against the lab: it follows a branch of a bare repository, applies each valid
+commit, keeps the last good revision when a commit is invalid, lets a change outside its window
+wait, answers its API only to the right tokens, and drains on SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fleet_testing import EXAMPLE, FLEET, commit_all, git, lab_control, lab_environment, running_lab
+from ruamel.yaml import YAML
+
+pytestmark = pytest.mark.slow  # a lab suite: left out of `make test-quick`
+
+LAB_SUBNET = 85
+OPS = "ops-canary-token-5a1f"
+DASHBOARDS = "dashboards-token-77c0"
+MACHINE = "nyc1-r02-05"  # powered on by the spec; turned off by a commit below (no cluster's node)
+MACHINES = "machines/nyc1/r02.yaml"
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _edit(repo: Path, path: str, change: Callable[[Any], None]) -> None:
+    yaml = YAML()  # round trip: the rest of the file stays as written
+    target = repo / path
+    document = yaml.load(target.read_text())
+    change(document)
+    with target.open("w") as handle:
+        yaml.dump(document, handle)
+
+
+def _set_power(repo: Path, power: str) -> None:
+    """MACHINE's spec power, in its rack's file of several documents (round trip)."""
+    yaml = YAML()
+    target = repo / MACHINES
+    documents = list(yaml.load_all(target.read_text()))
+    for document in documents:
+        if document["metadata"]["name"] == MACHINE:
+            document["spec"]["power"] = power
+    with target.open("w") as handle:
+        yaml.dump_all(documents, handle)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The example in a bare repository's main branch (with no change windows, so that nothing
+    depends on the time of day), and a lab for it."""
+    directory = tmp_path_factory.mktemp("controller")
+    work = directory / "work"
+    shutil.copytree(EXAMPLE, work)
+    _edit(work, "fleet.yaml", lambda f: f["spec"]["policies"].__setitem__("changeWindows", []))
+    git(work, "init", "-q", "-b", "main")
+    commit_all(work, "the fleet")
+    bare = directory / "fleet.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    git(work, "remote", "add", "origin", str(bare))
+    env = lab_environment(directory, REPO=str(work), BARE=str(bare))
+    with running_lab(work, LAB_SUBNET, env, "--transition-seconds", "0.1") as running:
+        yield running
+
+
+class Served:
+    """A `fleet serve` process and a client of its API."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = _free_port()
+        self.log = log
+        self.process = subprocess.Popen(
+            [
+                str(FLEET),
+                "serve",
+                "--repo",
+                env["BARE"],
+                "--branch",
+                "main",
+                "--lab",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--poll-interval",
+                "1",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("w"),
+        )
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
+
+    def get(self, path: str, token: str | None = DASHBOARDS) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return self.client.get(path, headers=headers)
+
+    def status(self) -> dict[str, Any]:
+        answer = self.get("/api/v1/status")
+        assert answer.status_code == 200, answer.text
+        found: dict[str, Any] = answer.json()
+        return found
+
+    def wait(self, condition: Callable[[dict[str, Any]], bool], timeout: float = 180) -> dict[str, Any]:
+        """Until the status meets `condition` with nothing waiting or running."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            with contextlib.suppress(httpx.TransportError):
+                if self.client.get("/readyz").status_code == 200:
+                    last = self.status()
+                    queue = last["queue"]
+                    if condition(last) and not queue["running"] and not queue["depth"]:
+                        return last
+            time.sleep(0.2)
+        raise AssertionError(f"the controller did not get there: {json.dumps(last)[:3000]}")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=60)
+        finally:
+            self.client.close()
+
+
+@pytest.fixture()
+def served(lab: dict[str, str], tmp_path: Path) -> Iterator[tuple[Served, dict[str, str]]]:
+    env = {
+        **lab,
+        "FLEET_STATE": str(tmp_path / "state.db"),
+        "FLEET_API_TOKEN_OPS": OPS,
+        "FLEET_API_TOKEN_DASHBOARDS": DASHBOARDS,
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    server = Served(env, tmp_path / "serve.log")
+    try:
+        yield server, env
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+
+
+def _push(env: dict[str, str], message: str) -> str:
+    commit = commit_all(Path(env["REPO"]), message)
+    git(Path(env["REPO"]), "push", "-q", "origin", "main")
+    return commit
+
+
+def _power(env: dict[str, str], name: str) -> str:
+    state = lab_control(env, {"op": "state", "name": name})
+    assert isinstance(state, dict)
+    return str(state["power"])
+
+
+def test_serve_applies_each_valid_commit_and_keeps_the_last_good_one(
+    served: tuple[Served, dict[str, str]],
+) -> None:
+    server, env = served
+    repo = Path(env["REPO"])
+    first = git(repo, "rev-parse", "HEAD")
+    status = server.wait(lambda s: (s["lastAppliedRevision"] or {}).get("revision") == first)
+    assert _power(env, MACHINE) == "on"  # the first pass applied the spec
+    assert status["resources"]["Machine"].get("in sync", 0) >= 15, status["resources"]
+
+    # A commit that turns the machine off is applied: the resources it touched, at once.
+    _set_power(repo, "off")
+    second = _push(env, f"turn {MACHINE} off")
+    status = server.wait(lambda s: (s["lastAppliedRevision"] or {}).get("revision") == second)
+    assert _power(env, MACHINE) == "off"
+    runs = server.get("/api/v1/runs").json()["items"]
+    mine = [r for r in runs if any(a["address"] == f"machine/{MACHINE}" for a in r["actions"])]
+    assert mine and mine[0]["operator"] == "fleet-controller", runs[:2]
+    assert mine[0]["reason"].startswith(f"controller: revision {second[:12]}"), mine[0]
+
+    # An invalid commit applies nothing: the last good revision stays in force, both are shown.
+    (repo / MACHINES).write_text((repo / MACHINES).read_text().replace("power: off", "power: of"))
+    third = _push(env, "a typo")
+    status = server.wait(lambda s: s["lastAttemptedRevision"]["revision"] == third)
+    attempted, applied = status["lastAttemptedRevision"], status["lastAppliedRevision"]
+    assert not attempted["valid"] and attempted["errorCount"] >= 1
+    assert any(f"{MACHINES}:" in e for e in attempted["errors"]), attempted
+    assert applied["revision"] == second and applied["valid"]
+    assert _power(env, MACHINE) == "off"
+    metrics = server.client.get("/metrics").text
+    assert f'fleet_revision_info{{revision="{second}",valid="true",which="applied"}} 1.0' in metrics
+    assert f'fleet_revision_info{{revision="{third}",valid="false",which="attempted"}} 1.0' in metrics
+
+    # The repo is valid again for the tests after this one (the lab keeps the machine off).
+    _set_power(repo, "off")
+    _push(env, "the typo fixed")
+    assert server.stop() == 0, server.log.read_text()[-2000:]
+    log = server.log.read_text()
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert lines and all("replica" in line for line in lines)
+    assert any(line.get("message", "").startswith("revision refused") for line in lines)
+    # The API tokens are read by the controller and recorded nowhere.
+    for canary in (OPS, DASHBOARDS):
+        assert canary not in log
+        with sqlite3.connect(env["FLEET_STATE"]) as db:
+            for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+                assert canary not in json.dumps(db.execute(f"SELECT * FROM {table}").fetchall(), default=str)
+
+
+def test_the_api_answers_only_the_right_tokens_and_roles(served: tuple[Served, dict[str, str]]) -> None:
+    server, _ = served
+    server.wait(lambda s: s["lastAppliedRevision"] is not None)
+    assert server.client.get("/healthz").json() == {"status": "ok"}
+    assert server.get("/api/v1/status", token=None).status_code == 401
+    assert server.get("/api/v1/status", token="not-a-token").status_code == 401
+    assert server.get("/api/v1/status", token=OPS).status_code == 200
+    one = server.get(f"/api/v1/resources/machine/{MACHINE}")
+    assert one.status_code == 200 and one.json()["file"] == MACHINES, one.text
+    assert server.get("/api/v1/resources/machine/no-such-machine").status_code == 404
+    listed = server.get("/api/v1/resources", token=DASHBOARDS).json()
+    assert listed["total"] >= 35 and all(r["state"] for r in listed["items"])
+    selected = server.get("/api/v1/resources?selector=team%3Dplatform-k8s&kind=Machine").json()
+    assert 0 < selected["total"] < listed["total"]
+    # The read role may look, not act; the operator may.
+    assert (
+        server.client.post("/api/v1/poll", headers={"Authorization": f"Bearer {DASHBOARDS}"}).status_code
+        == 403
+    )
+    assert server.client.post("/api/v1/poll", headers={"Authorization": f"Bearer {OPS}"}).status_code == 202
+    assert server.stop() == 0
+
+
+def test_a_change_outside_its_window_waits_and_says_for_which_window(
+    served: tuple[Served, dict[str, str]],
+) -> None:
+    server, env = served
+    repo = Path(env["REPO"])
+    server.wait(lambda s: s["lastAppliedRevision"] is not None)
+    # A window three days from now: closed at the time this runs, whatever the time is.
+    closed_day = DAYS[(datetime.now(UTC) + timedelta(days=3)).weekday()]
+    window = {"name": "nyc1-later", "sites": ["nyc1"], "days": [closed_day], "start": "00:00", "end": "23:59"}
+    _edit(repo, "fleet.yaml", lambda f: f["spec"]["policies"].__setitem__("changeWindows", [window]))
+    _set_power(repo, "on")
+    before = _power(env, MACHINE)
+    commit = _push(env, "a change that must wait for its window")
+    try:
+        status = server.wait(lambda s: (s["lastAppliedRevision"] or {}).get("revision") == commit)
+        assert status["resources"]["Machine"].get("waiting", 0) >= 1, status["resources"]
+        waiting = server.get(f"/api/v1/resources/machine/{MACHINE}").json()
+        assert waiting["state"] == "waiting" and "nyc1-later" in waiting["detail"], waiting
+        assert _power(env, MACHINE) == before
+    finally:
+        _edit(repo, "fleet.yaml", lambda f: f["spec"]["policies"].__setitem__("changeWindows", []))
+        _push(env, "no windows again")
+    assert server.stop() == 0
+    assert os.path.exists(env["FLEET_STATE"])
