@@ -119,6 +119,11 @@ class ServeSettings(Settings):
         ge=1,
         description="Seconds between fetches (default: fleet.yaml's controller.pollIntervalSeconds).",
     )
+    drift_interval: float | None = Field(
+        None,
+        ge=1,
+        description="Seconds between drift passes (default: fleet.yaml's policies.drift.intervalMinutes).",
+    )
     grace: float = Field(
         30.0,
         ge=0,

@@ -81,7 +81,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 class Served:
     """A `fleet serve` process and a client of its API."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, *options: str) -> None:
         self.port = _free_port()
         self.log = log
         self.process = subprocess.Popen(
@@ -97,6 +97,7 @@ class Served:
                 f"127.0.0.1:{self.port}",
                 "--poll-interval",
                 "1",
+                *options,
             ],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -138,7 +139,10 @@ class Served:
 
 
 @pytest.fixture()
-def served(lab: dict[str, str], tmp_path: Path) -> Iterator[tuple[Served, dict[str, str]]]:
+def served(
+    lab: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Served, dict[str, str]]]:
+    """`fleet serve` on the lab, with the options a test names by indirect parametrization."""
     env = {
         **lab,
         "FLEET_STATE": str(tmp_path / "state.db"),
@@ -146,7 +150,7 @@ def served(lab: dict[str, str], tmp_path: Path) -> Iterator[tuple[Served, dict[s
         "FLEET_API_TOKEN_DASHBOARDS": DASHBOARDS,
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
     }
-    server = Served(env, tmp_path / "serve.log")
+    server = Served(env, tmp_path / "serve.log", *getattr(request, "param", ()))
     try:
         yield server, env
     finally:
@@ -263,3 +267,31 @@ def test_a_change_outside_its_window_waits_and_says_for_which_window(
         _push(env, "no windows again")
     assert server.stop() == 0
     assert os.path.exists(env["FLEET_STATE"])
+
+
+@pytest.mark.parametrize("served", [("--drift-interval", "2")], indirect=True)
+def test_drift_is_corrected_where_enforced_and_only_reported_where_observed(
+    served: tuple[Served, dict[str, str]],
+) -> None:
+    server, env = served
+    server.wait(lambda s: s["lastAppliedRevision"] is not None)
+    enforced, observed = "nyc1-r03-02", "ldn1-r02-06"  # power is enforced in nyc1, observed in ldn1
+    for name in (enforced, observed):
+        lab_control(env, {"op": "set_power", "name": name, "power": "off"})  # behind fleet's back
+    try:
+        deadline = time.monotonic() + 120
+        while _power(env, enforced) != "on" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _power(env, enforced) == "on", "the next pass puts enforced power back"
+        status = server.wait(lambda s: s["resources"]["Machine"].get("drifted", 0) >= 1)
+        assert _power(env, observed) == "off", "observed fields are reported, never changed"
+        found = server.get(f"/api/v1/resources/machine/{observed}").json()
+        assert found["state"] == "drifted", found
+        assert found["detail"] == 'power: spec "on", live "off" (observed only)', found
+        assert found["observation"]["fields"]["power"] == "off"
+        corrected = server.get(f"/api/v1/resources/machine/{enforced}").json()
+        assert corrected["state"] == "in sync" and corrected["actions"], corrected
+        assert status["lastAppliedRevision"]["valid"]
+    finally:
+        lab_control(env, {"op": "set_power", "name": observed, "power": "on"})
+    assert server.stop() == 0

@@ -70,6 +70,16 @@ def serve(
             " controller.pollIntervalSeconds, 60).",
         ),
     ] = None,
+    drift_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--drift-interval",
+            metavar="SECONDS",
+            min=1,
+            help="Seconds between drift passes (FLEET_DRIFT_INTERVAL; default: fleet.yaml's"
+            " policies.drift.intervalMinutes).",
+        ),
+    ] = None,
     lab: LabOpt = False,
     state: StateOpt = None,
     cache_dir: CacheOpt = None,
@@ -89,6 +99,7 @@ def serve(
             directory=directory,
             listen=listen,
             poll_interval=poll_interval,
+            drift_interval=drift_interval,
             lab=lab or None,
             state=state,
             cache_dir=cache_dir,
@@ -119,7 +130,13 @@ def serve(
 
     def run() -> None:
         with engine_for(chosen, store=True) as engine:
-            controller = Controller(engine, followed, poll_interval=chosen.poll_interval, log=log.info)
+            controller = Controller(
+                engine,
+                followed,
+                poll_interval=chosen.poll_interval,
+                drift_interval=chosen.drift_interval,
+                log=log.info,
+            )
             web = build_app(controller, engine.store, controller.api_tokens)
             server = uvicorn.Server(
                 uvicorn.Config(

@@ -20,6 +20,7 @@ Work runs on a `WorkQueue`: one unit per (kind, site) batch, a pending duplicate
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 import traceback
@@ -121,6 +122,7 @@ class Controller:
         followed: Followed,
         *,
         poll_interval: float | None = None,
+        drift_interval: float | None = None,
         log: Log | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -129,6 +131,7 @@ class Controller:
         self.followed = followed
         self.metrics = metrics or Metrics()
         self._poll_interval = poll_interval
+        self._drift_interval = drift_interval
         self._log: Log = log or (lambda event, **fields: None)
         self._clock = clock
         self._lock = threading.Lock()
@@ -280,8 +283,8 @@ class Controller:
         in_force = self._in_force
         if in_force is None or in_force.loaded.fleet is None:
             return
-        minutes = in_force.loaded.fleet.spec.policies.drift.intervalMinutes
-        self._next_pass = time.monotonic() + minutes * 60
+        seconds = self._drift_interval or in_force.loaded.fleet.spec.policies.drift.intervalMinutes * 60
+        self._next_pass = time.monotonic() + seconds
         for batch in sorted(self._batches(in_force.loaded)):
             self._want(batch, ALL, why)
 
@@ -518,8 +521,10 @@ class Controller:
                     self._set(resource, "suspended", skipped[0].message, now)
                 elif changes and result.refused is not None:
                     self._set(resource, "waiting", str(result.refused), now)
-                elif any(e.finding in (Finding.DRIFT, Finding.OBSERVE_ONLY) for e in found) and not changes:
-                    self._set(resource, "drifted", "drift is reported, the policy only observes it", now)
+                elif not changes and (
+                    moved := [e for e in found if e.finding in (Finding.DRIFT, Finding.OBSERVE_ONLY)]
+                ):
+                    self._set(resource, "drifted", _differences(moved), now)
                 else:
                     self._set(resource, "in sync", "", now)
         self._update_resource_metrics()
@@ -531,3 +536,20 @@ class Controller:
                 key = (resource.kind, resource.state)
                 counts[key] = counts.get(key, 0) + 1
         self.metrics.set_resources(counts, set(KINDS) - {"Fleet"})
+
+
+def _differences(entries: list[Any]) -> str:
+    """`power: on -> off (observed only)`: what moved, for a resource left drifted."""
+    shown = []
+    for entry in entries:
+        how = "observed only" if entry.finding is Finding.OBSERVE_ONLY else "drift"
+        for diff in entry.fields:
+            if entry.finding is Finding.OBSERVE_ONLY:  # a change's diff: live before, spec after
+                shown.append(
+                    f"{diff.field}: spec {json.dumps(diff.after)}, live {json.dumps(diff.before)} ({how})"
+                )
+            else:  # drift's diff: last applied before, live after
+                shown.append(
+                    f"{diff.field}: applied {json.dumps(diff.before)}, live {json.dumps(diff.after)} ({how})"
+                )
+    return "; ".join(shown)[:500] or "differs from the spec (reported, not corrected)"
