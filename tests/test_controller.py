@@ -234,6 +234,31 @@ def test_the_api_answers_only_the_right_tokens_and_roles(served: tuple[Served, d
     assert listed["total"] >= 35 and all(r["state"] for r in listed["items"])
     selected = server.get("/api/v1/resources?selector=team%3Dplatform-k8s&kind=Machine").json()
     assert 0 < selected["total"] < listed["total"]
+    # The emergency path: the operator's token name is the audit's operator, the reason required.
+    ops = {"Authorization": f"Bearer {OPS}"}
+    body = {"targets": [f"machine/{MACHINE}"], "reason": "INC-42: check it now", "incident": "INC-42"}
+    refused = server.client.post(
+        "/api/v1/reconcile", json=body, headers={"Authorization": f"Bearer {DASHBOARDS}"}
+    )
+    assert refused.status_code == 403, refused.text
+    answer = server.client.post("/api/v1/reconcile", json=body, headers=ops)
+    assert answer.status_code == 202, answer.text
+    run = server.get(f"/api/v1/runs/{answer.json()['run']}").json()
+    assert (run["operator"], run["reason"], run["incident"], run["kind"]) == (
+        "api:ops",
+        "INC-42: check it now",
+        "INC-42",
+        "reconcile",
+    ), run
+    for bad, status in (
+        ({"targets": [f"machine/{MACHINE}"]}, 422),  # no reason
+        ({"targets": [f"machine/{MACHINE}"], "reason": "  "}, 422),
+        ({"reason": "nothing named"}, 422),
+        ({"targets": ["machine/no-such-machine"], "reason": "x"}, 400),
+        ({"targets": [f"machine/{MACHINE}"], "reason": "x", "unknown": 1}, 422),
+    ):
+        answer = server.client.post("/api/v1/reconcile", json=bad, headers=ops)
+        assert answer.status_code == status, (bad, answer.text)
     # The read role may look, not act; the operator may.
     assert (
         server.client.post("/api/v1/poll", headers={"Authorization": f"Bearer {DASHBOARDS}"}).status_code

@@ -17,9 +17,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reconciler.controller.controller import Controller
+from reconciler.engine import RunOptions
+from reconciler.errors import FleetError, TemporaryError, UsageError
 from reconciler.report.history import history_data
+from reconciler.spec.loader import InvalidRevision
 from reconciler.spec.selector import parse_selector
 from reconciler.state import StateStore
 
@@ -52,6 +56,25 @@ def _caller(tokens: TokenSource, request: Request) -> Caller:
     if found is None:
         raise HTTPException(401, "the bearer token is not valid", headers={"WWW-Authenticate": "Bearer"})
     return found
+
+
+class ReconcileRequest(BaseModel):
+    """What an emergency reconcile is about, and why (the audit record says it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[Annotated[str, Field(max_length=300)]] = Field(default_factory=list, max_length=1000)
+    selector: str | None = Field(None, max_length=1000)
+    reason: str = Field(min_length=1, max_length=2000, pattern=r"\S")
+    incident: str | None = Field(None, max_length=200)
+    emergency: bool = Field(False, description="Bypass the blast radius and change windows (recorded).")
+    breakLock: bool = Field(False, description="Take the leases of other runs (recorded).")
+
+    @model_validator(mode="after")
+    def _something(self) -> ReconcileRequest:
+        if not self.targets and not self.selector:
+            raise ValueError("name what to reconcile: targets or selector")
+        return self
 
 
 def _reader(request: Request) -> Caller:
@@ -201,6 +224,39 @@ def build_app(
         if found is None:
             raise HTTPException(404, f"no run {run_id}")
         return history_data([found])[0]
+
+    @api.post(
+        "/reconcile",
+        summary="The emergency path of `fleet reconcile --now`: reconcile targets or a selector now.",
+        status_code=202,
+        responses={
+            400: {"description": "No such target, or a bad selector."},
+            409: {"description": "A guard refused (blast radius, change window, a lease held)."},
+            422: {"description": "The revision has errors in the targets or what they reference."},
+        },
+    )
+    def reconcile(request: ReconcileRequest, caller: OperatorCaller) -> dict[str, Any]:
+        options = RunOptions(
+            kind="reconcile",
+            reason=request.reason,
+            incident=request.incident,
+            emergency=request.emergency,
+            allow_destructive=request.emergency,
+            break_lock=request.breakLock,
+            operator=f"api:{caller.name}",
+        )
+        try:
+            run_id = controller.emergency(tuple(request.targets), request.selector, options)
+        except InvalidRevision as exc:
+            errors = [d.render() for d in exc.revision.errors[:50]]
+            raise HTTPException(422, {"message": str(exc), "errors": errors}) from None
+        except (UsageError, ValueError) as exc:
+            raise HTTPException(400, str(exc)) from None
+        except TemporaryError as exc:
+            raise HTTPException(503, str(exc)) from None
+        except FleetError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {"run": run_id, "operator": options.operator}
 
     @api.post("/poll", summary="Look at the followed repo now.", status_code=202)
     def poll(caller: OperatorCaller) -> dict[str, str]:

@@ -20,6 +20,7 @@ Work runs on a `WorkQueue`: one unit per (kind, site) batch, a pending duplicate
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import threading
 import time
@@ -40,7 +41,7 @@ from reconciler.controller.follow import (
 from reconciler.controller.metrics import Metrics
 from reconciler.controller.queue import WorkQueue
 from reconciler.engine import CancelToken, Engine, RunOptions, Selection, SyncResult
-from reconciler.errors import FleetError
+from reconciler.errors import FleetError, TemporaryError
 from reconciler.kinds import KINDS, kind_of
 from reconciler.plan.model import Finding, Plan
 from reconciler.source.git import branch_head, changed_paths
@@ -146,6 +147,8 @@ class Controller:
         self._wanted: dict[tuple[str, str], set[str] | None] = {}
         self._next_pass = 0.0
         self._tokens: tuple[str, float, dict[str, tuple[str, str]]] | None = None
+        self._newest_commit: str | None = None  # of the last revision attempted, valid or not
+        self._emergencies = itertools.count(1)
         self._scheduler = threading.Thread(
             target=self._schedule, name="fleet-controller-schedule", daemon=True
         )
@@ -254,6 +257,51 @@ class Controller:
         self._tokens = (key, now, tokens)
         return tokens
 
+    def emergency(
+        self,
+        targets: tuple[str, ...],
+        selector: str | None,
+        options: RunOptions,
+        *,
+        timeout: float = 300.0,
+    ) -> int:
+        """`fleet reconcile --now` through this controller: ahead of every waiting unit, on the
+        newest revision, with the same partial gate, guards and leases. Returns the run's id as
+        soon as the run is recorded; raises what refused it (nothing applied then)."""
+        started = threading.Event()
+        run_ids: list[int] = []
+        failures: list[BaseException] = []
+
+        def on_start(run_id: int) -> None:
+            run_ids.append(run_id)
+            started.set()
+
+        def work() -> None:
+            try:
+                with self.engine.plan(
+                    self.followed.at(self._newest_commit), Selection(None, selector, targets), partial=True
+                ) as planned:
+                    self.engine.apply(planned, options, self._cancel, on_start=on_start)
+            except BaseException as exc:
+                failures.append(exc)
+                if not isinstance(exc, FleetError):
+                    raise
+            finally:
+                started.set()
+
+        key = f"emergency:{next(self._emergencies)}"
+        if not self._queue.submit(key, work, first=True):
+            raise TemporaryError("the controller is stopping", hint="call another replica")
+        self._update_queue_metric()
+        if not started.wait(timeout):
+            raise TemporaryError(
+                "the emergency reconcile is queued behind the running unit of work and has not started yet",
+                hint="GET /api/v1/runs shows it when it starts",
+            )
+        if run_ids:
+            return run_ids[0]
+        raise failures[0] if failures else TemporaryError("the emergency reconcile did not start")
+
     # --- the schedule ------------------------------------------------------------------------
 
     def _interval(self) -> float:
@@ -339,6 +387,7 @@ class Controller:
         finally:
             self.metrics.fetch_seconds.observe(time.monotonic() - started)
         revision = revision_id(snapshot)
+        self._newest_commit = commit
         attempted = self._last_attempted
         if attempted is not None and attempted.revision == revision:
             return

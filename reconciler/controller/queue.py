@@ -35,14 +35,17 @@ class WorkQueue:
         self._thread = threading.Thread(target=self._loop, name="fleet-controller-worker", daemon=True)
         self._thread.start()
 
-    def submit(self, key: str, work: Callable[[], None]) -> bool:
-        """Queue `work` under `key`; False when work of that key was already waiting (merged)."""
+    def submit(self, key: str, work: Callable[[], None], *, first: bool = False) -> bool:
+        """Queue `work` under `key` (at the head of the queue when `first`: an emergency); False
+        when work of that key was already waiting (merged) or the queue is stopping."""
         with self._lock:
             if self._stopping:
                 return False
             if key in self._pending:
                 return False
             self._pending[key] = _Job(key, work, time.monotonic())
+            if first:
+                self._pending.move_to_end(key, last=False)
             self._lock.notify_all()
             return True
 

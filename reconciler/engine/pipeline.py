@@ -99,6 +99,7 @@ class RunOptions:
     break_lock: bool = False  # takes the leases of others (recorded)
     lock_wait_seconds: float = 0.0
     parallel: int = 16
+    operator: str | None = None  # who the audit names, when not the settings' operator (an API token)
 
 
 class PlannedRun:
@@ -433,8 +434,10 @@ class Engine:
         *,
         on_outcome: Callable[[Outcome], None] | None = None,
         on_wait: WaitCallback | None = None,
+        on_start: Callable[[int], None] | None = None,
     ) -> RunResult:
-        """Guard, lease, apply and record one plan. Raises before anything changes when a guard refuses."""
+        """Guard, lease, apply and record one plan. Raises before anything changes when a guard
+        refuses. `on_start` hears the run's id as soon as the run is recorded."""
         if self.store.read_only:
             raise StoreFailure(
                 f"state store {self.store.url} is read-only, and every action is recorded before it runs",
@@ -442,9 +445,10 @@ class Engine:
             )
         self.guard(planned, options)
         plan, store = planned.plan, self.store
+        operator = options.operator or self.settings.operator
         run_id = store.start_run(
             options.kind,
-            self.settings.operator,
+            operator,
             reason=options.reason,
             incident=options.incident,
             revision=plan.revision,
@@ -456,6 +460,8 @@ class Engine:
             summary["validationErrors"] = [d.render() for d in planned.tolerated]
             summary["orphans"] = "not handled: the revision has errors outside the targets"
         try:
+            if on_start is not None:
+                on_start(run_id)
             inputs = self.diff_inputs(planned.selected)
             changes = plan.changes()
             if not changes:
@@ -466,7 +472,7 @@ class Engine:
             with Lease(
                 store,
                 addresses,
-                owner_name(self.settings.operator),
+                owner_name(operator),
                 run_id,
                 cancel,
                 ttl=self.settings.lease_ttl,
