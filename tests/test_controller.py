@@ -23,6 +23,8 @@ import pytest
 from fleet_testing import EXAMPLE, FLEET, commit_all, git, lab_control, lab_environment, running_lab
 from ruamel.yaml import YAML
 
+from reconciler.state import open_store
+
 pytestmark = pytest.mark.slow  # a lab suite: left out of `make test-quick`
 
 LAB_SUBNET = 85
@@ -138,18 +140,22 @@ class Served:
             self.client.close()
 
 
-@pytest.fixture()
-def served(
-    lab: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[tuple[Served, dict[str, str]]]:
-    """`fleet serve` on the lab, with the options a test names by indirect parametrization."""
-    env = {
+def _environment(lab: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    return {
         **lab,
         "FLEET_STATE": str(tmp_path / "state.db"),
         "FLEET_API_TOKEN_OPS": OPS,
         "FLEET_API_TOKEN_DASHBOARDS": DASHBOARDS,
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
     }
+
+
+@pytest.fixture()
+def served(
+    lab: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Served, dict[str, str]]]:
+    """`fleet serve` on the lab, with the options a test names by indirect parametrization."""
+    env = _environment(lab, tmp_path)
     server = Served(env, tmp_path / "serve.log", *getattr(request, "param", ()))
     try:
         yield server, env
@@ -320,3 +326,28 @@ def test_drift_is_corrected_where_enforced_and_only_reported_where_observed(
     finally:
         lab_control(env, {"op": "set_power", "name": observed, "power": "on"})
     assert server.stop() == 0
+
+
+def test_a_restart_marks_the_runs_a_killed_replica_left_open_interrupted(
+    lab: dict[str, str], tmp_path: Path
+) -> None:
+    """What a SIGKILLed replica leaves: a run still `running` with an action pending and its
+    leases expired. The next replica to start marks both interrupted; its passes then recompute
+    from Git and live state, so nothing recorded as applied is applied again blindly."""
+    env = {**_environment(lab, tmp_path), "FLEET_LEASE_TTL": "1"}
+    with open_store(env["FLEET_STATE"]) as store:
+        left = store.start_run("reconcile", "fleet-controller", reason="killed in the middle of an apply")
+        store.start_action(left, f"machine/{MACHINE}", "power-on", None)
+    time.sleep(1.5)  # longer than the lease TTL
+    server = Served(env, tmp_path / "serve.log")
+    try:
+        server.wait(lambda s: s["lastAppliedRevision"] is not None)
+        run = server.get(f"/api/v1/runs/{left}").json()
+        assert run["status"] == "interrupted", run
+        assert [a["result"] for a in run["actions"]] == ["interrupted"], run
+        assert server.stop() == 0
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+    assert "marked interrupted" in server.log.read_text()

@@ -208,6 +208,28 @@ def test_an_action_is_recorded_before_it_runs_and_finished_after(store: StateSto
         store.start_run("destroy", "alice")
 
 
+def test_runs_a_dead_process_left_open_are_interrupted_and_live_ones_are_not(store: StateStore) -> None:
+    """A replica that starts marks runs left `running` by a killed process interrupted: those
+    started before the cut-off that hold no live lease. A run renewing its leases is left alone."""
+    dead = store.start_run("reconcile", "fleet-controller")
+    pending = store.start_action(dead, "machine/dead-1", "power-on", None)
+    alive = store.start_run("reconcile", "fleet-controller")
+    held = store.acquire_locks(["machine/alive-1"], "controller@host:1", alive, 60)
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    try:
+        assert store.interrupt_abandoned(datetime.now(UTC) - timedelta(hours=1)) == []  # too recent
+        found = store.interrupt_abandoned(later)
+        assert dead in found and alive not in found
+    finally:
+        held.release()
+    run = store.get_run(dead)
+    assert run is not None and run.status == "interrupted" and run.finished_at is not None
+    assert [(a.id, a.result) for a in run.actions] == [(pending, "interrupted")]
+    still = store.get_run(alive)
+    assert still is not None and still.status == "running"
+    store.finish_run(alive, "succeeded")
+
+
 def test_interrupt_pending_marks_only_that_runs_pending_actions(store: StateStore) -> None:
     run_id = store.start_run("reconcile", "controller", emergency=True)
     other_run = store.start_run("apply", "bob")

@@ -156,6 +156,12 @@ class Controller:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Mark the runs a dead process left open as interrupted, then follow and serve."""
+        if not self.engine.store.read_only:
+            cutoff = self._clock() - timedelta(seconds=self.engine.settings.lease_ttl)
+            abandoned = self.engine.store.interrupt_abandoned(cutoff)
+            if abandoned:
+                self._log("runs left open by a stopped process marked interrupted", runs=abandoned)
         self._scheduler.start()
 
     def stop(self, grace: float = 30.0) -> bool:

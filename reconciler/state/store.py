@@ -39,6 +39,7 @@ from reconciler.state.schema import (
     actions,
     applied,
     drift,
+    locks,
     observations,
     runs,
 )
@@ -280,6 +281,39 @@ class StateStore:
                 .values(result="interrupted", message=text, finished_at=_now())
             )
             return int(done.rowcount)
+
+    def interrupt_abandoned(self, started_before: datetime) -> list[int]:
+        """Runs still `running` that were started before `started_before` and hold no live lease:
+        their process died (SIGKILL, a lost machine). They, and their pending actions, are marked
+        interrupted; returns their ids. A live run renews its leases, so it is never taken."""
+        now = _now()
+        live = sa.select(locks.c.run_id).where(locks.c.run_id == runs.c.id, locks.c.expires_at > now)
+        message = "interrupted: the process running it stopped before it finished"
+        summary = self._guard.json({"interrupted": message}, "summary of an abandoned run")
+        with self._db.transaction(write=True) as connection:
+            found = [
+                int(row.id)
+                for row in connection.execute(
+                    sa.select(runs.c.id).where(
+                        runs.c.status == "running",
+                        runs.c.started_at < utc(started_before, "started_before"),
+                        ~live.exists(),
+                    )
+                )
+            ]
+            for start in range(0, len(found), CHUNK):
+                chunk = found[start : start + CHUNK]
+                connection.execute(
+                    sa.update(actions)
+                    .where(actions.c.run_id.in_(chunk), actions.c.result == "pending")
+                    .values(result="interrupted", message=message, finished_at=now)
+                )
+                connection.execute(
+                    sa.update(runs)
+                    .where(runs.c.id.in_(chunk), runs.c.status == "running")
+                    .values(status="interrupted", finished_at=now, summary=summary)
+                )
+        return found
 
     def history(
         self, target: str | None = None, since: datetime | None = None, limit: int = 50
