@@ -38,6 +38,7 @@ bench: bootstrap
 
 schemas: bootstrap
 	$(BIN)/fleet schema --write schemas/
+	$(BIN)/fleet schema openapi --write schemas/
 	$(BIN)/fleet schema --write $(EXAMPLE)/schemas/
 
 clean:

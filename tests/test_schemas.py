@@ -25,6 +25,15 @@ def test_schemas_directory_is_up_to_date(directory: str) -> None:
     assert not stale and not extra, f"run `make schemas` (stale in {directory}: {stale}, unknown: {extra})"
 
 
+def test_the_checked_in_openapi_schema_is_the_served_one() -> None:
+    from reconciler.controller.api import openapi_document
+
+    on_disk = (ROOT / "schemas" / "openapi.json").read_text()
+    assert on_disk == openapi_document(), "run `make schemas`: schemas/openapi.json is stale"
+    paths = json.loads(on_disk)["paths"]
+    assert {"/healthz", "/readyz", "/metrics", "/api/v1/status", "/api/v1/reconcile"} <= set(paths)
+
+
 def test_the_examples_schema_headers_resolve_wherever_it_is_copied(tmp_path: Path) -> None:
     copy = copy_example(tmp_path / "elsewhere" / "my-fleet")
     headers = 0

@@ -197,7 +197,7 @@ def schema(
         str | None,
         typer.Argument(
             metavar="KIND",
-            help="One kind (Machine, vm, ...) or `plan` (the plan's JSON).",
+            help="One kind (Machine, vm, ...), `plan` (the plan's JSON) or `openapi` (fleet serve's API).",
             show_default=False,
         ),
     ] = None,
@@ -212,7 +212,8 @@ def schema(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Print or write the JSON Schemas (2020-12) of the fleet kinds and of `fleet plan -o json`."""
+    """Print or write the JSON Schemas (2020-12) of the fleet kinds and of `fleet plan -o json`,
+    or the OpenAPI schema of `fleet serve` (`openapi`)."""
     from reconciler.report.plan_json import schema_text
     from reconciler.spec.schema import all_schemas, kind_schema, render, schema_file_name
 
@@ -221,6 +222,10 @@ def schema(
         files = {**all_schemas(), PLAN_SCHEMA_FILE: schema_text()}
     elif kind.lower() == "plan":
         files = {PLAN_SCHEMA_FILE: schema_text()}
+    elif kind.lower() == "openapi":
+        from reconciler.controller.api import openapi_document
+
+        files = {OPENAPI_FILE: openapi_document()}
     else:
         named = kind_named(kind)
         if named is None:
@@ -244,6 +249,7 @@ def schema(
 
 
 PLAN_SCHEMA_FILE = "plan.schema.json"
+OPENAPI_FILE = "openapi.json"
 
 
 @app.command()

@@ -93,6 +93,16 @@ ReadCaller = Annotated[Caller, Depends(_reader)]
 OperatorCaller = Annotated[Caller, Depends(_operator)]
 
 
+def _controller(request: Request) -> Controller:
+    found: Controller = request.app.state.controller
+    return found
+
+
+def _store(request: Request) -> StateStore:
+    found: StateStore = request.app.state.store
+    return found
+
+
 def build_app(
     controller: Controller,
     store: StateStore,
@@ -101,13 +111,25 @@ def build_app(
     routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """The controller's app: `routers` (the webhooks) are mounted beside the API."""
+    app = create_app(routers)
+    app.state.controller = controller
+    app.state.store = store
+    app.state.tokens = tokens
+    return app
+
+
+def openapi_document(routers: Sequence[APIRouter] = ()) -> str:
+    """The OpenAPI schema of the API (checked in as schemas/openapi.json)."""
+    return json.dumps(create_app(routers).openapi(), indent=2, sort_keys=True) + "\n"
+
+
+def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The routes; what they serve is in `app.state` (controller, store, tokens)."""
     app = FastAPI(
         title="fleet controller",
         version=API_VERSION,
         description="Status, resources and runs of the fleet controller, and its operator actions.",
     )
-
-    app.state.tokens = tokens
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -123,12 +145,12 @@ def build_app(
         return {"status": "ok"}
 
     @app.get("/readyz", summary="A revision is in force and the state store answers.")
-    def readyz() -> JSONResponse:
+    def readyz(request: Request) -> JSONResponse:
         problems = []
-        if not controller.ready:
+        if not _controller(request).ready:
             problems.append("no revision in force yet")
         try:
-            store.history(limit=1)
+            _store(request).history(limit=1)
         except Exception:
             problems.append("the state store does not answer")
         if problems:
@@ -136,17 +158,19 @@ def build_app(
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", summary="Prometheus metrics.")
-    def metrics() -> Response:
-        return Response(controller.metrics.exposition(), media_type=controller.metrics.content_type)
+    def metrics(request: Request) -> Response:
+        found = _controller(request).metrics
+        return Response(found.exposition(), media_type=found.content_type)
 
     api = APIRouter(prefix=f"/api/{API_VERSION}")
 
     @api.get("/status", summary="Revisions applied and attempted, resources by kind and state, the queue.")
-    def status(caller: ReadCaller) -> dict[str, Any]:
-        return controller.status()
+    def status(request: Request, caller: ReadCaller) -> dict[str, Any]:
+        return _controller(request).status()
 
     @api.get("/resources", summary="Resources of the revision in force, with their state.")
     def resources(
+        request: Request,
         caller: ReadCaller,
         selector: Annotated[
             str | None, Query(max_length=1000, description="Label selector (the CLI's).")
@@ -159,6 +183,7 @@ def build_app(
             match = parse_selector(selector) if selector else None
         except ValueError as exc:
             raise HTTPException(400, f"bad selector: {exc}") from None
+        controller = _controller(request)
         found = []
         for resource in controller.resources():
             if kind is not None and resource.kind.lower() != kind.lower():
@@ -173,7 +198,8 @@ def build_app(
         return {"items": found[:limit], "total": len(found)}
 
     @api.get("/resources/{address:path}", summary="One resource: spec, observation, drift, actions, lease.")
-    def resource(address: str, caller: ReadCaller) -> dict[str, Any]:
+    def resource(request: Request, address: str, caller: ReadCaller) -> dict[str, Any]:
+        controller, store = _controller(request), _store(request)
         state = controller.resource(address)
         spec = controller.document(address)
         if state is None or spec is None:
@@ -215,12 +241,14 @@ def build_app(
         }
 
     @api.get("/runs", summary="Past and running runs, newest first.")
-    def runs(caller: ReadCaller, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> dict[str, Any]:
-        return {"items": history_data(store.history(limit=limit))}
+    def runs(
+        request: Request, caller: ReadCaller, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50
+    ) -> dict[str, Any]:
+        return {"items": history_data(_store(request).history(limit=limit))}
 
     @api.get("/runs/{run_id}", summary="One run with its actions.")
-    def run(run_id: int, caller: ReadCaller) -> dict[str, Any]:
-        found = store.get_run(run_id)
+    def run(request: Request, run_id: int, caller: ReadCaller) -> dict[str, Any]:
+        found = _store(request).get_run(run_id)
         if found is None:
             raise HTTPException(404, f"no run {run_id}")
         return history_data([found])[0]
@@ -235,18 +263,18 @@ def build_app(
             422: {"description": "The revision has errors in the targets or what they reference."},
         },
     )
-    def reconcile(request: ReconcileRequest, caller: OperatorCaller) -> dict[str, Any]:
+    def reconcile(request: Request, body: ReconcileRequest, caller: OperatorCaller) -> dict[str, Any]:
         options = RunOptions(
             kind="reconcile",
-            reason=request.reason,
-            incident=request.incident,
-            emergency=request.emergency,
-            allow_destructive=request.emergency,
-            break_lock=request.breakLock,
+            reason=body.reason,
+            incident=body.incident,
+            emergency=body.emergency,
+            allow_destructive=body.emergency,
+            break_lock=body.breakLock,
             operator=f"api:{caller.name}",
         )
         try:
-            run_id = controller.emergency(tuple(request.targets), request.selector, options)
+            run_id = _controller(request).emergency(tuple(body.targets), body.selector, options)
         except InvalidRevision as exc:
             errors = [d.render() for d in exc.revision.errors[:50]]
             raise HTTPException(422, {"message": str(exc), "errors": errors}) from None
@@ -259,8 +287,8 @@ def build_app(
         return {"run": run_id, "operator": options.operator}
 
     @api.post("/poll", summary="Look at the followed repo now.", status_code=202)
-    def poll(caller: OperatorCaller) -> dict[str, str]:
-        controller.request_poll(f"asked by {caller.name}")
+    def poll(request: Request, caller: OperatorCaller) -> dict[str, str]:
+        _controller(request).request_poll(f"asked by {caller.name}")
         return {"result": "accepted"}
 
     app.include_router(api)
