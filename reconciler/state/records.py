@@ -111,7 +111,8 @@ class Suspension:
     run_id: int | None
 
     def describe(self) -> str:
-        return f"suspended by {self.operator} since {self.since.isoformat(timespec='seconds')}: {self.reason}"
+        since = self.since.isoformat(timespec="seconds").replace("+00:00", "Z")
+        return f"suspended by {self.operator} since {since}: {self.reason}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
