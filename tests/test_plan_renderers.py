@@ -9,6 +9,7 @@ schemas/plan.schema.json) after a deliberate change, then review the diff.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import io
 import json
@@ -28,7 +29,7 @@ from providers.base import Action, Observation, UnknownReason
 from reconciler.errors import PermanentError
 from reconciler.kinds.machine import diff_machines
 from reconciler.kinds.planning import order
-from reconciler.plan.model import FieldDiff, Finding, Plan, PlanEntry
+from reconciler.plan.model import FieldDiff, Finding, Plan, PlanEntry, Suspended
 from reconciler.report import (
     plan_from_dict,
     plan_text,
@@ -184,7 +185,12 @@ def realistic_plan() -> Plan:
         ),
     ]
     entries, planned_waves = order({d.address: d for d in documents}, [*found.entries, *other_kinds])
-    return Plan("9c1e4b7d2f0a", T0, entries, found.observed, planned_waves)
+    # A VM someone suspended: its creation is held, and so are the Cluster membership and the
+    # SparkPool that wait for it.
+    suspended = (
+        Suspended("virtualmachine/nyc1-ci-runner-1", "image rebuild", "alice", T0 - timedelta(hours=2)),
+    )
+    return Plan("9c1e4b7d2f0a", T0, entries, found.observed, planned_waves, suspended)
 
 
 def check_golden(name: str, actual: str) -> None:
@@ -228,9 +234,27 @@ def test_every_renderer_shows_the_same_summary_line(name: str) -> None:
     assert plan.summary_line() == (
         "Plan: incomplete: 2 of 13 resources not observed (1 auth-failure, 1 timeout); 1 to create, "
         "2 to update, 1 to replace, 1 to power on, 2 to power off, 1 to set boot device, "
-        "1 observe-only, 1 drifted, 1 orphaned."
+        "1 observe-only, 1 drifted, 1 orphaned; 3 skipped (suspended)."
     )
     assert plan.summary_line() in RENDERERS[name](plan)
+
+
+def test_a_suspension_holds_its_changes_and_what_waits_for_them_and_nothing_else() -> None:
+    plan = realistic_plan()
+    assert plan.held() == {
+        "cluster/k8s-nyc1": "skipped: waits for virtualmachine/nyc1-ci-runner-1 (suspended)",
+        "sparkpool/spark-nyc1": "skipped: waits for cluster/k8s-nyc1 (held back)",
+        "virtualmachine/nyc1-ci-runner-1": (
+            "skipped: suspended by alice since 2025-03-04T07:30:00Z: image rebuild"
+        ),
+    }
+    runnable = plan.without_held()
+    assert {e.address for e in runnable.changes()} == {e.address for e in plan.changes()} - set(plan.held())
+    assert all(set(wave).isdisjoint(plan.held()) for wave in runnable.waves)
+    assert runnable.with_finding(Finding.DRIFT) == plan.with_finding(Finding.DRIFT)  # still reported
+    # Which resources are suspended is part of what a saved plan promises.
+    assert plan.fingerprint() != dataclasses.replace(plan, suspended=()).fingerprint()
+    assert plan_from_dict(json.loads(render_json(plan))).suspended == plan.suspended
 
 
 def test_the_realistic_plan_applies_in_dependency_waves() -> None:

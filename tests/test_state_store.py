@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command as alembic_command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from state_testing import create_pg_database, drop_pg_database, open_at_once, race_for_locks
@@ -28,15 +29,26 @@ from reconciler.state import (
     LockHolder,
     LockLost,
     ObservationRecord,
+    ResourceSuspended,
     StateStore,
     open_store,
 )
-from reconciler.state.migrate import head_revision
+from reconciler.state.migrate import alembic_config, head_revision
 from reconciler.state.schema import drift as drift_table
 from reconciler.state.schema import metadata
 
 BACKENDS = ["sqlite", "postgresql"]
-TABLES = {"runs", "actions", "applied", "observations", "drift", "locks", "pr_comments", "alembic_version"}
+TABLES = {
+    "runs",
+    "actions",
+    "applied",
+    "observations",
+    "drift",
+    "locks",
+    "pr_comments",
+    "suspensions",
+    "alembic_version",
+}
 T0 = datetime(2025, 11, 25, 12, 0, tzinfo=UTC)
 
 
@@ -273,6 +285,117 @@ def test_history_filters_by_target_and_time_newest_first(store: StateStore) -> N
     assert [r.id for r in store.history(since=since.started_at)] == [plan, ids[2], ids[1]]
     assert [r.id for r in store.history("machine/a", since=since.started_at, limit=10)] == [ids[2]]
     assert store.history("machine/nope") == []
+
+
+def test_a_store_made_by_the_first_schema_upgrades_and_keeps_its_history(fresh_url: str) -> None:
+    """A store created before suspensions existed: its runs and actions survive the rebuild of
+    `runs` (SQLite must not cascade the old table's drop into `actions`), and it takes the new
+    run kinds and the suspensions table."""
+    engine = sa.create_engine(fresh_url)
+    if engine.dialect.name == "sqlite":
+        Path(str(engine.url.database)).parent.mkdir(parents=True, exist_ok=True)
+    with engine.begin() as connection:
+        alembic_command.upgrade(alembic_config(connection=connection), "0001")
+        assert "suspensions" not in sa.inspect(connection).get_table_names()
+        when = T0.replace(tzinfo=None) if engine.dialect.name == "sqlite" else T0
+        run_id = connection.execute(
+            sa.text(
+                "INSERT INTO runs (kind, operator, status, started_at, emergency, broke_lock)"
+                " VALUES ('apply', 'bob', 'succeeded', :at, false, false) RETURNING id"
+            ),
+            {"at": when},
+        ).scalar_one()
+        connection.execute(
+            sa.text(
+                "INSERT INTO actions (run_id, address, action, result, started_at)"
+                " VALUES (:run, 'machine/a', 'power-on', 'succeeded', :at)"
+            ),
+            {"run": run_id, "at": when},
+        )
+    engine.dispose()
+
+    with open_store(fresh_url) as store:
+        assert store.migrated and store.schema_revision() == head_revision()
+        (run,) = store.history()
+        assert (run.id, run.operator, [(a.address, a.action) for a in run.actions]) == (
+            run_id,
+            "bob",
+            [("machine/a", "power-on")],
+        )
+        change = store.suspend(["machine/a"], "alice", "disk swap")
+        assert [s.address for s in change.changed] == ["machine/a"]
+        assert [r.kind for r in store.history()] == ["suspend", "apply"]
+    engine = sa.create_engine(fresh_url)
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+    engine.dispose()
+
+
+# Suspensions.
+
+
+def test_suspend_and_resume_are_recorded_with_who_and_why(store: StateStore) -> None:
+    first = store.suspend(["machine/b", "machine/a"], "alice", "PSU swap in r12")
+    assert first.kind == "suspend" and first.unchanged == ()
+    assert [(s.address, s.operator, s.reason, s.run_id) for s in first.changed] == [
+        ("machine/a", "alice", "PSU swap in r12", first.run_id),
+        ("machine/b", "alice", "PSU swap in r12", first.run_id),
+    ]
+    # Suspending again keeps the first who and why, and says so.
+    again = store.suspend(["machine/a", "machine/c"], "bob", "other reason")
+    assert [s.address for s in again.changed] == ["machine/c"]
+    ((address, kept),) = again.unchanged
+    assert (
+        address == "machine/a"
+        and kept is not None
+        and (kept.operator, kept.reason) == ("alice", "PSU swap in r12")
+    )
+    held = store.suspensions()
+    assert sorted(held) == ["machine/a", "machine/b", "machine/c"]
+    assert held["machine/a"].operator == "alice" and held["machine/a"].since.tzinfo == UTC
+    assert list(store.suspensions(["machine/b", "machine/x"])) == ["machine/b"]
+
+    resumed = store.resume(["machine/a", "machine/x"], "carol", "PSU replaced")
+    assert [s.address for s in resumed.changed] == ["machine/a"]
+    assert resumed.unchanged == (("machine/x", None),)
+    assert sorted(store.suspensions()) == ["machine/b", "machine/c"]
+
+    # The audit trail: one run per command, an action per address, newest first.
+    runs = store.history()
+    assert [(r.kind, r.operator, r.reason, r.status) for r in runs] == [
+        ("resume", "carol", "PSU replaced", "succeeded"),
+        ("suspend", "bob", "other reason", "succeeded"),
+        ("suspend", "alice", "PSU swap in r12", "succeeded"),
+    ]
+    assert [(a.address, a.result) for a in runs[1].actions] == [
+        ("machine/a", "skipped"),
+        ("machine/c", "succeeded"),
+    ]
+    assert "already suspended by alice" in str(runs[1].actions[0].message)
+    assert [r.kind for r in store.history("machine/a")] == ["resume", "suspend", "suspend"]
+
+    with pytest.raises(PermanentError, match="reason"):
+        store.suspend(["machine/d"], "alice", "  ")
+    with pytest.raises(PermanentError, match="no addresses"):
+        store.resume([], "alice")
+    secret = "s3cr3t-Passw0rd"
+    store.forbid_values([secret])
+    with pytest.raises(PermanentError) as caught:
+        store.suspend(["machine/d"], "alice", f"the password {secret} leaked")
+    assert secret not in str(caught.value)
+    assert "machine/d" not in store.suspensions() and len(store.history()) == 3
+
+
+def test_an_action_is_refused_under_a_lease_on_a_resource_suspended_meanwhile(store: StateStore) -> None:
+    run_id = store.start_run("apply", "controller")
+    with store.acquire_locks(["machine/a", "machine/b"], "controller", run_id, 30) as lockset:
+        store.suspend(["machine/a"], "alice", "hands on the chassis")
+        with pytest.raises(ResourceSuspended, match="suspended by alice") as caught:
+            store.start_action(run_id, "machine/a", "power-on", None, fence=lockset.token)
+        assert caught.value.hint == "fleet resume machine/a"
+        store.start_action(run_id, "machine/b", "power-on", None, fence=lockset.token)
+    run = store.get_run(run_id)
+    assert run is not None and [a.address for a in run.actions] == ["machine/b"]
 
 
 # Applied specs and observations.

@@ -27,7 +27,7 @@ from reconciler.errors import FleetError, PermanentError, TemporaryError
 from reconciler.kinds import KINDS
 from reconciler.plan.model import Finding, Plan, PlanEntry, action_name
 from reconciler.spec import models
-from reconciler.state import LockLost
+from reconciler.state import LockLost, ResourceSuspended
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,6 +38,11 @@ class Outcome:
     message: str
     seconds: float = 0.0
     changed: bool = False
+    suspended: bool = False  # skipped because the resource (or one it waits for) is suspended
+
+
+def suspended_skip(address: str, action: str, message: str) -> Outcome:
+    return Outcome(address, action, "skipped", message, suspended=True)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,7 +54,9 @@ class ApplyReport:
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and all(o.result == "succeeded" for o in self.outcomes)
+        """Every change succeeded, but those held back because suspended: a suspension is
+        what someone asked for, not a failure."""
+        return not self.interrupted and all(o.result == "succeeded" or o.suspended for o in self.outcomes)
 
     def count(self, result: str) -> int:
         return sum(1 for o in self.outcomes if o.result == result)
@@ -220,14 +227,19 @@ class _Context:
         self.recorder.never_started(entry, "skipped", message)
         return Outcome(entry.address, _name(entry), "skipped", message)
 
-    def _start(self, entry: PlanEntry) -> int | None:
+    def _start(self, entry: PlanEntry) -> int | Outcome | None:
         """Record the action as started under the run's lease; None (and the run cancelled)
-        when the lease is gone, so nothing is done without it."""
+        when the lease is gone, so nothing is done without it; a skipped Outcome when someone
+        suspended the resource since the run was planned."""
         try:
             return self.recorder.start(entry)
         except LockLost as exc:
             self.cancel.cancel(str(exc))
             return None
+        except ResourceSuspended as exc:
+            message = f"skipped: {exc.suspension.describe()} (after this run was planned)"
+            self.recorder.never_started(entry, "skipped", message)
+            return suspended_skip(entry.address, _name(entry), message)
 
     def apply_one(self, entry: PlanEntry) -> Outcome | None:
         """Record the action, run it (retrying what may pass), record how it ended; None when
@@ -237,8 +249,8 @@ class _Context:
         provider = self.providers.get(provider_key(entry))
         orphan = entry.finding is Finding.ORPHANED
         action_id = self._start(entry)
-        if action_id is None:
-            return None
+        if action_id is None or isinstance(action_id, Outcome):
+            return action_id
         started = time.monotonic()
         if (document is None and not orphan) or provider is None:
             message = (
@@ -282,10 +294,14 @@ class _Context:
         assert isinstance(provider, BatchProvider)
         started = time.monotonic()
         action_ids: dict[str, int] = {}
+        outcomes: list[Outcome] = []
         for entry in todo:
             action_id = self._start(entry)
             if action_id is None:
                 break
+            if isinstance(action_id, Outcome):
+                outcomes.append(action_id)
+                continue
             action_ids[entry.address] = action_id
         todo = [e for e in todo if e.address in action_ids]
         results: dict[str, ApplyResult | FleetError] = {}
@@ -308,9 +324,9 @@ class _Context:
                 delay = max(r.delay for r in answers if isinstance(r, TemporaryError))
                 raise TemporaryError(f"{len(again)} hosts failed temporarily", delay=delay)
 
-        with contextlib.suppress(FleetError):  # each change's last answer is in `results`
-            self.retry.run(attempt, self.cancel)
-        outcomes: list[Outcome] = []
+        if todo:
+            with contextlib.suppress(FleetError):  # each change's last answer is in `results`
+                self.retry.run(attempt, self.cancel)
         for entry in todo:
             result = results[entry.address]
             seconds = time.monotonic() - started

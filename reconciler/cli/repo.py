@@ -91,7 +91,7 @@ def validate(
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
-def _split_get_arguments(arguments: list[str]) -> tuple[Path | None, list[str]]:
+def split_path_and_addresses(arguments: list[str]) -> tuple[Path | None, list[str]]:
     """`fleet get [PATH] [ADDRESS...]`: an argument that names an existing directory (or a first
     one that is no address) is the repo's working tree, the others are addresses."""
     path: Path | None = None
@@ -133,7 +133,7 @@ def get(
 ) -> None:
     """List the resources a fleet repo declares (the inventory), or show the ones named.
     An invalid repo, or a directory with no fleet.yaml, is refused."""
-    path, addresses = _split_get_arguments(list(arguments or ()))
+    path, addresses = split_path_and_addresses(list(arguments or ()))
     targets = tuple([*addresses, *(target or ())])
 
     def run() -> tuple[list[models.Document], dict[str, str]]:

@@ -286,6 +286,8 @@ def _run_and_report(
                         style="yellow",
                     )
                 )
+            if options.refuse_suspended:
+                engine.refuse_suspended(planned)  # before anything is shown or asked
             render_text(planned.plan, console)
             _confirm(planned.plan, yes)
             cancel = CancelToken()
@@ -437,6 +439,7 @@ def reconcile(
             allow_destructive=emergency,
             break_lock=break_lock,
             lock_wait_seconds=wait,
+            refuse_suspended=True,
         ),
         lab=lab,
         config=config,

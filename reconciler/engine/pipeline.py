@@ -25,7 +25,7 @@ from types import TracebackType
 from providers.base import Observation, Observed, RevisionInputs, UnknownReason
 from providers.registry import ProviderPool
 from reconciler.apply.cancel import CancelToken
-from reconciler.apply.executor import ApplyReport, Outcome, execute, provider_key
+from reconciler.apply.executor import ApplyReport, Outcome, execute, provider_key, suspended_skip
 from reconciler.apply.guards import (
     BlastRadiusExceeded,
     OutsideChangeWindow,
@@ -34,13 +34,15 @@ from reconciler.apply.guards import (
     check_saved_plan,
 )
 from reconciler.apply.record import Recorder, record_converged, record_drift
+from reconciler.engine import suspensions
 from reconciler.engine.lease import Lease
+from reconciler.engine.suspensions import SuspensionResult, TargetSuspended
 from reconciler.errors import FleetError, PermanentError, StoreFailure, UsageError
 from reconciler.kinds import KINDS, DiffInputs, kind_named, kind_of, managed_kinds, unknown_kind_hint
 from reconciler.kinds.config import config_directories, config_version, configured, observed_config
 from reconciler.kinds.planning import Observations, by_kind_name, make_plan
 from reconciler.memory import collector_paused
-from reconciler.plan.model import Plan
+from reconciler.plan.model import Plan, Suspended, action_name
 from reconciler.settings import Settings
 from reconciler.source import SourceRef, open_snapshot
 from reconciler.source.export import directory_digest, exported
@@ -100,6 +102,8 @@ class RunOptions:
     lock_wait_seconds: float = 0.0
     parallel: int = 16
     operator: str | None = None  # who the audit names, when not the settings' operator (an API token)
+    # An explicit run (the emergency reconcile) is refused, not skipped, on a suspended target.
+    refuse_suspended: bool = False
 
 
 class PlannedRun:
@@ -399,14 +403,22 @@ class Engine:
         return DiffInputs(selected.fleet, selected.everything, applied, first_seen, selected.whole_fleet)
 
     def make_plan(self, selected: Selected, observations: Observations) -> Plan:
-        """The plan of the selection against what was observed and what fleet last applied."""
-        return make_plan(
+        """The plan of the selection against what was observed and what fleet last applied,
+        with the resources of it that are suspended (their changes are held, see `Plan.held`)."""
+        plan = make_plan(
             selected.revision.revision,
             self._clock(),
             selected.documents,
             observations,
             self.diff_inputs(selected),
         )
+        return dataclasses.replace(plan, suspended=self.suspended_in(selected, plan))
+
+    def suspended_in(self, selected: Selected, plan: Plan) -> tuple[Suspended, ...]:
+        """Which resources of a plan are suspended right now: by the store or by their spec.
+        Orphans count: a suspended address is never acted on, spec or no spec."""
+        addresses = {d.address for d in selected.documents} | {e.address for e in plan.entries}
+        return suspensions.suspended_among(self.store, addresses, selected.documents, selected.paths)
 
     def guard(self, planned: PlannedRun, options: RunOptions) -> None:
         """Blast radius and change windows; raises before anything is recorded or changed."""
@@ -443,9 +455,17 @@ class Engine:
                 f"state store {self.store.url} is read-only, and every action is recorded before it runs",
                 hint="apply with a store fleet can write",
             )
-        self.guard(planned, options)
+        # Suspensions are read again: one made since the plan (while its reader was asked to
+        # confirm) holds as well. The store checks once more as each action starts.
         plan, store = planned.plan, self.store
         operator = options.operator or self.settings.operator
+        now_suspended = {s.address: s for s in (*plan.suspended, *self.suspended_in(planned.selected, plan))}
+        plan = dataclasses.replace(plan, suspended=tuple(now_suspended.values()))
+        if options.refuse_suspended:
+            self.refuse_suspended(planned, plan)
+        self.guard(planned, options)
+        held = plan.held()
+        runnable = plan.without_held()
         run_id = store.start_run(
             options.kind,
             operator,
@@ -459,15 +479,19 @@ class Engine:
         if planned.tolerated:
             summary["validationErrors"] = [d.render() for d in planned.tolerated]
             summary["orphans"] = "not handled: the revision has errors outside the targets"
+        if held:
+            summary["suspended"] = sorted(held)
         try:
             if on_start is not None:
                 on_start(run_id)
             inputs = self.diff_inputs(planned.selected)
-            changes = plan.changes()
+            skipped = self._skip_held(plan, held, Recorder(store, run_id, plan.revision), on_outcome)
+            changes = runnable.changes()
             if not changes:
                 record_converged(plan, inputs, store, run_id)
                 status = "succeeded"
-                return RunResult(run_id, plan, None)
+                report = ApplyReport(run_id, tuple(skipped), False) if skipped else None
+                return RunResult(run_id, plan, report)
             addresses = sorted({e.address for e in changes})
             with Lease(
                 store,
@@ -485,7 +509,7 @@ class Engine:
                     key: self.pool.provider(key, fleet) for key in sorted({provider_key(e) for e in changes})
                 }
                 report = execute(
-                    plan,
+                    runnable,
                     planned.selected.everything,
                     providers,
                     planned.inputs,
@@ -493,6 +517,9 @@ class Engine:
                     cancel,
                     parallel=options.parallel,
                     report=on_outcome,
+                )
+                report = dataclasses.replace(
+                    report, outcomes=tuple(sorted((*report.outcomes, *skipped), key=_outcome_order))
                 )
                 status = "interrupted" if report.interrupted else ("succeeded" if report.ok else "failed")
                 if report.interrupted:
@@ -502,6 +529,65 @@ class Engine:
                 return RunResult(run_id, plan, report, lease.broken)
         finally:
             store.finish_run(run_id, status, summary)
+
+    def refuse_suspended(self, planned: PlannedRun, plan: Plan | None = None) -> None:
+        """Raise TargetSuspended when any resource the run selected is suspended: an explicit run
+        (the emergency reconcile) says so instead of quietly skipping what it was asked to do."""
+        held = {s.address: s for s in (plan or planned.plan).suspended}
+        named = [held[d.address] for d in planned.selected.documents if d.address in held]
+        if named:
+            raise TargetSuspended(named)
+
+    def _skip_held(
+        self,
+        plan: Plan,
+        held: Mapping[str, str],
+        recorder: Recorder,
+        on_outcome: Callable[[Outcome], None] | None,
+    ) -> list[Outcome]:
+        """Record every held change as skipped, with why (who suspended what, or what it waits
+        for); nothing is leased or called for them."""
+        skipped: list[Outcome] = []
+        for entry in plan.changes():
+            if entry.address not in held or entry.action is None:
+                continue
+            recorder.never_started(entry, "skipped", held[entry.address])
+            outcome = suspended_skip(entry.address, action_name(entry.action), held[entry.address])
+            skipped.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+        return skipped
+
+    # --- suspensions ----------------------------------------------------------------------------
+
+    def suspend(self, ref: SourceRef, selection: Selection, reason: str) -> SuspensionResult:
+        """Suspend what the selection names (addresses of the repo, or a label selector), as the
+        settings' operator, for `reason`; one audit record. The repo need not be valid: a person
+        may need to stop fleet from acting on a resource precisely while a spec is broken."""
+        revision = self.load(self.open_source(ref))
+        addresses = suspensions.resolve(
+            revision, self.store, selection.targets, selection.selector, selection.kind, resuming=False
+        )
+        return suspensions.suspend(revision, self.store, addresses, self.settings.operator, reason)
+
+    def resume(self, ref: SourceRef, selection: Selection, reason: str | None = None) -> SuspensionResult:
+        """End the suspensions of what the selection names; one audit record. A spec's own
+        annotation still suspends its resource (the result says which)."""
+        revision = self.load(self.open_source(ref))
+        addresses = suspensions.resolve(
+            revision, self.store, selection.targets, selection.selector, selection.kind, resuming=True
+        )
+        return suspensions.resume(revision, self.store, addresses, self.settings.operator, reason)
+
+    def suspended(self, ref: SourceRef) -> dict[str, Suspended]:
+        """Every suspended resource: those of the store and those the revision's specs suspend."""
+        revision = self.load(self.open_source(ref))
+        documents = [d.document for d in revision.documents]
+        paths = {d.document.address: d.path for d in revision.documents}
+        found = suspensions.annotated(documents, paths)
+        for address, held in self.store.suspensions().items():
+            found[address] = Suspended(address, held.reason, held.operator, held.since)
+        return dict(sorted(found.items()))
 
     # --- whole runs ---------------------------------------------------------------------------
 
@@ -607,6 +693,10 @@ class Engine:
         for source in [*revision.fleet.spec.credentials.values(), *credentials.sources.values()]:
             with contextlib.suppress(FleetError):
                 credentials.read(source, revision)
+
+
+def _outcome_order(outcome: Outcome) -> tuple[str, str]:
+    return (outcome.address, outcome.action)
 
 
 @contextlib.contextmanager

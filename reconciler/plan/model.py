@@ -175,11 +175,35 @@ class ObservedState:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Suspended:
+    """A resource fleet must not act on: it is observed, planned and its drift reported, but none
+    of its changes is applied. Suspended by a person (`fleet suspend`: `operator` and `since`)
+    or by its spec's annotation `fleet.dev/reconcile: disabled` (`operator` None)."""
+
+    address: str
+    reason: str
+    operator: str | None = None
+    since: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.since is not None:
+            object.__setattr__(self, "since", _utc(self.since))
+
+    def describe(self) -> str:
+        """`suspended by alice since 2026-01-20T10:00:00Z: PSU swap`, or `suspended: annotation ...`."""
+        if self.operator is None:
+            return f"suspended: {shorten(self.reason)}"
+        since = f" since {format_time(self.since)}" if self.since is not None else ""
+        return f"suspended by {shorten(self.operator)}{since}: {shorten(self.reason)}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Plan:
     """Every entry of one pass over one revision, sorted; see the module docstring.
 
     `waves` is the order changes apply in (addresses, dependencies first), as computed by
-    `reconciler.plan.graph`; empty when nothing is planned.
+    `reconciler.plan.graph`; empty when nothing is planned. `suspended` are the resources of the
+    plan fleet must not act on: their changes, and those that wait for them, are `held()`.
     """
 
     revision: str
@@ -187,6 +211,7 @@ class Plan:
     entries: tuple[PlanEntry, ...] = ()
     observed: tuple[ObservedState, ...] = ()
     waves: tuple[tuple[str, ...], ...] = ()
+    suspended: tuple[Suspended, ...] = ()
 
     def __post_init__(self) -> None:
         # Sorting here, not in each producer, is what makes a Plan deterministic by construction.
@@ -194,6 +219,8 @@ class Plan:
         object.__setattr__(self, "entries", tuple(sorted(self.entries, key=PlanEntry.sort_key)))
         object.__setattr__(self, "observed", tuple(sorted(self.observed, key=lambda o: o.address)))
         object.__setattr__(self, "waves", tuple(tuple(sorted(wave)) for wave in self.waves))
+        by_address = {s.address: s for s in self.suspended}
+        object.__setattr__(self, "suspended", tuple(by_address[a] for a in sorted(by_address)))
 
     def changes(self) -> tuple[PlanEntry, ...]:
         """The entries fleet would apply: those with an action."""
@@ -202,6 +229,38 @@ class Plan:
     @property
     def has_changes(self) -> bool:
         return any(e.action is not None for e in self.entries)
+
+    def held(self) -> dict[str, str]:
+        """The planned addresses none of whose changes is applied, each with why: the resource
+        is suspended, or it waits (through the dependency graph) for one whose changes are held."""
+        suspended = {s.address: s for s in self.suspended}
+        waits: dict[str, set[str]] = {}
+        for entry in self.changes():
+            waits.setdefault(entry.address, set()).update(entry.depends_on)
+        held = {a: f"skipped: {suspended[a].describe()}" for a in sorted(waits) if a in suspended}
+        grew = bool(held)
+        while grew:  # a dependency chain holds everything after its suspended link
+            grew = False
+            for address in sorted(waits):
+                blocking = sorted(d for d in waits[address] if d in held)
+                if address in held or not blocking:
+                    continue
+                held[address] = "skipped: waits for " + ", ".join(
+                    f"{shorten(d)} ({'suspended' if d in suspended else 'held back'})" for d in blocking
+                )
+                grew = True
+        return dict(sorted(held.items()))
+
+    def without_held(self) -> Plan:
+        """The plan as it may be applied: the held changes left out (see `held`)."""
+        held = self.held()
+        if not held:
+            return self
+        return dataclasses.replace(
+            self,
+            entries=tuple(e for e in self.entries if e.action is None or e.address not in held),
+            waves=tuple(w for w in (tuple(a for a in wave if a not in held) for wave in self.waves) if w),
+        )
 
     def with_finding(self, finding: Finding) -> tuple[PlanEntry, ...]:
         return tuple(e for e in self.entries if e.finding is finding)
@@ -266,16 +325,24 @@ class Plan:
         if self.complete:
             if not self.has_changes:
                 parts.insert(0, "no changes")
-            return f"Plan: {', '.join(parts)}."
+            return f"Plan: {', '.join(parts)}{self._held_phrase()}."
         if not self.has_changes:
             parts.insert(0, "no changes among the rest")
-        return f"Plan: {self.completeness()}; {', '.join(parts)}."
+        return f"Plan: {self.completeness()}; {', '.join(parts)}{self._held_phrase()}."
+
+    def _held_phrase(self) -> str:
+        """`; 2 skipped (suspended)`: how many planned changes will not be applied."""
+        held = self.held()
+        count = sum(1 for e in self.changes() if e.address in held)
+        return f"; {count} skipped (suspended)" if count else ""
 
     def fingerprint(self) -> str:
         """sha256 of the revision, the entries and the observed state, as canonical JSON.
 
         Creation time, details and first-seen times are left out: they do not change what
-        the plan would do, so re-planning an unchanged world gives the same fingerprint.
+        the plan would do, so re-planning an unchanged world gives the same fingerprint. Which
+        resources are suspended is in it (not who or why): a suspension made after a plan was
+        saved makes the saved plan stale.
         """
         body = {
             "revision": self.revision,
@@ -295,6 +362,8 @@ class Plan:
                 [o.address, o.state.value, [list(pair) for pair in o.fields]] for o in self.observed
             ],
         }
+        if self.suspended:  # a plan that holds nothing back keeps the fingerprint it always had
+            body["suspended"] = [s.address for s in self.suspended]
         return "sha256:" + hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 

@@ -31,6 +31,7 @@ from reconciler.plan.model import (
     ObservedState,
     Plan,
     PlanEntry,
+    Suspended,
     action_from_name,
     action_name,
     format_time,
@@ -120,6 +121,23 @@ def plan_schema() -> dict[str, Any]:
             },
             "entries": {"type": "array", "items": {"$ref": "#/$defs/entry"}},
             "observed": {"type": "array", "items": {"$ref": "#/$defs/observed"}},
+            "suspended": {
+                "type": "array",
+                "description": "Resources fleet must not act on (`fleet suspend`, or the annotation "
+                "fleet.dev/reconcile: disabled): observed and reported, none of their changes applied.",
+                "items": {"$ref": "#/$defs/suspended"},
+            },
+            "skipped": {
+                "type": "array",
+                "description": "The planned addresses whose changes will not be applied, and why: "
+                "suspended, or waiting for a suspended resource.",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["address", "because"],
+                    "properties": {"address": {"$ref": "#/$defs/address"}, "because": {"type": "string"}},
+                },
+            },
             "shortened": {
                 "const": True,
                 "description": "Present when the plan was shown with long values shortened (`fleet "
@@ -190,6 +208,20 @@ def plan_schema() -> dict[str, Any]:
                     },
                 ],
             },
+            "suspended": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["address", "reason", "operator", "since"],
+                "properties": {
+                    "address": {"$ref": "#/$defs/address"},
+                    "reason": {"type": "string"},
+                    "operator": {
+                        "type": ["string", "null"],
+                        "description": "Who suspended it; null when its spec's annotation does.",
+                    },
+                    "since": {"anyOf": [_DATE_TIME, {"type": "null"}]},
+                },
+            },
             "observed": {
                 "type": "object",
                 "additionalProperties": False,
@@ -211,7 +243,7 @@ def schema_text() -> str:
 
 # The parts of a plan that hold values from users (names, field values, reasons, details); the
 # rest (counts, times, the fingerprint, the summary line) fleet writes itself.
-_USER_VALUES = ("revision", "unknown", "waves", "entries", "observed")
+_USER_VALUES = ("revision", "unknown", "waves", "entries", "observed", "suspended", "skipped")
 
 
 def plan_to_dict(plan: Plan, *, bounded: bool = False) -> dict[str, Any]:
@@ -245,6 +277,16 @@ def _plan_to_dict(plan: Plan) -> dict[str, Any]:
         "observed": [
             {"address": o.address, "state": o.state.value, "fields": dict(o.fields)} for o in plan.observed
         ],
+        "suspended": [
+            {
+                "address": s.address,
+                "reason": s.reason,
+                "operator": s.operator,
+                "since": format_time(s.since) if s.since is not None else None,
+            }
+            for s in plan.suspended
+        ],
+        "skipped": [{"address": address, "because": why} for address, why in plan.held().items()],
     }
 
 
@@ -283,6 +325,15 @@ def plan_from_dict(data: Any) -> Plan:
             for o in data["observed"]
         ),
         waves=tuple(tuple(wave) for wave in data["waves"]),
+        suspended=tuple(
+            Suspended(
+                s["address"],
+                s["reason"],
+                s["operator"],
+                _time(s["since"]) if s["since"] is not None else None,
+            )
+            for s in data.get("suspended", ())
+        ),
     )
     if plan.fingerprint() != data["fingerprint"]:
         raise PermanentError(

@@ -41,6 +41,7 @@ SECTIONS: dict[Finding, tuple[str, str]] = {
         "configuration tasks check mode cannot evaluate: neither in sync nor drifted",
     ),
 }
+SUSPENDED_MARK = "||"
 # Entries whose detail says something the fields do not (why, what a policy decided).
 DETAILED_FINDINGS = frozenset(
     {Finding.CHANGE, Finding.OBSERVE_ONLY, Finding.ORPHANED, Finding.UNMANAGED, Finding.NOT_VERIFIABLE}
@@ -67,6 +68,7 @@ def plan_lines(plan: Plan) -> Iterator[Text]:
         f" of revision {shorten(plan.revision)}",
         (f" ({format_time(plan.created_at)}, {plan.fingerprint()[:19]})", "dim"),
     )
+    held = plan.held()
     for finding in Finding:
         entries = plan.with_finding(finding)
         if not entries:
@@ -77,12 +79,23 @@ def plan_lines(plan: Plan) -> Iterator[Text]:
             name += f" in {len(plan.waves)} wave{'s' if len(plan.waves) != 1 else ''}"
         yield Text.assemble((name, "bold"), (f" ({meaning}):", "dim"))
         for entry in entries:
-            yield from entry_lines(entry)
+            yield from entry_lines(entry, held.get(entry.address) if entry.action is not None else None)
+    if plan.suspended:
+        yield Text()
+        yield Text.assemble(
+            ("Suspended", "bold"), (" (observed and reported; fleet applies nothing to them):", "dim")
+        )
+        for suspended in plan.suspended:
+            yield Text.assemble(
+                "  ", (f"{SUSPENDED_MARK:>3}", "yellow"), " ", (shorten(suspended.address), "bold")
+            )
+            yield Text(f"        {suspended.describe()}", style="yellow")
     yield Text()
     yield Text(plan.summary_line(), style="bold")
 
 
-def entry_lines(entry: PlanEntry) -> Iterator[Text]:
+def entry_lines(entry: PlanEntry, held: str | None = None) -> Iterator[Text]:
+    """An entry's lines; `held` says why its change will not be applied (a suspension)."""
     mark, style = _mark(entry)
     head = Text.assemble("  ", (f"{mark:>3}", style), " ", (shorten(entry.address), "bold"))
     if entry.action is not None:
@@ -108,6 +121,8 @@ def entry_lines(entry: PlanEntry) -> Iterator[Text]:
             yield Text(f"        {line}", style="dim")
     if entry.depends_on:
         yield Text(f"        after {', '.join(map(shorten, entry.depends_on))}", style="dim")
+    if held is not None:
+        yield Text(f"        {held}", style="yellow")
 
 
 def _mark(entry: PlanEntry) -> tuple[str, str]:

@@ -31,6 +31,11 @@ from reconciler.spec.quantity import QuantityError, canonical_quantity
 
 API_VERSION = "fleet/v1alpha1"
 
+RECONCILE_ANNOTATION = "fleet.dev/reconcile"
+"""`disabled` suspends the resource as `fleet suspend` does (observed and reported, never acted
+on); `enabled` is the default. Any other value is a validation error."""
+RECONCILE_VALUES = ("disabled", "enabled")
+
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DnsLabel = Annotated[
     str,
@@ -903,6 +908,11 @@ class Document(Strict):
     @functools.cached_property
     def address(self) -> str:
         return f"{self.kind_name.lower()}/{self.metadata.name}"
+
+    @property
+    def reconcile_disabled(self) -> bool:
+        """Whether the spec suspends itself (`fleet.dev/reconcile: disabled`)."""
+        return self.metadata.annotations.get(RECONCILE_ANNOTATION) == "disabled"
 
 
 class Fleet(Document):

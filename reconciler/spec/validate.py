@@ -303,6 +303,32 @@ def _spark_diagnostics(path: str, index: int, pool: models.SparkPool) -> list[Di
     ]
 
 
+def _annotation_diagnostics(
+    path: str, index: int, raw: dict[str, Any], address: str | None
+) -> list[Diagnostic]:
+    """fleet's own annotations take only the values fleet knows: a typo must not leave a
+    resource someone meant to suspend under reconciliation."""
+    meta = raw.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    value = annotations.get(models.RECONCILE_ANNOTATION) if isinstance(annotations, dict) else None
+    if not isinstance(value, str) or value in models.RECONCILE_VALUES:
+        return []
+    close = closest(value.strip().lower(), models.RECONCILE_VALUES, cutoff=0.5)
+    return [
+        error(
+            "invalid-annotation",
+            f"annotation {models.RECONCILE_ANNOTATION} is {value!r}; it takes 'disabled' or 'enabled'",
+            path,
+            address=address,
+            doc_index=index,
+            field_path=("metadata", "annotations", models.RECONCILE_ANNOTATION),
+            hint=(f"did you mean {close!r}? " if close else "")
+            + "'disabled' suspends the resource (observed, never changed), as `fleet suspend` does;"
+            " 'enabled' or no annotation reconciles it",
+        )
+    ]
+
+
 def _address_of(raw: dict[str, Any]) -> str | None:
     kind, meta = raw.get("kind"), raw.get("metadata")
     name = meta.get("name") if isinstance(meta, dict) else None
@@ -392,6 +418,7 @@ def validate_document(
         )
     if isinstance(document, models.SparkPool):
         problems.extend(_spark_diagnostics(path, index, document))
+    problems.extend(_annotation_diagnostics(path, index, raw, address))
     if address is not None and settings.rules:
         problems.extend(_rule_diagnostics(path, index, kind, raw, settings.rules, address))
     if any(p.severity is Severity.ERROR for p in problems):

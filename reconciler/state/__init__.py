@@ -14,8 +14,10 @@ from reconciler.state.records import (
     LockHolder,
     ObservationRecord,
     RunRecord,
+    Suspension,
+    SuspensionChange,
 )
-from reconciler.state.store import StateStore, open_store, store_exists
+from reconciler.state.store import ResourceSuspended, StateStore, open_store, store_exists
 
 __all__ = [
     "ActionRecord",
@@ -26,8 +28,11 @@ __all__ = [
     "LockLost",
     "LockSet",
     "ObservationRecord",
+    "ResourceSuspended",
     "RunRecord",
     "StateStore",
+    "Suspension",
+    "SuspensionChange",
     "open_store",
     "store_exists",
 ]

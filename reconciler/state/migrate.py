@@ -8,7 +8,9 @@ second process opening a fresh store waits and then finds the schema already at 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -77,7 +79,11 @@ def upgrade_to_head(engine: sa.Engine, *, read_only: bool = False) -> bool:
             f"state store {display_url(engine.url)} is read-only and has an older schema",
             hint="open it once writable with this fleet version (it migrates the schema), then read it",
         )
-    with engine.execution_options(**{WRITE: True}).connect() as connection, connection.begin():
+    with (
+        engine.execution_options(**{WRITE: True}).connect() as connection,
+        _foreign_key_actions_off(connection),
+        connection.begin(),
+    ):
         if engine.dialect.name == "postgresql":
             # Held until this transaction ends; a second migrator waits here, then sees head.
             connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
@@ -89,7 +95,37 @@ def upgrade_to_head(engine: sa.Engine, *, read_only: bool = False) -> bool:
             command.upgrade(alembic_config(connection=connection), "head")
         except CommandError as exc:
             raise StoreFailure(f"state store {display_url(engine.url)}: migration failed: {exc}") from exc
+        _check_foreign_keys(connection, engine)
     return True
+
+
+@contextlib.contextmanager
+def _foreign_key_actions_off(connection: sa.Connection) -> Iterator[None]:
+    """SQLite rebuilds a table to alter it (batch mode: copy, drop, rename); with foreign keys
+    enforced, dropping the old `runs` would cascade into `actions`. SQLite's own procedure for
+    such changes turns enforcement off around the transaction (it cannot be changed inside one)
+    and checks the keys before committing; fleet's connections have it on again afterwards."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    raw.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys = ON")
+
+
+def _check_foreign_keys(connection: sa.Connection, engine: sa.Engine) -> None:
+    if connection.dialect.name != "sqlite":
+        return
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise StoreFailure(
+            f"state store {display_url(engine.url)}: migration failed: {len(broken)} rows lost their"
+            " foreign keys; nothing was changed"
+        )
 
 
 def _refuse_unknown(current: str | None, engine: sa.Engine) -> None:

@@ -97,3 +97,31 @@ class LockHolder:
         return (
             f"{self.address} held by {self.owner}{run} until {self.expires_at.isoformat(timespec='seconds')}"
         )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Suspension:
+    """A resource fleet observes but must not act on: who suspended it, why, since when, and
+    the run (of kind `suspend`) that records it."""
+
+    address: str
+    operator: str
+    reason: str
+    since: datetime
+    run_id: int | None
+
+    def describe(self) -> str:
+        since = self.since.isoformat(timespec="seconds").replace("+00:00", "Z")
+        return f"suspended by {self.operator} since {since}: {self.reason}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SuspensionChange:
+    """What one `suspend` or `resume` did, as its run records it: `changed` are the suspensions it
+    made (or, for resume, ended); `unchanged` are the addresses it found already so (with their
+    suspension, for suspend; None, for resume: they were not suspended)."""
+
+    run_id: int
+    kind: str  # suspend / resume
+    changed: tuple[Suspension, ...]
+    unchanged: tuple[tuple[str, Suspension | None], ...]

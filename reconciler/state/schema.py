@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-RUN_KINDS = ("plan", "apply", "reconcile", "drift")
+RUN_KINDS = ("plan", "apply", "reconcile", "drift", "suspend", "resume")
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 ACTION_RESULTS = ("pending", "succeeded", "failed", "skipped", "interrupted")
 OBSERVATION_STATES = ("observed", "absent", "unknown")
@@ -173,4 +173,16 @@ pr_comments = sa.Table(
     sa.Column("pr_number", sa.Integer(), primary_key=True),
     sa.Column("comment_id", sa.String(64), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# A resource fleet must not act on: still observed, planned and checked for drift, never changed.
+# One row per suspended address; `run_id` is the audit record (a run of kind "suspend") that made it.
+suspensions = sa.Table(
+    "suspensions",
+    metadata,
+    sa.Column("address", sa.String(512), primary_key=True),
+    sa.Column("operator", sa.String(255), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("since", UTCDateTime(), nullable=False),
+    sa.Column("run_id", id_type(), sa.ForeignKey("runs.id", ondelete="SET NULL")),
 )

@@ -9,6 +9,7 @@ fleet's TemporaryError or PermanentError.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -30,6 +31,8 @@ from reconciler.state.records import (
     LockHolder,
     ObservationRecord,
     RunRecord,
+    Suspension,
+    SuspensionChange,
 )
 from reconciler.state.schema import (
     ACTION_RESULTS,
@@ -42,10 +45,22 @@ from reconciler.state.schema import (
     locks,
     observations,
     runs,
+    suspensions,
 )
 from reconciler.state.values import ValueGuard, one_of, utc
 
 ObservationInput = ObservationRecord | tuple[str, str, Mapping[str, Any] | None, str | None, datetime]
+
+
+class ResourceSuspended(PermanentError):
+    """An action was about to start on a resource someone suspended after its run was planned."""
+
+    def __init__(self, suspension: Suspension) -> None:
+        super().__init__(
+            f"{suspension.address} is {suspension.describe()}",
+            hint=f"fleet resume {suspension.address}",
+        )
+        self.suspension = suspension
 
 
 def store_exists(url: str) -> bool:
@@ -118,6 +133,10 @@ def _run(row: sa.Row[Any], run_actions: Sequence[ActionRecord] = ()) -> RunRecor
         row.summary,
         tuple(run_actions),
     )
+
+
+def _suspension(row: sa.Row[Any]) -> Suspension:
+    return Suspension(row.address, row.operator, row.reason, row.since, row.run_id)
 
 
 def _drift(row: sa.Row[Any]) -> DriftFinding:
@@ -234,7 +253,8 @@ class StateStore:
         """Record an action as pending and commit, before it runs; returns its id for finish_action.
 
         With `fence` (the token of the run's lease set), the action is recorded only if the run
-        still holds the lease on `address`, in the same transaction; otherwise LockLost."""
+        still holds the lease on `address` and nobody suspended it meanwhile, in the same
+        transaction; otherwise LockLost or ResourceSuspended."""
         values = {
             "run_id": run_id,
             "address": self._guard.text(address, "address"),
@@ -246,6 +266,11 @@ class StateStore:
         with self._db.transaction(write=True) as connection:
             if fence is not None:
                 leases.check_held(self._db, connection, address, fence)
+                suspended = connection.execute(
+                    sa.select(suspensions).where(suspensions.c.address == address)
+                ).one_or_none()
+                if suspended is not None:
+                    raise ResourceSuspended(_suspension(suspended))
             action_id: int = connection.execute(
                 sa.insert(actions).values(values).returning(actions.c.id)
             ).scalar_one()
@@ -342,6 +367,98 @@ class StateStore:
                 for row in connection.execute(action_query):
                     by_run[row.run_id].append(_action(row))
         return [_run(row, by_run[row.id]) for row in run_rows]
+
+    # Suspensions: resources fleet observes but must not act on.
+
+    def suspend(self, addresses: Iterable[str], operator: str, reason: str) -> SuspensionChange:
+        """Suspend every address not suspended yet, in one transaction with its audit record (a
+        run of kind `suspend`, an action per address: `succeeded`, or `skipped` when it already
+        was, keeping the first suspension's who and why)."""
+        if not reason or not reason.strip():
+            raise PermanentError("a suspension needs a reason", hint="say why, e.g. --reason 'disk swap'")
+        return self._change_suspensions("suspend", addresses, operator, reason)
+
+    def resume(self, addresses: Iterable[str], operator: str, reason: str | None = None) -> SuspensionChange:
+        """End the suspension of every address, in one transaction with its audit record (a run of
+        kind `resume`; `skipped` for an address that was not suspended)."""
+        return self._change_suspensions("resume", addresses, operator, reason)
+
+    def suspensions(self, addresses: Iterable[str] | None = None) -> dict[str, Suspension]:
+        """The suspended addresses (all, or those of `addresses`), with who, why and since when."""
+        with self._db.transaction(write=False) as connection:
+            rows = self._select_by_address(connection, suspensions, addresses)
+            return {row.address: _suspension(row) for row in sorted(rows, key=lambda r: r.address)}
+
+    def _change_suspensions(
+        self, kind: str, addresses: Iterable[str], operator: str, reason: str | None
+    ) -> SuspensionChange:
+        wanted = sorted(set(addresses))
+        if not wanted:
+            raise PermanentError(f"nothing to {kind}: no addresses")
+        if not operator:
+            raise PermanentError(f"{kind} needs an operator")
+        now = _now()
+        checked = [self._guard.text(a, "address") or "" for a in wanted]
+        run_values = {
+            "kind": kind,
+            "operator": self._guard.text(operator, "operator"),
+            "reason": self._guard.text(reason, "reason"),
+            "emergency": False,
+            "broke_lock": False,
+            "status": "succeeded",
+            "started_at": now,
+            "finished_at": now,
+        }
+        changed: list[Suspension] = []
+        unchanged: list[tuple[str, Suspension | None]] = []
+        with self._db.transaction(write=True) as connection:
+            run_id: int = connection.execute(
+                sa.insert(runs).values(run_values).returning(runs.c.id)
+            ).scalar_one()
+            before: dict[str, Suspension] = {}
+            for chunk in chunks(checked):
+                query = sa.select(suspensions).where(suspensions.c.address.in_(chunk))
+                before.update((row.address, _suspension(row)) for row in connection.execute(query))
+            for address in checked:
+                current = before.get(address)
+                if kind == "suspend" and current is None:
+                    made = Suspension(address, operator, reason or "", now, run_id)
+                    connection.execute(sa.insert(suspensions).values(dataclasses.asdict(made)))
+                    changed.append(made)
+                elif kind == "resume" and current is not None:
+                    connection.execute(suspensions.delete().where(suspensions.c.address == address))
+                    changed.append(current)
+                else:
+                    unchanged.append((address, current))
+            outcomes = [
+                (s.address, "succeeded", None if kind == "suspend" else f"was {s.describe()}")
+                for s in changed
+            ]
+            outcomes += [
+                (
+                    address,
+                    "skipped",
+                    "was not suspended" if current is None else f"already {current.describe()}",
+                )
+                for address, current in unchanged
+            ]
+            rows = [
+                {
+                    "run_id": run_id,
+                    "address": address,
+                    "action": kind,
+                    "result": result,
+                    "message": self._guard.text(message, f"message of {kind} of {address}"),
+                    "started_at": now,
+                    "finished_at": now,
+                }
+                for address, result, message in sorted(outcomes)
+            ]
+            for start in range(0, len(rows), CHUNK):
+                connection.execute(sa.insert(actions), rows[start : start + CHUNK])
+            summary = {"changed": len(changed), "unchanged": len(unchanged)}
+            connection.execute(sa.update(runs).where(runs.c.id == run_id).values(summary=summary))
+        return SuspensionChange(run_id, kind, tuple(changed), tuple(unchanged))
 
     # What was applied and what was seen.
 
