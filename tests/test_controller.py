@@ -351,3 +351,48 @@ def test_a_restart_marks_the_runs_a_killed_replica_left_open_interrupted(
             server.process.kill()
             server.process.wait()
     assert "marked interrupted" in server.log.read_text()
+
+
+def test_a_resource_suspended_through_the_api_is_left_alone_until_resumed(
+    served: tuple[Served, dict[str, str]],
+) -> None:
+    server, env = served
+    repo = Path(env["REPO"])
+    server.wait(lambda s: s["lastAppliedRevision"] is not None)
+    ops = {"Authorization": f"Bearer {OPS}"}
+    before = _power(env, MACHINE)
+    wanted = "on" if before == "off" else "off"
+    assert (
+        server.client.post(
+            "/api/v1/suspend", json={"targets": [f"machine/{MACHINE}"]}, headers=ops
+        ).status_code
+        == 422
+    )
+    answer = server.client.post(
+        "/api/v1/suspend",
+        json={"targets": [f"machine/{MACHINE}"], "reason": "disk swap in progress"},
+        headers=ops,
+    )
+    assert answer.status_code == 200 and answer.json()["changed"] == [f"machine/{MACHINE}"], answer.text
+    _set_power(repo, wanted)
+    commit = _push(env, "a change to a suspended machine")
+    status = server.wait(lambda s: (s["lastAppliedRevision"] or {}).get("revision") == commit)
+    assert status["resources"]["Machine"].get("suspended", 0) >= 1, status["resources"]
+    held = server.get(f"/api/v1/resources/machine/{MACHINE}").json()
+    assert held["state"] == "suspended" and "disk swap in progress" in held["detail"], held
+    assert _power(env, MACHINE) == before, "nothing is applied to a suspended resource"
+    # An emergency reconcile of it is refused too, and says why.
+    refused = server.client.post(
+        "/api/v1/reconcile", json={"targets": [f"machine/{MACHINE}"], "reason": "now"}, headers=ops
+    )
+    assert refused.status_code == 409 and "suspended" in refused.text, refused.text
+
+    resumed = server.client.post("/api/v1/resume", json={"targets": [f"machine/{MACHINE}"]}, headers=ops)
+    assert resumed.status_code == 200, resumed.text
+    deadline = time.monotonic() + 60
+    while _power(env, MACHINE) != wanted and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _power(env, MACHINE) == wanted, "a resumed resource is reconciled at once"
+    runs = server.get("/api/v1/runs").json()["items"]
+    assert {("suspend", "api:ops"), ("resume", "api:ops")} <= {(r["kind"], r["operator"]) for r in runs}
+    assert server.stop() == 0

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reconciler.controller.controller import Controller
-from reconciler.engine import RunOptions
+from reconciler.engine import RunOptions, Selection
 from reconciler.errors import FleetError, TemporaryError, UsageError
 from reconciler.report.history import history_data
 from reconciler.spec.loader import InvalidRevision
@@ -75,6 +75,35 @@ class ReconcileRequest(BaseModel):
         if not self.targets and not self.selector:
             raise ValueError("name what to reconcile: targets or selector")
         return self
+
+
+class SuspendRequest(BaseModel):
+    """What to suspend or resume, and why (the audit record says it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[Annotated[str, Field(max_length=300)]] = Field(default_factory=list, max_length=1000)
+    selector: str | None = Field(None, max_length=1000)
+    kind: str | None = Field(None, max_length=100)
+    reason: str | None = Field(None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _something(self) -> SuspendRequest:
+        if not self.targets and not self.selector:
+            raise ValueError("name what to suspend or resume: targets or selector")
+        return self
+
+
+def _suspension(request: Request, body: SuspendRequest, caller: Caller, *, resume: bool) -> dict[str, Any]:
+    selection = Selection(body.kind, body.selector, tuple(body.targets))
+    try:
+        return _controller(request).suspend(selection, body.reason, f"api:{caller.name}", resume=resume)
+    except (UsageError, ValueError) as exc:
+        raise HTTPException(400, str(exc)) from None
+    except TemporaryError as exc:
+        raise HTTPException(503, str(exc)) from None
+    except FleetError as exc:
+        raise HTTPException(409, str(exc)) from None
 
 
 def _reader(request: Request) -> Caller:
@@ -272,6 +301,7 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
             allow_destructive=body.emergency,
             break_lock=body.breakLock,
             operator=f"api:{caller.name}",
+            refuse_suspended=True,
         )
         try:
             run_id = _controller(request).emergency(tuple(body.targets), body.selector, options)
@@ -285,6 +315,16 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
         except FleetError as exc:
             raise HTTPException(409, str(exc)) from None
         return {"run": run_id, "operator": options.operator}
+
+    @api.post("/suspend", summary="Suspend resources: observed and reported, never acted on.")
+    def suspend(request: Request, body: SuspendRequest, caller: OperatorCaller) -> dict[str, Any]:
+        if body.reason is None or not body.reason.strip():
+            raise HTTPException(422, "reason is required: it goes into the audit record")
+        return _suspension(request, body, caller, resume=False)
+
+    @api.post("/resume", summary="End suspensions; the resources are reconciled at once.")
+    def resume(request: Request, body: SuspendRequest, caller: OperatorCaller) -> dict[str, Any]:
+        return _suspension(request, body, caller, resume=True)
 
     @api.post("/poll", summary="Look at the followed repo now.", status_code=202)
     def poll(request: Request, caller: OperatorCaller) -> dict[str, str]:

@@ -27,7 +27,7 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from providers.base import RevisionInputs
 from reconciler.controller.follow import (
@@ -41,6 +41,7 @@ from reconciler.controller.follow import (
 from reconciler.controller.metrics import Metrics
 from reconciler.controller.queue import WorkQueue
 from reconciler.engine import CancelToken, Engine, RunOptions, Selection, SyncResult
+from reconciler.engine.suspensions import SuspensionResult
 from reconciler.errors import FleetError, TemporaryError
 from reconciler.kinds import KINDS, kind_of
 from reconciler.plan.model import Finding, Plan
@@ -55,6 +56,7 @@ TOKENS_KEPT_SECONDS = 60.0  # a rotated API token is taken within a minute
 ALL = None  # a batch's whole (kind, site)
 
 Log = Callable[..., None]
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,6 +310,77 @@ class Controller:
             return run_ids[0]
         raise failures[0] if failures else TemporaryError("the emergency reconcile did not start")
 
+    def suspend(
+        self,
+        selection: Selection,
+        reason: str | None,
+        operator: str,
+        *,
+        resume: bool = False,
+        timeout: float = 120.0,
+    ) -> dict[str, Any]:
+        """`fleet suspend` (or resume) through this controller, recorded with `operator`; a resumed
+        resource is reconciled at once. Returns what changed, as the CLI's `-o json` says it."""
+        key = f"{'resume' if resume else 'suspend'}:{next(self._emergencies)}"
+
+        def change() -> SuspensionResult:
+            ref = self.followed.at(self._newest_commit)
+            if resume:
+                return self.engine.resume(ref, selection, reason, operator=operator)
+            assert reason is not None
+            return self.engine.suspend(ref, selection, reason, operator=operator)
+
+        result = self._now(key, change, timeout)
+        addresses = [s.address for s in result.change.changed]
+        now = self._clock()
+        with self._lock:
+            for held in result.change.changed:
+                resource = self._resources.get(held.address)
+                if resource is None:
+                    continue
+                if resume:
+                    self._set(resource, "unknown", "resumed: the next reconcile looks at it", now)
+                else:
+                    self._set(resource, "suspended", f"suspended by {operator}: {reason}", now)
+        self._update_resource_metrics()
+        in_force = self._in_force
+        if resume and in_force is not None and addresses:
+            for batch, wanted in sorted(self._batches(in_force.loaded, set(addresses)).items()):
+                self._want(batch, wanted, f"resumed by {operator}")
+        return {
+            "run": result.change.run_id,
+            "changed": addresses,
+            "unchanged": [address for address, _ in result.change.unchanged],
+            "annotated": dict(result.annotated),
+        }
+
+    def _now(self, key: str, work: Callable[[], T], timeout: float) -> T:
+        """Run `work` on the queue ahead of everything waiting (the engine is used by one unit of
+        work at a time) and wait for its result or its error."""
+        done = threading.Event()
+        results: list[T] = []
+        failures: list[BaseException] = []
+
+        def unit() -> None:
+            try:
+                results.append(work())
+            except BaseException as exc:
+                failures.append(exc)
+                if not isinstance(exc, FleetError):
+                    raise
+            finally:
+                done.set()
+
+        if not self._queue.submit(key, unit, first=True):
+            raise TemporaryError("the controller is stopping", hint="call another replica")
+        if not done.wait(timeout):
+            raise TemporaryError(
+                f"{key.split(':')[0]} is queued behind the running unit of work and has not run yet"
+            )
+        if failures:
+            raise failures[0]
+        return results[0]
+
     # --- the schedule ------------------------------------------------------------------------
 
     def _interval(self) -> float:
@@ -540,6 +613,7 @@ class Controller:
         """Each resource's state from the plan, the guard's refusal and the actions' outcomes."""
         now = self._clock()
         plan: Plan = result.plan
+        held = {s.address: s for s in plan.suspended}
         entries: dict[str, list[Any]] = {}
         for entry in plan.entries:
             entries.setdefault(entry.address, []).append(entry)
@@ -563,17 +637,19 @@ class Controller:
                 found = entries.get(address, [])
                 done = outcomes.get(address, [])
                 failed = [o for o in done if o.result == "failed"]
-                skipped = [o for o in done if o.result == "skipped" and "suspend" in o.message]
+                skipped = [o for o in done if o.result == "skipped" and o.suspended]
                 changes = [e for e in found if e.finding is Finding.CHANGE]
                 if failed:
                     self._back_off(resource, failed[0].message, now)
                     continue
                 resource.failures, resource.last_error, resource.next_try = 0, "", None
-                if any(e.finding is Finding.UNKNOWN for e in found):
+                if address in held:
+                    self._set(resource, "suspended", held[address].describe(), now)
+                elif any(e.finding is Finding.UNKNOWN for e in found):
                     unknown = next(e for e in found if e.finding is Finding.UNKNOWN)
                     self._set(resource, "unknown", unknown.detail or unknown.reason, now)
                 elif skipped:
-                    self._set(resource, "suspended", skipped[0].message, now)
+                    self._set(resource, "waiting", skipped[0].message, now)
                 elif changes and result.refused is not None:
                     self._set(resource, "waiting", str(result.refused), now)
                 elif not changes and (

@@ -560,7 +560,9 @@ class Engine:
 
     # --- suspensions ----------------------------------------------------------------------------
 
-    def suspend(self, ref: SourceRef, selection: Selection, reason: str) -> SuspensionResult:
+    def suspend(
+        self, ref: SourceRef, selection: Selection, reason: str, *, operator: str | None = None
+    ) -> SuspensionResult:
         """Suspend what the selection names (addresses of the repo, or a label selector), as the
         settings' operator, for `reason`; one audit record. The repo need not be valid: a person
         may need to stop fleet from acting on a resource precisely while a spec is broken."""
@@ -568,16 +570,20 @@ class Engine:
         addresses = suspensions.resolve(
             revision, self.store, selection.targets, selection.selector, selection.kind, resuming=False
         )
-        return suspensions.suspend(revision, self.store, addresses, self.settings.operator, reason)
+        return suspensions.suspend(
+            revision, self.store, addresses, operator or self.settings.operator, reason
+        )
 
-    def resume(self, ref: SourceRef, selection: Selection, reason: str | None = None) -> SuspensionResult:
+    def resume(
+        self, ref: SourceRef, selection: Selection, reason: str | None = None, *, operator: str | None = None
+    ) -> SuspensionResult:
         """End the suspensions of what the selection names; one audit record. A spec's own
         annotation still suspends its resource (the result says which)."""
         revision = self.load(self.open_source(ref))
         addresses = suspensions.resolve(
             revision, self.store, selection.targets, selection.selector, selection.kind, resuming=True
         )
-        return suspensions.resume(revision, self.store, addresses, self.settings.operator, reason)
+        return suspensions.resume(revision, self.store, addresses, operator or self.settings.operator, reason)
 
     def suspended(self, ref: SourceRef) -> dict[str, Suspended]:
         """Every suspended resource: those of the store and those the revision's specs suspend."""
