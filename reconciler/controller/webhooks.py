@@ -230,9 +230,9 @@ def webhook_router(
     log: DeliveryLog = deliveries if deliveries is not None else RecentDeliveries()
     router = APIRouter()
 
-    async def handle(forge: Forge, request: Request) -> JSONResponse:
+    async def answer(forge: Forge, request: Request) -> JSONResponse:
         try:
-            result = await _handle(forge, request)
+            result = await receive(forge, request)
         except _Refused as refused:
             result = refused.result
         except ClientDisconnect:
@@ -244,62 +244,80 @@ def webhook_router(
         on_result(forge, result)
         return JSONResponse({"result": result.value}, status_code=_STATUS.get(result, 200))
 
-    async def _handle(forge: Forge, request: Request) -> Result:
+    async def receive(forge: Forge, request: Request) -> Result:
         secret = (secrets(forge) or "").encode("utf-8")
         if not secret:
             raise _Refused(Result.UNAUTHORIZED)
-        headers = request.headers
-        if forge == "github":
-            signature = headers.get("x-hub-signature-256")
-            if not signature:
-                raise _Refused(Result.UNAUTHORIZED)
-            body = await _read_body(request, max_body_bytes)
-            expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(signature.encode("latin-1"), expected.encode("ascii")):
-                raise _Refused(Result.UNAUTHORIZED)
-            event = headers.get("x-github-event", "")
-            delivery_id = headers.get("x-github-delivery")
-        else:
-            # Starlette decodes headers as latin-1: encoding back gives the bytes GitLab sent.
-            token = headers.get("x-gitlab-token", "").encode("latin-1")
-            if not hmac.compare_digest(token, secret):
-                raise _Refused(Result.UNAUTHORIZED)
-            body = await _read_body(request, max_body_bytes)
-            event = headers.get("x-gitlab-event", "")
-            # Idempotency-Key stays the same across GitLab's retries (GitLab 17.4+); before it,
-            # X-Gitlab-Event-UUID is the closest. X-Gitlab-Webhook-UUID is not a delivery's id.
-            delivery_id = headers.get("idempotency-key") or headers.get("x-gitlab-event-uuid")
-
-        payload = _parse_json(body)
-        if forge == "github" and event == "ping":
+        authenticate = _authenticate_github if forge == "github" else _authenticate_gitlab
+        delivery = await authenticate(request, secret, max_body_bytes)
+        payload = _parse_json(delivery.body)
+        if forge == "github" and delivery.event == "ping":
             return Result.PONG
-        if not _is_push(forge, event, payload):
+        if not _is_push(forge, delivery.event, payload):
             return Result.IGNORED_EVENT
-        push = _read_push(forge, payload, delivery_id, followed)
+        push = _read_push(forge, payload, delivery.delivery_id, followed)
         if isinstance(push, Result):
             return push
+        return hand_on(push)
+
+    def hand_on(push: Push) -> Result:
+        delivery_id = push.delivery_id
         if delivery_id is not None:
             if len(delivery_id) > MAX_DELIVERY_ID_LENGTH:
                 raise _Refused(Result.INVALID_PAYLOAD)
-            if not log.first_time(forge, delivery_id):
+            if not log.first_time(push.forge, delivery_id):
                 return Result.DUPLICATE
         try:
             on_push(push)
         except Exception:
             if delivery_id is not None:
-                log.forget(forge, delivery_id)
+                log.forget(push.forge, delivery_id)
             raise
         return Result.ACCEPTED
 
     @router.post("/webhooks/github")
     async def github(request: Request) -> JSONResponse:
-        return await handle("github", request)
+        return await answer("github", request)
 
     @router.post("/webhooks/gitlab")
     async def gitlab(request: Request) -> JSONResponse:
-        return await handle("gitlab", request)
+        return await answer("gitlab", request)
 
     return router
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    body: bytes
+    event: str
+    delivery_id: str | None
+
+
+async def _authenticate_github(request: Request, secret: bytes, limit: int) -> _Delivery:
+    """A delivery whose X-Hub-Signature-256 is the HMAC-SHA256 of its raw body with `secret`."""
+    signature = request.headers.get("x-hub-signature-256")
+    if not signature:
+        raise _Refused(Result.UNAUTHORIZED)
+    body = await _read_body(request, limit)
+    expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(signature.encode("latin-1"), expected.encode("ascii")):
+        raise _Refused(Result.UNAUTHORIZED)
+    return _Delivery(
+        body, request.headers.get("x-github-event", ""), request.headers.get("x-github-delivery")
+    )
+
+
+async def _authenticate_gitlab(request: Request, secret: bytes, limit: int) -> _Delivery:
+    """A delivery whose X-Gitlab-Token is `secret`, checked before its body is read."""
+    # Starlette decodes headers as latin-1: encoding back gives the bytes GitLab sent.
+    token = request.headers.get("x-gitlab-token", "").encode("latin-1")
+    if not hmac.compare_digest(token, secret):
+        raise _Refused(Result.UNAUTHORIZED)
+    body = await _read_body(request, limit)
+    # Idempotency-Key stays the same across GitLab's retries (GitLab 17.4+); before it,
+    # X-Gitlab-Event-UUID is the closest. X-Gitlab-Webhook-UUID is not a delivery's id.
+    delivery_id = request.headers.get("idempotency-key") or request.headers.get("x-gitlab-event-uuid")
+    return _Delivery(body, request.headers.get("x-gitlab-event", ""), delivery_id)
 
 
 def _is_push(forge: Forge, event: str, payload: Mapping[str, Any]) -> bool:
