@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENDPOINTS_FILE = "overrides.json"
@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     )
     workers: int = Field(0, ge=0, description="Worker processes for parsing specs (0: one per CPU).")
     operator: str = Field(default_factory=lambda: current_operator(), description="Who runs fleet (audit).")
+    github_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Secret of GitHub push webhooks (`fleet serve`); beats the Fleet's githubSecretRef.",
+    )
+    gitlab_webhook_token: SecretStr | None = Field(
+        None,
+        description="Secret token of GitLab push hooks (`fleet serve`); beats the Fleet's gitlabTokenRef.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -88,7 +96,7 @@ class Settings(BaseSettings):
         # Options given by the caller, then FLEET_* variables; no dotenv or secret files.
         return init_settings, env_settings
 
-    @field_validator("state", mode="before")
+    @field_validator("state", "github_webhook_secret", "gitlab_webhook_token", mode="before")
     @classmethod
     def _blank_is_default(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -100,6 +108,12 @@ class Settings(BaseSettings):
         if self.lab:
             return lab_overrides_path(self.lab_dir)
         return None
+
+    def webhook_secret(self, forge: str) -> str | None:
+        """The secret of `forge`'s push webhooks ("github" or "gitlab") the environment sets, which
+        beats the one the Fleet refers to; None when it sets none."""
+        configured = {"github": self.github_webhook_secret, "gitlab": self.gitlab_webhook_token}.get(forge)
+        return configured.get_secret_value() if configured is not None else None
 
     def state_url(self) -> str:
         """The state store's URL (a bare path is a SQLite file)."""
