@@ -127,6 +127,11 @@ class ServeSettings(Settings):
     repo: str | None = Field(None, description="The Git repository (path or URL) to follow.")
     branch: str = Field("main", min_length=1, description="The branch of --repo to follow.")
     directory: str | None = Field(None, description="The fleet repo's directory inside --repo (a monorepo).")
+    repository_name: str | None = Field(
+        None,
+        description="The forge's OWNER/NAME of the followed repository, which push webhooks name"
+        " (needed when --repo is a local path or a mirror's URL).",
+    )
     listen: str = Field("127.0.0.1:8080", description="HOST:PORT the HTTP API and the webhooks listen on.")
     poll_interval: float | None = Field(
         None,

@@ -5,6 +5,8 @@ wait, answers its API only to the right tokens, and drains on SIGTERM."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -146,6 +148,7 @@ def _environment(lab: dict[str, str], tmp_path: Path) -> dict[str, str]:
         "FLEET_STATE": str(tmp_path / "state.db"),
         "FLEET_API_TOKEN_OPS": OPS,
         "FLEET_API_TOKEN_DASHBOARDS": DASHBOARDS,
+        "FLEET_WEBHOOK_SECRET_GITHUB": WEBHOOK_SECRET,
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
     }
 
@@ -396,3 +399,63 @@ def test_a_resource_suspended_through_the_api_is_left_alone_until_resumed(
     runs = server.get("/api/v1/runs").json()["items"]
     assert {("suspend", "api:ops"), ("resume", "api:ops")} <= {(r["kind"], r["operator"]) for r in runs}
     assert server.stop() == 0
+
+
+WEBHOOK_SECRET = "webhook-canary-secret-3d9e"
+
+
+@pytest.mark.parametrize(
+    "served", [("--poll-interval", "3600", "--repository-name", "acme/fleet")], indirect=True
+)
+def test_a_signed_push_webhook_is_applied_and_a_forged_one_changes_nothing(
+    served: tuple[Served, dict[str, str]],
+) -> None:
+    """With polling an hour apart, only the webhook can bring the commit in: the secret comes
+    from the Fleet's githubSecretRef (an environment variable the deployment sets)."""
+    server, env = served
+    repo = Path(env["REPO"])
+    first = server.wait(lambda s: s["lastAppliedRevision"] is not None)["lastAppliedRevision"]["revision"]
+    before = _power(env, MACHINE)
+    wanted = "on" if before == "off" else "off"
+    _set_power(repo, wanted)
+    commit = _push(env, "pushed, then announced by a webhook")
+    body = json.dumps(
+        {
+            "ref": "refs/heads/main",
+            "before": first,
+            "after": commit,
+            "repository": {"full_name": "acme/fleet", "clone_url": "https://github.com/acme/fleet.git"},
+            "commits": [{"id": commit, "added": [], "removed": [], "modified": [MACHINES]}],
+        }
+    ).encode()
+
+    def deliver(delivery: str, signature: str | None) -> httpx.Response:
+        headers = {
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": delivery,
+            "Content-Type": "application/json",
+        }
+        if signature is not None:
+            headers["X-Hub-Signature-256"] = signature
+        return server.client.post("/webhooks/github", content=body, headers=headers)
+
+    forged = "sha256=" + hmac.new(b"not-the-secret", body, hashlib.sha256).hexdigest()
+    assert deliver("d-forged", forged).status_code == 401
+    assert deliver("d-unsigned", None).status_code == 401
+    time.sleep(2)
+    status = server.status()
+    assert status["lastAttemptedRevision"]["revision"] == first, "a refused webhook fetches nothing"
+    assert _power(env, MACHINE) == before
+
+    signed = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    accepted = deliver("d-1", signed)
+    assert accepted.status_code == 202 and accepted.json()["result"] == "accepted", accepted.text
+    server.wait(lambda s: (s["lastAppliedRevision"] or {}).get("revision") == commit)
+    assert _power(env, MACHINE) == wanted
+    again = deliver("d-1", signed)
+    assert again.status_code == 200 and again.json()["result"] == "duplicate", again.text
+    metrics = server.client.get("/metrics").text
+    assert 'fleet_webhook_deliveries_total{forge="github",result="accepted"} 1.0' in metrics
+    assert 'fleet_webhook_deliveries_total{forge="github",result="unauthorized"} 2.0' in metrics
+    assert server.stop() == 0
+    assert WEBHOOK_SECRET not in server.log.read_text()

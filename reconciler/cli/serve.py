@@ -60,6 +60,15 @@ def serve(
             " default 127.0.0.1:8080).",
         ),
     ] = None,
+    repository_name: Annotated[
+        str | None,
+        typer.Option(
+            "--repository-name",
+            metavar="OWNER/NAME",
+            help="The followed repository as push webhooks name it (FLEET_REPOSITORY_NAME), when --repo"
+            " is a local path or a mirror's URL.",
+        ),
+    ] = None,
     poll_interval: Annotated[
         float | None,
         typer.Option(
@@ -98,6 +107,7 @@ def serve(
             branch=branch,
             directory=directory,
             listen=listen,
+            repository_name=repository_name,
             poll_interval=poll_interval,
             drift_interval=drift_interval,
             lab=lab or None,
@@ -117,6 +127,8 @@ def serve(
     from reconciler.controller.controller import Controller
     from reconciler.controller.follow import Followed
     from reconciler.controller.logs import json_logger
+    from reconciler.controller.webhooks import Followed as PushesOf
+    from reconciler.controller.webhooks import webhook_router
 
     chosen = guard(settings)
     followed = Followed(
@@ -137,7 +149,19 @@ def serve(
                 drift_interval=chosen.drift_interval,
                 log=log.info,
             )
-            web = build_app(controller, engine.store, controller.api_tokens)
+            pushed = PushesOf(followed.branch, followed.repo, chosen.repository_name)
+            if followed.repo is not None and not pushed.identifiable:
+                log.info(
+                    "push webhooks can match no repository: --repo is a local path; give --repository-name",
+                    repo=followed.repo,
+                )
+            pushes = webhook_router(
+                followed=pushed,
+                secrets=lambda forge: chosen.webhook_secret(forge) or controller.webhook_secret(forge),
+                on_push=lambda push: controller.request_poll(f"{push.forge} push of {push.commit[:12]}"),
+                on_result=lambda forge, result: controller.metrics.webhooks.labels(forge, result.value).inc(),
+            )
+            web = build_app(controller, engine.store, controller.api_tokens, routers=[pushes])
             server = uvicorn.Server(
                 uvicorn.Config(
                     web, host=host, port=port, log_level="warning", access_log=False, lifespan="off"

@@ -20,6 +20,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reconciler.controller.controller import Controller
+from reconciler.controller.webhooks import Followed as PushesOf
+from reconciler.controller.webhooks import webhook_router
 from reconciler.engine import RunOptions, Selection
 from reconciler.errors import FleetError, TemporaryError, UsageError
 from reconciler.report.history import history_data
@@ -147,9 +149,10 @@ def build_app(
     return app
 
 
-def openapi_document(routers: Sequence[APIRouter] = ()) -> str:
-    """The OpenAPI schema of the API (checked in as schemas/openapi.json)."""
-    return json.dumps(create_app(routers).openapi(), indent=2, sort_keys=True) + "\n"
+def openapi_document() -> str:
+    """The OpenAPI schema of the API and the webhooks (checked in as schemas/openapi.json)."""
+    pushes = webhook_router(followed=PushesOf("main"), secrets=lambda forge: None, on_push=lambda push: None)
+    return json.dumps(create_app([pushes]).openapi(), indent=2, sort_keys=True) + "\n"
 
 
 def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:

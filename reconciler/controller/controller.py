@@ -248,6 +248,15 @@ class Controller:
             self._log("a secret of the controller cannot be read", reference=str(ref)[:80], error=exc.message)
             return None
 
+    def webhook_secret(self, forge: str) -> str | None:
+        """The secret of `forge`'s push webhooks the Fleet in force names (githubSecretRef,
+        gitlabTokenRef); the environment's, when set, is taken before this is asked."""
+        in_force = self._in_force
+        if in_force is None or in_force.loaded.fleet is None:
+            return None
+        webhooks = in_force.loaded.fleet.spec.controller.webhooks
+        return self.read_secret(webhooks.githubSecretRef if forge == "github" else webhooks.gitlabTokenRef)
+
     def api_tokens(self) -> dict[str, tuple[str, str]]:
         """The API's bearer tokens by value: (name, role). Read at most once a minute."""
         now = time.monotonic()
