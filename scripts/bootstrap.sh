@@ -16,8 +16,9 @@ cd "$(dirname "$0")/.."
 # libvirt-clients: virsh, the independent libvirt client tests check fleet against.
 # openssh-server, openssh-client: sshd hosts that Ansible configures over real SSH in tests and the lab;
 # sudo: Ansible's `become` from an unprivileged login on such a host, in the tests.
+# curl: the demo calls `fleet serve`'s API and webhooks as an operator and a forge would.
 PACKAGES=(git ca-certificates python3-venv ipmitool libvirt-dev pkg-config gcc libvirt-daemon libvirt-clients
-          openssh-server openssh-client sudo)
+          openssh-server openssh-client sudo curl)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

@@ -3,7 +3,8 @@
 # simulated lab (a BMC simulator for every Machine, a libvirtd for every hypervisor, a Kubernetes
 # API test server for every Cluster, an sshd for every configured host) and run fleet's main job
 # against it: plan, apply, plan again, out-of-band changes with ipmitool, virsh, kubectl and ssh,
-# drift, apply, the audit trail.
+# drift, apply, the audit trail; then the controller: fleet serve following a branch, a commit and a
+# signed webhook, an out-of-band change corrected on the next drift pass, its status over the API.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/demo-output.sh
@@ -107,6 +108,105 @@ $fleet apply fleet-repo-example --lab --yes | apply_result
 
 step "The audit trail" "fleet history --limit 3"
 $fleet history --limit 3
+
+# The controller follows a branch of a Git copy of the example, as a forge holds it. That copy has
+# no change windows, so that what the demo shows does not depend on the time of day it runs at.
+git_q() { git -c user.name=demo -c user.email=demo@example.invalid -C "$scratch/fleet" "$@" >/dev/null; }
+cp -r fleet-repo-example "$scratch/fleet"
+.venv/bin/python - "$scratch/fleet/fleet.yaml" <<'PY'
+import sys
+from ruamel.yaml import YAML
+yaml = YAML()
+fleet = yaml.load(open(sys.argv[1]))
+fleet["spec"]["policies"]["changeWindows"] = []
+yaml.dump(fleet, open(sys.argv[1], "w"))
+PY
+git_q init -q -b main && git_q add -A && git_q commit -q -m "the fleet"
+git clone -q --bare "$scratch/fleet" "$scratch/fleet.git" && git_q remote add origin "$scratch/fleet.git"
+# The secrets fleet.yaml names (spec.controller), as the deployment would inject them.
+export FLEET_API_TOKEN_OPS="$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+export FLEET_API_TOKEN_DASHBOARDS="$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+export FLEET_WEBHOOK_SECRET_GITHUB="$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+api="http://127.0.0.1:18642"
+step "The controller: fleet serve follows the branch, applies what each commit changes, corrects drift" \
+  "fleet serve --repo <fleet.git> --branch main --lab --repository-name acme/fleet --drift-interval 15 &"
+# Its passes leave the hosts' configuration out (FLEET_CONFIG=false): Ansible's check mode on every
+# host every 15 seconds would only make the demo wait.
+FLEET_CONFIG=false $fleet serve --repo "$scratch/fleet.git" --branch main --lab --repository-name acme/fleet \
+  --listen 127.0.0.1:18642 --poll-interval 3600 --drift-interval 15 2> "$scratch/serve.log" &
+serve_pid=$!
+trap 'kill $serve_pid 2>/dev/null || true; $fleet lab down >/dev/null 2>&1 || true; rm -rf "$scratch"' EXIT
+# Until its first pass over the whole fleet is done: a revision in force, nothing queued or running.
+status() { curl -s -H "Authorization: Bearer $FLEET_API_TOKEN_DASHBOARDS" "$api/api/v1/status"; }
+settled() {  # [REVISION]
+  for _ in $(seq 600); do
+    if status | .venv/bin/python -c '
+import json, sys
+s = json.load(sys.stdin); want = sys.argv[1] if len(sys.argv) > 1 else None
+applied = (s.get("lastAppliedRevision") or {}).get("revision")
+ok = applied and (want is None or applied == want) and not s["queue"]["running"] and not s["queue"]["depth"]
+sys.exit(0 if ok else 1)' "$@" 2>/dev/null; then return 0; fi
+    sleep 0.5
+  done
+  echo "the controller did not settle; its log:"; tail -20 "$scratch/serve.log"; return 1
+}
+# The revisions, resources by kind and state, and the queue, of the status.
+summary() {
+  status | .venv/bin/python -c '
+import json, sys
+s = json.load(sys.stdin)
+print(json.dumps({
+    "lastAppliedRevision": (s["lastAppliedRevision"] or {}).get("revision"),
+    "lastAttemptedRevision": (s["lastAttemptedRevision"] or {}).get("revision"),
+    "resources": s["resources"],
+    "queue": s["queue"]["depth"],
+}, indent=2))'
+}
+settled
+summary
+
+step "A commit turns nyc1-r02-05 off; a signed push webhook brings it in at once" \
+  "git commit && git push; curl -X POST $api/webhooks/github -H 'X-Hub-Signature-256: sha256=...'"
+.venv/bin/python - "$scratch/fleet/machines/nyc1/r02.yaml" <<'PY'
+import sys
+from ruamel.yaml import YAML
+yaml = YAML()
+documents = list(yaml.load_all(open(sys.argv[1])))
+for document in documents:
+    if document["metadata"]["name"] == "nyc1-r02-05":
+        document["spec"]["power"] = "off"
+yaml.dump_all(documents, open(sys.argv[1], "w"))
+PY
+git_q commit -q -am "nyc1-r02-05: off for a disk swap" && git_q push -q origin main
+commit="$(git -C "$scratch/fleet" rev-parse HEAD)"
+body="{\"ref\": \"refs/heads/main\", \"after\": \"$commit\", \"repository\": {\"full_name\": \"acme/fleet\"}}"
+signature="sha256=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$FLEET_WEBHOOK_SECRET_GITHUB" -r | cut -d' ' -f1)"
+curl -s -X POST "$api/webhooks/github" -H "X-GitHub-Event: push" -H "X-GitHub-Delivery: demo-1" \
+  -H "Content-Type: application/json" -H "X-Hub-Signature-256: $signature" --data-binary "$body"; echo
+echo "and a forged one:"
+curl -s -X POST "$api/webhooks/github" -H "X-GitHub-Event: push" -H "X-GitHub-Delivery: demo-2" \
+  -H "Content-Type: application/json" -H "X-Hub-Signature-256: sha256=00ff" --data-binary "$body"; echo
+settled "$commit"
+$fleet observe fleet-repo-example --lab --target machine/nyc1-r02-05
+
+step "Power nyc1-r01-02 off behind fleet's back again: the next drift pass turns it back on" \
+  "ipmitool -I lanplus -H $host -U $user -P *** chassis power off"
+ipmitool -I lanplus -H "$host" -U "$user" -P "$password" chassis power off
+for _ in $(seq 120); do
+  power="$(ipmitool -I lanplus -H "$host" -U "$user" -P "$password" chassis power status)"
+  [[ "$power" == *on* ]] && break
+  sleep 0.5
+done
+echo "$power"
+settled "$commit"
+
+step "What the controller did, and the status scripts and dashboards read" "curl -H 'Authorization: Bearer ***' $api/api/v1/status"
+summary
+$fleet history --limit 4
+
+step "SIGTERM: it stops taking work, lets running actions finish, releases its leases, exits 0" "kill -TERM <fleet serve>"
+kill -TERM "$serve_pid"
+wait "$serve_pid" && echo "fleet serve exited 0"
 
 step "Stop the lab; nothing is left behind" "fleet lab down"
 $fleet lab down
