@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -212,6 +213,8 @@ def test_serve_applies_each_valid_commit_and_keeps_the_last_good_one(
     metrics = server.client.get("/metrics").text
     assert f'fleet_revision_info{{revision="{second}",valid="true",which="applied"}} 1.0' in metrics
     assert f'fleet_revision_info{{revision="{third}",valid="false",which="attempted"}} 1.0' in metrics
+    observed = re.search(r'fleet_observe_duration_seconds_count\{kind="Machine"\} (\d+)', metrics)
+    assert observed is not None and int(observed.group(1)) >= 2, "every batch's BMCs observed, timed"
 
     # The repo is valid again for the tests after this one (the lab keeps the machine off).
     _set_power(repo, "off")

@@ -583,6 +583,7 @@ class Controller:
             )
         )
         self.metrics.reconcile_seconds.labels(kind, outcome).observe(time.monotonic() - started)
+        self.metrics.observe_seconds.labels(kind).observe(result.observe_seconds)
         self._record(targets, result)
         run = result.run
         self._log(

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -125,6 +126,7 @@ class PlannedRun:
         self.plan = plan
         # Errors of the revision outside an emergency reconcile's targets: it goes on, and says so.
         self.tolerated = tolerated
+        self.observe_seconds = 0.0  # how long observing the selection took (providers in parallel)
         self._scope = scope
 
     def close(self) -> None:
@@ -163,6 +165,7 @@ class SyncResult:
     plan: Plan
     run: RunResult | None
     refused: PermanentError | None = None
+    observe_seconds: float = 0.0
 
 
 def owner_name(operator: str) -> str:
@@ -650,13 +653,17 @@ class Engine:
                 versions = {
                     c.address: config_version(c.spec.config, digests) for c in checked if c.spec.config
                 }
+            started = time.monotonic()
             observations = self.observe(selected.documents, inputs, config=checked, config_versions=versions)
+            observed_in = time.monotonic() - started
             self.save_observations(observations)
             plan = self.make_plan(selected, observations)
             if saved is not None:
                 check_saved_plan(saved, plan)
                 plan = saved  # what was reviewed is what is applied, while it still holds
-            return PlannedRun(selected, inputs, observations, plan, tolerated, scope)
+            planned = PlannedRun(selected, inputs, observations, plan, tolerated, scope)
+            planned.observe_seconds = observed_in
+            return planned
         except BaseException:
             scope.close()
             raise
@@ -686,8 +693,9 @@ class Engine:
             try:
                 self.guard(planned, options)
             except (BlastRadiusExceeded, OutsideChangeWindow) as refused:
-                return SyncResult(planned.plan, None, refused)
-            return SyncResult(planned.plan, self.apply(planned, options, cancel, on_outcome=on_outcome))
+                return SyncResult(planned.plan, None, refused, planned.observe_seconds)
+            run = self.apply(planned, options, cancel, on_outcome=on_outcome)
+            return SyncResult(planned.plan, run, None, planned.observe_seconds)
 
     def _config(self, config: bool | None) -> bool:
         return self.settings.config if config is None else config
