@@ -120,8 +120,10 @@ class Served:
         found: dict[str, Any] = answer.json()
         return found
 
-    def wait(self, condition: Callable[[dict[str, Any]], bool], timeout: float = 180) -> dict[str, Any]:
-        """Until the status meets `condition` with nothing waiting or running."""
+    def wait(
+        self, condition: Callable[[dict[str, Any]], bool], timeout: float = 180, *, idle: bool = True
+    ) -> dict[str, Any]:
+        """Until the status meets `condition` (with nothing waiting or running, when `idle`)."""
         deadline = time.monotonic() + timeout
         last: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -130,7 +132,7 @@ class Served:
                 if self.client.get("/readyz").status_code == 200:
                     last = self.status()
                     queue = last["queue"]
-                    if condition(last) and not queue["running"] and not queue["depth"]:
+                    if condition(last) and (not idle or (not queue["running"] and not queue["depth"])):
                         return last
             time.sleep(0.2)
         raise AssertionError(f"the controller did not get there: {json.dumps(last)[:3000]}")
@@ -462,3 +464,30 @@ def test_a_signed_push_webhook_is_applied_and_a_forged_one_changes_nothing(
     assert 'fleet_webhook_deliveries_total{forge="github",result="unauthorized"} 2.0' in metrics
     assert server.stop() == 0
     assert WEBHOOK_SECRET not in server.log.read_text()
+
+
+@pytest.mark.parametrize("served", [("--drift-interval", "2")], indirect=True)
+def test_a_resource_that_keeps_failing_backs_off_and_says_when_it_is_tried_next(
+    served: tuple[Served, dict[str, str]],
+) -> None:
+    server, env = served
+    name = "nyc1-r03-03"  # on in its spec; its BMC now refuses to power it on
+    # Passes follow each other every 2 s: wait for the first one's machines, not for a quiet queue.
+    server.wait(lambda s: s["resources"].get("Machine", {}).get("in sync", 0) >= 20, idle=False)
+    lab_control(env, {"op": "set_faults", "name": name, "faults": ["refuse-power-on"]})
+    lab_control(env, {"op": "set_power", "name": name, "power": "off"})
+    try:
+        status = server.wait(
+            lambda s: any(r["address"] == f"machine/{name}" for r in s["failing"]), idle=False
+        )
+        failing = next(r for r in status["failing"] if r["address"] == f"machine/{name}")
+        assert failing["state"] == "failing" and failing["failures"] == 1 and failing["lastError"], failing
+        next_try = datetime.fromisoformat(failing["nextTry"].replace("Z", "+00:00"))
+        assert next_try > datetime.now(UTC) + timedelta(seconds=20), "the first retry waits 30 s"
+        time.sleep(6)  # three more passes: it is not tried again before its time
+        again = next(r for r in server.status()["failing"] if r["address"] == f"machine/{name}")
+        assert again["failures"] == 1 and again["nextTry"] == failing["nextTry"], again
+    finally:
+        lab_control(env, {"op": "set_faults", "name": name, "faults": []})
+        lab_control(env, {"op": "set_power", "name": name, "power": "on"})
+    assert server.stop() == 0
