@@ -100,12 +100,21 @@ def _suspension(request: Request, body: SuspendRequest, caller: Caller, *, resum
     selection = Selection(body.kind, body.selector, tuple(body.targets))
     try:
         return _controller(request).suspend(selection, body.reason, f"api:{caller.name}", resume=resume)
-    except (UsageError, ValueError) as exc:
-        raise HTTPException(400, str(exc)) from None
-    except TemporaryError as exc:
-        raise HTTPException(503, str(exc)) from None
-    except FleetError as exc:
-        raise HTTPException(409, str(exc)) from None
+    except (FleetError, ValueError) as exc:
+        raise _refusal(exc) from None
+
+
+def _refusal(exc: FleetError | ValueError) -> HTTPException:
+    """What an operator call that was refused answers: 422 for a revision with errors where the
+    call looks, 400 for what it named, 503 for what may pass, 409 for a guard or a lease."""
+    if isinstance(exc, InvalidRevision):
+        errors = [d.render() for d in exc.revision.errors[:50]]
+        return HTTPException(422, {"message": str(exc), "errors": errors})
+    if isinstance(exc, UsageError | ValueError):
+        return HTTPException(400, str(exc))
+    if isinstance(exc, TemporaryError):
+        return HTTPException(503, str(exc))
+    return HTTPException(409, str(exc))
 
 
 def _reader(request: Request) -> Caller:
@@ -308,15 +317,8 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
         )
         try:
             run_id = _controller(request).emergency(tuple(body.targets), body.selector, options)
-        except InvalidRevision as exc:
-            errors = [d.render() for d in exc.revision.errors[:50]]
-            raise HTTPException(422, {"message": str(exc), "errors": errors}) from None
-        except (UsageError, ValueError) as exc:
-            raise HTTPException(400, str(exc)) from None
-        except TemporaryError as exc:
-            raise HTTPException(503, str(exc)) from None
-        except FleetError as exc:
-            raise HTTPException(409, str(exc)) from None
+        except (FleetError, ValueError) as exc:
+            raise _refusal(exc) from None
         return {"run": run_id, "operator": options.operator}
 
     @api.post("/suspend", summary="Suspend resources: observed and reported, never acted on.")

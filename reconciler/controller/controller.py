@@ -287,37 +287,21 @@ class Controller:
         soon as the run is recorded; raises what refused it (nothing applied then)."""
         started = threading.Event()
         run_ids: list[int] = []
-        failures: list[BaseException] = []
 
         def on_start(run_id: int) -> None:
             run_ids.append(run_id)
             started.set()
 
         def work() -> None:
-            try:
-                with self.engine.plan(
-                    self.followed.at(self._newest_commit), Selection(None, selector, targets), partial=True
-                ) as planned:
-                    self.engine.apply(planned, options, self._cancel, on_start=on_start)
-            except BaseException as exc:
-                failures.append(exc)
-                if not isinstance(exc, FleetError):
-                    raise
-            finally:
-                started.set()
+            ref = self.followed.at(self._newest_commit)
+            with self.engine.plan(ref, Selection(None, selector, targets), partial=True) as planned:
+                self.engine.apply(planned, options, self._cancel, on_start=on_start)
 
-        key = f"emergency:{next(self._emergencies)}"
-        if not self._queue.submit(key, work, first=True):
-            raise TemporaryError("the controller is stopping", hint="call another replica")
+        self._now(f"emergency:{next(self._emergencies)}", work, timeout, answered=started)
         self._update_queue_metric()
-        if not started.wait(timeout):
-            raise TemporaryError(
-                "the emergency reconcile is queued behind the running unit of work and has not started yet",
-                hint="GET /api/v1/runs shows it when it starts",
-            )
         if run_ids:
             return run_ids[0]
-        raise failures[0] if failures else TemporaryError("the emergency reconcile did not start")
+        raise TemporaryError("the emergency reconcile did not start")
 
     def suspend(
         self,
@@ -340,6 +324,7 @@ class Controller:
             return self.engine.suspend(ref, selection, reason, operator=operator)
 
         result = self._now(key, change, timeout)
+        assert result is not None
         addresses = [s.address for s in result.change.changed]
         now = self._clock()
         with self._lock:
@@ -363,10 +348,13 @@ class Controller:
             "annotated": dict(result.annotated),
         }
 
-    def _now(self, key: str, work: Callable[[], T], timeout: float) -> T:
+    def _now(
+        self, key: str, work: Callable[[], T], timeout: float, *, answered: threading.Event | None = None
+    ) -> T | None:
         """Run `work` on the queue ahead of everything waiting (the engine is used by one unit of
-        work at a time) and wait for its result or its error."""
-        done = threading.Event()
+        work at a time) and wait for its result or its error, or until `work` sets `answered`
+        (then None: it goes on running)."""
+        done = answered or threading.Event()
         results: list[T] = []
         failures: list[BaseException] = []
 
@@ -384,11 +372,12 @@ class Controller:
             raise TemporaryError("the controller is stopping", hint="call another replica")
         if not done.wait(timeout):
             raise TemporaryError(
-                f"{key.split(':')[0]} is queued behind the running unit of work and has not run yet"
+                f"{key.split(':')[0]} is queued behind the running unit of work and has not started yet",
+                hint="GET /api/v1/runs shows it when it starts",
             )
         if failures:
             raise failures[0]
-        return results[0]
+        return results[0] if results else None
 
     # --- the schedule ------------------------------------------------------------------------
 
