@@ -200,9 +200,10 @@ done
 echo "$power"
 settled "$commit"
 
-step "What the controller did, and the status scripts and dashboards read" "curl -H 'Authorization: Bearer ***' $api/api/v1/status"
+step "What the controller did: its status, as scripts and dashboards read it, and the runs that touched nyc1-r01-02" \
+  "curl -H 'Authorization: Bearer ***' $api/api/v1/status; fleet history --target machine/nyc1-r01-02"
 summary
-$fleet history --limit 4
+$fleet history --target machine/nyc1-r01-02 --limit 3
 
 step "SIGTERM: it stops taking work, lets running actions finish, releases its leases, exits 0" "kill -TERM <fleet serve>"
 kill -TERM "$serve_pid"
