@@ -35,6 +35,7 @@ bench: bootstrap
 	$(BIN)/python bench/bench_libvirt.py
 	$(BIN)/python bench/bench_kube.py
 	$(BIN)/python bench/bench_ansible.py
+	$(BIN)/python bench/bench_controller.py
 
 schemas: bootstrap
 	$(BIN)/fleet schema --write schemas/

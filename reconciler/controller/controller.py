@@ -146,6 +146,8 @@ class Controller:
         self._last_applied: RevisionState | None = None
         self._last_attempted: RevisionState | None = None
         self._resources: dict[str, ResourceState] = {}
+        # Resources by kind and state, and the first failing ones: what status() shows.
+        self._summary: tuple[dict[str, dict[str, int]], tuple[dict[str, Any], ...]] = ({}, ())
         self._wanted: dict[tuple[str, str], set[str] | None] = {}
         self._next_pass = 0.0
         self._tokens: tuple[str, float, dict[str, tuple[str, str]]] | None = None
@@ -198,21 +200,19 @@ class Controller:
         return self._in_force is not None
 
     def status(self) -> dict[str, Any]:
+        """Answered from the summary kept after each change of the resources' states: a status
+        call costs the same for 35 resources as for 100,000, however often dashboards ask."""
         with self._lock:
-            resources = list(self._resources.values())
             applied, attempted = self._last_applied, self._last_attempted
-        counts: dict[str, dict[str, int]] = {}
-        for resource in resources:
-            per_kind = counts.setdefault(resource.kind, {})
-            per_kind[resource.state] = per_kind.get(resource.state, 0) + 1
+            counts, failing = self._summary
         running, waiting = self._queue.snapshot()
         return {
             "following": self.followed.describe(),
             "lastAppliedRevision": applied.as_json() if applied else None,
             "lastAttemptedRevision": attempted.as_json() if attempted else None,
-            "resources": counts,
+            "resources": {kind: dict(states) for kind, states in counts.items()},
             "queue": {"depth": len(waiting), "running": running, "waiting": waiting[:100]},
-            "failing": [r.as_json() for r in sorted(resources, key=lambda r: r.address) if r.failures][:100],
+            "failing": list(failing),
         }
 
     def resources(self) -> list[ResourceState]:
@@ -503,6 +503,7 @@ class Controller:
             for address in list(self._resources):
                 if address not in present:
                     del self._resources[address]
+        self._update_resource_metrics()
         self.metrics.set_revision("attempted", revision, True, now.timestamp())
         self.metrics.set_revision("applied", revision, True, now.timestamp())
         self._log("revision in force", revision=revision, previous=previous.revision if previous else None)
@@ -522,7 +523,6 @@ class Controller:
             return
         for batch, addresses in sorted(self._batches(loaded, targets).items()):
             self._want(batch, addresses, f"{why} changed them")
-        self._update_resource_metrics()
 
     # --- a unit of work ----------------------------------------------------------------------
 
@@ -581,6 +581,7 @@ class Controller:
             site=site,
             run=run.run_id if run else None,
             changes=len(result.plan.changes()),
+            unknown=sum(1 for e in result.plan.entries if e.finding is Finding.UNKNOWN),
             result=outcome,
             refused=str(result.refused) if result.refused else None,
         )
@@ -660,11 +661,18 @@ class Controller:
         self._update_resource_metrics()
 
     def _update_resource_metrics(self) -> None:
+        """The metrics and status() summary of the resources' states; called after every change
+        of them."""
         counts: dict[tuple[str, str], int] = {}
         with self._lock:
+            by_kind: dict[str, dict[str, int]] = {}
             for resource in self._resources.values():
                 key = (resource.kind, resource.state)
                 counts[key] = counts.get(key, 0) + 1
+                per_kind = by_kind.setdefault(resource.kind, {})
+                per_kind[resource.state] = per_kind.get(resource.state, 0) + 1
+            failing = sorted((r for r in self._resources.values() if r.failures), key=lambda r: r.address)
+            self._summary = (by_kind, tuple(r.as_json() for r in failing[:100]))
         self.metrics.set_resources(counts, set(KINDS) - {"Fleet"})
 
 

@@ -69,14 +69,20 @@ def without_directory(paths: Iterable[str], directory: str | None) -> set[str]:
 
 def affected(before: LoadedRevision, after: LoadedRevision, changed: set[str]) -> set[str] | None:
     """The addresses of `after` to reconcile because of `changed` paths; None: every pass (the
-    Fleet document changed, or a document is gone and may be an orphan now)."""
+    Fleet document changed, or a document is gone and may be an orphan now). Of a changed file,
+    only the documents that are new or differ from their previous version count: editing one
+    Machine of a rack's file reconciles that Machine, not the rack."""
     if FLEET_FILE in changed:
         return None
-    old = {d.document.address for d in before.documents}
+    old = {d.document.address: d.document for d in before.documents}
     new = {d.document.address: d for d in after.documents}
-    if old - new.keys():
+    if old.keys() - new.keys():
         return None
-    wanted = {address for address, loaded in new.items() if loaded.path in changed}
+    wanted = {
+        address
+        for address, loaded in new.items()
+        if loaded.path in changed and old.get(address) != loaded.document
+    }
     for address, loaded in new.items():
         document = loaded.document
         config = getattr(getattr(document, "spec", None), "config", None)
