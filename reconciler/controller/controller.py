@@ -564,13 +564,7 @@ class Controller:
             self._log("reconcile failed", kind=kind, site=site, error=str(exc))
             self._failed(targets, str(exc))
             return
-        outcome = (
-            "refused"
-            if result.refused
-            else (
-                "ok" if result.run is None or result.run.report is None or result.run.report.ok else "failed"
-            )
-        )
+        outcome = _outcome(result)
         self.metrics.reconcile_seconds.labels(kind, outcome).observe(time.monotonic() - started)
         self.metrics.observe_seconds.labels(kind).observe(result.observe_seconds)
         self._record(targets, result)
@@ -691,3 +685,16 @@ def _differences(entries: list[Any]) -> str:
                     f"{diff.field}: applied {json.dumps(diff.before)}, live {json.dumps(diff.after)} ({how})"
                 )
     return "; ".join(shown)[:500] or "differs from the spec (reported, not corrected)"
+
+
+def _outcome(result: SyncResult) -> str:
+    """How a unit of work ended, for the metrics and the log: refused by a guard, failed (an
+    action did), incomplete (some resources could not be observed: unknown is never "ok"), or ok."""
+    if result.refused is not None:
+        return "refused"
+    report = result.run.report if result.run is not None else None
+    if report is not None and not report.ok:
+        return "failed"
+    if any(entry.finding is Finding.UNKNOWN for entry in result.plan.entries):
+        return "incomplete"
+    return "ok"
