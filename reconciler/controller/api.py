@@ -14,11 +14,14 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from reconciler.controller import answers
+from reconciler.controller.answers import Problem
 from reconciler.controller.controller import Controller
 from reconciler.controller.webhooks import Followed as PushesOf
 from reconciler.controller.webhooks import webhook_router
@@ -31,6 +34,28 @@ from reconciler.state import StateStore
 
 API_VERSION = "v1"
 MAX_LIMIT = 500
+MAX_RUN_ID = 2**63 - 1  # the store's integer; a larger one names no run
+
+# Declares the bearer scheme in the schema only: `_caller` reads and checks the header itself.
+_BEARER = HTTPBearer(auto_error=False, description="A token of spec.controller.apiTokens in fleet.yaml.")
+Responses = dict[int | str, dict[str, Any]]
+
+
+def _problem(description: str, **extra: Any) -> dict[str, Any]:
+    return {"model": Problem, "description": description, **extra}
+
+
+_UNAUTHORIZED: Responses = {
+    401: _problem(
+        "No bearer token, or not one of the API's.",
+        headers={"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+    )
+}
+_FORBIDDEN: Responses = {403: _problem("The token's role is `read`; this needs `operator`.")}
+_INVALID: Responses = {422: _problem("The request does not fit this schema.")}
+_UNAVAILABLE: Responses = {
+    503: _problem("The controller is busy or stopping: try again, or another replica.")
+}
 
 
 class Caller:
@@ -117,13 +142,14 @@ def _refusal(exc: FleetError | ValueError) -> HTTPException:
     return HTTPException(409, str(exc))
 
 
-def _reader(request: Request) -> Caller:
+def _reader(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]
+) -> Caller:
     tokens: TokenSource = request.app.state.tokens
     return _caller(tokens, request)
 
 
-def _operator(request: Request) -> Caller:
-    caller = _reader(request)
+def _operator(caller: Annotated[Caller, Depends(_reader)]) -> Caller:
     if caller.role != "operator":
         raise HTTPException(403, f"token {caller.name} has the {caller.role} role; this needs operator")
     return caller
@@ -181,11 +207,16 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
         problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()]
         return JSONResponse({"detail": problems[:20]}, status_code=422)
 
-    @app.get("/healthz", summary="The process answers.")
+    @app.get("/healthz", summary="The process answers.", response_model=answers.Health)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="A revision is in force and the state store answers.")
+    @app.get(
+        "/readyz",
+        summary="A revision is in force and the state store answers.",
+        response_model=answers.Readiness,
+        responses={503: {"model": answers.Readiness, "description": "Not ready, and why."}},
+    )
     def readyz(request: Request) -> JSONResponse:
         problems = []
         if not _controller(request).ready:
@@ -198,18 +229,32 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
             return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics", summary="Prometheus metrics.")
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics.",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     def metrics(request: Request) -> Response:
         found = _controller(request).metrics
         return Response(found.exposition(), media_type=found.content_type)
 
-    api = APIRouter(prefix=f"/api/{API_VERSION}")
+    api = APIRouter(prefix=f"/api/{API_VERSION}", responses=_UNAUTHORIZED)
 
-    @api.get("/status", summary="Revisions applied and attempted, resources by kind and state, the queue.")
+    @api.get(
+        "/status",
+        summary="Revisions applied and attempted, resources by kind and state, the queue.",
+        response_model=answers.Status,
+    )
     def status(request: Request, caller: ReadCaller) -> dict[str, Any]:
         return _controller(request).status()
 
-    @api.get("/resources", summary="Resources of the revision in force, with their state.")
+    @api.get(
+        "/resources",
+        summary="Resources of the revision in force, with their state.",
+        response_model=answers.ResourceList,
+        responses={400: _problem("A bad selector."), **_INVALID},
+    )
     def resources(
         request: Request,
         caller: ReadCaller,
@@ -222,7 +267,7 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
     ) -> dict[str, Any]:
         try:
             match = parse_selector(selector) if selector else None
-        except ValueError as exc:
+        except (UsageError, ValueError) as exc:
             raise HTTPException(400, f"bad selector: {exc}") from None
         controller = _controller(request)
         found = []
@@ -238,7 +283,12 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
             found.append(resource.as_json())
         return {"items": found[:limit], "total": len(found)}
 
-    @api.get("/resources/{address:path}", summary="One resource: spec, observation, drift, actions, lease.")
+    @api.get(
+        "/resources/{address:path}",
+        summary="One resource: spec, observation, drift, actions, lease.",
+        response_model=answers.Resource,
+        responses={404: _problem("No such resource in the revision in force."), **_INVALID},
+    )
     def resource(request: Request, address: str, caller: ReadCaller) -> dict[str, Any]:
         controller, store = _controller(request), _store(request)
         state = controller.resource(address)
@@ -281,14 +331,26 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
             ],
         }
 
-    @api.get("/runs", summary="Past and running runs, newest first.")
+    @api.get(
+        "/runs",
+        summary="Past and running runs, newest first.",
+        response_model=answers.RunList,
+        responses=_INVALID,
+    )
     def runs(
         request: Request, caller: ReadCaller, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50
     ) -> dict[str, Any]:
         return {"items": history_data(_store(request).history(limit=limit))}
 
-    @api.get("/runs/{run_id}", summary="One run with its actions.")
-    def run(request: Request, run_id: int, caller: ReadCaller) -> dict[str, Any]:
+    @api.get(
+        "/runs/{run_id}",
+        summary="One run with its actions.",
+        response_model=answers.Run,
+        responses={404: _problem("No such run."), **_INVALID},
+    )
+    def run(
+        request: Request, run_id: Annotated[int, Path(ge=1, le=MAX_RUN_ID)], caller: ReadCaller
+    ) -> dict[str, Any]:
         found = _store(request).get_run(run_id)
         if found is None:
             raise HTTPException(404, f"no run {run_id}")
@@ -298,10 +360,16 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
         "/reconcile",
         summary="The emergency path of `fleet reconcile --now`: reconcile targets or a selector now.",
         status_code=202,
+        response_model=answers.ReconcileAccepted,
         responses={
-            400: {"description": "No such target, or a bad selector."},
-            409: {"description": "A guard refused (blast radius, change window, a lease held)."},
-            422: {"description": "The revision has errors in the targets or what they reference."},
+            400: _problem("No such target, or a bad selector."),
+            **_FORBIDDEN,
+            409: _problem("A guard refused (blast radius, change window, a lease held, suspended)."),
+            422: _problem(
+                "The request does not fit this schema, or the revision has errors in the targets or"
+                " what they reference."
+            ),
+            **_UNAVAILABLE,
         },
     )
     def reconcile(request: Request, body: ReconcileRequest, caller: OperatorCaller) -> dict[str, Any]:
@@ -321,17 +389,45 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
             raise _refusal(exc) from None
         return {"run": run_id, "operator": options.operator}
 
-    @api.post("/suspend", summary="Suspend resources: observed and reported, never acted on.")
+    @api.post(
+        "/suspend",
+        summary="Suspend resources: observed and reported, never acted on.",
+        response_model=answers.SuspensionDone,
+        responses={
+            400: _problem("No such target, or a bad selector."),
+            **_FORBIDDEN,
+            409: _problem("The change cannot be made (the revision in force does not allow it)."),
+            **_INVALID,
+            **_UNAVAILABLE,
+        },
+    )
     def suspend(request: Request, body: SuspendRequest, caller: OperatorCaller) -> dict[str, Any]:
         if body.reason is None or not body.reason.strip():
             raise HTTPException(422, "reason is required: it goes into the audit record")
         return _suspension(request, body, caller, resume=False)
 
-    @api.post("/resume", summary="End suspensions; the resources are reconciled at once.")
+    @api.post(
+        "/resume",
+        summary="End suspensions; the resources are reconciled at once.",
+        response_model=answers.SuspensionDone,
+        responses={
+            400: _problem("No such target, or a bad selector."),
+            **_FORBIDDEN,
+            409: _problem("The change cannot be made (the revision in force does not allow it)."),
+            **_INVALID,
+            **_UNAVAILABLE,
+        },
+    )
     def resume(request: Request, body: SuspendRequest, caller: OperatorCaller) -> dict[str, Any]:
         return _suspension(request, body, caller, resume=True)
 
-    @api.post("/poll", summary="Look at the followed repo now.", status_code=202)
+    @api.post(
+        "/poll",
+        summary="Look at the followed repo now.",
+        status_code=202,
+        response_model=answers.PollAccepted,
+        responses=_FORBIDDEN,
+    )
     def poll(request: Request, caller: OperatorCaller) -> dict[str, str]:
         _controller(request).request_poll(f"asked by {caller.name}")
         return {"result": "accepted"}

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.requests import ClientDisconnect
 
 Forge = Literal["github", "gitlab"]
@@ -35,6 +36,10 @@ MAX_BODY_BYTES = 25 * 1024 * 1024
 MAX_DELIVERY_ID_LENGTH = 200
 """The longest delivery id remembered; forges send UUIDs (36 characters)."""
 
+_REPOSITORY_URLS: Mapping[Forge, tuple[str, ...]] = {
+    "github": ("clone_url", "ssh_url", "html_url", "git_url"),
+    "gitlab": ("git_http_url", "git_ssh_url", "web_url"),
+}
 _NO_COMMIT = re.compile(r"0+")
 _DIGITS = re.compile(r"[0-9]+")
 _LOG = logging.getLogger(__name__)
@@ -68,6 +73,85 @@ _STATUS: Mapping[Result, int] = {
     Result.ERROR: 500,
 }
 """Every other result is an acknowledgement (200): the forge has nothing to retry."""
+
+
+class DeliveryAnswer(BaseModel):
+    """The answer to every delivery: what became of it, and nothing from the request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    result: Result
+
+
+def _answer(description: str) -> dict[str, Any]:
+    return {"model": DeliveryAnswer, "description": description}
+
+
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: _answer(
+        "Acknowledged, nothing to do: a duplicate, a ping, or a push that is not to the followed branch."
+    ),
+    400: _answer("The body is not JSON, or not a push payload."),
+    401: _answer("Not signed with the secret (GitHub), or not the token (GitLab); or none is configured."),
+    413: _answer(f"The body is over {MAX_BODY_BYTES // (1024 * 1024)} MB."),
+}
+
+
+def _header(name: str, description: str, *, required: bool = False) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": required,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def _push_payload(owner: str, fields: tuple[str, ...]) -> dict[str, Any]:
+    """What fleet reads of a push payload; the forges send much more, all of it allowed."""
+    text = {"type": "string"}
+    paths = {"type": "array", "items": text}
+    commit = {"type": "object", "properties": {"added": paths, "modified": paths, "removed": paths}}
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "ref": text,
+                        "before": text,
+                        "after": text,
+                        "deleted": {"type": "boolean"},
+                        "forced": {"type": "boolean"},
+                        owner: {"type": "object", "properties": {field: text for field in fields}},
+                        "commits": {"type": "array", "items": commit},
+                    },
+                }
+            }
+        },
+    }
+
+
+_GITHUB = {
+    "parameters": [
+        _header(
+            "X-Hub-Signature-256", "`sha256=` and the HMAC-SHA256 of the body with the secret.", required=True
+        ),
+        _header("X-GitHub-Event", "`push` is acted on, `ping` answered; others are acknowledged."),
+        _header("X-GitHub-Delivery", "The delivery's id: a redelivery is acknowledged as a duplicate."),
+    ],
+    "requestBody": _push_payload("repository", ("full_name", *_REPOSITORY_URLS["github"])),
+}
+_GITLAB = {
+    "parameters": [
+        _header("X-Gitlab-Token", "The webhook's secret token.", required=True),
+        _header("X-Gitlab-Event", "`Push Hook` (or a `System Hook` push) is acted on; others acknowledged."),
+        _header("Idempotency-Key", "The delivery's id across GitLab's retries (GitLab 17.4 and later)."),
+        _header("X-Gitlab-Event-UUID", "The delivery's id before GitLab 17.4."),
+    ],
+    "requestBody": _push_payload("project", ("path_with_namespace", *_REPOSITORY_URLS["gitlab"])),
+}
 
 
 @dataclass(frozen=True)
@@ -275,11 +359,25 @@ def webhook_router(
             raise
         return Result.ACCEPTED
 
-    @router.post("/webhooks/github")
+    @router.post(
+        "/webhooks/github",
+        summary="A GitHub push: the followed branch is polled at once.",
+        status_code=202,
+        response_model=DeliveryAnswer,
+        responses=_ANSWERS,
+        openapi_extra=_GITHUB,
+    )
     async def github(request: Request) -> JSONResponse:
         return await answer("github", request)
 
-    @router.post("/webhooks/gitlab")
+    @router.post(
+        "/webhooks/gitlab",
+        summary="A GitLab push: the followed branch is polled at once.",
+        status_code=202,
+        response_model=DeliveryAnswer,
+        responses=_ANSWERS,
+        openapi_extra=_GITLAB,
+    )
     async def gitlab(request: Request) -> JSONResponse:
         return await answer("gitlab", request)
 
@@ -355,8 +453,8 @@ def _parse_json(body: bytes) -> Mapping[str, Any]:
 
 
 _REPOSITORY_FIELDS: Mapping[Forge, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "github": (("full_name",), ("clone_url", "ssh_url", "html_url", "git_url")),
-    "gitlab": (("path_with_namespace",), ("git_http_url", "git_ssh_url", "web_url")),
+    "github": (("full_name",), _REPOSITORY_URLS["github"]),
+    "gitlab": (("path_with_namespace",), _REPOSITORY_URLS["gitlab"]),
 }
 """Where a push payload names its repository (`repository` on GitHub, `project` on GitLab):
 full names, then URLs."""
