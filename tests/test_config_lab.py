@@ -59,6 +59,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     repo = copy_example(directory / "repo")
     for kind in ("virtual-machines", "clusters", "spark-pools"):
         shutil.rmtree(repo / kind)
+    # Without its clusters, the repo has no credentialsCluster (the lab serves that Secret as a file).
+    fleet = repo / "fleet.yaml"
+    fleet.write_text(fleet.read_text().replace("  credentialsCluster: k8s-ldn1\n", ""))
     _with_canary(repo)
     env = lab_environment(
         directory,
