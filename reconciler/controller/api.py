@@ -56,6 +56,13 @@ _INVALID: Responses = {422: _problem("The request does not fit this schema.")}
 _UNAVAILABLE: Responses = {
     503: _problem("The controller is busy or stopping: try again, or another replica.")
 }
+_SUSPENSION_ANSWERS: Responses = {
+    400: _problem("No such target, or a bad selector."),
+    **_FORBIDDEN,
+    409: _problem("The change cannot be made (the revision in force does not allow it)."),
+    **_INVALID,
+    **_UNAVAILABLE,
+}
 
 
 class Caller:
@@ -393,13 +400,7 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
         "/suspend",
         summary="Suspend resources: observed and reported, never acted on.",
         response_model=answers.SuspensionDone,
-        responses={
-            400: _problem("No such target, or a bad selector."),
-            **_FORBIDDEN,
-            409: _problem("The change cannot be made (the revision in force does not allow it)."),
-            **_INVALID,
-            **_UNAVAILABLE,
-        },
+        responses=_SUSPENSION_ANSWERS,
     )
     def suspend(request: Request, body: SuspendRequest, caller: OperatorCaller) -> dict[str, Any]:
         if body.reason is None or not body.reason.strip():
@@ -410,13 +411,7 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
         "/resume",
         summary="End suspensions; the resources are reconciled at once.",
         response_model=answers.SuspensionDone,
-        responses={
-            400: _problem("No such target, or a bad selector."),
-            **_FORBIDDEN,
-            409: _problem("The change cannot be made (the revision in force does not allow it)."),
-            **_INVALID,
-            **_UNAVAILABLE,
-        },
+        responses=_SUSPENSION_ANSWERS,
     )
     def resume(request: Request, body: SuspendRequest, caller: OperatorCaller) -> dict[str, Any]:
         return _suspension(request, body, caller, resume=True)
