@@ -4,145 +4,49 @@ wait, answers its API only to the right tokens, and drains on SIGTERM."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
 import os
 import re
-import shutil
-import signal
-import socket
 import sqlite3
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from fleet_testing import EXAMPLE, FLEET, commit_all, git, lab_control, lab_environment, running_lab
-from ruamel.yaml import YAML
+from controller_testing import (
+    DASHBOARDS,
+    MACHINE,
+    MACHINES,
+    OPS,
+    Served,
+    bare_lab,
+    edit,
+    power,
+    push,
+    set_power,
+)
+from fleet_testing import git, lab_control
 
 from reconciler.state import open_store
 
 pytestmark = pytest.mark.slow  # a lab suite: left out of `make test-quick`
 
 LAB_SUBNET = 85
-OPS = "ops-canary-token-5a1f"
-DASHBOARDS = "dashboards-token-77c0"
-MACHINE = "nyc1-r02-05"  # powered on by the spec; turned off by a commit below (no cluster's node)
-MACHINES = "machines/nyc1/r02.yaml"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def _edit(repo: Path, path: str, change: Callable[[Any], None]) -> None:
-    yaml = YAML()  # round trip: the rest of the file stays as written
-    target = repo / path
-    document = yaml.load(target.read_text())
-    change(document)
-    with target.open("w") as handle:
-        yaml.dump(document, handle)
-
-
-def _set_power(repo: Path, power: str) -> None:
-    """MACHINE's spec power, in its rack's file of several documents (round trip)."""
-    yaml = YAML()
-    target = repo / MACHINES
-    documents = list(yaml.load_all(target.read_text()))
-    for document in documents:
-        if document["metadata"]["name"] == MACHINE:
-            document["spec"]["power"] = power
-    with target.open("w") as handle:
-        yaml.dump_all(documents, handle)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The example in a bare repository's main branch (with no change windows, so that nothing
     depends on the time of day), and a lab for it."""
-    directory = tmp_path_factory.mktemp("controller")
-    work = directory / "work"
-    shutil.copytree(EXAMPLE, work)
-    _edit(work, "fleet.yaml", lambda f: f["spec"]["policies"].__setitem__("changeWindows", []))
-    git(work, "init", "-q", "-b", "main")
-    commit_all(work, "the fleet")
-    bare = directory / "fleet.git"
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
-    git(work, "remote", "add", "origin", str(bare))
-    env = lab_environment(directory, REPO=str(work), BARE=str(bare))
-    with running_lab(work, LAB_SUBNET, env, "--transition-seconds", "0.1") as running:
+    with bare_lab(
+        tmp_path_factory.mktemp("controller"), LAB_SUBNET, "--transition-seconds", "0.1"
+    ) as running:
         yield running
-
-
-class Served:
-    """A `fleet serve` process and a client of its API."""
-
-    def __init__(self, env: dict[str, str], log: Path, *options: str) -> None:
-        self.port = _free_port()
-        self.log = log
-        self.process = subprocess.Popen(
-            [
-                str(FLEET),
-                "serve",
-                "--repo",
-                env["BARE"],
-                "--branch",
-                "main",
-                "--lab",
-                "--listen",
-                f"127.0.0.1:{self.port}",
-                "--poll-interval",
-                "1",
-                *options,
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log.open("w"),
-        )
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
-
-    def get(self, path: str, token: str | None = DASHBOARDS) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return self.client.get(path, headers=headers)
-
-    def status(self) -> dict[str, Any]:
-        answer = self.get("/api/v1/status")
-        assert answer.status_code == 200, answer.text
-        found: dict[str, Any] = answer.json()
-        return found
-
-    def wait(
-        self, condition: Callable[[dict[str, Any]], bool], timeout: float = 180, *, idle: bool = True
-    ) -> dict[str, Any]:
-        """Until the status meets `condition` (with nothing waiting or running, when `idle`)."""
-        deadline = time.monotonic() + timeout
-        last: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            with contextlib.suppress(httpx.TransportError):
-                if self.client.get("/readyz").status_code == 200:
-                    last = self.status()
-                    queue = last["queue"]
-                    if condition(last) and (not idle or (not queue["running"] and not queue["depth"])):
-                        return last
-            time.sleep(0.2)
-        raise AssertionError(f"the controller did not get there: {json.dumps(last)[:3000]}")
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=60)
-        finally:
-            self.client.close()
 
 
 def _environment(lab: dict[str, str], tmp_path: Path) -> dict[str, str]:
@@ -171,18 +75,6 @@ def served(
             server.process.wait()
 
 
-def _push(env: dict[str, str], message: str) -> str:
-    commit = commit_all(Path(env["REPO"]), message)
-    git(Path(env["REPO"]), "push", "-q", "origin", "main")
-    return commit
-
-
-def _power(env: dict[str, str], name: str) -> str:
-    state = lab_control(env, {"op": "state", "name": name})
-    assert isinstance(state, dict)
-    return str(state["power"])
-
-
 def test_serve_applies_each_valid_commit_and_keeps_the_last_good_one(
     served: tuple[Served, dict[str, str]],
 ) -> None:
@@ -190,14 +82,14 @@ def test_serve_applies_each_valid_commit_and_keeps_the_last_good_one(
     repo = Path(env["REPO"])
     first = git(repo, "rev-parse", "HEAD")
     status = server.wait(lambda s: (s["lastAppliedRevision"] or {}).get("revision") == first)
-    assert _power(env, MACHINE) == "on"  # the first pass applied the spec
+    assert power(env, MACHINE) == "on"  # the first pass applied the spec
     assert status["resources"]["Machine"].get("in sync", 0) >= 15, status["resources"]
 
     # A commit that turns the machine off is applied: the resources it touched, at once.
-    _set_power(repo, "off")
-    second = _push(env, f"turn {MACHINE} off")
+    set_power(repo, "off")
+    second = push(env, f"turn {MACHINE} off")
     status = server.wait(lambda s: (s["lastAppliedRevision"] or {}).get("revision") == second)
-    assert _power(env, MACHINE) == "off"
+    assert power(env, MACHINE) == "off"
     runs = server.get("/api/v1/runs").json()["items"]
     mine = [r for r in runs if any(a["address"] == f"machine/{MACHINE}" for a in r["actions"])]
     assert mine and mine[0]["operator"] == "fleet-controller", runs[:2]
@@ -205,13 +97,13 @@ def test_serve_applies_each_valid_commit_and_keeps_the_last_good_one(
 
     # An invalid commit applies nothing: the last good revision stays in force, both are shown.
     (repo / MACHINES).write_text((repo / MACHINES).read_text().replace("power: off", "power: of"))
-    third = _push(env, "a typo")
+    third = push(env, "a typo")
     status = server.wait(lambda s: s["lastAttemptedRevision"]["revision"] == third)
     attempted, applied = status["lastAttemptedRevision"], status["lastAppliedRevision"]
     assert not attempted["valid"] and attempted["errorCount"] >= 1
     assert any(f"{MACHINES}:" in e for e in attempted["errors"]), attempted
     assert applied["revision"] == second and applied["valid"]
-    assert _power(env, MACHINE) == "off"
+    assert power(env, MACHINE) == "off"
     metrics = server.client.get("/metrics").text
     assert f'fleet_revision_info{{revision="{second}",valid="true",which="applied"}} 1.0' in metrics
     assert f'fleet_revision_info{{revision="{third}",valid="false",which="attempted"}} 1.0' in metrics
@@ -219,8 +111,8 @@ def test_serve_applies_each_valid_commit_and_keeps_the_last_good_one(
     assert observed is not None and int(observed.group(1)) >= 2, "every batch's BMCs observed, timed"
 
     # The repo is valid again for the tests after this one (the lab keeps the machine off).
-    _set_power(repo, "off")
-    _push(env, "the typo fixed")
+    set_power(repo, "off")
+    push(env, "the typo fixed")
     assert server.stop() == 0, server.log.read_text()[-2000:]
     log = server.log.read_text()
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
@@ -291,19 +183,19 @@ def test_a_change_outside_its_window_waits_and_says_for_which_window(
     # A window three days from now: closed at the time this runs, whatever the time is.
     closed_day = DAYS[(datetime.now(UTC) + timedelta(days=3)).weekday()]
     window = {"name": "nyc1-later", "sites": ["nyc1"], "days": [closed_day], "start": "00:00", "end": "23:59"}
-    _edit(repo, "fleet.yaml", lambda f: f["spec"]["policies"].__setitem__("changeWindows", [window]))
-    _set_power(repo, "on")
-    before = _power(env, MACHINE)
-    commit = _push(env, "a change that must wait for its window")
+    edit(repo, "fleet.yaml", lambda f: f["spec"]["policies"].__setitem__("changeWindows", [window]))
+    set_power(repo, "on")
+    before = power(env, MACHINE)
+    commit = push(env, "a change that must wait for its window")
     try:
         status = server.wait(lambda s: (s["lastAppliedRevision"] or {}).get("revision") == commit)
         assert status["resources"]["Machine"].get("waiting", 0) >= 1, status["resources"]
         waiting = server.get(f"/api/v1/resources/machine/{MACHINE}").json()
         assert waiting["state"] == "waiting" and "nyc1-later" in waiting["detail"], waiting
-        assert _power(env, MACHINE) == before
+        assert power(env, MACHINE) == before
     finally:
-        _edit(repo, "fleet.yaml", lambda f: f["spec"]["policies"].__setitem__("changeWindows", []))
-        _push(env, "no windows again")
+        edit(repo, "fleet.yaml", lambda f: f["spec"]["policies"].__setitem__("changeWindows", []))
+        push(env, "no windows again")
     assert server.stop() == 0
     assert os.path.exists(env["FLEET_STATE"])
 
@@ -319,11 +211,11 @@ def test_drift_is_corrected_where_enforced_and_only_reported_where_observed(
         lab_control(env, {"op": "set_power", "name": name, "power": "off"})  # behind fleet's back
     try:
         deadline = time.monotonic() + 120
-        while _power(env, enforced) != "on" and time.monotonic() < deadline:
+        while power(env, enforced) != "on" and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _power(env, enforced) == "on", "the next pass puts enforced power back"
+        assert power(env, enforced) == "on", "the next pass puts enforced power back"
         status = server.wait(lambda s: s["resources"]["Machine"].get("drifted", 0) >= 1)
-        assert _power(env, observed) == "off", "observed fields are reported, never changed"
+        assert power(env, observed) == "off", "observed fields are reported, never changed"
         found = server.get(f"/api/v1/resources/machine/{observed}").json()
         assert found["state"] == "drifted", found
         assert found["detail"] == 'power: spec "on", live "off" (observed only)', found
@@ -368,7 +260,7 @@ def test_a_resource_suspended_through_the_api_is_left_alone_until_resumed(
     repo = Path(env["REPO"])
     server.wait(lambda s: s["lastAppliedRevision"] is not None)
     ops = {"Authorization": f"Bearer {OPS}"}
-    before = _power(env, MACHINE)
+    before = power(env, MACHINE)
     wanted = "on" if before == "off" else "off"
     assert (
         server.client.post(
@@ -382,13 +274,13 @@ def test_a_resource_suspended_through_the_api_is_left_alone_until_resumed(
         headers=ops,
     )
     assert answer.status_code == 200 and answer.json()["changed"] == [f"machine/{MACHINE}"], answer.text
-    _set_power(repo, wanted)
-    commit = _push(env, "a change to a suspended machine")
+    set_power(repo, wanted)
+    commit = push(env, "a change to a suspended machine")
     status = server.wait(lambda s: (s["lastAppliedRevision"] or {}).get("revision") == commit)
     assert status["resources"]["Machine"].get("suspended", 0) >= 1, status["resources"]
     held = server.get(f"/api/v1/resources/machine/{MACHINE}").json()
     assert held["state"] == "suspended" and "disk swap in progress" in held["detail"], held
-    assert _power(env, MACHINE) == before, "nothing is applied to a suspended resource"
+    assert power(env, MACHINE) == before, "nothing is applied to a suspended resource"
     # An emergency reconcile of it is refused too, and says why.
     refused = server.client.post(
         "/api/v1/reconcile", json={"targets": [f"machine/{MACHINE}"], "reason": "now"}, headers=ops
@@ -398,9 +290,9 @@ def test_a_resource_suspended_through_the_api_is_left_alone_until_resumed(
     resumed = server.client.post("/api/v1/resume", json={"targets": [f"machine/{MACHINE}"]}, headers=ops)
     assert resumed.status_code == 200, resumed.text
     deadline = time.monotonic() + 60
-    while _power(env, MACHINE) != wanted and time.monotonic() < deadline:
+    while power(env, MACHINE) != wanted and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _power(env, MACHINE) == wanted, "a resumed resource is reconciled at once"
+    assert power(env, MACHINE) == wanted, "a resumed resource is reconciled at once"
     runs = server.get("/api/v1/runs").json()["items"]
     assert {("suspend", "api:ops"), ("resume", "api:ops")} <= {(r["kind"], r["operator"]) for r in runs}
     assert server.stop() == 0
@@ -420,10 +312,10 @@ def test_a_signed_push_webhook_is_applied_and_a_forged_one_changes_nothing(
     server, env = served
     repo = Path(env["REPO"])
     first = server.wait(lambda s: s["lastAppliedRevision"] is not None)["lastAppliedRevision"]["revision"]
-    before = _power(env, MACHINE)
+    before = power(env, MACHINE)
     wanted = "on" if before == "off" else "off"
-    _set_power(repo, wanted)
-    commit = _push(env, "pushed, then announced by a webhook")
+    set_power(repo, wanted)
+    commit = push(env, "pushed, then announced by a webhook")
     body = json.dumps(
         {
             "ref": "refs/heads/main",
@@ -450,13 +342,13 @@ def test_a_signed_push_webhook_is_applied_and_a_forged_one_changes_nothing(
     time.sleep(2)
     status = server.status()
     assert status["lastAttemptedRevision"]["revision"] == first, "a refused webhook fetches nothing"
-    assert _power(env, MACHINE) == before
+    assert power(env, MACHINE) == before
 
     signed = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
     accepted = deliver("d-1", signed)
     assert accepted.status_code == 202 and accepted.json()["result"] == "accepted", accepted.text
     server.wait(lambda s: (s["lastAppliedRevision"] or {}).get("revision") == commit)
-    assert _power(env, MACHINE) == wanted
+    assert power(env, MACHINE) == wanted
     again = deliver("d-1", signed)
     assert again.status_code == 200 and again.json()["result"] == "duplicate", again.text
     metrics = server.client.get("/metrics").text

@@ -29,17 +29,22 @@ from reconciler.state import (
     LockHolder,
     LockLost,
     ObservationRecord,
+    ResourceState,
     ResourceSuspended,
+    RevisionState,
     StateStore,
     open_store,
 )
 from reconciler.state.migrate import alembic_config, head_revision
+from reconciler.state.schema import JOB_QUEUE_PREFIX, described_here, metadata
 from reconciler.state.schema import drift as drift_table
-from reconciler.state.schema import metadata
 
 BACKENDS = ["sqlite", "postgresql"]
 TABLES = {
     "runs",
+    "controller_revisions",
+    "controller_marks",
+    "resource_states",
     "actions",
     "applied",
     "observations",
@@ -110,6 +115,10 @@ def _spawn(target: Any, *args: Any) -> multiprocessing.process.BaseProcess:
 # Schema and migrations.
 
 
+def _comparing(connection: sa.Connection) -> MigrationContext:
+    return MigrationContext.configure(connection, opts={"include_name": described_here})
+
+
 def test_migrations_create_the_schema_and_reopening_is_a_no_op(fresh_url: str) -> None:
     with open_store(fresh_url) as store:
         assert store.migrated
@@ -117,9 +126,13 @@ def test_migrations_create_the_schema_and_reopening_is_a_no_op(fresh_url: str) -
         run_id = store.start_run("plan", "alice")
     engine = sa.create_engine(fresh_url)
     with engine.connect() as connection:
-        assert set(sa.inspect(connection).get_table_names()) == TABLES
+        tables = set(sa.inspect(connection).get_table_names())
+        queue = {name for name in tables if name.startswith(JOB_QUEUE_PREFIX)}
+        assert tables - queue == TABLES
+        # On PostgreSQL, procrastinate's job queue comes with the schema; SQLite has none.
+        assert bool(queue) == fresh_url.startswith("postgresql"), queue
         # The migrations produce exactly what schema.py describes (types, indexes, keys).
-        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+        assert compare_metadata(_comparing(connection), metadata) == []
     engine.dispose()
     with open_store(fresh_url) as again:
         assert not again.migrated
@@ -327,7 +340,7 @@ def test_a_store_made_by_the_first_schema_upgrades_and_keeps_its_history(fresh_u
         assert [r.kind for r in store.history()] == ["suspend", "apply"]
     engine = sa.create_engine(fresh_url)
     with engine.connect() as connection:
-        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+        assert compare_metadata(_comparing(connection), metadata) == []
     engine.dispose()
 
 
@@ -500,6 +513,37 @@ def test_drift_opens_updates_and_resolves_one_finding_per_field(store: StateStor
 
 
 # What the store refuses.
+
+
+def test_the_controller_state_is_shared_through_the_store(store: StateStore) -> None:
+    """Revisions, resource states and marks: what several replicas of `fleet serve` share."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    store.set_revision(
+        "attempted", RevisionState("r1", "c1", at, False, 2, ("a.yaml:1: bad", "b.yaml:2: bad"))
+    )
+    store.set_revision("applied", RevisionState("r0", None, at, True))
+    store.set_revision("attempted", RevisionState("r2", "c2", at, True))
+    found = store.revisions()
+    assert found["attempted"] == RevisionState("r2", "c2", at, True, 0, ())
+    assert found["applied"].revision == "r0"
+    with pytest.raises(PermanentError):
+        store.set_revision("newest", RevisionState("r3", None, at, True))
+
+    store.keep_resource_states({"machine/a": "Machine", "machine/b": "Machine", "cluster/c": "Cluster"})
+    failing = ResourceState("machine/b", "Machine", "failing", "BMC refused", at, 2, "refused", at)
+    store.save_resource_states([failing, ResourceState("cluster/c", "Cluster", "in sync", "", at)])
+    counts, first = store.resource_summary()
+    assert counts == {"Machine": {"unknown": 1, "failing": 1}, "Cluster": {"in sync": 1}}
+    assert first == [failing]
+    assert store.resource_states(["machine/b"]) == {"machine/b": failing}
+    store.keep_resource_states({"machine/b": "Machine"})  # a and c left the revision
+    assert list(store.resource_states()) == ["machine/b"]
+    assert store.resource_states()["machine/b"] == failing  # kept as it was
+
+    assert store.mark_if_due("poll", 60)
+    assert not store.mark_if_due("poll", 60)  # not due yet: nothing changed
+    assert store.mark_if_due("poll", 0)
+    assert store.mark_if_due("pass", 60)
 
 
 def test_the_store_takes_plain_json_aware_times_and_no_secrets(store: StateStore) -> None:

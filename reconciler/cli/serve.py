@@ -142,12 +142,21 @@ def serve(
 
     def run() -> None:
         with engine_for(chosen, store=True) as engine:
+            shared = None
+            if engine.store.dialect == "postgresql":
+                # Several replicas may serve this store: they share the work through its job queue.
+                from reconciler.controller.shared import SharedJobs
+
+                shared = SharedJobs(
+                    chosen.state_url(), log=log.info, tick_seconds=int(min(chosen.poll_interval or 5, 5))
+                )
             controller = Controller(
                 engine,
                 followed,
                 poll_interval=chosen.poll_interval,
                 drift_interval=chosen.drift_interval,
                 log=log.info,
+                shared=shared,
             )
             pushed = PushesOf(followed.branch, followed.repo, chosen.repository_name)
             if followed.repo is not None and not pushed.identifiable:

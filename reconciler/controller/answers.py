@@ -43,6 +43,7 @@ class Readiness(Answer):
 
 class RevisionState(Answer):
     revision: str
+    commit: str | None = Field(description="The commit of the followed branch; none for a working tree.")
     at: str
     valid: bool
     errorCount: int
@@ -50,9 +51,14 @@ class RevisionState(Answer):
 
 
 class Queue(Answer):
-    depth: int = Field(description="Units of work waiting.")
-    running: str | None
+    depth: int = Field(description="Units of work waiting (on every replica, when shared).")
+    running: list[str] = Field(description="Units of work running (on every replica, when shared).")
     waiting: list[str] = Field(description="The first 100 waiting, in order.")
+
+
+class Replicas(Answer):
+    this: str = Field(description="The replica that answered: host:pid.")
+    live: int = Field(description="Replicas taking work now (1 when alone).")
 
 
 class ResourceState(Answer):
@@ -72,6 +78,7 @@ class Status(Answer):
     lastAttemptedRevision: RevisionState | None
     resources: dict[str, dict[str, int]] = Field(description="Counts by kind, then by state.")
     queue: Queue
+    replicas: Replicas
     failing: list[ResourceState] = Field(description="The first 100 resources whose actions keep failing.")
 
 
@@ -109,6 +116,7 @@ class Run(Answer):
     finished_at: str | None
     summary: dict[str, Any] | None
     actions: list[Action]
+    replica: str | None
 
 
 class RunList(Answer):

@@ -14,7 +14,12 @@ calls the engine for it. It has no run logic of its own.
   waits (shown as waiting, with the reason); the controller never allows destruction or declares
   an emergency by itself. A resource whose actions keep failing backs off exponentially (capped).
 
-Work runs on a `WorkQueue`: one unit per (kind, site) batch, a pending duplicate merged.
+Units of work (a poll, a (kind, site) batch) run one at a time on this replica's `WorkQueue`.
+Alone (SQLite), the controller puts them there itself, merging a pending duplicate. With several
+replicas on PostgreSQL, `SharedJobs` hands them out through procrastinate, and the replica that
+takes a job runs it on its own queue: the job functions are the same. Everything replicas must
+agree on lives in the state store: the revisions in force and attempted, each resource's state
+and back-off, and when the repo was last polled and the last drift pass planned.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from providers.base import RevisionInputs
 from reconciler.controller.follow import (
@@ -41,71 +46,47 @@ from reconciler.controller.follow import (
 from reconciler.controller.metrics import Metrics
 from reconciler.controller.queue import WorkQueue
 from reconciler.engine import CancelToken, Engine, RunOptions, Selection, SyncResult
+from reconciler.engine.pipeline import process_name
 from reconciler.engine.suspensions import SuspensionResult
 from reconciler.errors import FleetError, TemporaryError
 from reconciler.kinds import KINDS, kind_of
 from reconciler.plan.model import Finding, Plan
+from reconciler.source import SourceRef
 from reconciler.source.git import branch_head, changed_paths
 from reconciler.spec import models
 from reconciler.spec.loader import LoadedRevision
+from reconciler.state import ResourceState, RevisionState
 
 MAX_DIAGNOSTICS = 50  # shown per invalid revision; the count says how many there were
 BACKOFF_BASE = 30.0  # seconds before the first retry of a failing resource
 BACKOFF_CAP = 3600.0
 TOKENS_KEPT_SECONDS = 60.0  # a rotated API token is taken within a minute
 ALL = None  # a batch's whole (kind, site)
+STATUS_KEPT_SECONDS = 1.0  # status() answers from a summary at most this old
 
 Log = Callable[..., None]
 T = TypeVar("T")
 
 
-@dataclasses.dataclass(frozen=True)
-class RevisionState:
-    """A revision as the controller took it: valid and in force, or refused with its errors."""
-
-    revision: str
-    at: datetime
-    valid: bool
-    error_count: int = 0
-    errors: tuple[str, ...] = ()  # rendered diagnostics, at most MAX_DIAGNOSTICS
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "revision": self.revision,
-            "at": self.at.isoformat().replace("+00:00", "Z"),
-            "valid": self.valid,
-            "errorCount": self.error_count,
-            "errors": list(self.errors),
-        }
+Batch = tuple[str, str]  # (kind, site)
 
 
-@dataclasses.dataclass
-class ResourceState:
-    """What the controller last saw of one resource, and its back-off when it keeps failing."""
+class SharedJobs(Protocol):
+    """How several replicas share the units of work (see `shared.py`)."""
 
-    address: str
-    kind: str
-    state: str = "unknown"  # one of metrics.STATES
-    detail: str = "not observed yet"
-    since: datetime | None = None
-    failures: int = 0
-    last_error: str = ""
-    next_try: datetime | None = None
+    def start(self, controller: Controller) -> None: ...
 
-    def as_json(self) -> dict[str, Any]:
-        def stamp(value: datetime | None) -> str | None:
-            return value.isoformat().replace("+00:00", "Z") if value is not None else None
+    def stop(self, grace: float) -> bool: ...
 
-        return {
-            "address": self.address,
-            "kind": self.kind,
-            "state": self.state,
-            "detail": self.detail,
-            "since": stamp(self.since),
-            "failures": self.failures,
-            "lastError": self.last_error,
-            "nextTry": stamp(self.next_try),
-        }
+    def defer_poll(self, why: str) -> None: ...
+
+    def defer_sync(self, batch: Batch, addresses: list[str] | None, why: str) -> None: ...
+
+    def queue(self) -> tuple[list[str], int, list[str]]:
+        """Units running (on every replica), how many wait, the first waiting ones."""
+        ...
+
+    def live_replicas(self) -> int: ...
 
 
 @dataclasses.dataclass
@@ -117,7 +98,8 @@ class _InForce:
 
 
 class Controller:
-    """Follows `followed` and reconciles it through `engine`; start() and stop() it."""
+    """Follows `followed` and reconciles it through `engine`; start() and stop() it. With
+    `shared`, units of work are shared with the other replicas on the same PostgreSQL."""
 
     def __init__(
         self,
@@ -129,29 +111,28 @@ class Controller:
         log: Log | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        shared: SharedJobs | None = None,
     ) -> None:
         self.engine = engine
         self.followed = followed
         self.metrics = metrics or Metrics()
+        self.replica = process_name()
+        self._store = engine.store
         self._poll_interval = poll_interval
         self._drift_interval = drift_interval
         self._log: Log = log or (lambda event, **fields: None)
         self._clock = clock
+        self._shared = shared
         self._lock = threading.Lock()
         self._cancel = CancelToken()
         self._queue = WorkQueue(self._job_failed)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._in_force: _InForce | None = None
-        self._last_applied: RevisionState | None = None
-        self._last_attempted: RevisionState | None = None
-        self._resources: dict[str, ResourceState] = {}
-        # Resources by kind and state, and the first failing ones: what status() shows.
-        self._summary: tuple[dict[str, dict[str, int]], tuple[dict[str, Any], ...]] = ({}, ())
-        self._wanted: dict[tuple[str, str], set[str] | None] = {}
+        self._status: tuple[float, dict[str, Any]] | None = None
+        self._wanted: dict[Batch, set[str] | None] = {}
         self._next_pass = 0.0
         self._tokens: tuple[str, float, dict[str, tuple[str, str]]] | None = None
-        self._newest_commit: str | None = None  # of the last revision attempted, valid or not
         self._emergencies = itertools.count(1)
         self._scheduler = threading.Thread(
             target=self._schedule, name="fleet-controller-schedule", daemon=True
@@ -161,12 +142,10 @@ class Controller:
 
     def start(self) -> None:
         """Mark the runs a dead process left open as interrupted, then follow and serve."""
-        if not self.engine.store.read_only:
-            cutoff = self._clock() - timedelta(seconds=self.engine.settings.lease_ttl)
-            abandoned = self.engine.store.interrupt_abandoned(cutoff)
-            if abandoned:
-                self._log("runs left open by a stopped process marked interrupted", runs=abandoned)
+        self.interrupt_abandoned()
         self._scheduler.start()
+        if self._shared is not None:
+            self._shared.start(self)
 
     def stop(self, grace: float = 30.0) -> bool:
         """Take no more work and let the running unit finish within `grace` seconds; then cancel
@@ -174,7 +153,10 @@ class Controller:
         self._stopping.set()
         self._wake.set()
         running, _ = self._queue.snapshot()
-        done = self._queue.stop(grace)
+        started = time.monotonic()
+        if self._shared is not None:
+            self._shared.stop(grace)  # takes no more jobs; the running one ends within grace
+        done = self._queue.stop(max(0.0, grace - (time.monotonic() - started)))
         if not done:
             self._cancel.cancel("the controller is stopping")
             done = self._queue.stop(10.0)
@@ -182,14 +164,26 @@ class Controller:
         self._log("controller stopped", running=running, drained=done)
         return done
 
+    def interrupt_abandoned(self) -> None:
+        """Runs a dead process left open (their leases expired) are marked interrupted."""
+        if self._store.read_only:
+            return
+        cutoff = self._clock() - timedelta(seconds=self.engine.settings.lease_ttl)
+        abandoned = self._store.interrupt_abandoned(cutoff)
+        if abandoned:
+            self._log("runs left open by a stopped process marked interrupted", runs=abandoned)
+
     def request_poll(self, why: str) -> None:
         """Look at the followed source now (a webhook said it moved); returns at once."""
         self._log("poll requested", why=why)
-        self._queue.submit("poll", self.poll)
+        if self._shared is not None:
+            self._shared.defer_poll(why)
+        else:
+            self._queue.submit("poll", self.poll)
         self._update_queue_metric()
 
     def idle(self, timeout: float) -> bool:
-        """Wait until no work is waiting or running (for tests and a drained shutdown)."""
+        """Wait until no work is waiting or running here (for tests and a drained shutdown)."""
         return self._queue.idle(timeout)
 
     # --- what it shows -----------------------------------------------------------------------
@@ -200,29 +194,43 @@ class Controller:
         return self._in_force is not None
 
     def status(self) -> dict[str, Any]:
-        """Answered from the summary kept after each change of the resources' states: a status
-        call costs the same for 35 resources as for 100,000, however often dashboards ask."""
-        with self._lock:
-            applied, attempted = self._last_applied, self._last_attempted
-            counts, failing = self._summary
-        running, waiting = self._queue.snapshot()
-        return {
+        """Answered from the store's summary, kept for a second: a status call costs the same
+        for 35 resources as for 100,000, however often dashboards ask."""
+        now = time.monotonic()
+        kept = self._status
+        if kept is not None and now - kept[0] < STATUS_KEPT_SECONDS:
+            return kept[1]
+        revisions = self._store.revisions()
+        counts, failing = self._store.resource_summary()
+        if self._shared is not None:
+            running, depth, waiting = self._shared.queue()
+            replicas = self._shared.live_replicas()
+        else:
+            here, waiting = self._queue.snapshot()
+            running, depth, replicas = ([here] if here else []), len(waiting), 1
+        applied, attempted = revisions.get("applied"), revisions.get("attempted")
+        answer = {
             "following": self.followed.describe(),
             "lastAppliedRevision": applied.as_json() if applied else None,
             "lastAttemptedRevision": attempted.as_json() if attempted else None,
-            "resources": {kind: dict(states) for kind, states in counts.items()},
-            "queue": {"depth": len(waiting), "running": running, "waiting": waiting[:100]},
-            "failing": list(failing),
+            "resources": counts,
+            "queue": {"depth": depth, "running": running, "waiting": waiting[:100]},
+            "replicas": {"this": self.replica, "live": replicas},
+            "failing": [r.as_json() for r in failing],
         }
+        self._status = (now, answer)
+        return answer
 
     def resources(self) -> list[ResourceState]:
-        with self._lock:
-            return [dataclasses.replace(r) for r in sorted(self._resources.values(), key=lambda r: r.address)]
+        """The resources of the revision in force, by address."""
+        in_force = self._in_force
+        if in_force is None:
+            return []
+        present = {d.document.address for d in in_force.loaded.documents}
+        return [s for a, s in sorted(self._store.resource_states().items()) if a in present]
 
     def resource(self, address: str) -> ResourceState | None:
-        with self._lock:
-            found = self._resources.get(address)
-            return dataclasses.replace(found) if found is not None else None
+        return self._store.resource_states([address]).get(address)
 
     def document(self, address: str) -> tuple[models.Document, str] | None:
         """The spec of `address` in the revision in force, with its file."""
@@ -293,8 +301,9 @@ class Controller:
             started.set()
 
         def work() -> None:
-            ref = self.followed.at(self._newest_commit)
-            with self.engine.plan(ref, Selection(None, selector, targets), partial=True) as planned:
+            with self.engine.plan(
+                self._newest(), Selection(None, selector, targets), partial=True
+            ) as planned:
                 self.engine.apply(planned, options, self._cancel, on_start=on_start)
 
         self._now(f"emergency:{next(self._emergencies)}", work, timeout, answered=started)
@@ -317,25 +326,22 @@ class Controller:
         key = f"{'resume' if resume else 'suspend'}:{next(self._emergencies)}"
 
         def change() -> SuspensionResult:
-            ref = self.followed.at(self._newest_commit)
             if resume:
-                return self.engine.resume(ref, selection, reason, operator=operator)
+                return self.engine.resume(self._newest(), selection, reason, operator=operator)
             assert reason is not None
-            return self.engine.suspend(ref, selection, reason, operator=operator)
+            return self.engine.suspend(self._newest(), selection, reason, operator=operator)
 
         result = self._now(key, change, timeout)
         assert result is not None
         addresses = [s.address for s in result.change.changed]
         now = self._clock()
-        with self._lock:
-            for held in result.change.changed:
-                resource = self._resources.get(held.address)
-                if resource is None:
-                    continue
-                if resume:
-                    self._set(resource, "unknown", "resumed: the next reconcile looks at it", now)
-                else:
-                    self._set(resource, "suspended", f"suspended by {operator}: {reason}", now)
+        changed = []
+        for state in self._store.resource_states(addresses).values():
+            if resume:
+                changed.append(_set(state, "unknown", "resumed: the next reconcile looks at it", now))
+            else:
+                changed.append(_set(state, "suspended", f"suspended by {operator}: {reason}", now))
+        self._store.save_resource_states(changed)
         self._update_resource_metrics()
         in_force = self._in_force
         if resume and in_force is not None and addresses:
@@ -348,12 +354,23 @@ class Controller:
             "annotated": dict(result.annotated),
         }
 
+    def _newest(self) -> SourceRef:
+        """The source of the newest revision taken through the gate (valid or not)."""
+        attempted = self._store.revisions().get("attempted")
+        return self.followed.at(attempted.commit if attempted is not None else None)
+
     def _now(
-        self, key: str, work: Callable[[], T], timeout: float, *, answered: threading.Event | None = None
+        self,
+        key: str,
+        work: Callable[[], T],
+        timeout: float | None,
+        *,
+        answered: threading.Event | None = None,
+        first: bool = True,
     ) -> T | None:
-        """Run `work` on the queue ahead of everything waiting (the engine is used by one unit of
-        work at a time) and wait for its result or its error, or until `work` sets `answered`
-        (then None: it goes on running)."""
+        """Run `work` on this replica's queue (the engine is used by one unit of work at a time;
+        ahead of everything waiting when `first`) and wait for its result or its error, or until
+        `work` sets `answered` (then None: it goes on running)."""
         done = answered or threading.Event()
         results: list[T] = []
         failures: list[BaseException] = []
@@ -368,7 +385,7 @@ class Controller:
             finally:
                 done.set()
 
-        if not self._queue.submit(key, unit, first=True):
+        if not self._queue.submit(key, unit, first=first):
             raise TemporaryError("the controller is stopping", hint="call another replica")
         if not done.wait(timeout):
             raise TemporaryError(
@@ -378,6 +395,33 @@ class Controller:
         if failures:
             raise failures[0]
         return results[0] if results else None
+
+    # --- jobs: what a shared job runs, on this replica's queue ---------------------------------
+
+    def run_poll(self) -> None:
+        self._now("poll", self.poll, None, first=False)
+
+    def run_tick(self) -> None:
+        self._now("tick", self.tick, None, first=False)
+
+    def run_sync(self, batch: Batch, addresses: list[str] | None, why: str) -> None:
+        kind, site = batch
+        self._now(
+            f"sync:{kind}:{site}",
+            lambda: self._sync(batch, set(addresses) if addresses is not None else ALL, why),
+            None,
+            first=False,
+        )
+
+    def tick(self) -> None:
+        """The shared schedule, run by one replica at a time: poll when the poll interval has
+        passed since any replica last did, plan a pass when the drift interval has."""
+        if self._store.mark_if_due("poll", self._interval() * 0.9):
+            self.poll()
+        self._refresh()
+        in_force = self._in_force
+        if in_force is not None and self._store.mark_if_due("pass", self._drift_seconds(in_force) * 0.9):
+            self._plan_passes("drift schedule")
 
     # --- the schedule ------------------------------------------------------------------------
 
@@ -389,16 +433,31 @@ class Controller:
             return float(in_force.loaded.fleet.spec.controller.pollIntervalSeconds)
         return 60.0
 
+    def _drift_seconds(self, in_force: _InForce) -> float:
+        if self._drift_interval is not None:
+            return self._drift_interval
+        assert in_force.loaded.fleet is not None
+        return float(in_force.loaded.fleet.spec.policies.drift.intervalMinutes * 60)
+
     def _schedule(self) -> None:
+        """Alone: poll on the interval and plan passes on the drift schedule. Shared: the ticks
+        are jobs (deferred once across replicas); this replica only follows the revision in
+        force that any of them took."""
         self.request_poll("start")
         next_poll = time.monotonic() + self._interval()
+        next_refresh = 0.0
         while not self._stopping.is_set():
             now = time.monotonic()
-            if now >= next_poll:
-                self.request_poll("interval")
-                next_poll = now + self._interval()
-            if self._in_force is not None and self._next_pass and now >= self._next_pass:
-                self._plan_passes("drift schedule")
+            if self._shared is not None:
+                if now >= next_refresh:
+                    self._queue.submit("refresh", self._refresh)
+                    next_refresh = now + 2.0
+            else:
+                if now >= next_poll:
+                    self.request_poll("interval")
+                    next_poll = now + self._interval()
+                if self._in_force is not None and self._next_pass and now >= self._next_pass:
+                    self._plan_passes("drift schedule")
             self._update_queue_metric()
             self._wake.wait(timeout=min(1.0, max(0.05, next_poll - time.monotonic())))
             self._wake.clear()
@@ -408,17 +467,14 @@ class Controller:
         in_force = self._in_force
         if in_force is None or in_force.loaded.fleet is None:
             return
-        seconds = self._drift_interval or in_force.loaded.fleet.spec.policies.drift.intervalMinutes * 60
-        self._next_pass = time.monotonic() + seconds
+        self._next_pass = time.monotonic() + self._drift_seconds(in_force)
         for batch in sorted(self._batches(in_force.loaded)):
             self._want(batch, ALL, why)
 
-    def _batches(
-        self, loaded: LoadedRevision, only: set[str] | None = None
-    ) -> dict[tuple[str, str], set[str]]:
+    def _batches(self, loaded: LoadedRevision, only: set[str] | None = None) -> dict[Batch, set[str]]:
         machines = {d.document.address: d.document for d in loaded.documents}
         by_name = {d.metadata.name: d for d in machines.values() if isinstance(d, models.Machine)}
-        batches: dict[tuple[str, str], set[str]] = {}
+        batches: dict[Batch, set[str]] = {}
         for loaded_document in loaded.documents:
             document = loaded_document.document
             if document.kind_name == "Fleet" or (only is not None and document.address not in only):
@@ -427,7 +483,10 @@ class Controller:
             batches.setdefault((document.kind_name, site), set()).add(document.address)
         return batches
 
-    def _want(self, batch: tuple[str, str], addresses: set[str] | None, why: str) -> None:
+    def _want(self, batch: Batch, addresses: set[str] | None, why: str) -> None:
+        if self._shared is not None:
+            self._shared.defer_sync(batch, sorted(addresses) if addresses is not None else None, why)
+            return
         with self._lock:
             if batch in self._wanted:
                 current = self._wanted[batch]
@@ -435,7 +494,7 @@ class Controller:
             else:
                 self._wanted[batch] = addresses
         kind, site = batch
-        self._queue.submit(f"sync:{kind}:{site}", lambda: self._sync(batch, why))
+        self._queue.submit(f"sync:{kind}:{site}", lambda: self._sync_wanted(batch, why))
 
     def _update_queue_metric(self) -> None:
         self.metrics.queue_depth.set(self._queue.depth)
@@ -464,22 +523,27 @@ class Controller:
         finally:
             self.metrics.fetch_seconds.observe(time.monotonic() - started)
         revision = revision_id(snapshot)
-        self._newest_commit = commit
-        attempted = self._last_attempted
+        stored = self._store.revisions()
+        attempted = stored.get("attempted")
         if attempted is not None and attempted.revision == revision:
+            if self._in_force is None:
+                self._refresh()
+                if self._shared is None and self._in_force is not None:
+                    self._plan_passes(f"revision {revision[:12]}: first pass")
             return
         loaded = self.engine.load(snapshot)
         now = self._clock()
         if loaded.errors or loaded.fleet is None:
             state = RevisionState(
                 revision,
+                commit,
                 now,
                 False,
                 len(loaded.errors),
                 tuple(d.render() for d in loaded.errors[:MAX_DIAGNOSTICS]),
             )
-            with self._lock:
-                self._last_attempted = state
+            self._store.set_revision("attempted", state)
+            self._status = None
             self.metrics.set_revision("attempted", revision, False, now.timestamp())
             self._log(
                 "revision refused: nothing applied, the last good revision stays in force",
@@ -487,30 +551,26 @@ class Controller:
                 errors=len(loaded.errors),
                 first=state.errors[0] if state.errors else "",
             )
+            if self._in_force is None:
+                self._refresh()  # serve the last good one of an earlier process or replica
             return
         previous = self._in_force
-        files = file_digests(snapshot)
-        in_force = _InForce(revision, commit, loaded, files)
-        with self._lock:
-            self._in_force = in_force
-            self._last_attempted = RevisionState(revision, now, True)
-            self._last_applied = RevisionState(revision, now, True)
-            for loaded_document in loaded.documents:
-                document = loaded_document.document
-                if document.kind_name != "Fleet" and document.address not in self._resources:
-                    self._resources[document.address] = ResourceState(document.address, document.kind_name)
-            present = {d.document.address for d in loaded.documents}
-            for address in list(self._resources):
-                if address not in present:
-                    del self._resources[address]
-        self._update_resource_metrics()
+        applied = stored.get("applied")
+        if previous is not None and (applied is None or previous.revision != applied.revision):
+            previous = None  # another replica moved on meanwhile: compare with what it applied
+        if previous is None and applied is not None:
+            previous = self._load(applied)
+        in_force = _InForce(revision, commit, loaded, file_digests(snapshot))
+        self._take(in_force)
+        self._store.set_revision("attempted", RevisionState(revision, commit, now, True))
+        self._store.set_revision("applied", RevisionState(revision, commit, now, True))
         self.metrics.set_revision("attempted", revision, True, now.timestamp())
-        self.metrics.set_revision("applied", revision, True, now.timestamp())
         self._log("revision in force", revision=revision, previous=previous.revision if previous else None)
         if previous is None:
+            self._store.mark_if_due("pass", 0)
             self._plan_passes(f"revision {revision[:12]}: first pass")
             return
-        changed = changed_files(previous.files, files)
+        changed = changed_files(previous.files, in_force.files)
         if previous.commit and commit and self.followed.repo is not None:
             everything = changed_paths(
                 self.followed.repo, previous.commit, commit, self.engine.settings.cache_dir
@@ -519,30 +579,72 @@ class Controller:
         targets = affected(previous.loaded, loaded, changed)
         why = f"revision {revision[:12]}"
         if targets is None:
+            self._store.mark_if_due("pass", 0)
             self._plan_passes(f"{why}: fleet.yaml changed or a document was removed")
             return
         for batch, addresses in sorted(self._batches(loaded, targets).items()):
             self._want(batch, addresses, f"{why} changed them")
 
+    def _take(self, in_force: _InForce) -> None:
+        """`in_force` is the revision this replica reconciles; its resources get a state."""
+        self._in_force = in_force
+        self._status = None
+        self._store.keep_resource_states(
+            {
+                d.document.address: d.document.kind_name
+                for d in in_force.loaded.documents
+                if d.document.kind_name != "Fleet"
+            }
+        )
+        self._update_resource_metrics()
+        self.metrics.set_revision("applied", in_force.revision, True, self._clock().timestamp())
+
+    def _load(self, state: RevisionState) -> _InForce | None:
+        """A revision recorded as applied, read again (by a replica that did not take it, or
+        after a restart); None when it cannot be read or no longer passes the gate."""
+        try:
+            snapshot = self.engine.open_source(self.followed.at(state.commit))
+        except FleetError as exc:
+            self._log("the revision in force cannot be read", revision=state.revision, error=str(exc))
+            return None
+        loaded = self.engine.load(snapshot)
+        if loaded.errors or loaded.fleet is None:
+            return None
+        return _InForce(revision_id(snapshot), state.commit, loaded, file_digests(snapshot))
+
+    def _refresh(self) -> None:
+        """Follow the revision in force the store names (another replica may have taken it)."""
+        applied = self._store.revisions().get("applied")
+        if applied is None or (self._in_force is not None and self._in_force.revision == applied.revision):
+            return
+        found = self._load(applied)
+        if found is not None:
+            self._take(found)
+            self._log("revision in force", revision=found.revision, taken_by="another replica or process")
+
     # --- a unit of work ----------------------------------------------------------------------
 
-    def _sync(self, batch: tuple[str, str], why: str) -> None:
+    def _sync_wanted(self, batch: Batch, why: str) -> None:
         with self._lock:
             if batch not in self._wanted:
                 return
             wanted = self._wanted.pop(batch)
+        self._sync(batch, wanted, why)
+
+    def _sync(self, batch: Batch, wanted: set[str] | None, why: str) -> None:
+        """Plan `wanted` of `batch` (all of it: None) against live state and apply the plan."""
+        self._refresh()
         in_force = self._in_force
         if in_force is None:
             return
         present = self._batches(in_force.loaded).get(batch, set())
         chosen = present if wanted is None else present & wanted
         now = self._clock()
-        with self._lock:
-            backing_off = {
-                a
-                for a in chosen
-                if (r := self._resources.get(a)) is not None and r.next_try is not None and r.next_try > now
-            }
+        backing_off = {
+            a
+            for a, r in self._store.resource_states(chosen).items()
+            if r.next_try is not None and r.next_try > now
+        }
         targets = sorted(chosen - backing_off)
         if not targets:
             return
@@ -556,7 +658,8 @@ class Controller:
             result = self.engine.sync(
                 self.followed.at(in_force.commit),
                 Selection(targets=tuple(targets)),
-                RunOptions(kind="reconcile", reason=reason),
+                # A lease held by a replica that died is free within one TTL: wait that long.
+                RunOptions(kind="reconcile", reason=reason, lock_wait_seconds=self.engine.settings.lease_ttl),
                 self._cancel,
             )
         except FleetError as exc:
@@ -582,26 +685,9 @@ class Controller:
 
     def _failed(self, addresses: list[str], error: str) -> None:
         now = self._clock()
-        with self._lock:
-            for address in addresses:
-                resource = self._resources.get(address)
-                if resource is not None:
-                    self._back_off(resource, error, now)
+        states = self._store.resource_states(addresses)
+        self._store.save_resource_states(_back_off(s, error, now) for s in states.values())
         self._update_resource_metrics()
-
-    def _back_off(self, resource: ResourceState, error: str, now: datetime) -> None:
-        resource.failures += 1
-        resource.last_error = error[:500]
-        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (resource.failures - 1))
-        resource.next_try = now + timedelta(seconds=delay)
-        self._set(resource, "failing", error[:200], now)
-
-    @staticmethod
-    def _set(resource: ResourceState, state: str, detail: str, now: datetime) -> None:
-        if resource.state != state:
-            resource.since = now
-        resource.state = state
-        resource.detail = detail
 
     def _record(self, addresses: list[str], result: SyncResult) -> None:
         """Each resource's state from the plan, the guard's refusal and the actions' outcomes."""
@@ -623,51 +709,56 @@ class Controller:
                 ).inc()
             if report.interrupted and "lease" in report.reason:
                 self.metrics.lease_losses.inc()
-        with self._lock:
-            for address in addresses:
-                resource = self._resources.get(address)
-                if resource is None:
-                    continue
-                found = entries.get(address, [])
-                done = outcomes.get(address, [])
-                failed = [o for o in done if o.result == "failed"]
-                skipped = [o for o in done if o.result == "skipped" and o.suspended]
-                changes = [e for e in found if e.finding is Finding.CHANGE]
-                if failed:
-                    self._back_off(resource, failed[0].message, now)
-                    continue
-                resource.failures, resource.last_error, resource.next_try = 0, "", None
-                if address in held:
-                    self._set(resource, "suspended", held[address].describe(), now)
-                elif any(e.finding is Finding.UNKNOWN for e in found):
-                    unknown = next(e for e in found if e.finding is Finding.UNKNOWN)
-                    self._set(resource, "unknown", unknown.detail or unknown.reason, now)
-                elif skipped:
-                    self._set(resource, "waiting", skipped[0].message, now)
-                elif changes and result.refused is not None:
-                    self._set(resource, "waiting", str(result.refused), now)
-                elif not changes and (
-                    moved := [e for e in found if e.finding in (Finding.DRIFT, Finding.OBSERVE_ONLY)]
-                ):
-                    self._set(resource, "drifted", _differences(moved), now)
-                else:
-                    self._set(resource, "in sync", "", now)
+        changed = []
+        for address, resource in self._store.resource_states(addresses).items():
+            found = entries.get(address, [])
+            done = outcomes.get(address, [])
+            failed = [o for o in done if o.result == "failed"]
+            skipped = [o for o in done if o.result == "skipped" and o.suspended]
+            changes = [e for e in found if e.finding is Finding.CHANGE]
+            if failed:
+                changed.append(_back_off(resource, failed[0].message, now))
+                continue
+            resource = dataclasses.replace(resource, failures=0, last_error="", next_try=None)
+            if address in held:
+                resource = _set(resource, "suspended", held[address].describe(), now)
+            elif any(e.finding is Finding.UNKNOWN for e in found):
+                unknown = next(e for e in found if e.finding is Finding.UNKNOWN)
+                resource = _set(resource, "unknown", unknown.detail or unknown.reason, now)
+            elif skipped:
+                resource = _set(resource, "waiting", skipped[0].message, now)
+            elif changes and result.refused is not None:
+                resource = _set(resource, "waiting", str(result.refused), now)
+            elif not changes and (
+                moved := [e for e in found if e.finding in (Finding.DRIFT, Finding.OBSERVE_ONLY)]
+            ):
+                resource = _set(resource, "drifted", _differences(moved), now)
+            else:
+                resource = _set(resource, "in sync", "", now)
+            changed.append(resource)
+        self._store.save_resource_states(changed)
         self._update_resource_metrics()
 
     def _update_resource_metrics(self) -> None:
-        """The metrics and status() summary of the resources' states; called after every change
-        of them."""
-        counts: dict[tuple[str, str], int] = {}
-        with self._lock:
-            by_kind: dict[str, dict[str, int]] = {}
-            for resource in self._resources.values():
-                key = (resource.kind, resource.state)
-                counts[key] = counts.get(key, 0) + 1
-                per_kind = by_kind.setdefault(resource.kind, {})
-                per_kind[resource.state] = per_kind.get(resource.state, 0) + 1
-            failing = sorted((r for r in self._resources.values() if r.failures), key=lambda r: r.address)
-            self._summary = (by_kind, tuple(r.as_json() for r in failing[:100]))
-        self.metrics.set_resources(counts, set(KINDS) - {"Fleet"})
+        """The metrics of the resources' states (and a fresh status), after a change of them."""
+        self._status = None
+        counts, _ = self._store.resource_summary(failing=0)
+        flat = {(kind, state): n for kind, states in counts.items() for state, n in states.items()}
+        self.metrics.set_resources(flat, set(KINDS) - {"Fleet"})
+
+
+def _back_off(resource: ResourceState, error: str, now: datetime) -> ResourceState:
+    failures = resource.failures + 1
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures - 1))
+    failing = _set(resource, "failing", error[:200], now)
+    return dataclasses.replace(
+        failing, failures=failures, last_error=error[:500], next_try=now + timedelta(seconds=delay)
+    )
+
+
+def _set(resource: ResourceState, state: str, detail: str, now: datetime) -> ResourceState:
+    since = now if resource.state != state or resource.since is None else resource.since
+    return dataclasses.replace(resource, state=state, detail=detail, since=since)
 
 
 def _differences(entries: list[Any]) -> str:

@@ -168,9 +168,14 @@ class SyncResult:
     observe_seconds: float = 0.0
 
 
+def process_name() -> str:
+    """This process, as runs and leases name it: `host:pid`."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def owner_name(operator: str) -> str:
     """Who holds a lease: the operator, this host and this process."""
-    return f"{operator}@{socket.gethostname()}:{os.getpid()}"
+    return f"{operator}@{process_name()}"
 
 
 class Engine:
@@ -476,6 +481,7 @@ class Engine:
             incident=options.incident,
             revision=plan.revision,
             emergency=options.emergency,
+            replica=process_name(),
         )
         status = "failed"
         summary: dict[str, object] = {"plan": plan.summary(), "fingerprint": plan.fingerprint()}

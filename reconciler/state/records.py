@@ -41,6 +41,7 @@ class RunRecord:
     finished_at: datetime | None
     summary: dict[str, Any] | None
     actions: tuple[ActionRecord, ...] = ()
+    replica: str | None = None  # the process (host:pid) that ran it
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -125,3 +126,55 @@ class SuspensionChange:
     kind: str  # suspend / resume
     changed: tuple[Suspension, ...]
     unchanged: tuple[tuple[str, Suspension | None], ...]
+
+
+def _stamp(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RevisionState:
+    """A revision as the controller took it: valid and in force, or refused with its errors."""
+
+    revision: str
+    commit: str | None
+    at: datetime
+    valid: bool
+    error_count: int = 0
+    errors: tuple[str, ...] = ()  # rendered diagnostics, the first few
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "commit": self.commit,
+            "at": _stamp(self.at),
+            "valid": self.valid,
+            "errorCount": self.error_count,
+            "errors": list(self.errors),
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResourceState:
+    """What the controller last made of one resource, and its back-off while it keeps failing."""
+
+    address: str
+    kind: str
+    state: str = "unknown"  # in sync / drifted / unknown / suspended / failing / waiting
+    detail: str = "not observed yet"
+    since: datetime | None = None
+    failures: int = 0
+    last_error: str = ""
+    next_try: datetime | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "kind": self.kind,
+            "state": self.state,
+            "detail": self.detail,
+            "since": _stamp(self.since),
+            "failures": self.failures,
+            "lastError": self.last_error,
+            "nextTry": _stamp(self.next_try),
+        }

@@ -18,6 +18,15 @@ RUN_KINDS = ("plan", "apply", "reconcile", "drift", "suspend", "resume")
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 ACTION_RESULTS = ("pending", "succeeded", "failed", "skipped", "interrupted")
 OBSERVATION_STATES = ("observed", "absent", "unknown")
+REVISION_NAMES = ("applied", "attempted")
+# On PostgreSQL the store also holds procrastinate's job queue (its own tables, types and
+# functions, named with this prefix): shared by the controller's replicas, not described here.
+JOB_QUEUE_PREFIX = "procrastinate_"
+
+
+def described_here(name: str | None, type_: str, parents: object) -> bool:
+    """For alembic's comparisons (`include_name`): the objects this module describes."""
+    return not (name or "").startswith(JOB_QUEUE_PREFIX)
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -84,6 +93,7 @@ runs = sa.Table(
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("finished_at", UTCDateTime()),
     sa.Column("summary", json_type()),
+    sa.Column("replica", sa.String(255)),  # the `fleet serve` replica (host:pid) that ran it
     sa.CheckConstraint(_one_of("kind", RUN_KINDS), name="kind"),
     sa.CheckConstraint(_one_of("status", RUN_STATUSES), name="status"),
     sa.Index(None, "started_at"),
@@ -185,4 +195,43 @@ suspensions = sa.Table(
     sa.Column("reason", sa.Text(), nullable=False),
     sa.Column("since", UTCDateTime(), nullable=False),
     sa.Column("run_id", id_type(), sa.ForeignKey("runs.id", ondelete="SET NULL")),
+)
+
+# The controller's revisions, shared by its replicas: the one in force ("applied") and the newest
+# one it took through the gate ("attempted", valid or refused with its diagnostics).
+controller_revisions = sa.Table(
+    "controller_revisions",
+    metadata,
+    sa.Column("name", sa.String(16), primary_key=True),
+    sa.Column("revision", sa.String(255), nullable=False),
+    sa.Column("commit", sa.String(64)),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("valid", sa.Boolean(), nullable=False),
+    sa.Column("error_count", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("errors", json_type()),
+    sa.CheckConstraint(_one_of("name", REVISION_NAMES), name="name"),
+)
+
+# What the controller last made of each resource, and its back-off while it keeps failing.
+resource_states = sa.Table(
+    "resource_states",
+    metadata,
+    sa.Column("address", sa.String(512), primary_key=True),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text(), nullable=False, server_default=""),
+    sa.Column("since", UTCDateTime()),
+    sa.Column("failures", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text(), nullable=False, server_default=""),
+    sa.Column("next_try", UTCDateTime()),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "kind", "state"),
+)
+
+# When shared work last happened ("poll": the repo was read; "pass": a drift pass was planned).
+controller_marks = sa.Table(
+    "controller_marks",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
 )

@@ -30,6 +30,8 @@ from reconciler.state.records import (
     DriftFinding,
     LockHolder,
     ObservationRecord,
+    ResourceState,
+    RevisionState,
     RunRecord,
     Suspension,
     SuspensionChange,
@@ -37,13 +39,17 @@ from reconciler.state.records import (
 from reconciler.state.schema import (
     ACTION_RESULTS,
     OBSERVATION_STATES,
+    REVISION_NAMES,
     RUN_KINDS,
     RUN_STATUSES,
     actions,
     applied,
+    controller_marks,
+    controller_revisions,
     drift,
     locks,
     observations,
+    resource_states,
     runs,
     suspensions,
 )
@@ -98,6 +104,9 @@ def open_store(url: str) -> StateStore:
     return StateStore(db, migrated=migrated, created=created, read_only=read_only)
 
 
+_MARKS_LOCK = 0x666C65656D  # pg_advisory_xact_lock key of controller_marks ("fleem")
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -132,6 +141,20 @@ def _run(row: sa.Row[Any], run_actions: Sequence[ActionRecord] = ()) -> RunRecor
         row.finished_at,
         row.summary,
         tuple(run_actions),
+        row.replica,
+    )
+
+
+def _resource_state(row: sa.Row[Any]) -> ResourceState:
+    return ResourceState(
+        row.address,
+        row.kind,
+        row.state,
+        row.detail,
+        row.since,
+        row.failures,
+        row.last_error,
+        row.next_try,
     )
 
 
@@ -202,6 +225,7 @@ class StateStore:
         incident: str | None = None,
         revision: str | None = None,
         emergency: bool = False,
+        replica: str | None = None,
     ) -> int:
         if not operator:
             raise PermanentError("a run needs an operator")
@@ -215,6 +239,7 @@ class StateStore:
             "broke_lock": False,
             "status": "running",
             "started_at": _now(),
+            "replica": self._guard.text(replica, "replica"),
         }
         with self._db.transaction(write=True) as connection:
             run_id: int = connection.execute(sa.insert(runs).values(values).returning(runs.c.id)).scalar_one()
@@ -628,6 +653,128 @@ class StateStore:
 
     def held_locks(self, addresses: Sequence[str] | None = None) -> list[LockHolder]:
         return leases.held(self._db, addresses)
+
+    # The controller's shared state: its revisions and what it made of each resource.
+
+    def set_revision(self, name: str, state: RevisionState) -> None:
+        """Record the controller's revision `name` (applied: in force; attempted: the newest
+        taken through the gate)."""
+        values = {
+            "name": one_of(name, REVISION_NAMES, "revision name"),
+            "revision": self._guard.text(state.revision, "revision"),
+            "commit": self._guard.text(state.commit, "commit"),
+            "at": utc(state.at, "at"),
+            "valid": state.valid,
+            "error_count": state.error_count,
+            "errors": self._guard.json(list(state.errors), "diagnostics of a revision"),
+        }
+        statement = self._db.insert(controller_revisions).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[controller_revisions.c.name],
+            set_={k: statement.excluded[k] for k in values if k != "name"},
+        )
+        with self._db.transaction(write=True) as connection:
+            connection.execute(statement)
+
+    def revisions(self) -> dict[str, RevisionState]:
+        with self._db.transaction(write=False) as connection:
+            return {
+                row.name: RevisionState(
+                    row.revision,
+                    row.commit,
+                    row.at,
+                    bool(row.valid),
+                    row.error_count,
+                    tuple(row.errors or ()),
+                )
+                for row in connection.execute(sa.select(controller_revisions))
+            }
+
+    def mark_if_due(self, name: str, every: float) -> bool:
+        """Set mark `name` to now and answer True when it is older than `every` seconds (or
+        unset); False, changing nothing, when it is not due yet. The database's clock judges, so
+        replicas agree; one transaction, so two replicas never both find it due."""
+        with self._db.transaction(write=True) as connection:
+            now = self._db.now(connection)
+            if self._db.dialect == "postgresql":
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_MARKS_LOCK)))
+            at = connection.execute(
+                sa.select(controller_marks.c.at).where(controller_marks.c.name == name)
+            ).scalar_one_or_none()
+            if at is not None and (now - at).total_seconds() < every:
+                return False
+            statement = self._db.insert(controller_marks).values(name=name, at=now)
+            connection.execute(
+                statement.on_conflict_do_update(index_elements=[controller_marks.c.name], set_={"at": now})
+            )
+            return True
+
+    def save_resource_states(self, states: Iterable[ResourceState]) -> None:
+        rows = [
+            {
+                "address": self._guard.text(s.address, "address"),
+                "kind": s.kind,
+                "state": s.state,
+                "detail": self._guard.text(s.detail, f"state of {s.address}"),
+                "since": utc(s.since, "since") if s.since is not None else None,
+                "failures": s.failures,
+                "last_error": self._guard.text(s.last_error, f"last error of {s.address}"),
+                "next_try": utc(s.next_try, "next_try") if s.next_try is not None else None,
+                "updated_at": _now(),
+            }
+            for s in states
+        ]
+        if not rows:
+            return
+        statement = self._db.insert(resource_states)
+        statement = statement.on_conflict_do_update(
+            index_elements=[resource_states.c.address],
+            set_={k: statement.excluded[k] for k in rows[0] if k != "address"},
+        )
+        with self._db.transaction(write=True) as connection:
+            for start in range(0, len(rows), CHUNK):
+                connection.execute(statement, rows[start : start + CHUNK])
+
+    def resource_states(self, addresses: Iterable[str] | None = None) -> dict[str, ResourceState]:
+        with self._db.transaction(write=False) as connection:
+            return {
+                row.address: _resource_state(row)
+                for row in self._select_by_address(connection, resource_states, addresses)
+            }
+
+    def keep_resource_states(self, present: Mapping[str, str]) -> None:
+        """Forget the states of resources no longer in `present` (address: kind); add those new
+        to it as not observed yet."""
+        with self._db.transaction(write=False) as connection:
+            known = set(connection.execute(sa.select(resource_states.c.address)).scalars())
+        gone = sorted(known - set(present))
+        new = [ResourceState(address, present[address]) for address in sorted(set(present) - known)]
+        if gone:
+            with self._db.transaction(write=True) as connection:
+                for chunk in chunks(gone):
+                    connection.execute(sa.delete(resource_states).where(resource_states.c.address.in_(chunk)))
+        self.save_resource_states(new)
+
+    def resource_summary(self, failing: int = 100) -> tuple[dict[str, dict[str, int]], list[ResourceState]]:
+        """Resources by kind and state, and the first `failing` ones that are failing."""
+        counts: dict[str, dict[str, int]] = {}
+        with self._db.transaction(write=False) as connection:
+            for kind, state, count in connection.execute(
+                sa.select(resource_states.c.kind, resource_states.c.state, sa.func.count()).group_by(
+                    resource_states.c.kind, resource_states.c.state
+                )
+            ):
+                counts.setdefault(kind, {})[state] = int(count)
+            first = [
+                _resource_state(row)
+                for row in connection.execute(
+                    sa.select(resource_states)
+                    .where(resource_states.c.failures > 0)
+                    .order_by(resource_states.c.address)
+                    .limit(max(failing, 0))
+                )
+            ]
+        return counts, first
 
     def _select_by_address(
         self,
