@@ -19,10 +19,17 @@
 3. `GET /api/v1/status` with --clients (100) concurrent clients (httpx, asyncio, a read token)
    during that second pass: p50, p99 and max.
 
+4. three replicas against one on the same PostgreSQL and work: --replica-machines (3,000)
+   simulated BMCs over 6 sites (6 Machine batches), a fresh database per configuration; after the
+   first (cold) pass, a commit to fleet.yaml and `POST /api/v1/poll` make every batch run again;
+   timed from the poll until every batch of the new revision is reconciled, across the replicas'
+   logs. Prints both times and their ratio (no target; on 2 cores the replicas share the CPUs).
+
 Figures are printed beside their targets and never asserted; the script exits non-zero when the
 controller does something wrong (an action not applied or failed, a power not reached, a pass
 that leaves a Machine not in sync, a unit of work that failed). Run as root (port 623 on
-loopback); `--only webhook` or `--only drift` runs one part.
+loopback); `--only webhook`, `--only drift` or `--only replicas` runs one part. Part 4 needs
+PostgreSQL (FLEET_BENCH_POSTGRES, default postgresql://postgres@127.0.0.1:5432/postgres).
 """
 
 from __future__ import annotations
@@ -60,7 +67,8 @@ from reconciler.state import open_store  # noqa: E402
 EXAMPLE = ROOT / "fleet-repo-example"
 FLEET = Path(sys.executable).parent / "fleet"
 LAB_SUBNET = 94  # the example's lab
-FARM_SUBNET = 96  # the 10,000 BMCs: 127.96.0.1 ...
+FARM_SUBNET = 96  # the 10,000 BMCs: 127.96.0.1 ... (and part 4's, run after part 2)
+PG_ADMIN = os.environ.get("FLEET_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 PASSWORD = "bench-password"
 OPS, DASHBOARDS = "bench-ops-token", "bench-dashboards-token"
 WEBHOOK_SECRET = "bench-webhook-secret"
@@ -651,6 +659,129 @@ def _print_drift(result: dict[str, Any]) -> None:
         )
 
 
+# --- 4. three replicas against one -----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _database(name: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for one configuration; dropped afterwards."""
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _batches_done(replicas: list[Served], why: str) -> dict[str, dict[str, Any]]:
+    """The Machine batches reconciled for a `why` starting so, by site, across the replicas (each
+    replica runs one unit at a time, so its `reconciled` line follows its `reconciling`)."""
+    done: dict[str, dict[str, Any]] = {}
+    for served in replicas:
+        served.read_log()
+        site = None
+        for line in served.lines:
+            if line.get("kind") != "Machine":
+                continue
+            message = line.get("message")
+            if message == "reconciling":
+                site = line["site"] if str(line.get("why", "")).startswith(why) else None
+                if site is not None:
+                    done[site] = {"start": _stamp(line["timestamp"])}
+            elif message in ("reconciled", "reconcile failed") and site is not None:
+                done[site].update(end=_stamp(line["timestamp"]), replica=line["replica"], line=line)
+                site = None
+    return done
+
+
+def _until_batches(replicas: list[Served], why: str, sites: int, timeout: float) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = _batches_done(replicas, why)
+        if len(done) >= sites and all("end" in b for b in done.values()):
+            return done
+        for served in replicas:
+            if served.process.poll() is not None:
+                raise BenchFailure(f"fleet serve exited:\n{served.log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    raise BenchFailure(f"the batches of {why!r} were not all reconciled in {timeout:.0f} s")
+
+
+def bench_replicas(count: int, workdir: Path) -> dict[str, Any]:
+    sites = 6
+    work, bare = workdir / "work", workdir / "fleet.git"
+    generate(work, machines=count, vms=0, clusters=0, spark_pools=0, sites=sites)
+    _served_fleet(work / "fleet.yaml")
+    _git(work, "add", "-A")
+    _git(work, "commit", "-q", "-m", "served: API tokens, no change windows")
+    _bare_copy(work, bare)
+    _git(work, "remote", "add", "origin", str(bare))
+    machines = _generated_machines(work)
+    farm = _start_farm(machines, workdir)
+    endpoints = workdir / "endpoints.json"
+    endpoints.write_text(
+        json.dumps(
+            {"endpoints": {f"{m['bmc']}:623": f"{_farm_address(i)}:623" for i, m in enumerate(machines)}}
+        )
+    )
+    credentials = {f"FLEET_BMC_{site.upper()}": f"admin:{PASSWORD}" for site in {m["site"] for m in machines}}
+    options = ("--repo", str(bare), "--branch", "main", "--poll-interval", "3600", "--drift-interval", "3600")
+    seconds: dict[int, float] = {}
+    spread: dict[int, dict[str, int]] = {}
+    try:
+        for size in (1, 3):
+            with _database(f"fleet_bench_replicas_{size}") as url, contextlib.ExitStack() as stack:
+                replicas = []
+                for number in range(size):
+                    env = _environment(
+                        workdir / f"{size}-{number}",
+                        FLEET_ENDPOINTS=str(endpoints),
+                        FLEET_STATE=url,
+                        **credentials,
+                    )
+                    (workdir / f"{size}-{number}").mkdir()
+                    log = workdir / f"{size}-{number}" / "serve.log"
+                    replicas.append(stack.enter_context(_serving(env, log, *options)))
+                _until_batches(replicas, "revision", sites, 900)  # the first, cold pass
+                (work / "fleet.yaml").write_text((work / "fleet.yaml").read_text() + f"# {size}\n")
+                commit = _commit_and_push(work, f"measured pass with {size} replicas")
+                started = time.time()
+                answer = replicas[0].client.post("/api/v1/poll", headers={"Authorization": f"Bearer {OPS}"})
+                if answer.status_code >= 300:
+                    raise BenchFailure(
+                        f"POST /api/v1/poll answered {answer.status_code}: {answer.text[:300]}"
+                    )
+                done = _until_batches(replicas, f"revision {commit[:12]}", sites, 900)
+                seconds[size] = max(b["end"] for b in done.values()) - started
+                spread[size] = {}
+                for batch in done.values():
+                    spread[size][batch["replica"]] = spread[size].get(batch["replica"], 0) + 1
+                    if batch["line"].get("result") != "ok" or batch["line"].get("changes"):
+                        raise BenchFailure(
+                            f"a measured batch did not end in sync: {json.dumps(batch['line'])}"
+                        )
+    finally:
+        farm.terminate()
+        farm.wait(timeout=60)
+    return {"count": count, "sites": sites, "seconds": seconds, "spread": spread}
+
+
+def _print_replicas(result: dict[str, Any]) -> None:
+    one, three = result["seconds"][1], result["seconds"][3]
+    print(
+        f"4. three replicas against one, same PostgreSQL and work: {result['count']:,} simulated BMCs,"
+        f" {result['sites']} Machine batches, every batch run again after a commit"
+    )
+    for size in (1, 3):
+        batches = ", ".join(f"{n} on {r}" for r, n in sorted(result["spread"][size].items()))
+        print(f"   {size} replica{'s' if size > 1 else ' '}: {result['seconds'][size]:6.1f} s  ({batches})")
+    print(f"   ratio (one / three): {one / three:.2f}x (no target: printed)")
+
+
 @contextlib.contextmanager
 def _workdir(keep: Path | None, part: str) -> Iterator[Path]:
     if keep is not None:
@@ -667,19 +798,24 @@ def main() -> int:
     parser.add_argument("--machines", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--drift-interval", type=float, default=5.0, help="seconds (default 5)")
-    parser.add_argument("--only", choices=("webhook", "drift"))
+    parser.add_argument("--replica-machines", type=int, default=3_000)
+    parser.add_argument("--only", choices=("webhook", "drift", "replicas"))
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it (logs, state store)")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}; the controller, the simulators and this client share them")
     print(f"before: {_load()}")
     try:
-        if args.only != "drift":
+        if args.only in (None, "webhook"):
             with _workdir(args.keep, "webhook") as workdir:
                 _print_webhook(bench_webhook(args.pushes, workdir))
             print(f"   ({_load()})")
-        if args.only != "webhook":
+        if args.only in (None, "drift"):
             with _workdir(args.keep, "drift") as workdir:
                 _print_drift(bench_drift(args.machines, args.clients, args.drift_interval, workdir))
+            print(f"   ({_load()})")
+        if args.only in (None, "replicas"):
+            with _workdir(args.keep, "replicas") as workdir:
+                _print_replicas(bench_replicas(args.replica_machines, workdir))
             print(f"   ({_load()})")
     except BenchFailure as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
