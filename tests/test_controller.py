@@ -228,6 +228,45 @@ def test_drift_is_corrected_where_enforced_and_only_reported_where_observed(
     assert server.stop() == 0
 
 
+def test_a_removed_spec_is_reported_orphaned_and_left_alone(served: tuple[Served, dict[str, str]]) -> None:
+    """The default orphans policy is report: the machine stays as it is, and status says why."""
+    server, env = served
+    repo = Path(env["REPO"])
+    gone, rack = "nyc1-r01-05", repo / "machines/nyc1/r01.yaml"
+    server.wait(
+        lambda s: s["lastAppliedRevision"] is not None and s["resources"]["Machine"].get("in sync", 0) >= 15
+    )
+    before = power(env, gone)
+    original = rack.read_text()
+    documents = original.split("\n---\n")
+    kept = [d for d in documents if f"name: {gone}\n" not in d]
+    assert len(kept) == len(documents) - 1
+    rack.write_text("\n---\n".join(kept))
+    removed = push(env, f"{gone} leaves the fleet")
+    try:
+        status = server.wait(
+            lambda s: (
+                (s["lastAppliedRevision"] or {}).get("revision") == removed
+                and s["resources"]["Machine"].get("orphaned") == 1
+            )
+        )
+        assert power(env, gone) == before, "an orphan is reported, never acted on by the controller"
+        found = server.get("/api/v1/resources?state=orphaned").json()
+        assert [r["address"] for r in found["items"]] == [f"machine/{gone}"], found
+        assert "orphans policy is report" in found["items"][0]["detail"], found
+        assert status["lastAppliedRevision"]["valid"]
+    finally:
+        rack.write_text(original)
+        back = push(env, f"{gone} is back")
+    server.wait(
+        lambda s: (
+            (s["lastAppliedRevision"] or {}).get("revision") == back
+            and not s["resources"]["Machine"].get("orphaned")
+        )
+    )
+    assert server.stop() == 0
+
+
 def test_a_restart_marks_the_runs_a_killed_replica_left_open_interrupted(
     lab: dict[str, str], tmp_path: Path
 ) -> None:

@@ -44,6 +44,7 @@ TABLES = {
     "runs",
     "controller_revisions",
     "controller_marks",
+    "webhook_deliveries",
     "resource_states",
     "actions",
     "applied",
@@ -544,6 +545,12 @@ def test_the_controller_state_is_shared_through_the_store(store: StateStore) -> 
     assert not store.mark_if_due("poll", 60)  # not due yet: nothing changed
     assert store.mark_if_due("poll", 0)
     assert store.mark_if_due("pass", 60)
+
+    assert store.record_delivery("github", "d-1")
+    assert not store.record_delivery("github", "d-1")  # a redelivery, to any replica
+    assert store.record_delivery("gitlab", "d-1")
+    store.forget_delivery("github", "d-1")
+    assert store.record_delivery("github", "d-1")
 
 
 def test_the_store_takes_plain_json_aware_times_and_no_secrets(store: StateStore) -> None:

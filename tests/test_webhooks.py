@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,15 +23,18 @@ from fastapi import FastAPI
 
 from reconciler.controller.webhooks import (
     MAX_BODY_BYTES,
+    DeliveryLog,
     Followed,
     Forge,
     Push,
     RecentDeliveries,
     Result,
+    StoredDeliveries,
     repository_key,
     webhook_router,
 )
 from reconciler.settings import Settings
+from reconciler.state import open_store
 
 GITHUB_SECRET = "canary-github-7f3a9c1e5b"
 GITLAB_TOKEN = "canary-gitlab-2d8e4b6a0f"
@@ -265,6 +269,7 @@ def serve() -> Iterator[Callable[..., Receiver]]:
         followed: Followed = FOLLOWED,
         on_push: Callable[[Push], None] | None = None,
         secrets: dict[str, str | None] | None = None,
+        deliveries: DeliveryLog | None = None,
     ) -> Receiver:
         configured: dict[str, str | None] = (
             {"github": GITHUB_SECRET, "gitlab": GITLAB_TOKEN} if secrets is None else secrets
@@ -278,6 +283,7 @@ def serve() -> Iterator[Callable[..., Receiver]]:
                 secrets=configured.get,
                 on_push=on_push or pushes.append,
                 on_result=lambda forge, result: results.append((forge, result)),
+                deliveries=deliveries,
             )
         )
         server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
@@ -400,6 +406,22 @@ def test_a_changed_secret_applies_to_the_next_delivery(receiver: Receiver) -> No
     headers["X-Hub-Signature-256"] = sign(body, "rotated-secret")
     assert receiver.github(body, headers=headers).status_code == 202
     assert len(receiver.pushes) == 1
+
+
+def test_replicas_sharing_a_store_hand_a_redelivery_on_once(
+    serve: Callable[..., Receiver], tmp_path: Path
+) -> None:
+    """A forge may redeliver to another replica: the delivery log in the state store is shared."""
+    with open_store(str(tmp_path / "state.db")) as store:
+        one, other = serve(deliveries=StoredDeliveries(store)), serve(deliveries=StoredDeliveries(store))
+        assert _result(one.github(github_push())) == "accepted"
+        assert (_result(other.github(github_push())), len(other.pushes)) == ("duplicate", 0)
+        # Another forge's delivery with the same id is another delivery.
+        first = serve(GITLAB_FOLLOWED, deliveries=StoredDeliveries(store))
+        second = serve(GITLAB_FOLLOWED, deliveries=StoredDeliveries(store))
+        delivery = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+        assert _result(first.gitlab(gitlab_push(), idempotency_key=delivery)) == "accepted"
+        assert _result(second.gitlab(gitlab_push(), idempotency_key=delivery)) == "duplicate"
 
 
 def test_github_ping_is_answered(receiver: Receiver) -> None:

@@ -128,7 +128,7 @@ def serve(
     from reconciler.controller.follow import Followed
     from reconciler.controller.logs import json_logger
     from reconciler.controller.webhooks import Followed as PushesOf
-    from reconciler.controller.webhooks import webhook_router
+    from reconciler.controller.webhooks import StoredDeliveries, webhook_router
 
     chosen = guard(settings)
     followed = Followed(
@@ -169,6 +169,7 @@ def serve(
                 secrets=lambda forge: chosen.webhook_secret(forge) or controller.webhook_secret(forge),
                 on_push=lambda push: controller.request_poll(f"{push.forge} push of {push.commit[:12]}"),
                 on_result=lambda forge, result: controller.metrics.webhooks.labels(forge, result.value).inc(),
+                deliveries=StoredDeliveries(engine.store),
             )
             web = build_app(controller, engine.store, controller.api_tokens, routers=[pushes])
             server = uvicorn.Server(

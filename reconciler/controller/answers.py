@@ -64,7 +64,7 @@ class Replicas(Answer):
 class ResourceState(Answer):
     address: str
     kind: str
-    state: str = Field(description="in sync, drifted, unknown, suspended, failing or waiting.")
+    state: str = Field(description="in sync, drifted, unknown, suspended, failing, waiting or orphaned.")
     detail: str
     since: str | None
     failures: int

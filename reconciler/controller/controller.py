@@ -49,7 +49,7 @@ from reconciler.engine import CancelToken, Engine, RunOptions, Selection, SyncRe
 from reconciler.engine.pipeline import process_name
 from reconciler.engine.suspensions import SuspensionResult
 from reconciler.errors import FleetError, TemporaryError
-from reconciler.kinds import KINDS, kind_of
+from reconciler.kinds import KINDS, kind_named, kind_of
 from reconciler.plan.model import Finding, Plan
 from reconciler.source import SourceRef
 from reconciler.source.git import branch_head, changed_paths
@@ -222,12 +222,11 @@ class Controller:
         return answer
 
     def resources(self) -> list[ResourceState]:
-        """The resources of the revision in force, by address."""
+        """The resources of the revision in force (and the orphans), by address."""
         in_force = self._in_force
         if in_force is None:
             return []
-        present = {d.document.address for d in in_force.loaded.documents}
-        return [s for a, s in sorted(self._store.resource_states().items()) if a in present]
+        return [s for _, s in sorted(self._store.resource_states().items())]
 
     def resource(self, address: str) -> ResourceState | None:
         return self._store.resource_states([address]).get(address)
@@ -586,15 +585,29 @@ class Controller:
             self._want(batch, addresses, f"{why} changed them")
 
     def _take(self, in_force: _InForce) -> None:
-        """`in_force` is the revision this replica reconciles; its resources get a state."""
+        """`in_force` is the revision this replica reconciles; its resources get a state, and
+        those fleet applied whose specs are gone show as orphaned. The controller only reports
+        orphans: acting on one (the orphans policy's powerOff or delete) is destructive, which
+        only a person allows (`fleet apply --allow-destructive` on the whole fleet)."""
         self._in_force = in_force
         self._status = None
-        self._store.keep_resource_states(
-            {
-                d.document.address: d.document.kind_name
-                for d in in_force.loaded.documents
-                if d.document.kind_name != "Fleet"
-            }
+        present = {
+            d.document.address: d.document.kind_name
+            for d in in_force.loaded.documents
+            if d.document.kind_name != "Fleet"
+        }
+        assert in_force.loaded.fleet is not None
+        policy = in_force.loaded.fleet.spec.policies.orphans
+        orphans = {}
+        for address in sorted(self._store.applied_addresses() - set(present)):
+            kind = kind_named(address.split("/", 1)[0])
+            if kind is not None and kind.name != "Fleet":
+                orphans[address] = kind.name
+        self._store.keep_resource_states({**present, **orphans})
+        now = self._clock()
+        detail = f"its spec was removed; the orphans policy is {policy}, which only a person applies"
+        self._store.save_resource_states(
+            _set(state, "orphaned", detail, now) for state in self._store.resource_states(orphans).values()
         )
         self._update_resource_metrics()
         self.metrics.set_revision("applied", in_force.revision, True, self._clock().timestamp())

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-STATES = ("in sync", "drifted", "unknown", "suspended", "failing", "waiting")
+STATES = ("in sync", "drifted", "unknown", "suspended", "failing", "waiting", "orphaned")
 
 
 class Metrics:

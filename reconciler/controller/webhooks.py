@@ -26,7 +26,10 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
+
+from reconciler.state import StateStore
 
 Forge = Literal["github", "gitlab"]
 
@@ -211,6 +214,20 @@ class RecentDeliveries:
         return len(self._seen)
 
 
+class StoredDeliveries:
+    """A `DeliveryLog` in the state store, shared by every replica on it (a forge may redeliver
+    to another one); deliveries older than a week are forgotten."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    def first_time(self, forge: str, delivery_id: str) -> bool:
+        return self._store.record_delivery(forge, delivery_id)
+
+    def forget(self, forge: str, delivery_id: str) -> None:
+        self._store.forget_delivery(forge, delivery_id)
+
+
 def repository_key(location: str) -> str | None:
     """`host/path` of a repository's URL, the same for every way to write it: `https://`,
     `ssh://`, `git://`, scp-like `git@host:path`, with or without `.git`, a trailing slash, a user
@@ -342,7 +359,8 @@ def webhook_router(
         push = _read_push(forge, payload, delivery.delivery_id, followed)
         if isinstance(push, Result):
             return push
-        return hand_on(push)
+        # The delivery log may be a database: off the event loop.
+        return await run_in_threadpool(hand_on, push)
 
     def hand_on(push: Push) -> Result:
         delivery_id = push.delivery_id

@@ -235,3 +235,13 @@ controller_marks = sa.Table(
     sa.Column("name", sa.String(32), primary_key=True),
     sa.Column("at", UTCDateTime(), nullable=False),
 )
+
+# Push deliveries already handed on (forge, the delivery's id), kept a week.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("forge", sa.String(16), primary_key=True),
+    sa.Column("delivery_id", sa.String(200), primary_key=True),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "received_at"),
+)

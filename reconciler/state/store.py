@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -52,6 +52,7 @@ from reconciler.state.schema import (
     resource_states,
     runs,
     suspensions,
+    webhook_deliveries,
 )
 from reconciler.state.values import ValueGuard, one_of, utc
 
@@ -104,6 +105,7 @@ def open_store(url: str) -> StateStore:
     return StateStore(db, migrated=migrated, created=created, read_only=read_only)
 
 
+DELIVERIES_KEPT = timedelta(days=7)
 _MARKS_LOCK = 0x666C65656D  # pg_advisory_xact_lock key of controller_marks ("fleem")
 
 
@@ -514,6 +516,11 @@ class StateStore:
         with self._db.transaction(write=True) as connection:
             connection.execute(applied.delete().where(applied.c.address == address))
 
+    def applied_addresses(self) -> set[str]:
+        """Every address fleet has applied a spec to (and not forgotten)."""
+        with self._db.transaction(write=False) as connection:
+            return set(connection.execute(sa.select(applied.c.address)).scalars())
+
     def get_applied(self, addresses: Iterable[str] | None = None) -> dict[str, Applied]:
         """The last-applied spec per address (all when `addresses` is None); missing ones are left out."""
         result: dict[str, Applied] = {}
@@ -708,6 +715,32 @@ class StateStore:
                 statement.on_conflict_do_update(index_elements=[controller_marks.c.name], set_={"at": now})
             )
             return True
+
+    def record_delivery(self, forge: str, delivery_id: str) -> bool:
+        """Record a webhook delivery; True when it was not recorded before (in the last week)."""
+        statement = self._db.insert(webhook_deliveries).values(
+            forge=self._guard.text(forge, "forge"),
+            delivery_id=self._guard.text(delivery_id, "delivery id"),
+            received_at=_now(),
+        )
+        with self._db.transaction(write=True) as connection:
+            connection.execute(
+                sa.delete(webhook_deliveries).where(
+                    webhook_deliveries.c.received_at < _now() - DELIVERIES_KEPT
+                )
+            )
+            done = connection.execute(
+                statement.on_conflict_do_nothing().returning(webhook_deliveries.c.forge)
+            )
+            return done.first() is not None
+
+    def forget_delivery(self, forge: str, delivery_id: str) -> None:
+        with self._db.transaction(write=True) as connection:
+            connection.execute(
+                sa.delete(webhook_deliveries).where(
+                    webhook_deliveries.c.forge == forge, webhook_deliveries.c.delivery_id == delivery_id
+                )
+            )
 
     def save_resource_states(self, states: Iterable[ResourceState]) -> None:
         rows = [

@@ -8,6 +8,8 @@
   suspended, failing, waiting) and its back-off when it keeps failing, shared by every replica.
 - `controller_marks`: when shared work last happened (the last poll of the repo, the last drift
   pass), so that whichever replica runs the next tick knows whether it is due.
+- `webhook_deliveries`: the push deliveries already handed on, so that a forge's redelivery (to
+  any replica) is acknowledged once and not processed twice.
 - On PostgreSQL, procrastinate's own schema (its `schema.sql`, read from the installed package):
   one `alembic upgrade`, run at start-up under the migration lock, sets up everything, so replicas
   never race to create the queue. procrastinate's version is pinned; moving to a version with a
@@ -81,6 +83,14 @@ def upgrade() -> None:
         sa.Column("at", _ts(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_controller_marks")),
     )
+    op.create_table(
+        "webhook_deliveries",
+        sa.Column("forge", sa.String(16), nullable=False),
+        sa.Column("delivery_id", sa.String(200), nullable=False),
+        sa.Column("received_at", _ts(), nullable=False),
+        sa.PrimaryKeyConstraint("forge", "delivery_id", name=op.f("pk_webhook_deliveries")),
+    )
+    op.create_index(op.f("ix_webhook_deliveries_received_at"), "webhook_deliveries", ["received_at"])
     if op.get_bind().dialect.name == "postgresql":
         # Straight to the driver, without parameters (in this migration's transaction): its '%'
         # and ':' are SQL, not parameter markers.
@@ -105,6 +115,8 @@ def downgrade() -> None:
                 " || ' CASCADE'; END LOOP; END $$"
             )
         )
+    op.drop_index(op.f("ix_webhook_deliveries_received_at"), table_name="webhook_deliveries")
+    op.drop_table("webhook_deliveries")
     op.drop_table("controller_marks")
     op.drop_index(op.f("ix_resource_states_kind_state"), table_name="resource_states")
     op.drop_table("resource_states")
