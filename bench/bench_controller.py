@@ -719,7 +719,6 @@ def bench_replicas(count: int, workdir: Path) -> dict[str, Any]:
     _git(work, "add", "-A")
     _git(work, "commit", "-q", "-m", "served: API tokens, no change windows")
     _bare_copy(work, bare)
-    _git(work, "remote", "add", "origin", str(bare))
     machines = _generated_machines(work)
     farm = _start_farm(machines, workdir)
     endpoints = workdir / "endpoints.json"

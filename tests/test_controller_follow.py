@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fleet_testing import copy_example
 
-from reconciler.controller.follow import affected
+from reconciler.engine.changes import affected
 from reconciler.source.worktree import read_worktree
 from reconciler.spec.loader import LoadedRevision, load_revision
 

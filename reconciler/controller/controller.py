@@ -35,17 +35,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from providers.base import RevisionInputs
-from reconciler.controller.follow import (
-    Followed,
-    affected,
-    changed_files,
-    file_digests,
-    revision_id,
-    without_directory,
-)
+from reconciler.controller.follow import Followed, revision_id
 from reconciler.controller.metrics import Metrics
 from reconciler.controller.queue import WorkQueue
 from reconciler.engine import CancelToken, Engine, RunOptions, Selection, SyncResult
+from reconciler.engine.changes import affected, changed_files, file_digests, without_directory
 from reconciler.engine.pipeline import process_name
 from reconciler.engine.suspensions import SuspensionResult
 from reconciler.errors import FleetError, TemporaryError
@@ -400,9 +394,6 @@ class Controller:
     def run_poll(self) -> None:
         self._now("poll", self.poll, None, first=False)
 
-    def run_tick(self) -> None:
-        self._now("tick", self.tick, None, first=False)
-
     def run_sync(self, batch: Batch, addresses: list[str] | None, why: str) -> None:
         kind, site = batch
         self._now(
@@ -413,11 +404,11 @@ class Controller:
         )
 
     def tick(self) -> None:
-        """The shared schedule, run by one replica at a time: poll when the poll interval has
-        passed since any replica last did, plan a pass when the drift interval has."""
+        """The shared schedule, run by one replica at a time, outside its queue (it uses no
+        engine): ask for a poll when the poll interval has passed since any replica last asked,
+        plan a pass when the drift interval has."""
         if self._store.mark_if_due("poll", self._interval() * 0.9):
-            self.poll()
-        self._refresh()
+            self.request_poll("interval")
         in_force = self._in_force
         if in_force is not None and self._store.mark_if_due("pass", self._drift_seconds(in_force) * 0.9):
             self._plan_passes("drift schedule")

@@ -185,8 +185,9 @@ class SpecCache:
             for key, r in entries
             if r.fleet is None
         ]
-        with self._transaction():
-            self._db.executemany("INSERT OR REPLACE INTO file_results VALUES (?, ?, ?)", rows)
+        with self._transaction() as began:
+            if began:
+                self._db.executemany("INSERT OR REPLACE INTO file_results VALUES (?, ?, ?)", rows)
 
     def get_revision(self, key: str) -> dict[str, Any] | None:
         try:
@@ -202,16 +203,23 @@ class SpecCache:
     def put_revision(self, key: str, payload: dict[str, Any]) -> None:
         stored = dict(payload)
         stored["diagnostics"] = [_encode_diagnostic(d) for d in payload["diagnostics"]]
-        with self._transaction():
-            self._db.execute(
-                "INSERT OR REPLACE INTO revision_results VALUES (?, ?)", (key, json.dumps(stored))
-            )
+        with self._transaction() as began:
+            if began:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO revision_results VALUES (?, ?)", (key, json.dumps(stored))
+                )
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self) -> Iterator[bool]:
+        """A write transaction; yields False (write nothing) when one cannot begin (the file is
+        locked or damaged): the cache only saves time, a write it skips costs the next run."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            yield
+        except sqlite3.DatabaseError:
+            yield False
+            return
+        try:
+            yield True
             self._db.execute("COMMIT")
         except sqlite3.DatabaseError:
             with contextlib.suppress(sqlite3.DatabaseError):

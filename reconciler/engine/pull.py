@@ -1,0 +1,74 @@
+"""A pull request's plan (`PullRequestPlan`): what merging its head revision would do to live
+resources.
+
+The head revision goes through the same gate as every run. When it is valid, the resources the
+pull request changes (the documents that differ between base and head, those whose Ansible
+configuration reads a changed file, and everything depending on them; the whole fleet when
+`fleet.yaml` changed or a document was removed) are planned against live state, with the drift
+and the unknowns found on them. Nothing is applied and nothing is recorded as a run.
+
+The status of a pull request fails when its specs are invalid, when the plan is over the blast
+radius, or when a resource it changes could not be observed. Unknowns elsewhere never fail it:
+at 100,000 servers some BMC is always down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from reconciler.apply.guards import BlastRadiusExceeded, check_blast_radius
+from reconciler.engine.changes import affected, without_directory
+from reconciler.engine.pipeline import Engine, Selection
+from reconciler.errors import FleetError
+from reconciler.kinds import kind_of
+from reconciler.plan.pull import PullRequestPlan
+from reconciler.source import SourceRef
+from reconciler.source.git import changed_paths
+from reconciler.spec import models
+
+
+def plan_pull_request(
+    engine: Engine, location: str, base: str, head: str, *, directory: str | None = None
+) -> PullRequestPlan:
+    """Plan the head of a pull request of the fleet repo at `location` (a path or URL; the fleet
+    repo in `directory` of it) whose base is `base`. Raises FleetError when a revision cannot be
+    read; an invalid head is a result, with its errors."""
+    cache = engine.settings.cache_dir
+    changed = tuple(sorted(without_directory(changed_paths(location, base, head, cache), directory)))
+    base_ref = SourceRef(None, location, base, directory)
+    head_ref = SourceRef(None, location, head, directory)
+    head_revision = engine.load(engine.open_source(head_ref))
+    if head_revision.errors or head_revision.fleet is None:
+        return PullRequestPlan(base, head, changed, tuple(head_revision.errors))
+    base_revision = engine.load(engine.open_source(base_ref))
+    if base_revision.errors or base_revision.fleet is None:
+        targets = None  # the base cannot say what changed: every resource
+    else:
+        targets = affected(base_revision, head_revision, set(changed))
+    documents = {
+        d.document.address: d.document for d in head_revision.documents if d.document.kind_name != "Fleet"
+    }
+    touched = tuple(sorted(documents if targets is None else targets))
+    machines = {d.metadata.name: d for d in documents.values() if isinstance(d, models.Machine)}
+    sites = {a: kind_of(documents[a]).site(documents[a], machines) or "-" for a in touched if a in documents}
+    result = PullRequestPlan(base, head, changed, touched=touched, whole_fleet=targets is None, sites=sites)
+    if not touched:
+        return result
+    store = engine.store
+    drift_known = bool(store.applied_addresses())
+    selection = Selection() if targets is None else Selection(targets=touched)
+    try:
+        with engine.plan(head_ref, selection) as planned:
+            plan = planned.plan
+            try:
+                check_blast_radius(
+                    plan, planned.selected.everything, planned.selected.fleet.spec.policies.blastRadius
+                )
+                over = None
+            except BlastRadiusExceeded as exc:
+                over = exc.message
+    except FleetError as exc:
+        return dataclasses.replace(result, problem=str(exc), drift_known=drift_known)
+    return dataclasses.replace(
+        result, plan=plan, blast_radius=over, observed_at=plan.created_at, drift_known=drift_known
+    )
