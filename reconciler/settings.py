@@ -96,7 +96,21 @@ class Settings(BaseSettings):
         # Options given by the caller, then FLEET_* variables; no dotenv or secret files.
         return init_settings, env_settings
 
-    @field_validator("state", "github_webhook_secret", "gitlab_webhook_token", mode="before")
+    vcs_token: SecretStr | None = Field(
+        None,
+        description="Token fleet comments on pull requests with (GitHub or GitLab, api scope);"
+        " beats GITHUB_TOKEN and GITLAB_TOKEN.",
+    )
+    vcs_api_url: str | None = Field(
+        None,
+        description="The forge's API (default: the CI's, else https://api.github.com or"
+        " https://gitlab.com): GitHub Enterprise's https://HOST/api/v3, a GitLab instance's URL.",
+    )
+    github_app_id: int | None = Field(None, description="A GitHub App to act as instead of a token.")
+    github_app_key_file: Path | None = Field(None, description="The GitHub App's private key (PEM file).")
+    github_installation_id: int | None = Field(None, description="The GitHub App's installation.")
+
+    @field_validator("state", "github_webhook_secret", "gitlab_webhook_token", "vcs_token", mode="before")
     @classmethod
     def _blank_is_default(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

@@ -20,7 +20,7 @@ import typer
 
 from reconciler import __version__
 from reconciler.bounded import MESSAGE_LIMIT, shorten_lines
-from reconciler.cli import repo, run, serve, suspend
+from reconciler.cli import pr, repo, run, serve, suspend
 from reconciler.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -37,7 +37,7 @@ from reconciler.cli.common import (
 PLUGIN_GROUP = "fleet.commands"
 """Entry points of this group are typer apps added as sub-commands (the lab's `fleet lab`)."""
 
-__all__ = ["app", "main", "repo", "run", "serve", "suspend"]
+__all__ = ["app", "main", "pr", "repo", "run", "serve", "suspend"]
 
 
 def _version(value: bool) -> None:

@@ -168,6 +168,7 @@ def serve(
                 followed=pushed,
                 secrets=lambda forge: chosen.webhook_secret(forge) or controller.webhook_secret(forge),
                 on_push=lambda push: controller.request_poll(f"{push.forge} push of {push.commit[:12]}"),
+                on_pull_request=controller.request_pull,
                 on_result=lambda forge, result: controller.metrics.webhooks.labels(forge, result.value).inc(),
                 deliveries=StoredDeliveries(engine.store),
             )

@@ -45,11 +45,14 @@ from reconciler.engine.suspensions import SuspensionResult
 from reconciler.errors import FleetError, TemporaryError
 from reconciler.kinds import KINDS, kind_named, kind_of
 from reconciler.plan.model import Finding, Plan
+from reconciler.settings import process_environment
 from reconciler.source import SourceRef
-from reconciler.source.git import branch_head, changed_paths
+from reconciler.source.git import branch_head, changed_paths, fetch_pull_head
 from reconciler.spec import models
 from reconciler.spec.loader import LoadedRevision
 from reconciler.state import ResourceState, RevisionState
+from reconciler.vcs.comment import comment_on_pull_request
+from reconciler.vcs.context import PullRequestRef, forge_for
 
 MAX_DIAGNOSTICS = 50  # shown per invalid revision; the count says how many there were
 BACKOFF_BASE = 30.0  # seconds before the first retry of a failing resource
@@ -81,6 +84,8 @@ class SharedJobs(Protocol):
         ...
 
     def live_replicas(self) -> int: ...
+
+    def defer_pull(self, pull: PullRequestRef) -> None: ...
 
 
 @dataclasses.dataclass
@@ -174,6 +179,16 @@ class Controller:
             self._shared.defer_poll(why)
         else:
             self._queue.submit("poll", self.poll)
+        self._update_queue_metric()
+
+    def request_pull(self, pull: PullRequestRef) -> None:
+        """Plan a pull request and keep its comment and status (a webhook said it was opened,
+        pushed to or labelled); returns at once."""
+        self._log("pull request plan requested", pull=pull.number, head=pull.head[:12])
+        if self._shared is not None:
+            self._shared.defer_pull(pull)
+        else:
+            self._queue.submit(f"pr:{pull.number}:{pull.head}", lambda: self.comment(pull))
         self._update_queue_metric()
 
     def idle(self, timeout: float) -> bool:
@@ -401,6 +416,39 @@ class Controller:
             lambda: self._sync(batch, set(addresses) if addresses is not None else ALL, why),
             None,
             first=False,
+        )
+
+    def run_pull(self, pull: PullRequestRef) -> None:
+        self._now(f"pr:{pull.number}:{pull.head}", lambda: self.comment(pull), None, first=False)
+
+    def comment(self, pull: PullRequestRef) -> None:
+        """What `fleet pr comment` does, for a pull request into the followed branch."""
+        repo = self.followed.repo
+        if repo is None:
+            self._log(
+                "pull request not planned: fleet serve follows a working tree, not --repo", pull=pull.number
+            )
+            return
+        settings = self.engine.settings
+        try:
+            fetch_pull_head(repo, pull.vcs, pull.number, settings.cache_dir)
+            forge = forge_for(pull, settings, process_environment())
+            try:
+                done = comment_on_pull_request(
+                    self.engine, pull, repo, directory=self.followed.directory, forge=forge
+                )
+            finally:
+                forge.close()
+        except FleetError as exc:
+            self._log("pull request not commented", pull=pull.number, error=str(exc))
+            return
+        self._log(
+            "pull request commented",
+            pull=pull.number,
+            head=pull.head[:12],
+            status=done.state,
+            comment=done.comment_action,
+            api_calls=done.api_calls,
         )
 
     def tick(self) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ from procrastinate import exceptions as queue_errors
 from procrastinate.jobs import Status
 
 from reconciler.errors import StoreFailure
+from reconciler.vcs.context import PullRequestRef
 
 if TYPE_CHECKING:
     from reconciler.controller.controller import Batch, Controller
@@ -154,6 +156,10 @@ class SharedJobs:
         def sync(kind: str, site: str, addresses: list[str] | None, why: str) -> None:
             controller.run_sync((kind, site), addresses, why)
 
+        @app.task(name="fleet.pull", queue=WORK)
+        def pull(**fields: Any) -> None:
+            controller.run_pull(PullRequestRef(**{**fields, "labels": tuple(fields.get("labels") or ())}))
+
         @app.periodic(cron=_every(self._tick_seconds), periodic_id="tick")
         @app.task(name="fleet.tick", queue=SCHEDULE, queueing_lock="tick")
         def tick(timestamp: int) -> None:
@@ -195,6 +201,13 @@ class SharedJobs:
             queueing_lock=f"pass:{kind}:{site}" if addresses is None else None,
         )
 
+    def defer_pull(self, pull: PullRequestRef) -> None:
+        # One pull request at a time (its lock); each push is planned, the newest posted last.
+        fields = dataclasses.asdict(pull)
+        self._defer(
+            "fleet.pull", {**fields, "labels": list(pull.labels)}, lock=f"pr:{pull.project}:{pull.number}"
+        )
+
     def _defer(self, task: str, arguments: dict[str, Any], **options: Any) -> None:
         try:
             self._client.configure_task(task, queue=WORK, **options).defer(**arguments)
@@ -224,4 +237,6 @@ def _describe(job: Any) -> str:
     arguments = job.task_kwargs or {}
     if job.task_name == "fleet.sync":
         return f"sync:{arguments.get('kind')}:{arguments.get('site')}"
+    if job.task_name == "fleet.pull":
+        return f"pr:{arguments.get('number')}:{str(arguments.get('head'))[:12]}"
     return str(job.task_name).removeprefix("fleet.")

@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from reconciler.state import StateStore
+from reconciler.vcs.context import PullRequestRef
 
 Forge = Literal["github", "gitlab"]
 
@@ -44,6 +45,7 @@ _REPOSITORY_URLS: Mapping[Forge, tuple[str, ...]] = {
     "gitlab": ("git_http_url", "git_ssh_url", "web_url"),
 }
 _NO_COMMIT = re.compile(r"0+")
+_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _DIGITS = re.compile(r"[0-9]+")
 _LOG = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class Result(StrEnum):
     IGNORED_BRANCH = "ignored: other branch"
     IGNORED_TAG = "ignored: tag"
     IGNORED_DELETION = "ignored: branch deleted"
+    IGNORED_ACTION = "ignored: pull request action"
     UNAUTHORIZED = "unauthorized"
     TOO_LARGE = "too large"
     INVALID_JSON = "invalid json"
@@ -316,6 +319,7 @@ def webhook_router(
     followed: Followed,
     secrets: Callable[[Forge], str | None],
     on_push: Callable[[Push], None],
+    on_pull_request: Callable[[PullRequestRef], None] | None = None,
     deliveries: DeliveryLog | None = None,
     on_result: Callable[[Forge, Result], None] = _ignore_result,
     max_body_bytes: int = MAX_BODY_BYTES,
@@ -325,7 +329,9 @@ def webhook_router(
     `secrets(forge)` gives the current secret (GitHub) or token (GitLab), None or empty when there
     is none, and is asked on every delivery, so a changed secret applies at once. `on_push` is
     called once per accepted delivery, in the request, and must not block (queue the push and
-    return). `on_result` is told the result of every delivery. `deliveries` defaults to a
+    return). `on_pull_request`, when given, is called the same way for a pull (merge) request
+    into the followed branch opened, reopened, pushed to or labelled; without it those events are
+    ignored. `on_result` is told the result of every delivery. `deliveries` defaults to a
     `RecentDeliveries` of 10,000.
     """
     log: DeliveryLog = deliveries if deliveries is not None else RecentDeliveries()
@@ -354,26 +360,32 @@ def webhook_router(
         payload = _parse_json(delivery.body)
         if forge == "github" and delivery.event == "ping":
             return Result.PONG
+        if on_pull_request is not None and _is_pull_request(forge, delivery.event, payload):
+            pull = _read_pull_request(forge, payload, followed)
+            if isinstance(pull, Result):
+                return pull
+            return await run_in_threadpool(
+                hand_on, forge, delivery.delivery_id, lambda: on_pull_request(pull)
+            )
         if not _is_push(forge, delivery.event, payload):
             return Result.IGNORED_EVENT
         push = _read_push(forge, payload, delivery.delivery_id, followed)
         if isinstance(push, Result):
             return push
         # The delivery log may be a database: off the event loop.
-        return await run_in_threadpool(hand_on, push)
+        return await run_in_threadpool(hand_on, forge, push.delivery_id, lambda: on_push(push))
 
-    def hand_on(push: Push) -> Result:
-        delivery_id = push.delivery_id
+    def hand_on(forge: Forge, delivery_id: str | None, handle: Callable[[], None]) -> Result:
         if delivery_id is not None:
             if len(delivery_id) > MAX_DELIVERY_ID_LENGTH:
                 raise _Refused(Result.INVALID_PAYLOAD)
-            if not log.first_time(push.forge, delivery_id):
+            if not log.first_time(forge, delivery_id):
                 return Result.DUPLICATE
         try:
-            on_push(push)
+            handle()
         except Exception:
             if delivery_id is not None:
-                log.forget(push.forge, delivery_id)
+                log.forget(forge, delivery_id)
             raise
         return Result.ACCEPTED
 
@@ -441,6 +453,74 @@ def _is_push(forge: Forge, event: str, payload: Mapping[str, Any]) -> bool:
         return event == "push"
     # A system hook sends pushes of every project, marked as such in the payload.
     return event == "Push Hook" or (event == "System Hook" and payload.get("object_kind") == "push")
+
+
+_PULL_ACTIONS: Mapping[Forge, frozenset[str]] = {
+    # `labeled`: a maintainer's trust label may make a new plan possible.
+    "github": frozenset({"opened", "synchronize", "reopened", "labeled"}),
+    "gitlab": frozenset({"open", "reopen", "update"}),
+}
+
+
+def _is_pull_request(forge: Forge, event: str, payload: Mapping[str, Any]) -> bool:
+    if forge == "github":
+        return event == "pull_request"
+    return event == "Merge Request Hook" or (
+        event == "System Hook" and payload.get("object_kind") == "merge_request"
+    )
+
+
+def _read_pull_request(
+    forge: Forge, payload: Mapping[str, Any], followed: Followed
+) -> PullRequestRef | Result:
+    """The pull (merge) request into the followed branch a payload describes, or why it is
+    ignored. Its base is the followed branch: the plan is made on its merge base with the head."""
+    if forge == "github":
+        pull, owner = payload.get("pull_request"), payload.get("repository")
+        action = payload.get("action")
+        if not isinstance(pull, dict) or not isinstance(owner, dict) or not isinstance(action, str):
+            return Result.INVALID_PAYLOAD
+        base, head = pull.get("base"), pull.get("head")
+        if not isinstance(base, dict) or not isinstance(head, dict):
+            return Result.INVALID_PAYLOAD
+        number, target, commit = pull.get("number"), base.get("ref"), head.get("sha")
+        author = (pull.get("user") or {}).get("login")
+        labels = [label.get("name") for label in pull.get("labels") or [] if isinstance(label, dict)]
+        web = owner.get("html_url")
+    else:
+        attributes, owner = payload.get("object_attributes"), payload.get("project")
+        if not isinstance(attributes, dict) or not isinstance(owner, dict):
+            return Result.INVALID_PAYLOAD
+        action = attributes.get("action")
+        number, target = attributes.get("iid"), attributes.get("target_branch")
+        commit = (attributes.get("last_commit") or {}).get("id")
+        author = (payload.get("user") or {}).get("username")
+        labels = [label.get("title") for label in payload.get("labels") or [] if isinstance(label, dict)]
+        web = owner.get("web_url")
+    if not isinstance(number, int) or not isinstance(target, str) or not isinstance(commit, str):
+        return Result.INVALID_PAYLOAD
+    name_fields, url_fields = _REPOSITORY_FIELDS[forge]
+    names = [value for field in name_fields if isinstance(value := owner.get(field), str)]
+    urls = [value for field in url_fields if isinstance(value := owner.get(field), str)]
+    if not followed.matches(names=names, urls=urls):
+        return Result.IGNORED_REPOSITORY
+    if action not in _PULL_ACTIONS[forge]:
+        return Result.IGNORED_ACTION
+    if target != followed.branch:
+        return Result.IGNORED_BRANCH
+    if not _COMMIT.fullmatch(commit):
+        return Result.INVALID_PAYLOAD
+    return PullRequestRef(
+        vcs=forge,
+        project=names[0] if names else "",
+        number=number,
+        base=followed.branch,
+        head=commit,
+        base_branch=followed.branch,
+        author=author if isinstance(author, str) else None,
+        labels=tuple(str(label) for label in labels if isinstance(label, str))[:100],
+        web_url=web if isinstance(web, str) else None,
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -144,7 +144,7 @@ def _changes(changes: Iterable[PlanEntry]) -> str:
 
 def _details(result: PullRequestPlan, link: Link, room: int) -> str | None:
     """Errors, changes, drift and the full plan; None when they do not fit in `room`."""
-    parts = [_errors(result, link)]
+    parts = [_errors(result, link, room)]
     plan = result.plan
     if plan is not None:
         changes = plan.changes()
@@ -167,21 +167,25 @@ def _details(result: PullRequestPlan, link: Link, room: int) -> str | None:
     return text if len(text) <= room else None
 
 
-def _errors(result: PullRequestPlan, link: Link) -> str:
+def _errors(result: PullRequestPlan, link: Link, room: int) -> str:
+    """Each validation error linked to its line, as many as fit in `room` (and MAX_ERRORS)."""
     if not result.errors:
         return ""
-    lines = [f"#### Validation errors ({len(result.errors)})\n\n"]
+    text = f"#### Validation errors ({len(result.errors)})\n\n"
+    shown = 0
     for diagnostic in result.errors[:MAX_ERRORS]:
         where = f"{diagnostic.path}:{diagnostic.line}" if diagnostic.line else diagnostic.path
         address = f" `{_tick(diagnostic.address)}`" if diagnostic.address else ""
         hint = f" ({_escape(diagnostic.hint)})" if diagnostic.hint else ""
         target = link(diagnostic.path, diagnostic.line)
-        lines.append(
-            f"- [`{_tick(shorten(where))}`]({target}){address}: {_escape(diagnostic.message)}{hint}\n"
-        )
-    if len(result.errors) > MAX_ERRORS:
-        lines.append(f"- ... {len(result.errors) - MAX_ERRORS} more: run `fleet validate`\n")
-    return "".join(lines) + "\n"
+        line = f"- [`{_tick(shorten(where))}`]({target}){address}: {_escape(diagnostic.message)}{hint}\n"
+        if len(text) + len(line) + 80 > room:
+            break
+        text += line
+        shown += 1
+    if shown < len(result.errors):
+        text += f"- ... {len(result.errors) - shown} more: run `fleet validate`\n"
+    return text + "\n"
 
 
 def _block(title: str, entries: Iterable[PlanEntry]) -> str:
@@ -209,10 +213,10 @@ def _block(title: str, entries: Iterable[PlanEntry]) -> str:
 
 def _summarised(result: PullRequestPlan, link: Link, artifact: str | None, room: int) -> str:
     """Changes and findings grouped by kind, site and field, with a few resources each."""
-    errors = _errors(result, link)
+    errors = _errors(result, link, room // 2 if result.plan is not None else room)
     plan = result.plan
     if plan is None:
-        return errors[: max(room, 0)]
+        return errors
     groups: dict[tuple[str, str, str, str], list[str]] = {}
     for entry in plan.entries:
         if entry.action is None and entry.address not in set(result.touched):

@@ -261,6 +261,32 @@ def branch_head(location: str, branch: str, cache_dir: Path) -> str:
     return str(resolve(open_repository(location, cache_dir), branch).id)
 
 
+def fetch_pull_head(location: str, vcs: str, number: int, cache_dir: Path) -> None:
+    """Fetch the head of pull request `number` (GitHub's refs/pull/N/head, GitLab's
+    refs/merge-requests/N/head: a fork's commits are only there) into the clone of a URL; a
+    local repository must already hold it."""
+    if not is_url(location):
+        return
+    ref = f"refs/pull/{number}/head" if vcs == "github" else f"refs/merge-requests/{number}/head"
+    repo = open_repository(location, cache_dir)
+    try:
+        repo.remotes["origin"].fetch([f"+{ref}:{ref}"])
+    except (pygit2.GitError, KeyError, ValueError) as exc:
+        raise SourceError(f"cannot fetch {ref} of {_redact(location)}: {exc}") from exc
+
+
+def merge_base(location: str, rev_a: str, rev_b: str, cache_dir: Path) -> str:
+    """The best common ancestor of two revisions: what a pull request's changes are made on."""
+    repo = open_repository(location, cache_dir)
+    found = repo.merge_base(resolve(repo, rev_a).id, resolve(repo, rev_b).id)
+    if found is None:
+        raise SourceError(
+            f"{rev_a} and {rev_b} have no common ancestor",
+            hint="fetch the whole history (e.g. actions/checkout with fetch-depth: 0)",
+        )
+    return str(found)
+
+
 def changed_paths(location: str, rev_a: str, rev_b: str, cache_dir: Path) -> set[str]:
     """Paths added, removed, modified or renamed between two revisions."""
     repo = open_repository(location, cache_dir)

@@ -1,0 +1,126 @@
+"""`fleet pr comment`: plan a pull request's head against live state and keep one sticky comment on
+it, with the commit status `fleet/plan`.
+
+In GitHub Actions (`GITHUB_EVENT_PATH`) and in GitLab merge-request pipelines (`CI_MERGE_REQUEST_*`)
+it needs no flags. The token comes from FLEET_VCS_TOKEN (else GITHUB_TOKEN or GITLAB_TOKEN); a
+GitHub App from FLEET_GITHUB_APP_ID, FLEET_GITHUB_APP_KEY_FILE and FLEET_GITHUB_INSTALLATION_ID.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from reconciler.cli.common import (
+    CacheOpt,
+    DirOpt,
+    LabOpt,
+    QuietOpt,
+    StateOpt,
+    VerboseOpt,
+    app,
+    engine_for,
+    err,
+    guard,
+    note,
+    settings_of,
+)
+from reconciler.settings import process_environment
+from reconciler.vcs.comment import STATUS_CONTEXT, comment_on_pull_request
+from reconciler.vcs.context import Vcs, forge_for, pull_request
+
+pr_app = typer.Typer(
+    help="Pull requests: plan one and keep its sticky comment and status.", no_args_is_help=True
+)
+app.add_typer(pr_app, name="pr")
+
+
+@pr_app.command("comment")
+def comment(
+    vcs: Annotated[
+        str | None,
+        typer.Option("--vcs", metavar="github|gitlab", help="The forge (default: from the CI environment)."),
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", metavar="OWNER/NAME", help="The project (default: from CI).")
+    ] = None,
+    number: Annotated[
+        int | None, typer.Option("--pr", metavar="N", min=1, help="The pull request (default: from CI).")
+    ] = None,
+    base: Annotated[
+        str | None, typer.Option("--base", metavar="REV", help="Its base commit (default: from CI).")
+    ] = None,
+    head: Annotated[
+        str | None, typer.Option("--head", metavar="REV", help="Its head commit (default: from CI).")
+    ] = None,
+    repo: Annotated[
+        str,
+        typer.Option(
+            "--repo",
+            metavar="PATH_OR_URL",
+            help="The fleet repo's Git repository, holding both commits (default: the current"
+            " directory; a CI checkout needs the whole history: fetch-depth 0).",
+        ),
+    ] = ".",
+    directory: DirOpt = None,
+    artifact: Annotated[
+        Path,
+        typer.Option(
+            "--artifact",
+            metavar="FILE",
+            help="Where the whole plan is written when the comment can only summarise it.",
+        ),
+    ] = Path("fleet-plan.txt"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Write the comment to stdout and call no forge API.")
+    ] = False,
+    lab: LabOpt = False,
+    state: StateOpt = None,
+    cache_dir: CacheOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Plan the pull request's head against live state (the resources it changes and what depends
+    on them, with their drift and unknowns) and keep one comment on it, edited in place on every
+    later push, plus the commit status `fleet/plan` (a failure for invalid specs, a plan over the
+    blast radius, or a changed resource that could not be observed). Exits 0 whatever the
+    verdict: the status is what blocks a merge."""
+    if vcs not in (None, "github", "gitlab"):
+        raise typer.BadParameter("github or gitlab", param_hint="--vcs")
+
+    def work() -> None:
+        environment = process_environment()
+        request = pull_request(
+            environment, vcs=_vcs(vcs), project=project, number=number, base=base, head=head
+        )
+        settings = settings_of(cache_dir=cache_dir, state=state, lab=lab)
+        forge = None if dry_run else forge_for(request, settings, environment)
+        try:
+            with engine_for(settings, store=True) as engine:
+                done = comment_on_pull_request(
+                    engine, request, repo, directory=directory, forge=forge, artifact=artifact
+                )
+        finally:
+            if forge is not None:
+                forge.close()
+        if not done.complete:
+            note(f"the comment summarises the plan; the whole plan is in {artifact}")
+        if dry_run:
+            typer.echo(done.body, nl=False)
+        else:
+            note(f"comment {done.comment_action}: {done.comment_url}; {done.api_calls} API calls")
+        note(f"status {STATUS_CONTEXT}: {done.state}: {done.description}")
+
+    guard(work)
+    if not quiet:
+        err().print("done")
+
+
+def _vcs(value: str | None) -> Vcs | None:
+    if value == "github":
+        return "github"
+    if value == "gitlab":
+        return "gitlab"
+    return None
