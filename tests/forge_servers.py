@@ -13,6 +13,7 @@ errors. `gate(...)` holds requests until several have arrived, to make races hap
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -48,6 +49,8 @@ class Recorded:
     schema: str | None = None
     not_before: float | None = None
     """For a rate-limit answer: the earliest moment (time.time()) the forge welcomes a retry."""
+    injected: bool = False
+    """The answer was injected with `fail(...)`, not the forge's own."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Answer:
     headers: Mapping[str, str] = field(default_factory=dict)
     schema: str | None = None
     not_before: float | None = None
+    injected: bool = False
 
 
 @dataclass
@@ -326,7 +330,7 @@ class _ForgeServer:
             for injected in self._failures:
                 if injected.times > 0 and self._matches(injected.method, injected.path, incoming):
                     injected.times -= 1
-                    return injected.answer(arrived)
+                    return dataclasses.replace(injected.answer(arrived), injected=True)
         refused = self.refused(incoming)
         if refused is not None:
             return refused
@@ -371,6 +375,7 @@ class _ForgeServer:
                     answer.body,
                     answer.schema,
                     answer.not_before,
+                    answer.injected,
                 )
             )
         handler.send_response(answer.status)

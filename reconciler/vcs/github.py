@@ -31,7 +31,6 @@ from githubkit.exception import (
 from githubkit.typing import RetryOption, UnsetType
 from githubkit.utils import UNSET
 from githubkit_schemas.latest import models
-from pydantic import ValidationError
 
 from reconciler.errors import FleetError, PermanentError
 from reconciler.vcs import sticky
@@ -343,9 +342,10 @@ class GitHubForge:
                 yield tally
         except GitHubException as exc:
             raise self._error(exc, doing) from _chained(exc)
-        except ValidationError:
+        except ValueError:
+            # Not JSON, or JSON that is not GitHub's (pydantic's ValidationError is a ValueError).
             raise PermanentError(
-                f"GitHub {self.project}: {doing}: the answer does not follow GitHub's REST schema",
+                f"GitHub {self.project}: {doing}: the answer is not GitHub's REST API",
                 hint="check that the base URL points at GitHub's REST API (https://HOST/api/v3 on "
                 "GitHub Enterprise Server)",
             ) from None
@@ -377,29 +377,27 @@ class GitHubForge:
         return RetryOption(True, timedelta(seconds=max(wait, 0.001)))
 
     def _error(self, exc: GitHubException, doing: str) -> FleetError:
-        secrets = [secret.reveal() for secret in self._secrets]
-        failure = Failure("GitHub", self.project, doing)
+        # A failure while authenticating (the App's token exchange) arrives wrapped in RequestError.
         cause = exc.exc if isinstance(exc, RequestError) and not isinstance(exc, RequestFailed) else exc
-        if isinstance(cause, RateLimitExceeded):
-            failure = Failure(
-                "GitHub", self.project, doing, cause.response.status_code, _message(cause),
-                delay=cause.retry_after.total_seconds(),
-            )  # fmt: skip
-        elif isinstance(cause, RequestFailed):
-            failure = Failure("GitHub", self.project, doing, cause.response.status_code, _message(cause))
+        if isinstance(cause, RequestFailed):
+            delay = cause.retry_after.total_seconds() if isinstance(cause, RateLimitExceeded) else None
+            status: int | None = cause.response.status_code
+            detail = _message(cause)
         elif isinstance(cause, httpx.TransportError):
-            failure = Failure("GitHub", self.project, doing, None, f"{type(cause).__name__}: {cause}")
-        elif isinstance(cause, AuthCredentialError | ValueError | TypeError):
-            return PermanentError(
-                f"GitHub {self.project}: {doing}: cannot authenticate ({type(cause).__name__})",
-                hint=_TOKEN_HINT,
-            )
+            status, detail, delay = None, f"{type(cause).__name__}: {cause}", None
+        elif isinstance(cause, AuthCredentialError):
+            return PermanentError(f"GitHub {self.project}: {doing}: cannot authenticate", hint=_TOKEN_HINT)
         else:
             return PermanentError(
                 f"GitHub {self.project}: {doing}: {type(cause).__name__}",
                 hint="check the base URL and the credentials",
             )
-        return failure_error(failure, secrets=secrets, scopes_hint=_SCOPES_HINT, token_hint=_TOKEN_HINT)
+        return failure_error(
+            Failure("GitHub", self.project, doing, status, detail, delay),
+            secrets=[secret.reveal() for secret in self._secrets],
+            scopes_hint=_SCOPES_HINT,
+            token_hint=_TOKEN_HINT,
+        )
 
 
 class _Tally:

@@ -61,7 +61,6 @@ FORGE_STATES: Mapping[StatusState, str] = {
 }
 _SCOPES_HINT = "check the token: fleet needs the api scope and at least the Developer role in the project"
 _TOKEN_HINT = "check that the token is valid, not expired or revoked, and sent to the right GitLab"
-_PULL_STATES = {"opened": "open", "merged": "merged"}
 
 
 class _WaitTooLong(Exception):
@@ -71,6 +70,10 @@ class _WaitTooLong(Exception):
         super().__init__(f"GitLab asked to wait {wait:.0f} s")
         self.wait = wait
         self.status = status
+
+
+class _Unexpected(Exception):
+    """GitLab's answer is not what its API documents."""
 
 
 class GitLabForge:
@@ -170,7 +173,7 @@ class GitLabForge:
             found = self._project.mergerequests.list(
                 source_branch=head_branch, state="opened", per_page=100, get_all=False, **self._again()
             )
-        return _pull(found[0].attributes) if found else None
+            return _pull(found[0].attributes) if found else None
 
     def open_pull(self, head: str, base: str, title: str, body: str) -> PullRequest:
         doing = f"opening a merge request from {head!r} into {base!r}"
@@ -181,7 +184,7 @@ class GitLabForge:
                 {"source_branch": head, "target_branch": base, "title": title, "description": body},
                 **self._once(),
             )
-        return _pull(made.attributes)
+            return _pull(made.attributes)
 
     def update_pull(self, number: int, title: str | None = None, body: str | None = None) -> PullRequest:
         doing = f"updating merge request !{number}"
@@ -191,7 +194,7 @@ class GitLabForge:
             changed = self._project.mergerequests.update(
                 number, _changes(title=title, description=body), **self._again()
             )
-        return _pull(changed)
+            return _pull(changed)
 
     def close_pull(self, number: int, comment: str | None = None) -> PullRequest:
         doing = f"closing merge request !{number}"
@@ -204,7 +207,7 @@ class GitLabForge:
                 )
             self._write()
             closed = self._project.mergerequests.update(number, {"state_event": "close"}, **self._again())
-        return _pull(closed)
+            return _pull(closed)
 
     def find_issue(self, marker: str, labels: Sequence[str] = ()) -> Issue | None:
         with self._operation("looking for fleet's open issue"):
@@ -232,7 +235,7 @@ class GitLabForge:
                 data["labels"] = ",".join(labels)
             self._write()
             made = self._project.issues.create(data, **self._once())
-        return _issue(made.attributes)
+            return _issue(made.attributes)
 
     def update_issue(self, number: int, title: str | None = None, body: str | None = None) -> Issue:
         doing = f"updating issue #{number}"
@@ -242,7 +245,7 @@ class GitLabForge:
             changed = self._project.issues.update(
                 number, _changes(title=title, description=body), **self._again()
             )
-        return _issue(changed)
+            return _issue(changed)
 
     def close_issue(self, number: int, comment: str | None = None) -> Issue:
         doing = f"closing issue #{number}"
@@ -253,12 +256,18 @@ class GitLabForge:
                 self._project.issues.get(number, lazy=True).notes.create({"body": comment}, **self._once())
             self._write()
             closed = self._project.issues.update(number, {"state_event": "close"}, **self._again())
-        return _issue(closed)
+            return _issue(closed)
 
     # -- notes, for the sticky comment
 
     def _notes(self, number: int) -> Any:
         return self._project.mergerequests.get(number, lazy=True).notes
+
+    def _comment(self, number: int, note: Mapping[str, Any]) -> sticky.Comment:
+        note_id, body = note.get("id"), note.get("body")
+        if not isinstance(note_id, int) or not isinstance(body, str):
+            raise _Unexpected(f"a note without an id or a body: {sorted(note)}")
+        return sticky.Comment(note_id, body, self._note_url(number, note_id))
 
     def _note_url(self, number: int, note_id: int) -> str | None:
         if self.project.isdigit():
@@ -269,21 +278,17 @@ class GitLabForge:
         notes = self._notes(number).list(
             iterator=True, per_page=100, sort="asc", order_by="created_at", **self._again()
         )
-        return [
-            sticky.Comment(note.id, note.attributes.get("body") or "", self._note_url(number, note.id))
-            for note in notes
-            if not note.attributes.get("system")
-        ]
+        return [self._comment(number, note.attributes) for note in notes if not note.attributes.get("system")]
 
     def _create_note(self, number: int, body: str) -> sticky.Comment:
         self._write()
         note = self._notes(number).create({"body": body}, **self._once())
-        return sticky.Comment(note.id, note.attributes.get("body") or "", self._note_url(number, note.id))
+        return self._comment(number, note.attributes)
 
     def _update_note(self, number: int, note_id: int, body: str) -> sticky.Comment:
         self._write()
         changed = self._notes(number).update(note_id, {"body": body}, **self._again())
-        return sticky.Comment(note_id, changed.get("body") or "", self._note_url(number, note_id))
+        return self._comment(number, changed)
 
     def _delete_note(self, number: int, note_id: int) -> None:
         self._write()
@@ -341,9 +346,10 @@ class GitLabForge:
             raise self._error(
                 Failure("GitLab", self.project, doing, exc.status, "", delay=exc.wait)
             ) from None
-        except gitlab.exceptions.GitlabParsingError:
+        except (gitlab.exceptions.GitlabParsingError, _Unexpected, KeyError, TypeError, ValueError) as exc:
+            # Not JSON, or JSON that is not GitLab's API: python-gitlab trusts the shape it gets.
             raise PermanentError(
-                f"GitLab {self.project}: {doing}: the answer is not GitLab's JSON",
+                f"GitLab {self.project}: {doing}: the answer is not GitLab's API ({type(exc).__name__})",
                 hint="check that the base URL is the GitLab instance (https://gitlab.example.com)",
             ) from None
         except gitlab.exceptions.RedirectError:
@@ -426,13 +432,13 @@ def _changes(**fields: str | None) -> dict[str, str]:
 
 
 def _pull(attributes: Mapping[str, Any]) -> PullRequest:
-    state = _PULL_STATES.get(str(attributes.get("state")), "closed")
+    state = attributes.get("state")
     return PullRequest(
         number=int(attributes["iid"]),
         url=str(attributes.get("web_url") or ""),
         title=str(attributes.get("title") or ""),
         body=str(attributes.get("description") or ""),
-        state="open" if state == "open" else "merged" if state == "merged" else "closed",
+        state="open" if state == "opened" else "merged" if state == "merged" else "closed",
         head=str(attributes.get("source_branch") or ""),
         base=str(attributes.get("target_branch") or ""),
     )
