@@ -35,6 +35,7 @@ from reconciler.controller.webhooks import (
 )
 from reconciler.settings import Settings
 from reconciler.state import open_store
+from reconciler.vcs.context import PullRequestRef
 
 GITHUB_SECRET = "canary-github-7f3a9c1e5b"
 GITLAB_TOKEN = "canary-gitlab-2d8e4b6a0f"
@@ -270,6 +271,7 @@ def serve() -> Iterator[Callable[..., Receiver]]:
         on_push: Callable[[Push], None] | None = None,
         secrets: dict[str, str | None] | None = None,
         deliveries: DeliveryLog | None = None,
+        on_pull_request: Callable[[PullRequestRef], None] | None = None,
     ) -> Receiver:
         configured: dict[str, str | None] = (
             {"github": GITHUB_SECRET, "gitlab": GITLAB_TOKEN} if secrets is None else secrets
@@ -284,6 +286,7 @@ def serve() -> Iterator[Callable[..., Receiver]]:
                 on_push=on_push or pushes.append,
                 on_result=lambda forge, result: results.append((forge, result)),
                 deliveries=deliveries,
+                on_pull_request=on_pull_request,
             )
         )
         server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
@@ -846,3 +849,94 @@ def test_webhook_secrets_come_from_the_environment_and_never_print(monkeypatch: 
     monkeypatch.setenv("FLEET_GITLAB_WEBHOOK_TOKEN", " ")
     monkeypatch.delenv("FLEET_GITHUB_WEBHOOK_SECRET")
     assert (Settings().webhook_secret("github"), Settings().webhook_secret("gitlab")) == (None, None)
+
+
+# Pull requests
+
+
+def github_pull_request(action: str = "synchronize", base: str = "main", number: int = 42) -> dict[str, Any]:
+    """A `pull_request` event as GitHub's webhook events documentation shows it (abridged)."""
+    return {
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "state": "open",
+            "title": "Turn nyc1-r02-05 off",
+            "user": {"login": "octocat", "id": 1},
+            "labels": [{"name": "fleet/trusted", "id": 7}],
+            "base": {"ref": base, "sha": BEFORE, "repo": github_push()["repository"]},
+            "head": {"ref": "turn-off", "sha": COMMIT, "repo": github_push()["repository"]},
+        },
+        "repository": github_push()["repository"],
+        "sender": {"login": "octocat", "id": 1},
+    }
+
+
+def gitlab_merge_request(action: str = "update", target: str = "main", iid: int = 7) -> dict[str, Any]:
+    """A `Merge Request Hook` as GitLab's webhook events documentation shows it (abridged)."""
+    push = gitlab_push()
+    return {
+        "object_kind": "merge_request",
+        "event_type": "merge_request",
+        "user": {"id": 1, "name": "John Smith", "username": "jsmith"},
+        "project": push["project"],
+        "object_attributes": {
+            "iid": iid,
+            "action": action,
+            "state": "opened",
+            "target_branch": target,
+            "source_branch": "turn-off",
+            "last_commit": {"id": COMMIT, "message": "Turn it off"},
+            "oldrev": BEFORE,
+        },
+        "labels": [{"id": 3, "title": "fleet/trusted"}],
+        "repository": push["repository"],
+    }
+
+
+def test_a_pull_request_into_the_followed_branch_is_handed_on_for_a_plan(
+    serve: Callable[..., Receiver],
+) -> None:
+    pulls: list[PullRequestRef] = []
+    receiver = serve(on_pull_request=pulls.append)
+    answer = receiver.github(github_pull_request(), event="pull_request")
+    assert (answer.status_code, _result(answer)) == (202, "accepted")
+    [pull] = pulls
+    assert (pull.vcs, pull.project, pull.number, pull.head, pull.base, pull.author, pull.labels) == (
+        "github",
+        "acme/fleet-infra",
+        42,
+        COMMIT,
+        "main",
+        "octocat",
+        ("fleet/trusted",),
+    )
+    assert (
+        pull.link("machines/a.yaml", 3)
+        == f"https://github.com/acme/fleet-infra/blob/{COMMIT}/machines/a.yaml#L3"
+    )
+    again = receiver.github(github_pull_request(), event="pull_request")
+    assert _result(again) == "duplicate" and len(pulls) == 1
+    for payload, result in (
+        (github_pull_request(action="closed"), "ignored: pull request action"),
+        (github_pull_request(base="release"), "ignored: other branch"),
+    ):
+        answer = receiver.github(payload, event="pull_request", delivery=f"d-{result}")
+        assert _result(answer) == result
+    assert len(pulls) == 1
+
+
+def test_a_gitlab_merge_request_is_handed_on_and_without_a_handler_pull_requests_are_ignored(
+    serve: Callable[..., Receiver],
+) -> None:
+    pulls: list[PullRequestRef] = []
+    receiver = serve(GITLAB_FOLLOWED, on_pull_request=pulls.append)
+    answer = receiver.gitlab(gitlab_merge_request(), event="Merge Request Hook")
+    assert _result(answer) == "accepted"
+    assert [(p.vcs, p.project, p.number, p.head) for p in pulls] == [
+        ("gitlab", "infra/sites/fleet", 7, COMMIT)
+    ]
+    plain = serve()
+    answer = plain.github(github_pull_request(), event="pull_request")
+    assert _result(answer) == "ignored: not a push"

@@ -19,6 +19,7 @@ from reconciler.errors import FleetError
 from reconciler.plan.pull import PullRequestPlan
 from reconciler.report.pr import MARKER, render_full, render_pr_comment
 from reconciler.source.git import branch_head, merge_base
+from reconciler.vcs.base import Forge, StatusState
 from reconciler.vcs.context import PullRequestRef
 
 STATUS_CONTEXT = "fleet/plan"
@@ -32,7 +33,7 @@ class Commented:
     plan: PullRequestPlan
     body: str
     complete: bool  # False: the comment summarises; the whole plan is in the artifact
-    state: str  # the status: success or failure
+    state: StatusState  # success or failure
     description: str
     comment_url: str | None = None
     comment_action: str | None = None  # created, updated, unchanged
@@ -45,7 +46,7 @@ def comment_on_pull_request(
     repo: str,
     *,
     directory: str | None = None,
-    forge: object | None = None,
+    forge: Forge | None = None,
     artifact: Path | None = None,
     notes: Iterable[str] = (),
     on_plan: Callable[[PullRequestPlan], None] | None = None,
@@ -67,14 +68,11 @@ def comment_on_pull_request(
     if not shown.complete and artifact is not None:
         artifact.write_text(render_full(result))
     failures = result.failures()
-    state = "failure" if failures else "success"
+    state: StatusState = "failure" if failures else "success"
     description = ("; ".join(failures) or "the plan is ready")[:MAX_STATUS_DESCRIPTION]
     commented = Commented(result, shown.body, shown.complete, state, description)
     if forge is None:
         return commented
-    from reconciler.vcs.base import Forge
-
-    assert isinstance(forge, Forge)
     posted = forge.upsert_comment(pull.number, shown.body, MARKER)
     status = forge.set_status(pull.head, state, description, STATUS_CONTEXT, posted.url)
     return dataclasses.replace(
