@@ -65,7 +65,7 @@ def github(
     PEM `private_key` and `installation_id`: the installation token is fetched and renewed as
     needed). `base_url` is `https://HOST/api/v3` on GitHub Enterprise Server. `limits` bound
     retries and waits; `pacer` spaces writes (default: the one of this process)."""
-    from reconciler.vcs.github import GitHubForge
+    from reconciler.vcs.github_api import GitHubForge
 
     return GitHubForge(
         project,
@@ -89,6 +89,6 @@ def gitlab(
 ) -> Forge:
     """A GitLab project, `group/name` (subgroups too) or its numeric id, with a personal, project
     or group access token (api scope). `base_url` is the instance, e.g. `https://gitlab.example.com`."""
-    from reconciler.vcs.gitlab import GitLabForge
+    from reconciler.vcs.gitlab_api import GitLabForge
 
     return GitLabForge(project, token=token, base_url=base_url, limits=limits, pacer=pacer)

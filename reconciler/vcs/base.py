@@ -3,7 +3,7 @@
 A forge is where the fleet repo's pull requests live (GitHub or GitLab). fleet keeps one sticky
 comment per pull request (found again by a hidden marker), sets commit statuses, and opens, updates
 and closes the pull requests and issues that drift reports become. Nothing here talks to a forge:
-`reconciler.vcs.github` and `reconciler.vcs.gitlab` implement the Protocol, each the only importer
+`reconciler.vcs.github_api` and `reconciler.vcs.gitlab_api` implement the Protocol, each the only importer
 of its SDK, and map every SDK exception to `TemporaryError` or `PermanentError` at their edge.
 
 Secrets (tokens, an App's private key) travel as `Secret`, whose repr is masked; they must never

@@ -78,7 +78,7 @@ class _Unexpected(Exception):
 
 class GitLabForge:
     """One GitLab project (`group/name` or its numeric id), through python-gitlab; see
-    `reconciler.vcs.gitlab()`."""
+    `reconciler.vcs.gitlab_api()`."""
 
     name = "GitLab"
     max_body_chars = MAX_BODY_CHARS

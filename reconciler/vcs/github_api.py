@@ -71,7 +71,7 @@ _TOKEN_HINT = "check that the token, or the App's key and installation id, is va
 
 
 class GitHubForge:
-    """One GitHub repository (`owner/name`), through githubkit; see `reconciler.vcs.github()`."""
+    """One GitHub repository (`owner/name`), through githubkit; see `reconciler.vcs.github_api()`."""
 
     name = "GitHub"
     max_body_chars = MAX_BODY_CHARS
