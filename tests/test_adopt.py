@@ -417,6 +417,41 @@ def test_an_invalid_revision_is_refused(repo: Path) -> None:
         adopt_drift(snapshot, load_revision(snapshot), [DriftedField("machine/nyc1-r01-02", "power", "off")])
 
 
+def test_a_volcano_queue_and_a_pools_priority(repo: Path) -> None:
+    snapshot, revision = loaded(repo)
+    queue = "scheduling.volcano.sh/v1beta1/Queue/_/adhoc"
+    drifted = [
+        DriftedField("sparkpool/adhoc", f"{queue} spec.capability.cpu", "500"),
+        DriftedField("sparkpool/adhoc", f"{queue} spec.guarantee.resource.memory", "327680Mi"),
+        DriftedField("sparkpool/adhoc", f"{queue} spec.deserved.memory", "1Ti"),
+        DriftedField("sparkpool/adhoc", f"{queue} spec.weight", 2),
+        DriftedField(
+            "sparkpool/adhoc",
+            "scheduling.k8s.io/v1/PriorityClass/_/spark-adhoc preemptionPolicy",
+            "Sometimes",
+        ),
+    ]
+    edits = adopt_drift(snapshot, revision, drifted)
+    assert {a.spec_field: a.value for a in edits.adopted} == {
+        "spec.queue.max.cpu": "500",
+        "spec.queue.guaranteed.memory": "327680Mi",
+        "spec.queue.deserved.memory": "1Ti",
+    }
+    text = edits.files["spark-pools/adhoc.yaml"]
+    assert "\n      cpu: 500\n" in text  # an integer, as the spec writes it
+    assert "\n      memory: 320Gi\n" in text  # in the spec's unit
+    assert "\n      memory: 1024Gi\n" in text
+    reasons = [n.reason for n in edits.not_adopted]
+    assert "rendered by fleet from the pool's spec" in reasons[0]
+    assert "cannot hold the live value" in reasons[1] and "preemptionPolicy" in reasons[1]
+
+    # A live value the spec already holds, in another unit, changes no file.
+    same = adopt_drift(
+        snapshot, revision, [DriftedField("sparkpool/adhoc", f"{queue} spec.capability.memory", "1835008Mi")]
+    )
+    assert same.files == {} and len(same.adopted) == 1
+
+
 def test_a_quantity_keeps_the_specs_unit(repo: Path) -> None:
     path = repo / "virtual-machines/k8s-ldn1-control-plane.yaml"
     path.write_text(path.read_text().replace("memory: 32Gi", "memory: 32768Mi", 1))
@@ -678,7 +713,7 @@ def http_remote(remote: tuple[Path, str]) -> Iterator[tuple[str, Path, str]]:
     git(bare, "config", "http.receivepack", "true")
     handler = type("Handler", (_GitHttp,), {"root": bare.parent, "password": SECRET})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/{bare.name}", bare, base

@@ -333,7 +333,8 @@ def _write(
             ],
         )
         adopted.extend(_results(path, unique, same, edited, refused))
-        if edited.lines:
+        # A live value the spec already holds (`262144Mi` where it says `256Gi`) changes nothing.
+        if edited.text != text:
             files[path] = (_BOM if data.startswith(_BOM.encode()) else "") + edited.text
     return files, adopted, refused
 

@@ -19,6 +19,7 @@ import posixpath
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import pygit2
 
@@ -71,7 +72,8 @@ class _CredentialsRefused(Exception):
 
 
 class _Callbacks(pygit2.RemoteCallbacks):
-    """Hands the credentials to libgit2 once, and records references the remote refused."""
+    """Hands the credentials to libgit2 once (it asks again only when the remote refused them),
+    and records the references the remote refused to update."""
 
     def __init__(self, credentials: GitCredentials | None) -> None:
         super().__init__()
@@ -87,7 +89,7 @@ class _Callbacks(pygit2.RemoteCallbacks):
             raise _CredentialsRefused("the remote asks for credentials and none were given")
         if not allowed_types & pygit2.enums.CredentialType.USERPASS_PLAINTEXT:
             raise _CredentialsRefused("the remote asks for another kind of credentials than a user and token")
-        if self._asked > 2:
+        if self._asked > 1:  # libgit2 keeps what it was given: asking again means a refusal
             raise _CredentialsRefused("the remote refused the credentials")
         return pygit2.UserPass(self._given.username, self._given.secret)
 
@@ -100,8 +102,6 @@ def _scrub(text: str, credentials: GitCredentials | None) -> str:
     """A message with URLs redacted and the secret (as written or URL-encoded) replaced."""
     text = _redact(text)
     if credentials is not None and credentials.secret:
-        from urllib.parse import quote
-
         for form in {credentials.secret, quote(credentials.secret, safe="")}:
             text = text.replace(form, "***")
     return text
