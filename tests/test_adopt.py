@@ -558,7 +558,9 @@ def remote(tmp_path: Path) -> tuple[Path, str]:
     work = copy_example(tmp_path / "work")
     base = git_init(work)
     bare = tmp_path / "remote.git"
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True, capture_output=True)
+    bare.mkdir()
+    git(bare, "init", "-q", "--bare", "-b", "main")
+    git(work, "push", "-q", str(bare), "main")
     return bare, base
 
 
