@@ -11,7 +11,7 @@ cache warm from loading the base revision) and building the commit on the bare c
 with the original line by line: the changed lines per drifted field should be 1. Figures are
 printed beside their targets, never asserted.
 
-Run from the repo root: `python bench/bench_drift_pr.py` (about 20 s on 2 cores).
+Run from the repo root: `python bench/bench_drift_pr.py` (about 5 s on 2 cores).
 """
 
 from __future__ import annotations
