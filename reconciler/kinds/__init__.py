@@ -1,8 +1,9 @@
 """The kinds of resource fleet manages, one module each, and the registry that finds them.
 
 Everything that depends on the kind of a resource (its provider, diff, applied and converged
-fields, ordering and description) is asked of its `Kind` here; nothing else tests model types
-or matches address prefixes. A new kind is one module and one line in `KINDS`.
+fields, ordering, description, and where its drifted fields live in its spec) is asked of its
+`Kind` here; nothing else tests model types or matches address prefixes. A new kind is one
+module and one line in `KINDS`.
 """
 
 from __future__ import annotations

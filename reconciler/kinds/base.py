@@ -3,7 +3,8 @@
 A `Kind` says which provider observes and changes its resources, how its desired documents
 compare with what was observed and with what fleet last applied (its diff), which fields an
 action applied and which observed fields count as converged, which other resources it waits
-for in a plan's waves, and how it is described to people. The engine, the executor and the
+for in a plan's waves, how it is described to people, and which drifted fields a spec edit can
+adopt (the live value written back into the spec, for drift pull requests). The engine, the executor and the
 renderers ask the registry (`reconciler.kinds`) instead of testing types; adding a kind means
 writing one module and registering it there. Everything here is pure: no I/O, no clock.
 """
@@ -21,7 +22,32 @@ from reconciler.plan.findings import KindDiff
 from reconciler.plan.graph import Edge
 from reconciler.plan.model import PlanEntry
 from reconciler.spec import models
+from reconciler.spec.diagnostics import YamlPath
 from reconciler.state import Applied
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpecChange:
+    """Write `value` at `path` of a document (from its root: `("spec", "power")`) to adopt a live
+    value; `reconciler.spec.edit.REMOVE` deletes the key. `quantity` marks a Kubernetes quantity
+    (written in the spec's own unit). `what` names the part of a plan field it adopts when the
+    field stands for several values (`label zone`), else ""."""
+
+    path: YamlPath
+    value: Any
+    quantity: bool = False
+    what: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Inexpressible:
+    """A drifted value no spec edit can adopt, with the one-line reason a drift PR shows."""
+
+    reason: str
+    what: str = ""
+
+
+Adoption = SpecChange | Inexpressible
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,3 +147,9 @@ class Kind:
     def observed_detail(self, fields: Mapping[str, Any]) -> str:
         """The few live fields worth a column in an observation listing."""
         return ""
+
+    def adopt(self, document: models.Document, field: str, live: Any) -> list[Adoption]:
+        """The spec changes that make the plan field `field` of `document` take its `live` value
+        (the value a drift entry reports), or why that cannot be expressed in the spec. One plan
+        field may stand for several values (a Node's labels): one entry each."""
+        return [Inexpressible(f"fleet reports no drift of {self.name} fields")]

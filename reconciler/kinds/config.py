@@ -32,6 +32,18 @@ Configured = models.Machine | models.VirtualMachine
 VERSION_FIELD = "config.version"
 """The plan field that carries a configuration's version when it changes (recorded as applied)."""
 
+CONFIG_NOT_ADOPTABLE = (
+    "configuration drift is a change on the host itself (files, packages, services); adopt it by"
+    " changing the playbooks, roles or spec.config.vars by hand"
+)
+"""Why no spec edit adopts a configuration finding (`config`, `config/TASK`, `config.version`)."""
+
+
+def is_config_field(field: str) -> bool:
+    """Whether a plan field is one of the configuration's rather than the resource's own."""
+    return field in ("config", VERSION_FIELD) or field.startswith("config/")
+
+
 _MAX_DIFF_LINES = 30  # per task: a new file's whole content is its diff
 _MAX_DETAIL_LINES = 200
 

@@ -16,10 +16,13 @@ from datetime import datetime
 from typing import Any
 
 from providers.base import Action, Observation, ObservationState, Observed
-from reconciler.kinds.base import DiffInputs, Kind
+from reconciler.kinds.base import Adoption, DiffInputs, Inexpressible, Kind, SpecChange
 from reconciler.plan.findings import KindDiff, index_observations, unknown_entry
 from reconciler.plan.model import FieldDiff, Finding, ObservedState, PlanEntry, spec_hash
 from reconciler.spec import models
+from reconciler.spec.diagnostics import YamlPath
+from reconciler.spec.edit import REMOVE
+from reconciler.spec.quantity import QuantityError, quantity_value
 
 KUBE_FIELDS: tuple[str, ...] = ("cluster", "objects", "nodes")
 """The observed fields a plan rests on (and fingerprints)."""
@@ -179,8 +182,86 @@ def applied_kube_fields(document: models.Document, entry: PlanEntry) -> dict[str
     return applied
 
 
+# --- adopting drift ------------------------------------------------------------------------
+
+_INVENTORY_FIELDS = frozenset({"objects", "cluster", "prune"})
+
+
+def spec_object_key(obj: Mapping[str, Any]) -> str:
+    """`{apiVersion}/{kind}/{namespace or '_'}/{name}` of an object written in a spec: the key the
+    provider's inventory and plan fields name it by."""
+    meta = obj.get("metadata") or {}
+    return f"{obj.get('apiVersion')}/{obj.get('kind')}/{meta.get('namespace') or '_'}/{meta.get('name')}"
+
+
+def split_object_key(key: str) -> tuple[str, str, str, str] | None:
+    """(apiVersion, kind, namespace or '_', name) of an object key, or None."""
+    parts = key.split("/")
+    if len(parts) not in (4, 5) or not all(parts):
+        return None
+    *version, kind, namespace, name = parts
+    return "/".join(version), kind, namespace, name
+
+
+def resource_change(at: YamlPath, written: Mapping[str, str], resource: str, live: Any) -> Adoption:
+    """Adopt one resource of a resource list (quota, queue, limits) at `at`: its live quantity,
+    or its removal when it is gone live."""
+    what = f"{at[-1]} {resource}"
+    if live is None:
+        if resource in written:
+            return SpecChange((*at, resource), REMOVE, what=what)
+        return Inexpressible(f"{resource} is set neither live nor in the spec", what=what)
+    if isinstance(live, bool) or not isinstance(live, str | int):
+        return Inexpressible(f"the live value {live!r} is not a quantity", what=what)
+    try:
+        quantity_value(str(live))
+    except QuantityError:
+        return Inexpressible(f"the live value {live!r} is not a quantity", what=what)
+    return SpecChange((*at, resource), live, quantity=True, what=what)
+
+
+def _whole_object(key: str, live: Any) -> Inexpressible:
+    if live is None:
+        return Inexpressible(
+            f"{key} was deleted from the cluster; to adopt that, remove what renders it from the spec by hand"
+        )
+    return Inexpressible(f"{key} differs in a way the plan does not name field by field; compare it by hand")
+
+
 class KubernetesKind(Kind):
     """A kind whose resources are objects fleet applies to a Kubernetes cluster."""
+
+    def adopt(self, document: models.Document, field: str, live: Any) -> list[Adoption]:
+        """Node fields (`node/NAME`) and object fields (`KEY PATH`, as the plan names them)."""
+        if field in _INVENTORY_FIELDS:
+            return [Inexpressible(f"{field!r} is fleet's inventory of what it applied, not a spec field")]
+        if field.startswith("node/"):
+            node = field.removeprefix("node/")
+            if not isinstance(live, Mapping):
+                return [
+                    Inexpressible(
+                        f"Node {node} is gone from the cluster; to adopt that,"
+                        " remove it from the spec by hand"
+                    )
+                ]
+            return self.adopt_node(document, node, live)
+        key, _, path = field.partition(" ")
+        parsed = split_object_key(key)
+        if parsed is None:
+            return [Inexpressible(f"{field!r} names no object fleet applies")]
+        if not path:
+            return [_whole_object(key, live)]
+        if parsed[:2] == ("v1", "Secret"):
+            return [Inexpressible(f"{key} is a Secret: its data is never written into the fleet repo")]
+        return self.adopt_object(document, key, path, live)
+
+    def adopt_node(self, document: models.Document, node: str, live: Mapping[str, Any]) -> list[Adoption]:
+        """What the Node's drift (labels, missing and stale taints, cordon) adopts."""
+        return [Inexpressible(f"{self.name} sets nothing on Nodes")]
+
+    def adopt_object(self, document: models.Document, key: str, path: str, live: Any) -> list[Adoption]:
+        """What the drift of one leaf (`path`, dotted) of an applied object adopts."""
+        return [Inexpressible(f"{path} of {key} is rendered by fleet, not written in the spec")]
 
     def diff(self, documents: Sequence[models.Document], observed: Observed, inputs: DiffInputs) -> KindDiff:
         return diff_kubernetes(

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from providers.base import Action, Observation, ObservationState, Observed
-from reconciler.kinds.base import DiffInputs, Kind
+from reconciler.kinds.base import Adoption, DiffInputs, Inexpressible, Kind, SpecChange
 from reconciler.plan.findings import (
     KindDiff,
     drift_entries,
@@ -24,9 +24,18 @@ from reconciler.plan.findings import (
 )
 from reconciler.plan.model import FieldDiff, Finding, ObservedState, PlanEntry
 from reconciler.spec import models
+from reconciler.spec.diagnostics import YamlPath
 
 MACHINE_FIELDS: tuple[str, ...] = ("power", "bootDevice", "bootPersistent")
 """The live fields of a Machine that fleet manages (and compares for drift)."""
+
+ADOPTABLE_FIELDS: Mapping[str, YamlPath] = {
+    "power": ("spec", "power"),
+    "bootDevice": ("spec", "bootDevice"),
+    "bootPersistent": ("spec", "bootPersistent"),
+}
+"""Where each drift-reportable Machine field lives in the spec: a drift PR writes the live value
+there. The BMC reports them in the spec's own terms (on/off, disk/network/cdrom/bios)."""
 
 _FIELDS_OF_ACTION = {
     Action.POWER_ON: ("power",),
@@ -168,6 +177,17 @@ class MachineKind(Kind):
     def what(self, document: models.Document) -> str:
         assert isinstance(document, models.Machine)
         return f"{document.spec.role}, power {document.spec.power}"
+
+    def adopt(self, document: models.Document, field: str, live: Any) -> list[Adoption]:
+        path = ADOPTABLE_FIELDS.get(field)
+        if path is None:
+            return [
+                Inexpressible(
+                    f"{field!r} is not a Machine field fleet manages ({', '.join(ADOPTABLE_FIELDS)});"
+                    " hardware is observed, never enforced"
+                )
+            ]
+        return [SpecChange(path, live)]
 
     def observed_detail(self, fields: Mapping[str, Any]) -> str:
         if "bootDevice" not in fields:

@@ -15,7 +15,7 @@ from typing import Any
 
 from providers.base import Action, Observation, ObservationState, Observed
 from reconciler.errors import PermanentError
-from reconciler.kinds.base import DiffInputs, Kind
+from reconciler.kinds.base import Adoption, DiffInputs, Inexpressible, Kind, SpecChange
 from reconciler.plan.findings import (
     KindDiff,
     drift_entries,
@@ -26,10 +26,27 @@ from reconciler.plan.findings import (
 from reconciler.plan.graph import Edge
 from reconciler.plan.model import FieldDiff, Finding, ObservedState, PlanEntry, action_name
 from reconciler.spec import models
+from reconciler.spec.diagnostics import YamlPath
 from reconciler.spec.quantity import quantity_value
 
 VM_FIELDS: tuple[str, ...] = ("host", "power", "vcpus", "memory", "autostart", "disks", "networks")
 """The live fields of a VirtualMachine that fleet manages (and compares for drift)."""
+
+ADOPTABLE_FIELDS: Mapping[str, YamlPath] = {
+    "host": ("spec", "host"),
+    "power": ("spec", "power"),
+    "vcpus": ("spec", "vcpus"),
+    "memory": ("spec", "memory"),
+    "autostart": ("spec", "autostart"),
+}
+"""Where each drift-reportable VM field lives in the spec. The hypervisor reports memory as a
+canonical quantity; it is written in the unit the spec uses (`48Gi`, or `49152Mi` beside `32768Mi`)."""
+
+NOT_ADOPTABLE_FIELDS: Mapping[str, str] = {
+    "disks": "the live disk list names disks and pools only (no size, no image); edit spec.disks by hand",
+    "networks": "fleet does not hot-plug interfaces, and the live list cannot say which spec entry moved;"
+    " edit spec.networks by hand",
+}
 
 _CONFIG_FIELDS: tuple[str, ...] = (
     "configVcpus",
@@ -497,6 +514,18 @@ class VirtualMachineKind(Kind):
         assert isinstance(document, models.VirtualMachine)
         spec = document.spec
         return f"{spec.vcpus} vCPU, {spec.memory}, power {spec.power}"
+
+    def adopt(self, document: models.Document, field: str, live: Any) -> list[Adoption]:
+        if field in NOT_ADOPTABLE_FIELDS:
+            return [Inexpressible(NOT_ADOPTABLE_FIELDS[field])]
+        path = ADOPTABLE_FIELDS.get(field)
+        if path is None:
+            return [Inexpressible(f"{field!r} is not a VirtualMachine field fleet manages")]
+        if field == "power" and live not in ("on", "off"):
+            return [
+                Inexpressible(f"the domain is {live}; a spec asks for on or off, so decide which by hand")
+            ]
+        return [SpecChange(path, live, quantity=field == "memory")]
 
     def observed_detail(self, fields: Mapping[str, Any]) -> str:
         if "host" not in fields:

@@ -1,29 +1,143 @@
-"""Read a fleet repo from Git's object database at a revision, without a checkout.
+"""Read a fleet repo from Git's object database at a revision, without a checkout, and write
+commits onto branches of it (drift pull requests), again without a working tree.
 
 A local path is opened in place; a URL (file://, https://, ssh://, user@host:path)
 is cloned once into the cache and fetched on later uses. Every pygit2 error is
-mapped to `SourceError` here: nothing from pygit2 reaches the caller.
+mapped here to fleet's errors (`SourceError` when reading, `TemporaryError` or
+`PermanentError` when pushing): nothing from pygit2 reaches the caller. Credentials
+are passed in as values and never appear in a message: URLs are redacted and the
+secret itself is scrubbed from whatever libgit2 says.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import posixpath
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import pygit2
 
-from reconciler.errors import SourceError, UsageError
+from reconciler.errors import FleetError, PermanentError, SourceError, TemporaryError, UsageError
 from reconciler.source.snapshot import Snapshot, SourceFile, SourceProblem, is_yaml_path, stat_named, under
 
 _URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[^/\s:]+@[^/\s:]+:)", re.I)
 _MIRROR = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
 _LINK_MODE = pygit2.enums.FileMode.LINK
 _TREE_MODE = pygit2.enums.FileMode.TREE
+_BLOB_MODE = pygit2.enums.FileMode.BLOB
+# Where a push names the commit it sends: libgit2 pushes references, not bare commit ids.
+_PUSH_REF = "refs/fleet/push/"
+# Words of libgit2's messages that say a remote refused who we are (HTTP 401/403, SSH auth).
+_AUTH_WORDS = ("auth", "401", "403", "credential", "permission denied", "unauthorized", "forbidden")
+# Words that say the remote could not be reached now: worth trying again later.
+_NETWORK_WORDS = (
+    "timed out",
+    "timeout",
+    "connection refused",
+    "connection reset",
+    "could not resolve",
+    "failed to resolve",
+    "failed to connect",
+    "unreachable",
+    "502",
+    "503",
+    "504",
+    "early eof",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class GitCredentials:
+    """A user name and a password or token for an HTTPS remote, resolved by the caller from a
+    `credentialsRef`. Its repr hides the secret, and no message of this module ever holds it."""
+
+    username: str
+    secret: str = dataclasses.field(repr=False)
+
+    @classmethod
+    def token(cls, token: str, username: str = "x-access-token") -> GitCredentials:
+        """A forge's access token: GitHub takes any user name with it (`x-access-token` by
+        convention), GitLab a token's with `oauth2`."""
+        return cls(username, token)
+
+
+class _CredentialsRefused(Exception):
+    """The remote asked again after being given the credentials (or none were given)."""
+
+
+class _Callbacks(pygit2.RemoteCallbacks):
+    """Hands the credentials to libgit2 once (it asks again only when the remote refused them),
+    and records the references the remote refused to update."""
+
+    def __init__(self, credentials: GitCredentials | None) -> None:
+        super().__init__()
+        self._given = credentials
+        self._asked = 0
+        self.refused: dict[str, str] = {}
+
+    def credentials(
+        self, url: str, username_from_url: str | None, allowed_types: pygit2.enums.CredentialType
+    ) -> pygit2.UserPass:
+        self._asked += 1
+        if self._given is None:
+            raise _CredentialsRefused("the remote asks for credentials and none were given")
+        if not allowed_types & pygit2.enums.CredentialType.USERPASS_PLAINTEXT:
+            raise _CredentialsRefused("the remote asks for another kind of credentials than a user and token")
+        if self._asked > 1:  # libgit2 keeps what it was given: asking again means a refusal
+            raise _CredentialsRefused("the remote refused the credentials")
+        return pygit2.UserPass(self._given.username, self._given.secret)
+
+    def push_update_reference(self, refname: str, message: str | None) -> None:
+        if message:
+            self.refused[refname] = message
+
+
+def _scrub(text: str, credentials: GitCredentials | None) -> str:
+    """A message with URLs redacted and the secret (as written or URL-encoded) replaced."""
+    text = _redact(text)
+    if credentials is not None and credentials.secret:
+        for form in {credentials.secret, quote(credentials.secret, safe="")}:
+            text = text.replace(form, "***")
+    return text
+
+
+def _shown(location: str) -> str:
+    return _redact(location) if is_url(location) else location
+
+
+def _remote_error(
+    action: str, location: str, exc: Exception, credentials: GitCredentials | None
+) -> FleetError:
+    """A libgit2 failure talking to a remote as fleet's error: refused credentials and other
+    refusals are permanent, an unreachable remote temporary."""
+    said = _scrub(" ".join(str(exc).split()), credentials) or type(exc).__name__
+    where = _shown(location)
+    lowered = said.lower()
+    if isinstance(exc, _CredentialsRefused) or any(word in lowered for word in _AUTH_WORDS):
+        return PermanentError(
+            f"cannot {action} {where}: the remote refused the credentials ({said})",
+            hint="check the user and token the credentialsRef names, and that they may push there",
+        )
+    if any(word in lowered for word in _NETWORK_WORDS):
+        return TemporaryError(
+            f"cannot {action} {where}: {said}",
+            delay=30.0,
+            hint="the remote could not be reached; it is tried again",
+        )
+    if "non-fastforward" in lowered or "not fast-forward" in lowered:
+        return PermanentError(
+            f"cannot {action} {where}: the branch moved on and the commit does not follow it ({said})",
+            hint="push with force to replace the branch, or build the commit on the branch's head",
+        )
+    return PermanentError(
+        f"cannot {action} {where}: {said}", hint="check the URL and the remote's rules for the branch"
+    )
 
 
 def is_url(location: str) -> bool:
@@ -46,10 +160,13 @@ def _redact(url: str) -> str:
     return re.sub(r"//[^/@]*@", "//***@", url)
 
 
-def open_repository(location: str, cache_dir: Path) -> pygit2.Repository:
-    """Open a local repository, or clone/fetch a URL into the cache."""
+def open_repository(
+    location: str, cache_dir: Path, credentials: GitCredentials | None = None
+) -> pygit2.Repository:
+    """Open a local repository, or clone/fetch a URL into the cache (with `credentials` when the
+    remote asks for them)."""
     if is_url(location):
-        return _mirror(location, cache_dir)
+        return _mirror(location, cache_dir, credentials)
     path = Path(location)
     stat_named(path, f"no such repository: {location}", "pass a path to a Git repository or a URL")
     try:
@@ -63,11 +180,16 @@ def open_repository(location: str, cache_dir: Path) -> pygit2.Repository:
         raise SourceError(f"cannot open repository {location}: {exc}") from exc
 
 
-def _mirror(url: str, cache_dir: Path) -> pygit2.Repository:
+def _mirror_paths(url: str, cache_dir: Path) -> tuple[Path, Path]:
+    """The bare clone of a URL in the cache, and the lock file that guards it."""
     name = hashlib.sha256(url.encode()).hexdigest()[:20]
-    target = cache_dir / "repos" / f"{name}.git"
+    return cache_dir / "repos" / f"{name}.git", cache_dir / "repos" / f"{name}.lock"
+
+
+def _mirror(url: str, cache_dir: Path, credentials: GitCredentials | None = None) -> pygit2.Repository:
+    target, lock = _mirror_paths(url, cache_dir)
     try:
-        return _fetch_into(url, target, cache_dir / "repos" / f"{name}.lock")
+        return _fetch_into(url, target, lock, credentials)
     except OSError as exc:
         raise SourceError(
             f"cannot keep a clone of {_redact(url)} in {cache_dir / 'repos'}: {exc.strerror}",
@@ -75,20 +197,22 @@ def _mirror(url: str, cache_dir: Path) -> pygit2.Repository:
         ) from None
 
 
-def _fetch_into(url: str, target: Path, lock: Path) -> pygit2.Repository:
+def _fetch_into(
+    url: str, target: Path, lock: Path, credentials: GitCredentials | None = None
+) -> pygit2.Repository:
     with _locked(lock):
         try:
             if (target / "HEAD").exists():
                 repo = pygit2.Repository(str(target))
             else:
-                repo = pygit2.clone_repository(url, str(target), bare=True)
-            repo.remotes["origin"].fetch(_MIRROR)
+                repo = pygit2.clone_repository(url, str(target), bare=True, callbacks=_Callbacks(credentials))
+            repo.remotes["origin"].fetch(_MIRROR, callbacks=_Callbacks(credentials))
             return repo
-        except (pygit2.GitError, KeyError, ValueError, OSError) as exc:
+        except (pygit2.GitError, KeyError, ValueError, OSError, _CredentialsRefused) as exc:
             raise SourceError(
-                f"cannot fetch {_redact(url)}: {exc}",
-                hint="check the URL, the network and the credentials of your Git client",
-            ) from exc
+                f"cannot fetch {_redact(url)}: {_scrub(str(exc), credentials)}",
+                hint="check the URL, the network and the credentials",
+            ) from None
 
 
 def resolve(repo: pygit2.Repository, revision: str) -> pygit2.Commit:
@@ -300,3 +424,160 @@ def changed_paths(location: str, rev_a: str, rev_b: str, cache_dir: Path) -> set
         changed.add(delta.old_file.path)
         changed.add(delta.new_file.path)
     return changed
+
+
+# --- writing: a commit on a branch, without a working tree -----------------------------------
+
+
+def _repo_path(directory: str, path: str) -> str:
+    """A path of the fleet repo as Git names it in the whole repository (under `directory`)."""
+    parts = path.replace("\\", "/").split("/")
+    if path.startswith("/") or any(p in ("", ".", "..") for p in parts) or ".git" in parts:
+        raise UsageError(
+            f"{path!r} is not a file path inside the fleet repo",
+            hint="give paths relative to the fleet repo, as its snapshot lists them",
+        )
+    return f"{directory}/{path}" if directory else path
+
+
+def commit_files(
+    location: str,
+    base: str,
+    files: Mapping[str, str | None],
+    message: str,
+    author_name: str,
+    author_email: str,
+    cache_dir: Path,
+    *,
+    directory: str = "",
+    credentials: GitCredentials | None = None,
+) -> str:
+    """The id of a new commit whose parent is `base` (a revision) and whose tree is base's with
+    `files` replaced (text, written as UTF-8) or deleted (None). Paths are relative to the fleet
+    repo, inside `directory` of the repository (a monorepo, as `snapshot_at` reads it).
+
+    Nothing is checked out and no reference moves: the commit exists only in the object
+    database (the cache's clone for a URL) until `push_branch` sends it. A file's mode is kept;
+    a path that is a symlink or a directory at base is refused."""
+    repo = open_repository(location, cache_dir, credentials)
+    parent = resolve(repo, base)
+    prefix = _directory(directory)
+    where = f"{_shown(location)}@{base}"
+    try:
+        index = pygit2.Index()
+        index.read_tree(parent.tree)
+        for path, text in sorted(files.items()):
+            name = _repo_path(prefix, path)
+            existing = index[name] if name in index else None  # noqa: SIM401 (Index has no get)
+            if existing is None and any(e.path.startswith(name + "/") for e in index):
+                raise PermanentError(f"{path} is a directory at {where}", hint="write files, not directories")
+            if existing is not None and existing.mode == _LINK_MODE:
+                raise PermanentError(
+                    f"{path} is a symlink at {where}", hint="edit the file it points to instead"
+                )
+            if text is None:
+                if existing is None:
+                    raise PermanentError(f"cannot delete {path}: there is no such file at {where}")
+                index.remove(name)
+                continue
+            blob = repo.create_blob(text.encode("utf-8"))
+            index.add(pygit2.IndexEntry(name, blob, existing.mode if existing is not None else _BLOB_MODE))
+        tree = index.write_tree(repo)
+        signature = pygit2.Signature(author_name, author_email)
+        commit = repo.create_commit(None, signature, signature, message, tree, [parent.id])
+    except (pygit2.GitError, ValueError, OSError) as exc:
+        raise PermanentError(f"cannot write a commit on {where}: {exc}") from None
+    return str(commit)
+
+
+def push_branch(
+    location: str,
+    branch: str,
+    commit: str,
+    *,
+    force: bool,
+    credentials: GitCredentials | None = None,
+    cache_dir: Path,
+) -> None:
+    """Point `refs/heads/<branch>` of the repository at `location` at `commit` (built by
+    `commit_files` on the same location and cache). A URL is pushed to, with `credentials` when
+    the remote asks for them; a local path (a bare repository) is updated in place. Without
+    `force` only a fast-forward is allowed; with it the branch is replaced (a drift branch is
+    force-updated as the drift changes). Refused credentials, a refused or non-fast-forward
+    update and a protected branch are PermanentErrors; an unreachable remote a TemporaryError."""
+    ref = f"refs/heads/{branch}"
+    if not pygit2.reference_is_valid_name(ref):
+        raise UsageError(f"{branch!r} is not a valid branch name", hint="e.g. fleet/drift/nyc1")
+    if is_url(location):
+        _push_remote(location, ref, commit, force, credentials, cache_dir)
+    else:
+        _update_local(location, ref, commit, force, cache_dir)
+
+
+def _commit_in(repo: pygit2.Repository, commit: str, where: str) -> pygit2.Oid:
+    try:
+        found = repo[commit]
+    except (KeyError, ValueError):
+        found = None
+    if not isinstance(found, pygit2.Commit):
+        raise PermanentError(
+            f"commit {commit} is not in {where}",
+            hint="build it with commit_files on the same location and cache directory first",
+        )
+    return found.id
+
+
+def _push_remote(
+    url: str, ref: str, commit: str, force: bool, credentials: GitCredentials | None, cache_dir: Path
+) -> None:
+    target, lock = _mirror_paths(url, cache_dir)
+    if not (target / "HEAD").exists():
+        raise PermanentError(
+            f"there is no copy of {_redact(url)} in {cache_dir / 'repos'}",
+            hint="build the commit with commit_files on the same location and cache directory first",
+        )
+    with _locked(lock):
+        try:
+            repo = pygit2.Repository(str(target))
+        except pygit2.GitError as exc:
+            raise SourceError(f"cannot open the copy of {_redact(url)}: {exc}") from None
+        oid = _commit_in(repo, commit, f"the copy of {_redact(url)}")
+        source = _PUSH_REF + ref.removeprefix("refs/heads/")
+        callbacks = _Callbacks(credentials)
+        try:
+            repo.references.create(source, oid, force=True)
+            repo.remotes["origin"].push([f"{'+' if force else ''}{source}:{ref}"], callbacks=callbacks)
+        except (pygit2.GitError, KeyError, ValueError, OSError, _CredentialsRefused) as exc:
+            raise _remote_error(f"push {ref} to", url, exc, credentials) from None
+        finally:
+            with contextlib.suppress(pygit2.GitError, KeyError):
+                repo.references.delete(source)
+        if ref in callbacks.refused:
+            raise PermanentError(
+                f"{_redact(url)} refused {ref}: {_scrub(callbacks.refused[ref], credentials)}",
+                hint="check the remote's rules for the branch (protection, hooks)",
+            )
+        repo.references.create(ref, oid, force=True)  # the copy mirrors the remote's branches
+
+
+def _update_local(location: str, ref: str, commit: str, force: bool, cache_dir: Path) -> None:
+    repo = open_repository(location, cache_dir)
+    oid = _commit_in(repo, commit, location)
+    try:
+        current = repo.references.get(ref)
+        if current is not None and not force:
+            old = current.peel(pygit2.Commit).id
+            if old != oid and not repo.descendant_of(oid, old):
+                raise PermanentError(
+                    f"cannot update {ref} of {location}: the branch moved on and {commit[:12]}"
+                    " does not follow it",
+                    hint="push with force to replace the branch, or build the commit on the branch's head",
+                )
+        if not repo.is_bare and not repo.head_is_unborn and repo.head.name == ref:
+            raise PermanentError(
+                f"cannot update {ref} of {location}: it is checked out there",
+                hint="push to a bare repository, or to a branch that is not checked out",
+            )
+        repo.create_reference_direct(ref, oid, True, message=f"fleet: {ref} -> {commit[:12]}")
+    except (pygit2.GitError, KeyError, ValueError, OSError) as exc:
+        raise PermanentError(f"cannot update {ref} of {location}: {exc}") from None

@@ -597,6 +597,24 @@ class Locator:
         return best
 
 
+def compose_documents(path: str, text: str, *, fast: bool = False) -> tuple[list[Node], Diagnostic | None]:
+    """The composed nodes of every document of a file's text, with their exact positions (start
+    and end marks, in characters), as the reference loader reads them: what the spec editor edits by.
+
+    With `fast`, ruamel's C parser (libyaml, about six times faster) composes the text when it
+    accepts it; the positions, styles and structure are the same, but a plain scalar's style is
+    "" (None from the reference) and nodes do not carry their anchor (the text at their start
+    does: `&name`). Values are never constructed from these nodes: the loader reads them."""
+    if fast:
+        try:
+            # ruamel.yaml.clib's CParser when installed, else the pure parser; one per call, as
+            # a YAML instance keeps the state of the stream it reads.
+            return list(YAML(typ="safe").compose_all(text)), None
+        except Exception:  # libyaml refuses what the reference may accept: ask the reference
+            pass
+    return _compose(path, text)
+
+
 def locate(data: bytes, doc_index: int | None, field_path: YamlPath) -> tuple[int, int]:
     """Line and column (1-based) of a field of a document, or of its nearest existing parent."""
     return Locator(data)(doc_index, field_path)
