@@ -19,6 +19,7 @@ import json
 import math
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -197,6 +198,7 @@ class _ForgeServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
+        self._connections: set[socket.socket] = set()
 
     # lifecycle
 
@@ -208,6 +210,16 @@ class _ForgeServer:
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._connections.discard(self.connection)
+                super().finish()
 
             def _any(self) -> None:
                 server._serve(self)
@@ -225,6 +237,12 @@ class _ForgeServer:
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+        with self._lock:
+            # Kept-alive connections end with the server, as they would if it went away.
+            for connection in list(self._connections):
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+            self._connections.clear()
         if self._thread is not None:
             self._thread.join(5)
 
