@@ -29,7 +29,7 @@ from reconciler.cli.common import (
 )
 from reconciler.settings import process_environment
 from reconciler.vcs.comment import STATUS_CONTEXT, comment_on_pull_request
-from reconciler.vcs.context import Vcs, forge_for, pull_request
+from reconciler.vcs.context import Vcs, forge_for, project_of, pull_request, token_of
 
 pr_app = typer.Typer(
     help="Pull requests: plan one and keep its sticky comment and status.", no_args_is_help=True
@@ -124,3 +124,88 @@ def _vcs(value: str | None) -> Vcs | None:
     if value == "gitlab":
         return "gitlab"
     return None
+
+
+@app.command("drift-report")
+def drift_report(
+    repo: Annotated[
+        str, typer.Option("--repo", metavar="PATH_OR_URL", help="The fleet repo's Git repository.")
+    ] = ".",
+    branch: Annotated[
+        str, typer.Option("--branch", metavar="BRANCH", help="The branch fleet applies (the PRs' base).")
+    ] = "main",
+    directory: DirOpt = None,
+    vcs: Annotated[
+        str | None, typer.Option("--vcs", metavar="github|gitlab", help="The forge (default: from CI).")
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", metavar="OWNER/NAME", help="The project (default: from CI).")
+    ] = None,
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace", metavar="MINUTES", min=0, help="Report drift only once it has lasted this long."
+        ),
+    ] = 60.0,
+    as_issue: Annotated[
+        bool, typer.Option("--as-issue", help="A tracking issue per site instead of a pull request.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be reported; push and call nothing.")
+    ] = False,
+    lab: LabOpt = False,
+    state: StateOpt = None,
+    cache_dir: CacheOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Keep one drift pull request per site for drift older than --grace: a branch
+    `fleet/drift/SITE` whose commit edits the specs to the live values (only those lines; the
+    result validates), updated as drift changes, closed when it is gone. Merging adopts the
+    drift; closing lets enforcement revert enforced fields. Pushes with FLEET_VCS_TOKEN."""
+    if vcs not in (None, "github", "gitlab"):
+        raise typer.BadParameter("github or gitlab", param_hint="--vcs")
+
+    def work() -> None:
+        from datetime import timedelta
+
+        from reconciler.source.git import GitCredentials
+        from reconciler.vcs.drift import report_drift
+
+        environment = process_environment()
+        settings = settings_of(cache_dir=cache_dir, state=state, lab=lab)
+        forge = None
+        credentials = None
+        if not dry_run:
+            where = project_of(environment, vcs=_vcs(vcs), project=project)
+            forge = forge_for(where, settings, environment)
+            token = token_of(where, settings, environment)
+            if token:
+                credentials = GitCredentials.token(
+                    token, "x-access-token" if where.vcs == "github" else "oauth2"
+                )
+        try:
+            with engine_for(settings, store=True) as engine:
+                reports = report_drift(
+                    engine,
+                    repo,
+                    branch,
+                    directory=directory,
+                    forge=forge,
+                    credentials=credentials,
+                    grace=timedelta(minutes=grace),
+                    as_issue=as_issue,
+                )
+        finally:
+            if forge is not None:
+                forge.close()
+        for report in reports:
+            where_to = f" {report.url}" if report.url else ""
+            typer.echo(
+                f"{report.scope}: {report.action}{where_to} ({report.fields} drifted fields,"
+                f" {report.adopted} adopted in the specs)"
+            )
+
+    guard(work)
+    if not quiet:
+        err().print("done")

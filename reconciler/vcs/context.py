@@ -141,13 +141,49 @@ def _gitlab(environment: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def project_of(
+    environment: Mapping[str, str], *, vcs: Vcs | None = None, project: str | None = None
+) -> PullRequestRef:
+    """The forge and project of this CI job (no pull request needed): for drift reports."""
+    found: dict[str, Any] = {}
+    if vcs in (None, "github") and environment.get("GITHUB_REPOSITORY"):
+        server = environment.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+        name = environment["GITHUB_REPOSITORY"]
+        found = {
+            "vcs": "github",
+            "project": name,
+            "api_url": environment.get("GITHUB_API_URL"),
+            "web_url": f"{server}/{name}",
+        }
+    elif vcs in (None, "gitlab") and environment.get("CI_PROJECT_PATH"):
+        found = {
+            "vcs": "gitlab",
+            "project": environment["CI_PROJECT_PATH"],
+            "api_url": environment.get("CI_API_V4_URL"),
+            "web_url": environment.get("CI_PROJECT_URL"),
+        }
+    values = {**found, **{k: v for k, v in {"vcs": vcs, "project": project}.items() if v}}
+    if not values.get("vcs") or not values.get("project"):
+        raise UsageError(
+            "which project? --vcs and --project not given and not found in the CI environment",
+            hint="e.g. --vcs github --project acme/fleet",
+        )
+    return PullRequestRef(number=0, base="", head="", **values)
+
+
+def token_of(pull: PullRequestRef, settings: Settings, environment: Mapping[str, str]) -> str | None:
+    """The token fleet uses on `pull`'s forge (for Git pushes too), None when there is none."""
+    if settings.vcs_token is not None:
+        return settings.vcs_token.get_secret_value()
+    return environment.get("GITHUB_TOKEN" if pull.vcs == "github" else "GITLAB_TOKEN") or None
+
+
 def forge_for(pull: PullRequestRef, settings: Settings, environment: Mapping[str, str]) -> Forge:
     """The forge client of `pull`'s project, with fleet's credentials: FLEET_VCS_TOKEN, else the
     CI's own token (GITHUB_TOKEN, GITLAB_TOKEN); on GitHub, a GitHub App installation when
     FLEET_GITHUB_APP_ID, FLEET_GITHUB_APP_KEY_FILE and FLEET_GITHUB_INSTALLATION_ID are set."""
     from reconciler.vcs import Secret, github, gitlab
 
-    given = settings.vcs_token.get_secret_value() if settings.vcs_token is not None else None
     if pull.vcs == "github":
         api = pull.api_url or settings.vcs_api_url or "https://api.github.com"
         if settings.github_app_id is not None:
@@ -168,14 +204,14 @@ def forge_for(pull: PullRequestRef, settings: Settings, environment: Mapping[str
                 installation_id=settings.github_installation_id,
                 base_url=api,
             )
-        token = given or environment.get("GITHUB_TOKEN")
+        token = token_of(pull, settings, environment)
         if not token:
             raise UsageError(
                 "no GitHub token: set FLEET_VCS_TOKEN (or GITHUB_TOKEN), or a GitHub App",
                 hint="in GitHub Actions: env: FLEET_VCS_TOKEN: ${{ secrets.GITHUB_TOKEN }}",
             )
         return github(pull.project, token=Secret(token), base_url=api)
-    token = given or environment.get("GITLAB_TOKEN")
+    token = token_of(pull, settings, environment)
     if not token:
         raise UsageError(
             "no GitLab token: set FLEET_VCS_TOKEN (or GITLAB_TOKEN) to an access token with the api scope",

@@ -1,0 +1,228 @@
+"""`fleet pr comment` and `fleet drift-report` against the lab and a local GitHub API server: one
+sticky comment across three pushes with the commit status, drift on the changed resources in it,
+a token in no output; a drift pull request opened, updated as drift grows and closed when the
+drift is fixed; and a merged one adopted, after which nothing is drifted or to change."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from controller_testing import MACHINE, bare_lab, power
+from fleet_testing import FLEET, commit_all, git, lab_control
+from forge_servers import GitHubServer, github_server
+
+pytestmark = pytest.mark.slow  # a lab suite: left out of `make test-quick`
+
+LAB_SUBNET = 91
+TOKEN = "ghp_canaryPRtoken0000000000000000000000000"
+OTHER = "nyc1-r01-05"  # no cluster or VM depends on it either
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    directory = tmp_path_factory.mktemp("pr")
+    with bare_lab(directory, LAB_SUBNET, "--transition-seconds", "0.1") as running:
+        yield {**running, "FLEET_STATE": str(directory / "state.db")}
+
+
+@pytest.fixture()
+def github() -> Iterator[GitHubServer]:
+    with github_server("acme", "fleet", token=TOKEN) as server:
+        yield server
+
+
+def _fleet(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([str(FLEET), *args], env=env, capture_output=True, text=True, timeout=300)
+    assert TOKEN not in done.stdout + done.stderr, "the token leaked into the output"
+    return done
+
+
+def _with_forge(lab: dict[str, str], github: GitHubServer) -> dict[str, str]:
+    return {**lab, "FLEET_VCS_TOKEN": TOKEN, "FLEET_VCS_API_URL": github.url}
+
+
+def _set(repo: Path, name: str, field: str, value: str) -> None:
+    """One field of one Machine, as a person edits it: that line only."""
+    for path in sorted((repo / "machines").glob("*/*.yaml")):
+        text = path.read_text()
+        documents = text.split("\n---\n")
+        for index, document in enumerate(documents):
+            if f"  name: {name}\n" in document:
+                lines = document.split("\n")
+                at = next(i for i, line in enumerate(lines) if line.startswith(f"  {field}: "))
+                lines[at] = f"  {field}: {value}"
+                documents[index] = "\n".join(lines)
+                path.write_text("\n---\n".join(documents))
+                return
+    raise AssertionError(f"no Machine {name}")
+
+
+def test_one_sticky_comment_across_three_pushes_with_drift_and_the_status(
+    lab: dict[str, str], github: GitHubServer
+) -> None:
+    repo = Path(lab["REPO"])
+    env = _with_forge(lab, github)
+    for name in (MACHINE, OTHER):
+        lab_control(lab, {"op": "set_power", "name": name, "power": "on"})
+    # What fleet applied, then someone powers MACHINE off by hand: drift the comment must show.
+    applied = _fleet(env, "apply", str(repo), "--lab", "--target", f"machine/{MACHINE}", "--yes")
+    assert applied.returncode == 0, applied.stderr
+    lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "off"})
+    main = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "turn-off")
+    number = github.add_pull("turn-off", "main")
+    comments, heads = [], []
+    try:
+        for push, (name, value) in enumerate(((OTHER, "off"), (MACHINE, "off"), (OTHER, "on"))):
+            _set(repo, name, "power", value)
+            head = commit_all(repo, f"push {push + 1}: {name} {value}")
+            heads.append(head)
+            github.forget()
+            done = _fleet(
+                env, "pr", "comment", "--vcs", "github", "--project", "acme/fleet", "--pr", str(number),
+                "--base", main, "--head", head, "--repo", str(repo), "--lab",
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            calls = github.calls()
+            comments.append(github.comments_on(number))
+            # A listing page, one write (plus, when it creates, the listing that guards a race), one status.
+            assert len(calls) <= (4 if push == 0 else 3), [(c.method, c.path) for c in calls]
+        assert [len(c) for c in comments] == [1, 1, 1]
+        assert len({c[0]["id"] for c in comments}) == 1, "one comment, edited in place"
+        first, second = comments[0][0]["body"], comments[1][0]["body"]
+        assert first.startswith("<!-- fleet:plan -->"), first
+        assert "Changes" in first and first.index("| check | result |") < first.index("Changes"), first
+        assert f"machine/{OTHER}" in first and "power-off" in first
+        assert f"! machine/{MACHINE}" in second and "drift" in second  # the hand-made change shows
+        for head in heads:
+            [status] = github.statuses[head]
+            assert (status["context"], status["state"]) == ("fleet/plan", "success"), status
+        assert all(TOKEN not in c[0]["body"] for c in comments)
+    finally:
+        git(repo, "checkout", "-q", "main")
+        lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "on"})
+
+
+def test_an_invalid_head_fails_the_status_with_links_and_a_dry_run_calls_nothing(
+    lab: dict[str, str], github: GitHubServer
+) -> None:
+    repo = Path(lab["REPO"])
+    env = _with_forge(lab, github)
+    main = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "typo")
+    try:
+        _set(repo, OTHER, "power", "of")
+        head = commit_all(repo, "a typo")
+        number = github.add_pull("typo", "main")
+        options = ["--vcs", "github", "--project", "acme/fleet", "--pr", str(number), "--base", main]
+        dry = _fleet(
+            env, "pr", "comment", *options, "--head", head, "--repo", str(repo), "--lab", "--dry-run"
+        )
+        assert dry.returncode == 0, dry.stderr
+        assert github.calls() == [] and "validation error" in dry.stdout
+        done = _fleet(env, "pr", "comment", *options, "--head", head, "--repo", str(repo), "--lab")
+        assert done.returncode == 0, done.stderr
+        [comment] = github.comments_on(number)
+        assert f"https://github.com/acme/fleet/blob/{head}/machines/nyc1/r01.yaml#L" in comment["body"]
+        [status] = github.statuses[head]
+        assert status["state"] == "failure" and "validation error" in status["description"]
+    finally:
+        git(repo, "checkout", "-q", "main")
+
+
+def _drift_report(env: dict[str, str], *extra: str) -> str:
+    done = _fleet(
+        env, "drift-report", "--repo", env["BARE"], "--branch", "main", "--vcs", "github",
+        "--project", "acme/fleet", "--grace", "0", "--lab", *extra,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _branch_diff(env: dict[str, str]) -> list[str]:
+    """The lines the drift branch changes, as `git diff` says."""
+    diff = git(Path(env["BARE"]), "diff", "--unified=0", "main", "fleet/drift/nyc1")
+    return [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+
+
+def test_a_drift_pull_request_is_opened_updated_as_drift_grows_and_closed_when_it_is_fixed(
+    lab: dict[str, str], github: GitHubServer
+) -> None:
+    env = _with_forge(lab, github)
+    repo = Path(lab["REPO"])
+    for name in (MACHINE, OTHER):
+        lab_control(lab, {"op": "set_power", "name": name, "power": "on"})
+    assert (
+        _fleet(
+            env,
+            "apply",
+            str(repo),
+            "--lab",
+            "--target",
+            f"machine/{MACHINE}",
+            "--target",
+            f"machine/{OTHER}",
+            "--yes",
+        ).returncode
+        == 0
+    )
+    try:
+        lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "off"})
+        assert _fleet(env, "drift", str(repo), "--lab").returncode == 0  # records when it was first seen
+        out = _drift_report(env)
+        assert "nyc1: opened" in out, out
+        [pull] = [i for i in github.issues.values() if i["pull"]]
+        assert pull["pull"]["head"] == "fleet/drift/nyc1" and pull["state"] == "open"
+        assert _branch_diff(env) == ["-  power: on", "+  power: off"]
+
+        lab_control(lab, {"op": "set_power", "name": OTHER, "power": "off"})
+        assert _fleet(env, "drift", str(repo), "--lab").returncode == 0
+        out = _drift_report(env)
+        assert "nyc1: updated" in out, out
+        [again] = [i for i in github.issues.values() if i["pull"]]
+        assert again["number"] == pull["number"] and f"machine/{OTHER}" in again["body"]
+        assert sorted(_branch_diff(env)) == ["+  power: off", "+  power: off", "-  power: on", "-  power: on"]
+
+        for name in (MACHINE, OTHER):
+            lab_control(lab, {"op": "set_power", "name": name, "power": "on"})
+        assert _fleet(env, "drift", str(repo), "--lab").returncode == 0  # resolves the findings
+        out = _drift_report(env)
+        assert "nyc1: closed" in out, out
+        [closed] = [i for i in github.issues.values() if i["pull"]]
+        assert closed["state"] == "closed"
+    finally:
+        for name in (MACHINE, OTHER):
+            lab_control(lab, {"op": "set_power", "name": name, "power": "on"})
+
+
+def test_a_merged_drift_pull_request_adopts_the_live_values(
+    lab: dict[str, str], github: GitHubServer
+) -> None:
+    env = _with_forge(lab, github)
+    repo = Path(lab["REPO"])
+    lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "on"})
+    assert _fleet(env, "apply", str(repo), "--lab", "--target", f"machine/{MACHINE}", "--yes").returncode == 0
+    lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "off"})
+    try:
+        assert _fleet(env, "drift", str(repo), "--lab").returncode == 0
+        assert "nyc1: opened" in _drift_report(env)
+        git(repo, "fetch", "-q", "origin", "fleet/drift/nyc1")
+        git(repo, "merge", "-q", "--ff-only", "FETCH_HEAD")  # the pull request merged
+        git(repo, "push", "-q", "origin", "main")
+        assert power(lab, MACHINE) == "off"
+        # The next reconcile has nothing to change (the spec is the live value); it records that.
+        reconciled = _fleet(env, "apply", str(repo), "--lab", "--target", f"machine/{MACHINE}", "--yes")
+        assert reconciled.returncode == 0, reconciled.stderr
+        plan = _fleet(env, "plan", str(repo), "--lab", "--target", f"machine/{MACHINE}", "-o", "json")
+        assert plan.returncode == 0, plan.stderr
+        assert '"finding": "change"' not in plan.stdout and '"finding": "drift"' not in plan.stdout
+        assert power(lab, MACHINE) == "off"
+    finally:
+        git(repo, "checkout", "-q", "main")
+        _set(repo, MACHINE, "power", "on")
+        commit_all(repo, "back on")
+        git(repo, "push", "-q", "origin", "main")
+        lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "on"})
