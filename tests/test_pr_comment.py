@@ -5,12 +5,16 @@ drift is fixed; and a merged one adopted, after which nothing is drifted or to c
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from controller_testing import MACHINE, bare_lab, power
+from controller_testing import DASHBOARDS, MACHINE, Served, bare_lab, power
 from fleet_testing import FLEET, commit_all, git, lab_control
 from forge_servers import GitHubServer, github_server
 
@@ -226,3 +230,69 @@ def test_a_merged_drift_pull_request_adopts_the_live_values(
         commit_all(repo, "back on")
         git(repo, "push", "-q", "origin", "main")
         lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "on"})
+
+
+WEBHOOK_SECRET = "webhook-canary-secret-pr-71c2"
+
+
+def test_the_controller_comments_on_a_pull_request_a_signed_webhook_announces(
+    lab: dict[str, str], github: GitHubServer, tmp_path: Path
+) -> None:
+    repo = Path(lab["REPO"])
+    lab_control(lab, {"op": "set_power", "name": OTHER, "power": "on"})
+    git(repo, "checkout", "-q", "-b", "from-a-webhook")
+    try:
+        _set(repo, OTHER, "power", "off")
+        head = commit_all(repo, f"{OTHER} off")
+        git(repo, "push", "-q", "origin", "from-a-webhook")
+    finally:
+        git(repo, "checkout", "-q", "main")
+    number = github.add_pull("from-a-webhook", "main")
+    env = {
+        **_with_forge(lab, github),
+        "FLEET_STATE": str(tmp_path / "state.db"),
+        "FLEET_WEBHOOK_SECRET_GITHUB": WEBHOOK_SECRET,
+        "FLEET_API_TOKEN_OPS": "ops-token-pr",
+        "FLEET_API_TOKEN_DASHBOARDS": DASHBOARDS,
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    server = Served(env, tmp_path / "serve.log", "--poll-interval", "3600", "--repository-name", "acme/fleet")
+    try:
+        server.wait(lambda s: s["lastAppliedRevision"] is not None, idle=False)
+        body = json.dumps(
+            {
+                "action": "opened",
+                "number": number,
+                "pull_request": {
+                    "number": number,
+                    "user": {"login": "octocat"},
+                    "labels": [],
+                    "base": {"ref": "main", "sha": git(repo, "rev-parse", "main")},
+                    "head": {"ref": "from-a-webhook", "sha": head},
+                },
+                "repository": {"full_name": "acme/fleet", "html_url": "https://github.com/acme/fleet"},
+            }
+        ).encode()
+        signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        headers = {
+            "X-GitHub-Event": "pull_request",
+            "X-GitHub-Delivery": "pr-d-1",
+            "X-Hub-Signature-256": signature,
+            "Content-Type": "application/json",
+        }
+        answer = server.client.post("/webhooks/github", content=body, headers=headers)
+        assert answer.status_code == 202, answer.text
+        deadline = time.monotonic() + 120
+        while head not in github.statuses and time.monotonic() < deadline:  # the status comes last
+            time.sleep(0.5)
+        [comment] = github.comments_on(number)
+        assert f"machine/{OTHER}" in comment["body"] and "power-off" in comment["body"], comment["body"]
+        assert github.statuses[head][0]["state"] == "success"
+        assert power(lab, OTHER) == "on", "a pull request's plan applies nothing"
+        assert server.stop() == 0
+        log = server.log.read_text()
+        assert TOKEN not in log and WEBHOOK_SECRET not in log and "pull request commented" in log
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
