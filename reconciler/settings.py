@@ -11,7 +11,7 @@ import getpass
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -163,6 +163,17 @@ class ServeSettings(Settings):
         description="Seconds a SIGTERM leaves running actions to finish before they are cancelled.",
     )
     operator: str = Field("fleet-controller", description="Who the controller's runs name (audit).")
+    vcs: Literal["github", "gitlab"] | None = Field(
+        None, description="The forge of the followed repository (--repository-name names it there)."
+    )
+    drift_reports: bool = Field(
+        False,
+        description="Keep drift pull requests (one per site) on the drift schedule; needs --vcs,"
+        " --repository-name and FLEET_VCS_TOKEN.",
+    )
+    drift_grace: float = Field(
+        60.0, ge=0, description="Minutes drift must last before a drift pull request reports it."
+    )
 
     @field_validator("listen")
     @classmethod

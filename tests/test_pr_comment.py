@@ -296,3 +296,44 @@ def test_the_controller_comments_on_a_pull_request_a_signed_webhook_announces(
         if server.process.poll() is None:
             server.process.kill()
             server.process.wait()
+
+
+def test_the_controller_keeps_drift_pull_requests_on_the_drift_schedule(
+    lab: dict[str, str], github: GitHubServer, tmp_path: Path
+) -> None:
+    observed = "ldn1-r02-06"  # ldn1's power is only observed: the drift stays, and is reported
+    env = {
+        **_with_forge(lab, github),
+        "FLEET_STATE": str(tmp_path / "state.db"),
+        "FLEET_API_TOKEN_OPS": "ops-token-pr",
+        "FLEET_API_TOKEN_DASHBOARDS": DASHBOARDS,
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "FLEET_VCS": "github",
+        "FLEET_DRIFT_REPORTS": "true",
+        "FLEET_DRIFT_GRACE": "0",
+    }
+    lab_control(lab, {"op": "set_power", "name": observed, "power": "on"})
+    server = Served(env, tmp_path / "serve.log", "--repository-name", "acme/fleet", "--drift-interval", "3")
+    try:
+        server.wait(lambda s: s["resources"].get("Machine", {}).get("in sync", 0) >= 10)
+        lab_control(lab, {"op": "set_power", "name": observed, "power": "off"})
+        deadline = time.monotonic() + 120
+        pulls: list[dict[str, object]] = []
+        while not pulls and time.monotonic() < deadline:
+            pulls = [i for i in github.issues.values() if i["pull"] and i["state"] == "open"]
+            time.sleep(0.5)
+        assert pulls, server.log.read_text()[-3000:]
+        [pull] = pulls
+        assert (
+            pull["pull"] == {"head": "fleet/drift/ldn1", "base": "main"}
+            or pull["pull"]["head"] == "fleet/drift/ldn1"
+        )  # type: ignore[index]
+        assert f"machine/{observed}" in str(pull["body"]) and "observe-only" in str(pull["body"])
+        assert power(lab, observed) == "off", "observed fields are reported, never changed"
+        assert server.stop() == 0
+        assert TOKEN not in server.log.read_text()
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+        lab_control(lab, {"op": "set_power", "name": observed, "power": "on"})

@@ -108,11 +108,16 @@ def _is_config(observed: ObservedState) -> bool:
 
 
 def record_drift(plan: Plan, store: StateStore, at: datetime) -> None:
-    """Open or refresh a finding per drifted field; resolve the ones that no longer drift."""
+    """Open or refresh a finding per drifted field, and per observe-only field that differs from
+    its spec (so a report knows since when); resolve the ones that no longer differ."""
     drifted: set[tuple[str, str]] = set()
     for entry in plan.with_finding(Finding.DRIFT):
-        for field in entry.fields:
+        for field in entry.fields:  # what fleet applied (before), and what is live (after)
             store.record_drift(entry.address, field.field, field.before, field.after, at)
+            drifted.add((entry.address, field.field))
+    for entry in plan.with_finding(Finding.OBSERVE_ONLY):
+        for field in entry.fields:  # a change's diff: live (before), the spec (after)
+            store.record_drift(entry.address, field.field, field.after, field.before, at)
             drifted.add((entry.address, field.field))
     # A finding is resolved only by an observation of its own kind: a host's configuration
     # (Ansible) and its other fields (BMC, hypervisor, API server) are observed separately.

@@ -47,12 +47,13 @@ from reconciler.kinds import KINDS, kind_named, kind_of
 from reconciler.plan.model import Finding, Plan
 from reconciler.settings import process_environment
 from reconciler.source import SourceRef
-from reconciler.source.git import branch_head, changed_paths, fetch_pull_head
+from reconciler.source.git import GitCredentials, branch_head, changed_paths, fetch_pull_head
 from reconciler.spec import models
 from reconciler.spec.loader import LoadedRevision
 from reconciler.state import ResourceState, RevisionState
 from reconciler.vcs.comment import comment_on_pull_request
-from reconciler.vcs.context import PullRequestRef, forge_for
+from reconciler.vcs.context import PullRequestRef, forge_for, token_of
+from reconciler.vcs.drift import report_drift
 
 MAX_DIAGNOSTICS = 50  # shown per invalid revision; the count says how many there were
 BACKOFF_BASE = 30.0  # seconds before the first retry of a failing resource
@@ -86,6 +87,8 @@ class SharedJobs(Protocol):
     def live_replicas(self) -> int: ...
 
     def defer_pull(self, pull: PullRequestRef) -> None: ...
+
+    def defer_drift_report(self, why: str) -> None: ...
 
 
 @dataclasses.dataclass
@@ -451,6 +454,65 @@ class Controller:
             api_calls=done.api_calls,
         )
 
+    def _reports_drift(self) -> bool:
+        settings = self.engine.settings
+        return bool(getattr(settings, "drift_reports", False)) and self.followed.repo is not None
+
+    def request_drift_report(self, why: str) -> None:
+        """Keep the drift pull requests (one per site) up to date; returns at once."""
+        self._log("drift report requested", why=why)
+        if self._shared is not None:
+            self._shared.defer_drift_report(why)
+        else:
+            self._queue.submit("drift-report", self.report_drift)
+
+    def run_drift_report(self) -> None:
+        self._now("drift-report", self.report_drift, None, first=False)
+
+    def report_drift(self) -> None:
+        """What `fleet drift-report` does, for the followed repository and branch."""
+        settings = self.engine.settings
+        repo, name, forge_kind = (
+            self.followed.repo,
+            getattr(settings, "repository_name", None),
+            getattr(settings, "vcs", None),
+        )
+        if repo is None or not name or forge_kind is None:
+            self._log("drift not reported: drift reports need --vcs and --repository-name")
+            return
+        where = PullRequestRef(vcs=forge_kind, project=name, number=0, base="", head="")
+        try:
+            forge = forge_for(where, settings, process_environment())
+            token = token_of(where, settings, process_environment())
+            credentials = (
+                GitCredentials.token(token, "x-access-token" if forge_kind == "github" else "oauth2")
+                if token
+                else None
+            )
+            try:
+                reports = report_drift(
+                    self.engine,
+                    repo,
+                    self.followed.branch,
+                    directory=self.followed.directory,
+                    forge=forge,
+                    credentials=credentials,
+                    grace=timedelta(minutes=float(getattr(settings, "drift_grace", 60.0))),
+                )
+            finally:
+                forge.close()
+        except FleetError as exc:
+            self._log("drift not reported", error=str(exc))
+            return
+        for report in reports:
+            self._log(
+                "drift reported",
+                scope=report.scope,
+                action=report.action,
+                fields=report.fields,
+                url=report.url,
+            )
+
     def tick(self) -> None:
         """The shared schedule, run by one replica at a time, outside its queue (it uses no
         engine): ask for a poll when the poll interval has passed since any replica last asked,
@@ -460,6 +522,9 @@ class Controller:
         in_force = self._in_force
         if in_force is not None and self._store.mark_if_due("pass", self._drift_seconds(in_force) * 0.9):
             self._plan_passes("drift schedule")
+        due = in_force is not None and self._reports_drift()
+        if due and in_force and self._store.mark_if_due("drift-report", self._drift_seconds(in_force) * 0.9):
+            self.request_drift_report("drift schedule")
 
     # --- the schedule ------------------------------------------------------------------------
 
@@ -496,6 +561,8 @@ class Controller:
                     next_poll = now + self._interval()
                 if self._in_force is not None and self._next_pass and now >= self._next_pass:
                     self._plan_passes("drift schedule")
+                    if self._reports_drift():
+                        self.request_drift_report("drift schedule")
             self._update_queue_metric()
             self._wake.wait(timeout=min(1.0, max(0.05, next_poll - time.monotonic())))
             self._wake.clear()

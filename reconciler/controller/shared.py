@@ -160,6 +160,10 @@ class SharedJobs:
         def pull(**fields: Any) -> None:
             controller.run_pull(PullRequestRef(**{**fields, "labels": tuple(fields.get("labels") or ())}))
 
+        @app.task(name="fleet.drift-report", queue=WORK, queueing_lock="drift-report")
+        def drift_report(why: str) -> None:
+            controller.run_drift_report()
+
         @app.periodic(cron=_every(self._tick_seconds), periodic_id="tick")
         @app.task(name="fleet.tick", queue=SCHEDULE, queueing_lock="tick")
         def tick(timestamp: int) -> None:
@@ -207,6 +211,9 @@ class SharedJobs:
         self._defer(
             "fleet.pull", {**fields, "labels": list(pull.labels)}, lock=f"pr:{pull.project}:{pull.number}"
         )
+
+    def defer_drift_report(self, why: str) -> None:
+        self._defer("fleet.drift-report", {"why": why[:200]}, queueing_lock="drift-report")
 
     def _defer(self, task: str, arguments: dict[str, Any], **options: Any) -> None:
         try:
