@@ -174,6 +174,10 @@ class RevisionInputs:
     playbook_root: Path | None = None
     # Whole-fleet passes look at every hypervisor, so domains whose specs are gone are seen too.
     scan_all_hosts: bool = False
+    # None: Ansible may render every value of `config.vars` as a template (the revision is trusted).
+    # Otherwise the names of the variables it may render, by address; every other variable (all
+    # of those of an address left out) reaches Ansible as data it never templates (`!unsafe`).
+    trusted_vars: Mapping[str, frozenset[str]] | None = None
     machines: Mapping[str, models.Machine] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -3,18 +3,21 @@
 Groups are derived from the specs (site, rack, role, Cluster membership, SparkPool dedicated
 nodes) so that playbooks can target `hosts: role_hypervisor` or `sparkpool_etl`. This module is
 pure: it imports nothing of Ansible, reads no secret and touches no file. Host variables that
-name a `credentialsRef` are left out here; the runner hands them to Ansible separately.
+name a `credentialsRef` are left out here; the runner hands them to Ansible separately. Host
+variables a plan must not let Ansible template (see `RevisionInputs.trusted_vars`) are wrapped
+in `Unsafe`, which the runner writes with Ansible's `!unsafe` tag.
 """
 
 from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from typing import Any
 
 from pydantic import ValidationError
 
+from providers.ansible.unsafe import Unsafe
 from reconciler.spec import models
 
 Inventory = dict[str, Any]
@@ -94,6 +97,7 @@ def build_inventory(
     fleet: models.Fleet,
     *,
     connection_overrides: Mapping[str, Mapping[str, str]] | None = None,
+    trusted_vars: Mapping[str, Set[str]] | None = None,
 ) -> Inventory:
     """The inventory in Ansible's dynamic-inventory JSON shape, sorted.
 
@@ -102,6 +106,10 @@ def build_inventory(
     (machine/NAME or virtualmachine/NAME) and `ansible_host` (spec.address), with
     `connection_overrides[host]` on top. A VirtualMachine joins the site and rack groups of the
     Machine that runs it. Site groups carry `fleet_region` when the site names one.
+
+    With `trusted_vars` (names of `config.vars` by document address), every other variable of
+    `config.vars` is wrapped in `Unsafe`: Ansible takes it as data, never as a template. A
+    document it does not name has all of its variables wrapped.
     """
     docs = _as_documents(documents)
     names = host_names(docs)
@@ -118,6 +126,9 @@ def build_inventory(
         assert isinstance(document, Configured) and document.spec.config is not None
         config = document.spec.config
         variables = {k: v for k, v in config.vars.items() if not is_credential_var(v)}
+        if trusted_vars is not None:
+            trusted = trusted_vars.get(address, frozenset())
+            variables = {k: v if k in trusted else Unsafe(v) for k, v in variables.items()}
         variables["fleet_address"] = address
         if document.spec.address is not None:
             variables["ansible_host"] = document.spec.address

@@ -106,9 +106,11 @@ class AnsibleProvider:
 
     The revision's `playbook_root` is a directory holding the fleet repo's files at the planned
     revision (the engine exports it from Git); `spec.config.playbooks` and path-like roles are
-    relative to it. The endpoint map's `ansible_hosts` maps an inventory host name to host variables
-    that beat the specs (a lab's {"ansible_connection": "local"}, or ssh host, port, user and key).
-    Thread-safe: no state is kept between calls.
+    relative to it. The revision's `trusted_vars`, when given, names the host variables Ansible
+    may render as templates; every other one is handed to it as data (`!unsafe`). The endpoint
+    map's `ansible_hosts` maps an inventory host name to host variables that beat the specs (a
+    lab's {"ansible_connection": "local"}, or ssh host, port, user and key). Thread-safe: no state
+    is kept between calls.
     """
 
     kind: ClassVar[str] = "AnsibleConfig"
@@ -135,8 +137,13 @@ class AnsibleProvider:
         documents.update({spec.address: spec for spec in specs})
         return documents
 
-    def _inventory(self, documents: Mapping[str, models.Document], fleet: models.Fleet) -> Inventory:
-        return build_inventory(documents.values(), fleet, connection_overrides=self.connection_overrides)
+    def _inventory(self, documents: Mapping[str, models.Document], inputs: RevisionInputs) -> Inventory:
+        return build_inventory(
+            documents.values(),
+            inputs.fleet,
+            connection_overrides=self.connection_overrides,
+            trusted_vars=inputs.trusted_vars,
+        )
 
     def _target(
         self, spec: models.Document, names: Mapping[str, str], inventory: Inventory, inputs: RevisionInputs
@@ -216,7 +223,7 @@ class AnsibleProvider:
 
     def observe(self, specs: Sequence[models.Document], inputs: RevisionInputs) -> Observed:
         documents = self._documents(specs, inputs)
-        inventory = self._inventory(documents, inputs.fleet)
+        inventory = self._inventory(documents, inputs)
         names = host_names(documents.values())
         results: list[Observation] = []
         groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[_Target]] = defaultdict(list)
@@ -277,7 +284,7 @@ class AnsibleProvider:
         groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[int, _Target]]] = defaultdict(list)
         # One inventory (of the whole fleet, for its groups) serves every change and every run.
         documents = self._documents((c.desired for c in changes if c.desired is not None), inputs)
-        inventory = self._inventory(documents, inputs.fleet)
+        inventory = self._inventory(documents, inputs)
         names = host_names(documents.values())
         for index, change in enumerate(changes):
             try:

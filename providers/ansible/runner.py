@@ -5,7 +5,8 @@ own HOME and temporary directories, and an environment reduced to what Ansible n
 reconciler's own environment (which holds credentials) never reaches Ansible or its artifacts.
 Secret host variables reach Ansible only through a 0600 host_vars file that is deleted when the
 run ends; every text read back from Ansible has the secret values masked. In check mode a task
-Ansible could not really evaluate is reported as not verifiable, never as in sync.
+Ansible could not really evaluate is reported as not verifiable, never as in sync. Names taken
+from the specs (playbook paths, roles) are never rendered as templates by Ansible.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import ansible_runner  # type: ignore[import-untyped]
 
 from providers.ansible.inventory import Inventory, to_yaml_inventory
+from providers.ansible.unsafe import Unsafe, dump_yaml
 from providers.credentials import Secret
 from reconciler.errors import PermanentError
 
@@ -393,13 +395,16 @@ def _inside(root: Path, relative: str, what: str) -> Path:
 
 def wrapper_playbook(root: Path, playbooks: Sequence[str], roles: Sequence[str]) -> list[dict[str, Any]]:
     """One playbook importing the spec's playbooks (paths relative to `root`), then a play that
-    applies its roles (a name found in roles/ or playbooks/roles/, or a path relative to `root`)."""
+    applies its roles (a name found in roles/ or playbooks/roles/, or a path relative to `root`).
+
+    Ansible renders play names, imported paths and role names as templates; these come from the
+    specs, so they are marked `Unsafe`: a name is a name, never code run on the controller."""
     plays: list[dict[str, Any]] = []
     for relative in playbooks:
         path = _inside(root, relative, "playbook")
         if not path.is_file():
             raise PermanentError(f"playbook {relative!r} is not in the fleet repo at this revision")
-        plays.append({"name": f"fleet: {relative}", "import_playbook": str(path)})
+        plays.append({"name": Unsafe(f"fleet: {relative}"), "import_playbook": Unsafe(str(path))})
     if roles:
         entries = []
         for role in roles:
@@ -407,9 +412,9 @@ def wrapper_playbook(root: Path, playbooks: Sequence[str], roles: Sequence[str])
                 path = _inside(root, role, "role")
                 if not path.is_dir():
                     raise PermanentError(f"role {role!r} is not in the fleet repo at this revision")
-                entries.append({"role": str(path)})
+                entries.append({"role": Unsafe(str(path))})
             else:
-                entries.append({"role": role})
+                entries.append({"role": Unsafe(role)})
         plays.append({"name": "fleet: roles", "hosts": "all", "roles": entries})
     if not plays:
         raise PermanentError("spec.config names neither playbooks nor roles")
@@ -484,12 +489,13 @@ def _prepare(
     inventory: Inventory,
     secret_vars: Mapping[str, Mapping[str, Secret]],
 ) -> Path:
-    """Lay out the private data directory; returns the inventory file."""
+    """Lay out the private data directory; returns the inventory file. Both files are YAML, so
+    that values marked `Unsafe` reach Ansible with the `!unsafe` tag."""
     for sub in ("project", "inventory", "env", "home", "tmp/local", "cp", "pc"):
         (private / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
-    (private / "project" / "fleet.yml").write_text(json.dumps(plays, indent=2))
-    inventory_file = private / "inventory" / "hosts.json"
-    inventory_file.write_text(json.dumps(to_yaml_inventory(inventory), indent=2, sort_keys=True))
+    (private / "project" / "fleet.yml").write_text(dump_yaml(plays))
+    inventory_file = private / "inventory" / "hosts.yml"
+    inventory_file.write_text(dump_yaml(to_yaml_inventory(inventory)))
     for host, values in secret_vars.items():
         if values:
             content = json.dumps({name: secret.reveal() for name, secret in values.items()})

@@ -12,9 +12,11 @@ from reconciler.engine.pipeline import (
     SyncResult,
     open_engine,
 )
+from reconciler.engine.untrusted import DEFERRED_NOTE, UntrustedReport, UntrustedSource
 from reconciler.source import SourceRef
 
 __all__ = [
+    "DEFERRED_NOTE",
     "CancelToken",
     "DriftResult",
     "Engine",
@@ -25,5 +27,7 @@ __all__ = [
     "Selection",
     "SourceRef",
     "SyncResult",
+    "UntrustedReport",
+    "UntrustedSource",
     "open_engine",
 ]

@@ -38,6 +38,7 @@ from reconciler.apply.record import Recorder, record_converged, record_drift
 from reconciler.engine import suspensions
 from reconciler.engine.lease import Lease
 from reconciler.engine.suspensions import SuspensionResult, TargetSuspended
+from reconciler.engine.untrusted import UntrustedConfig, UntrustedReport, UntrustedSource, untrusted_config
 from reconciler.errors import FleetError, PermanentError, StoreFailure, UsageError
 from reconciler.kinds import KINDS, DiffInputs, kind_named, kind_of, managed_kinds, unknown_kind_hint
 from reconciler.kinds.config import config_directories, config_version, configured, observed_config
@@ -60,6 +61,7 @@ from reconciler.spec.loader import (
 )
 from reconciler.spec.results import FLEET_FILE
 from reconciler.spec.selector import parse_selector
+from reconciler.spec.trust import is_trusted
 from reconciler.state import DriftFinding, LockHolder, ObservationRecord, StateStore
 from reconciler.state.locks import WaitCallback
 
@@ -109,7 +111,11 @@ class RunOptions:
 
 class PlannedRun:
     """A plan and what it rests on, for as long as the run lives: `close()` (or leaving the `with`
-    block) removes what the run exported (the playbooks at the planned revision)."""
+    block) removes what the run exported (the playbooks at the planned revision).
+
+    `untrusted` is set for a plan of a revision fleet does not trust (`Engine.plan(untrusted=...)`):
+    what its configuration was evaluated with, and what waits until it is trusted. Such a plan is
+    for review only: `Engine.apply` refuses it."""
 
     def __init__(
         self,
@@ -119,6 +125,7 @@ class PlannedRun:
         plan: Plan,
         tolerated: tuple[Diagnostic, ...],
         scope: contextlib.ExitStack,
+        untrusted: UntrustedReport | None = None,
     ) -> None:
         self.selected = selected
         self.inputs = inputs
@@ -126,6 +133,7 @@ class PlannedRun:
         self.plan = plan
         # Errors of the revision outside an emergency reconcile's targets: it goes on, and says so.
         self.tolerated = tolerated
+        self.untrusted = untrusted
         self.observe_seconds = 0.0  # how long observing the selection took (providers in parallel)
         self._scope = scope
 
@@ -329,13 +337,17 @@ class Engine:
         *,
         config: Sequence[models.Document] = (),
         config_versions: Mapping[str, str] | None = None,
+        config_inputs: RevisionInputs | None = None,
+        not_checked: Sequence[Observation] = (),
     ) -> Observations:
         """What the providers see of `documents` now, and the configuration of `config` (Ansible
-        check mode, run alongside the other providers). Changes nothing anywhere."""
+        check mode, run alongside the other providers, with `config_inputs` when they differ from
+        `inputs`). `not_checked` are configurations left unknown on purpose. Changes nothing anywhere."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-config") as pool:
-            checked = pool.submit(self._observe_config, config, inputs) if config else None
+            checked = pool.submit(self._observe_config, config, config_inputs or inputs) if config else None
             by_kind = self._observe_kinds(documents, inputs)
-            found = checked.result() if checked is not None else ()
+            found = [*(checked.result() if checked is not None else ()), *not_checked]
+        found.sort(key=lambda o: o.address)
         return Observations(by_kind, tuple(found), dict(config_versions or {}))
 
     def _observe_config(
@@ -458,6 +470,11 @@ class Engine:
     ) -> RunResult:
         """Guard, lease, apply and record one plan. Raises before anything changes when a guard
         refuses. `on_start` hears the run's id as soon as the run is recorded."""
+        if planned.untrusted is not None:
+            raise UsageError(
+                "this plan is of a revision fleet does not trust: it is for review only, never applied",
+                hint="apply the revision once it is merged (or trusted), from a plan of its own",
+            )
         if self.store.read_only:
             raise StoreFailure(
                 f"state store {self.store.url} is read-only, and every action is recorded before it runs",
@@ -625,10 +642,19 @@ class Engine:
         config: bool | None = None,
         saved: Plan | None = None,
         partial: bool = False,
+        untrusted: UntrustedSource | None = None,
     ) -> PlannedRun:
         """Open, load, gate, select, observe and plan (and check a saved plan against the fresh
         one). `partial`: an emergency reconcile of explicit targets, which tolerates errors
-        outside them (and then never handles orphans). The caller closes the PlannedRun."""
+        outside them (and then never handles orphans). The caller closes the PlannedRun.
+
+        `untrusted`: `ref` is a revision fleet does not trust yet (a pull request's head): its
+        specs are planned, but every file Ansible reads as code (playbooks, roles, plugins, vars
+        files, anything under the configurations' directories) comes from the base revision
+        `untrusted.base`, its variables that differ from the base revision reach Ansible as data
+        it never templates, and configurations that cannot be evaluated so wait until it is
+        trusted (see `reconciler.engine.untrusted`). The PlannedRun's `untrusted` says what was
+        done; such a plan is never applied."""
         scope = contextlib.ExitStack()
         try:
             snapshot = self.open_source(ref)
@@ -644,30 +670,51 @@ class Engine:
             for kind in managed_kinds():
                 kind.precheck(selected.everything, grouped.get(kind.name, []))
             checked = configured(selected.documents) if self._config(config) else []
-            directories = sorted(
-                {d for c in checked if c.spec.config for d in config_directories(c.spec.config)}
-            )
-            root = scope.enter_context(exported(snapshot, directories)) if checked else None
-            if root is None:
-                checked = []
+            prepared: UntrustedConfig | None = None
+            report: UntrustedReport | None = None
+            versions: dict[str, str] = {}
+            if untrusted is not None:
+                prepared = self._untrusted_config(scope, snapshot, untrusted, checked)
+                root, checked, report = prepared.root, list(prepared.evaluated), prepared.report
+                versions = dict(prepared.versions)
+            else:
+                directories = sorted(
+                    {d for c in checked if c.spec.config for d in config_directories(c.spec.config)}
+                )
+                root = scope.enter_context(exported(snapshot, directories)) if checked else None
+                if root is None:
+                    checked = []
+                else:
+                    digests = {d: directory_digest(root, d) for d in directories}
+                    versions = {
+                        c.address: config_version(c.spec.config, digests) for c in checked if c.spec.config
+                    }
             inputs = RevisionInputs(
                 selected.fleet, selected.everything, playbook_root=root, scan_all_hosts=selected.whole_fleet
             )
-            versions: dict[str, str] = {}
-            if root is not None:
-                digests = {d: directory_digest(root, d) for d in directories}
-                versions = {
-                    c.address: config_version(c.spec.config, digests) for c in checked if c.spec.config
-                }
+            config_inputs = inputs
+            if prepared is not None:
+                # The base revision's Fleet says how Ansible runs (provider settings, credentials,
+                # regions); the head revision's documents only which hosts, groups and values.
+                config_inputs = dataclasses.replace(
+                    inputs, fleet=prepared.fleet or selected.fleet, trusted_vars=prepared.trusted_vars
+                )
             started = time.monotonic()
-            observations = self.observe(selected.documents, inputs, config=checked, config_versions=versions)
+            observations = self.observe(
+                selected.documents,
+                inputs,
+                config=checked,
+                config_versions=versions,
+                config_inputs=config_inputs,
+                not_checked=prepared.deferred if prepared is not None else (),
+            )
             observed_in = time.monotonic() - started
             self.save_observations(observations)
             plan = self.make_plan(selected, observations)
             if saved is not None:
                 check_saved_plan(saved, plan)
                 plan = saved  # what was reviewed is what is applied, while it still holds
-            planned = PlannedRun(selected, inputs, observations, plan, tolerated, scope)
+            planned = PlannedRun(selected, inputs, observations, plan, tolerated, scope, report)
             planned.observe_seconds = observed_in
             return planned
         except BaseException:
@@ -705,6 +752,27 @@ class Engine:
 
     def _config(self, config: bool | None) -> bool:
         return self.settings.config if config is None else config
+
+    def _untrusted_config(
+        self,
+        scope: contextlib.ExitStack,
+        head: Snapshot,
+        untrusted: UntrustedSource,
+        checked: Sequence[models.Machine | models.VirtualMachine],
+    ) -> UntrustedConfig:
+        """The configuration of an untrusted revision, against its base revision's files."""
+        base = self.open_source(untrusted.base)
+        revision = load_revision(base, self.cache, self.settings.workers or default_workers())
+        return untrusted_config(scope, head, base, revision, checked)
+
+    def trusts(
+        self, base: SourceRef, author: str, *, teams: Sequence[str] = (), labels: Sequence[str] = ()
+    ) -> bool:
+        """Whether a pull request into `base` (its target branch, never its head: a pull request
+        cannot trust itself) by `author` is trusted by the base revision's fleet.yaml; see
+        `reconciler.spec.trust.is_trusted`. A base revision without a valid fleet.yaml trusts nobody."""
+        revision = load_revision(self.open_source(base), self.cache, documents=False)
+        return revision.fleet is not None and is_trusted(revision.fleet, author, teams, labels)
 
     def _reveal_credentials(self, revision: RevisionInputs) -> None:
         """Read every credential the fleet names that can be read here, so the state store refuses

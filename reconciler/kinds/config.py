@@ -9,11 +9,15 @@ applied: the same spec and the same playbook and role files (the configuration's
 check mode finds work to do, so something changed on the host behind fleet's back.
 
 Pure functions over values: the version of a configuration is computed from the digests of the
-directories it reads, which the engine takes of the files at the planned revision.
+directories it reads, which the engine takes of the files at the planned revision. A plan of a
+revision fleet does not trust yet (a pull request) compares each configuration with the base
+revision's (`compare_with_base`): what may be evaluated with the base revision's playbooks, and
+which of its variables Ansible must take as data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import posixpath
@@ -72,6 +76,83 @@ def config_version(config: models.AnsibleConfig, digests: Mapping[str, str]) -> 
     for directory in config_directories(config):
         digest.update(f"{directory}\0{digests[directory]}\0".encode())
     return "sha256:" + digest.hexdigest()[:16]
+
+
+CONNECTION_VAR_PREFIX = "ansible_"
+"""Host variables that say how Ansible reaches and runs on a host (`ansible_host`, `ansible_port`,
+`ansible_ssh_common_args`, `ansible_python_interpreter`, `ansible_become_exe`, ...): commands and
+addresses, not data."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseComparison:
+    """A configuration of an untrusted revision against the same resource's at the base revision.
+
+    `deferred` says why it must not be evaluated before the revision is trusted (None: it may be,
+    with the base revision's playbooks). `trusted_vars` are the variables equal to the base
+    revision's, which Ansible may render as templates as it does at the base revision; `unsafe_vars`
+    are the other variables, which it must take as data (`!unsafe`)."""
+
+    deferred: str | None
+    trusted_vars: frozenset[str] = frozenset()
+    unsafe_vars: tuple[str, ...] = ()
+
+
+def compare_with_base(document: Configured, base: models.Document | None) -> BaseComparison:
+    """Compare `document` (with `spec.config`, of an untrusted revision) with the document of the
+    same address at the base revision (None: it has none).
+
+    A configuration is deferred when evaluating it would hand the revision's author more than
+    data: a host the base revision does not configure, or another `spec.address` (fleet would log
+    in where the author says), changed connection variables (`ansible_*`: ProxyCommand, the
+    interpreter, become commands all run commands, some on the controller), changed secret
+    variables (they would read a credential the base revision never hands to this host). Every
+    other variable that differs from the base revision is unsafe: Ansible gets it, but never as a
+    template. Only variables that differ are, so that trusted templates still render as at the
+    base revision and the plan shows the drift of what is already trusted, not noise; a trusted
+    template that refers to an unsafe variable gets its value as data, never rendered further.
+    """
+    config = document.spec.config
+    assert config is not None
+    if not isinstance(base, Configured) or base.kind_name != document.kind_name or base.spec.config is None:
+        return BaseComparison("it is not configured at the base revision")
+    if document.spec.address != base.spec.address:
+        return BaseComparison("the pull request changes its spec.address")
+    before = base.spec.config.vars
+    differ = sorted(
+        name
+        for name in {*config.vars, *before}
+        if name not in config.vars or name not in before or not _same(config.vars[name], before[name])
+    )
+    connection = [name for name in differ if name.startswith(CONNECTION_VAR_PREFIX)]
+    if connection:
+        return BaseComparison(f"the pull request changes its connection variables {', '.join(connection)}")
+    secrets = [name for name in differ if _is_secret(config.vars.get(name)) or _is_secret(before.get(name))]
+    if secrets:
+        return BaseComparison(f"the pull request changes its secret variables {', '.join(secrets)}")
+    return BaseComparison(
+        None,
+        frozenset(name for name in config.vars if name not in differ),
+        tuple(name for name in differ if name in config.vars),
+    )
+
+
+def _is_secret(value: Any) -> bool:
+    return isinstance(value, Mapping) and "credentialsRef" in value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of equal types, mappings in the same order (1 is not true, nor 1.0)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, Mapping):
+        return len(a) == len(b) and all(
+            type(ka) is type(kb) and ka == kb and _same(va, vb)
+            for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True)
+        )
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def applied_config(entry: PlanEntry) -> dict[str, Any]:

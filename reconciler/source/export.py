@@ -47,3 +47,22 @@ def directory_digest(root: Path, directory: str) -> str:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def file_digests(root: Path, directories: Sequence[str]) -> dict[str, str]:
+    """A hash of every file under `root/directory` (or that one file), for each of `directories`,
+    by its path in the repo."""
+    digests: dict[str, str] = {}
+    for directory in directories:
+        top = root / directory
+        files = top.rglob("*") if top.is_dir() else [top] if top.is_file() else []
+        for path in files:
+            if path.is_file():
+                digests[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def changed_files(before: Path, after: Path, directories: Sequence[str]) -> list[str]:
+    """The files under `directories` that differ between two exports: added, removed or changed."""
+    old, new = file_digests(before, directories), file_digests(after, directories)
+    return sorted(path for path in old.keys() | new.keys() if old.get(path) != new.get(path))

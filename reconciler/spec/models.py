@@ -562,6 +562,44 @@ class ControllerSettings(Strict):
         return self
 
 
+ForgeName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255, pattern=r"^[^\s]+$"),
+    Field(description="A name as the forge spells it (compared without regard to case)."),
+]
+
+
+class PullRequestTrust(Strict):
+    """Whose pull requests fleet plans with their own playbooks and templates. A pull request
+    from anyone else is planned with the base revision's playbooks, roles and plugins, and its
+    changed variables are never rendered as templates. Read from the base revision's fleet.yaml
+    only: a pull request never trusts itself. Default: nobody is trusted."""
+
+    authors: list[ForgeName] = Field(
+        default_factory=list,
+        description="Forge users (GitHub logins, GitLab usernames) whose pull requests are trusted;"
+        " default none.",
+    )
+    teams: list[ForgeName] = Field(
+        default_factory=list,
+        description="Teams whose members' pull requests are trusted: GitHub `org/team-slug`,"
+        " GitLab group paths; default none.",
+    )
+    label: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = Field(
+        default=None,
+        description="A label that trusts one pull request, e.g. fleet/trusted, for whoever may"
+        " label pull requests (GitHub: triage access; GitLab: the Reporter role) to set after"
+        " reading the change; default none (no label trusts).",
+    )
+
+
+class PullRequestSettings(Strict):
+    trust: PullRequestTrust = Field(
+        default_factory=PullRequestTrust,
+        description="Whose pull requests are planned with their own playbooks; default nobody's.",
+    )
+
+
 class FleetSpec(Strict):
     sites: list[Site] = Field(min_length=1, description="Sites and their failure domains.")
     credentials: dict[DnsLabel, CredentialSource] = Field(
@@ -587,6 +625,10 @@ class FleetSpec(Strict):
     controller: ControllerSettings = Field(
         default_factory=ControllerSettings,
         description="How `fleet serve` follows the repo and who may call it.",
+    )
+    pullRequests: PullRequestSettings = Field(
+        default_factory=PullRequestSettings,
+        description="How pull requests to the fleet repo are planned (`fleet pr comment`).",
     )
 
     @model_validator(mode="after")
