@@ -910,8 +910,13 @@ def test_a_pull_request_into_the_followed_branch_is_handed_on_for_a_plan(
         COMMIT,
         "main",
         "octocat",
-        ("fleet/trusted",),
+        (),  # a push keeps the forge's labels: a trust label counts only when it is set
     )
+    labelled = receiver.github(
+        github_pull_request(action="labeled"), event="pull_request", delivery="d-label"
+    )
+    assert _result(labelled) == "accepted" and pulls[-1].labels == ("fleet/trusted",)
+    pulls[1:] = []
     assert (
         pull.link("machines/a.yaml", 3)
         == f"https://github.com/acme/fleet-infra/blob/{COMMIT}/machines/a.yaml#L3"

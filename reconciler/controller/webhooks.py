@@ -485,7 +485,9 @@ def _read_pull_request(
             return Result.INVALID_PAYLOAD
         number, target, commit = pull.get("number"), base.get("ref"), head.get("sha")
         author = (pull.get("user") or {}).get("login")
+        # A trust label vouches for the commits it was set on: only the `labeled` event counts it.
         labels = [label.get("name") for label in pull.get("labels") or [] if isinstance(label, dict)]
+        labels = labels if action == "labeled" else []
         web = owner.get("html_url")
     else:
         attributes, owner = payload.get("object_attributes"), payload.get("project")
@@ -495,7 +497,10 @@ def _read_pull_request(
         number, target = attributes.get("iid"), attributes.get("target_branch")
         commit = (attributes.get("last_commit") or {}).get("id")
         author = (payload.get("user") or {}).get("username")
+        # Labels count only on an update that changed them without a push (no `oldrev`).
+        labelled = isinstance(payload.get("changes"), dict) and "labels" in payload["changes"]
         labels = [label.get("title") for label in payload.get("labels") or [] if isinstance(label, dict)]
+        labels = labels if labelled and not attributes.get("oldrev") else []
         web = owner.get("web_url")
     if not isinstance(number, int) or not isinstance(target, str) or not isinstance(commit, str):
         return Result.INVALID_PAYLOAD

@@ -19,6 +19,7 @@ import dataclasses
 from reconciler.apply.guards import BlastRadiusExceeded, check_blast_radius
 from reconciler.engine.changes import affected, without_directory
 from reconciler.engine.pipeline import Engine, Selection
+from reconciler.engine.untrusted import UntrustedSource
 from reconciler.errors import FleetError
 from reconciler.kinds import kind_of
 from reconciler.plan.pull import PullRequestPlan
@@ -28,11 +29,19 @@ from reconciler.spec import models
 
 
 def plan_pull_request(
-    engine: Engine, location: str, base: str, head: str, *, directory: str | None = None
+    engine: Engine,
+    location: str,
+    base: str,
+    head: str,
+    *,
+    directory: str | None = None,
+    trusted: bool = False,
 ) -> PullRequestPlan:
     """Plan the head of a pull request of the fleet repo at `location` (a path or URL; the fleet
-    repo in `directory` of it) whose base is `base`. Raises FleetError when a revision cannot be
-    read; an invalid head is a result, with its errors."""
+    repo in `directory` of it) whose base is `base`. Unless `trusted`, no code of the pull request
+    runs: Ansible reads only the base revision's files, and variables it changed are passed as
+    unsafe text (`reconciler.engine.untrusted`). Raises FleetError when a revision cannot be read;
+    an invalid head is a result, with its errors."""
     cache = engine.settings.cache_dir
     changed = tuple(sorted(without_directory(changed_paths(location, base, head, cache), directory)))
     base_ref = SourceRef(None, location, base, directory)
@@ -58,8 +67,10 @@ def plan_pull_request(
     drift_known = bool(store.applied_addresses())
     selection = Selection() if targets is None else Selection(targets=touched)
     try:
-        with engine.plan(head_ref, selection) as planned:
+        untrusted = None if trusted else UntrustedSource(base_ref)
+        with engine.plan(head_ref, selection, untrusted=untrusted) as planned:
             plan = planned.plan
+            notes = planned.untrusted.notes() if planned.untrusted is not None else ()
             try:
                 check_blast_radius(
                     plan, planned.selected.everything, planned.selected.fleet.spec.policies.blastRadius
@@ -70,5 +81,10 @@ def plan_pull_request(
     except FleetError as exc:
         return dataclasses.replace(result, problem=str(exc), drift_known=drift_known)
     return dataclasses.replace(
-        result, plan=plan, blast_radius=over, observed_at=plan.created_at, drift_known=drift_known
+        result,
+        plan=plan,
+        blast_radius=over,
+        observed_at=plan.created_at,
+        drift_known=drift_known,
+        notes=tuple(notes),
     )

@@ -29,6 +29,7 @@ class PullRequestPlan:
     drift_known: bool = True  # the state store holds what fleet applied: drift can be told
     problem: str | None = None  # the plan could not be made (the message says why)
     sites: dict[str, str] = dataclasses.field(default_factory=dict)  # the site of each touched address
+    notes: tuple[str, ...] = ()  # what an untrusted pull request's plan left out, for the comment
 
     @property
     def valid(self) -> bool:

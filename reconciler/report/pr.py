@@ -51,7 +51,7 @@ def render_pr_comment(
     pull request's base; `artifact`: where the whole plan is written when the comment cannot hold
     it; `notes`: lines shown under the summary (e.g. what an untrusted pull request's plan left
     out)."""
-    head = _summary(result) + "".join(f"> {shorten(n, 500)}\n\n" for n in notes)
+    head = _summary(result) + "".join(f"> {_escape(shorten(n, 500))}\n\n" for n in (*result.notes, *notes))
     foot = _footer(result, base_moved_to)
     room = max_chars - len(MARKER) - 1 - len(head) - len(foot)
     details = _details(result, link, room)

@@ -18,6 +18,7 @@ from reconciler.engine.pull import plan_pull_request
 from reconciler.errors import FleetError
 from reconciler.plan.pull import PullRequestPlan
 from reconciler.report.pr import MARKER, render_full, render_pr_comment
+from reconciler.source import SourceRef
 from reconciler.source.git import branch_head, merge_base
 from reconciler.vcs.base import Forge, StatusState
 from reconciler.vcs.context import PullRequestRef
@@ -55,7 +56,11 @@ def comment_on_pull_request(
     comment and status; without one (a dry run) only render them."""
     cache = engine.settings.cache_dir
     since = merge_base(repo, pull.base, pull.head, cache)
-    result = plan_pull_request(engine, repo, since, pull.head, directory=directory)
+    # Trust is the base revision's to give (a pull request cannot trust itself).
+    trusted = pull.author is not None and engine.trusts(
+        SourceRef(None, repo, since, directory), pull.author, labels=pull.labels
+    )
+    result = plan_pull_request(engine, repo, since, pull.head, directory=directory, trusted=trusted)
     if on_plan is not None:
         on_plan(result)
     shown = render_pr_comment(

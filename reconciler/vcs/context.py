@@ -116,9 +116,13 @@ def _github(environment: Mapping[str, str]) -> dict[str, Any]:
         "head": head.get("sha"),
         "base_branch": base.get("ref"),
         "author": (pull.get("user") or {}).get("login"),
+        # A trust label vouches for the commits it was set on; a later push keeps the label on the
+        # forge, so labels count only on the `labeled` event itself.
         "labels": tuple(
             str(label.get("name")) for label in pull.get("labels") or [] if isinstance(label, dict)
-        ),
+        )
+        if event.get("action") == "labeled"
+        else (),
         "api_url": environment.get("GITHUB_API_URL"),
         "web_url": f"{server}/{project}" if project else None,
     }
@@ -126,7 +130,6 @@ def _github(environment: Mapping[str, str]) -> dict[str, Any]:
 
 def _gitlab(environment: Mapping[str, str]) -> dict[str, Any]:
     number = environment.get("CI_MERGE_REQUEST_IID", "")
-    labels = environment.get("CI_MERGE_REQUEST_LABELS", "")
     return {
         "vcs": "gitlab",
         "project": environment.get("CI_MERGE_REQUEST_PROJECT_PATH") or environment.get("CI_PROJECT_PATH"),
@@ -135,7 +138,8 @@ def _gitlab(environment: Mapping[str, str]) -> dict[str, Any]:
         "head": environment.get("CI_COMMIT_SHA"),
         "base_branch": environment.get("CI_MERGE_REQUEST_TARGET_BRANCH_NAME"),
         "author": environment.get("GITLAB_USER_LOGIN"),
-        "labels": tuple(label for label in labels.split(",") if label),
+        # GitLab pipelines do not say whether labels changed after the last push: none count.
+        "labels": (),
         "api_url": environment.get("CI_API_V4_URL"),
         "web_url": environment.get("CI_MERGE_REQUEST_PROJECT_URL") or environment.get("CI_PROJECT_URL"),
     }
