@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from controller_testing import DASHBOARDS, MACHINE, Served, bare_lab, power
@@ -137,6 +138,11 @@ def test_an_invalid_head_fails_the_status_with_links_and_a_dry_run_calls_nothing
         git(repo, "checkout", "-q", "main")
 
 
+def _nyc1_pulls(github: GitHubServer) -> list[dict[str, Any]]:
+    """The drift pull requests of nyc1 (other sites may have their own)."""
+    return [i for i in github.issues.values() if i["pull"] and i["pull"]["head"] == "fleet/drift/nyc1"]
+
+
 def _drift_report(env: dict[str, str], *extra: str) -> str:
     done = _fleet(
         env, "drift-report", "--repo", env["BARE"], "--branch", "main", "--vcs", "github",
@@ -178,7 +184,7 @@ def test_a_drift_pull_request_is_opened_updated_as_drift_grows_and_closed_when_i
         assert _fleet(env, "drift", str(repo), "--lab").returncode == 0  # records when it was first seen
         out = _drift_report(env)
         assert "nyc1: opened" in out, out
-        [pull] = [i for i in github.issues.values() if i["pull"]]
+        [pull] = _nyc1_pulls(github)
         assert pull["pull"]["head"] == "fleet/drift/nyc1" and pull["state"] == "open"
         assert _branch_diff(env) == ["-  power: on", "+  power: off"]
 
@@ -186,7 +192,7 @@ def test_a_drift_pull_request_is_opened_updated_as_drift_grows_and_closed_when_i
         assert _fleet(env, "drift", str(repo), "--lab").returncode == 0
         out = _drift_report(env)
         assert "nyc1: updated" in out, out
-        [again] = [i for i in github.issues.values() if i["pull"]]
+        [again] = _nyc1_pulls(github)
         assert again["number"] == pull["number"] and f"machine/{OTHER}" in again["body"]
         assert sorted(_branch_diff(env)) == ["+  power: off", "+  power: off", "-  power: on", "-  power: on"]
 
@@ -195,7 +201,7 @@ def test_a_drift_pull_request_is_opened_updated_as_drift_grows_and_closed_when_i
         assert _fleet(env, "drift", str(repo), "--lab").returncode == 0  # resolves the findings
         out = _drift_report(env)
         assert "nyc1: closed" in out, out
-        [closed] = [i for i in github.issues.values() if i["pull"]]
+        [closed] = _nyc1_pulls(github)
         assert closed["state"] == "closed"
     finally:
         for name in (MACHINE, OTHER):
