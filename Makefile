@@ -36,6 +36,7 @@ bench: bootstrap
 	$(BIN)/python bench/bench_kube.py
 	$(BIN)/python bench/bench_ansible.py
 	$(BIN)/python bench/bench_controller.py
+	$(BIN)/python bench/bench_pr.py
 	$(BIN)/python bench/bench_drift_pr.py
 
 schemas: bootstrap
