@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from controller_testing import DASHBOARDS, MACHINE, Served, bare_lab, power
 from fleet_testing import FLEET, commit_all, git, lab_control
-from forge_servers import GitHubServer, github_server
+from forge_servers import GitHubServer, github_server, gitlab_server
 
 pytestmark = pytest.mark.slow  # a lab suite: left out of `make test-quick`
 
@@ -343,3 +343,60 @@ def test_the_controller_keeps_drift_pull_requests_on_the_drift_schedule(
             server.process.kill()
             server.process.wait()
         lab_control(lab, {"op": "set_power", "name": observed, "power": "on"})
+
+
+def test_a_gitlab_merge_request_gets_the_same_note_and_its_status_in_a_pipeline(lab: dict[str, str]) -> None:
+    """In a GitLab merge-request pipeline the command needs no flags (CI_MERGE_REQUEST_*)."""
+    repo = Path(lab["REPO"])
+    lab_control(lab, {"op": "set_power", "name": OTHER, "power": "on"})
+    main = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "gitlab-change")
+    try:
+        _set(repo, OTHER, "power", "off")
+        head = commit_all(repo, f"{OTHER} off")
+    finally:
+        git(repo, "checkout", "-q", "main")
+    with gitlab_server("acme/fleet", 42, token="glpat-canary0000000000") as gitlab:
+        iid = gitlab.add_merge_request("gitlab-change", "main")
+        env = {
+            **lab,
+            "FLEET_VCS_TOKEN": "glpat-canary0000000000",
+            "CI_MERGE_REQUEST_IID": str(iid),
+            "CI_MERGE_REQUEST_DIFF_BASE_SHA": main,
+            "CI_COMMIT_SHA": head,
+            "CI_MERGE_REQUEST_TARGET_BRANCH_NAME": "main",
+            "CI_PROJECT_PATH": "acme/fleet",
+            "CI_API_V4_URL": gitlab.url + "/api/v4",
+            "CI_PROJECT_URL": "https://gitlab.example.com/acme/fleet",
+        }
+        done = _fleet(env, "pr", "comment", "--repo", str(repo), "--lab")
+        assert done.returncode == 0, done.stderr
+        assert "glpat-canary" not in done.stdout + done.stderr
+        [note] = gitlab.notes_on(iid)
+        assert note["body"].startswith("<!-- fleet:plan -->") and f"machine/{OTHER}" in note["body"]
+        assert (
+            f"https://gitlab.example.com/acme/fleet/-/blob/{head}/" in note["body"]
+            or "power-off" in note["body"]
+        )
+        [status] = gitlab.statuses[head]
+        assert (status["name"], status["status"]) == ("fleet/plan", "success"), status
+
+
+def test_drift_goes_to_a_tracking_issue_with_as_issue(lab: dict[str, str], github: GitHubServer) -> None:
+    env = _with_forge(lab, github)
+    repo = Path(lab["REPO"])
+    lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "on"})
+    assert _fleet(env, "apply", str(repo), "--lab", "--target", f"machine/{MACHINE}", "--yes").returncode == 0
+    lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "off"})
+    try:
+        assert _fleet(env, "drift", str(repo), "--lab").returncode == 0
+        assert "nyc1: opened" in _drift_report(env, "--as-issue")
+        [issue] = [i for i in github.issues.values() if not i["pull"] and "fleet:drift:nyc1" in i["body"]]
+        assert issue["state"] == "open" and f"machine/{MACHINE}" in issue["body"]
+        assert not _nyc1_pulls(github), "an issue, not a pull request"
+        lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "on"})
+        assert _fleet(env, "drift", str(repo), "--lab").returncode == 0
+        assert "nyc1: closed" in _drift_report(env, "--as-issue")
+        assert github.issues[issue["number"]]["state"] == "closed"
+    finally:
+        lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "on"})
