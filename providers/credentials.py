@@ -20,6 +20,7 @@ from typing import Protocol
 
 from reconciler.errors import PermanentError, TemporaryError
 from reconciler.spec import models
+from reconciler.spec.secrets import Secret as Secret  # where credentials are kept
 
 
 class Revision(Protocol):
@@ -31,32 +32,6 @@ class Revision(Protocol):
 
     @property
     def documents(self) -> Mapping[str, models.Document]: ...
-
-
-class Secret:
-    """A secret value; `reveal()` is the only way to read it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
-        return (Secret, (self._value,))  # worker processes need the value itself
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -14,7 +14,13 @@ from reconciler.spec.schema import schema_file_name
 
 
 def _spec_files() -> list:
-    return sorted(p for p in EXAMPLE.rglob("*.y*ml") if "playbooks" not in p.relative_to(EXAMPLE).parts)
+    # Hidden paths (the CI examples under .github/, .gitlab-ci.yml) are no specs: fleet skips them.
+    return sorted(
+        p
+        for p in EXAMPLE.rglob("*.y*ml")
+        if "playbooks" not in (parts := p.relative_to(EXAMPLE).parts)
+        and not any(part.startswith(".") for part in parts)
+    )
 
 
 def _documents() -> list[tuple[str, dict]]:

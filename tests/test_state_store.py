@@ -45,6 +45,7 @@ TABLES = {
     "controller_revisions",
     "controller_marks",
     "webhook_deliveries",
+    "observed_differences",
     "resource_states",
     "actions",
     "applied",
@@ -545,6 +546,11 @@ def test_the_controller_state_is_shared_through_the_store(store: StateStore) -> 
     assert not store.mark_if_due("poll", 60)  # not due yet: nothing changed
     assert store.mark_if_due("poll", 0)
     assert store.mark_if_due("pass", 60)
+
+    later = datetime(2026, 1, 2, tzinfo=UTC)
+    store.note_differences([("machine/a", "power"), ("machine/b", "power")], ["machine/a", "machine/b"], at)
+    store.note_differences([("machine/a", "power")], ["machine/a", "machine/b"], later)
+    assert store.differences_since() == {("machine/a", "power"): at}  # kept since first seen; b is gone
 
     assert store.record_delivery("github", "d-1")
     assert not store.record_delivery("github", "d-1")  # a redelivery, to any replica

@@ -108,17 +108,17 @@ def _is_config(observed: ObservedState) -> bool:
 
 
 def record_drift(plan: Plan, store: StateStore, at: datetime) -> None:
-    """Open or refresh a finding per drifted field, and per observe-only field that differs from
-    its spec (so a report knows since when); resolve the ones that no longer differ."""
+    """Open or refresh a finding per drifted field; resolve the ones that no longer drift. The
+    observe-only fields that differ from their spec are kept apart (not drift: fleet never
+    applied them), with when each was first seen, for drift reports."""
     drifted: set[tuple[str, str]] = set()
     for entry in plan.with_finding(Finding.DRIFT):
-        for field in entry.fields:  # what fleet applied (before), and what is live (after)
+        for field in entry.fields:
             store.record_drift(entry.address, field.field, field.before, field.after, at)
             drifted.add((entry.address, field.field))
-    for entry in plan.with_finding(Finding.OBSERVE_ONLY):
-        for field in entry.fields:  # a change's diff: live (before), the spec (after)
-            store.record_drift(entry.address, field.field, field.after, field.before, at)
-            drifted.add((entry.address, field.field))
+    differing = {(e.address, f.field) for e in plan.with_finding(Finding.OBSERVE_ONLY) for f in e.fields}
+    looked_at = {o.address for o in plan.observed if o.state.value == "observed" and not _is_config(o)}
+    store.note_differences(differing, looked_at, at)
     # A finding is resolved only by an observation of its own kind: a host's configuration
     # (Ansible) and its other fields (BMC, hypervisor, API server) are observed separately.
     observed = {o.address for o in plan.observed if o.state.value == "observed" and not _is_config(o)}

@@ -13,6 +13,34 @@ from typing import Any
 
 from reconciler.spec.diagnostics import YamlPath
 
+
+class Secret:
+    """A secret value (a password, a token, a key); `reveal()` is the only way to read it, and
+    its repr and str are masked. Credential sources hand these out; the forges take them."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
+        return (Secret, (self._value,))  # worker processes need the value itself
+
+
 # A cheap gate, run on the lower-cased file: without any of these words it holds no
 # secret-looking key and no PEM block.
 _GATE_WORDS = ("pass", "secret", "token", "pwd", "key", "begin")

@@ -245,3 +245,13 @@ webhook_deliveries = sa.Table(
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.Index(None, "received_at"),
 )
+
+# Observe-only fields that differ from their spec (not drift: fleet never applied them), and since
+# when: a drift report waits out its grace period for them too.
+observed_differences = sa.Table(
+    "observed_differences",
+    metadata,
+    sa.Column("address", sa.String(512), primary_key=True),
+    sa.Column("field", sa.String(512), primary_key=True),
+    sa.Column("first_seen", UTCDateTime(), nullable=False),
+)

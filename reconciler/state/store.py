@@ -49,6 +49,7 @@ from reconciler.state.schema import (
     drift,
     locks,
     observations,
+    observed_differences,
     resource_states,
     runs,
     suspensions,
@@ -715,6 +716,52 @@ class StateStore:
                 statement.on_conflict_do_update(index_elements=[controller_marks.c.name], set_={"at": now})
             )
             return True
+
+    def note_differences(
+        self, differing: Iterable[tuple[str, str]], looked_at: Iterable[str], at: datetime
+    ) -> None:
+        """Keep (address, field) of each observe-only field that differs from its spec, with when
+        it was first seen; forget those of `looked_at` addresses that no longer differ."""
+        wanted = set(differing)
+        addresses = set(looked_at) | {address for address, _ in wanted}
+        if not addresses:
+            return
+        when = utc(at, "at")
+        with self._db.transaction(write=True) as connection:
+            known: set[tuple[str, str]] = set()
+            for chunk in chunks(sorted(addresses)):
+                known |= {
+                    (row.address, row.field)
+                    for row in connection.execute(
+                        sa.select(observed_differences.c.address, observed_differences.c.field).where(
+                            observed_differences.c.address.in_(chunk)
+                        )
+                    )
+                }
+            for address, field in sorted(known - wanted):
+                connection.execute(
+                    sa.delete(observed_differences).where(
+                        observed_differences.c.address == address, observed_differences.c.field == field
+                    )
+                )
+            new = [
+                {
+                    "address": self._guard.text(a, "address"),
+                    "field": self._guard.text(f, "field"),
+                    "first_seen": when,
+                }
+                for a, f in sorted(wanted - known)
+            ]
+            for start in range(0, len(new), CHUNK):
+                connection.execute(sa.insert(observed_differences), new[start : start + CHUNK])
+
+    def differences_since(self, addresses: Iterable[str] | None = None) -> dict[tuple[str, str], datetime]:
+        """When each observe-only difference was first seen, by (address, field)."""
+        with self._db.transaction(write=False) as connection:
+            return {
+                (row.address, row.field): row.first_seen
+                for row in self._select_by_address(connection, observed_differences, addresses)
+            }
 
     def record_delivery(self, forge: str, delivery_id: str) -> bool:
         """Record a webhook delivery; True when it was not recorded before (in the last week)."""

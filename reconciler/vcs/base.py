@@ -21,6 +21,7 @@ from typing import Literal, Protocol
 
 from reconciler.bounded import redact, shorten
 from reconciler.errors import FleetError, PermanentError, TemporaryError
+from reconciler.spec.secrets import Secret as Secret
 
 StatusState = Literal["success", "failure", "pending", "error"]
 """A commit status as GitHub names it; GitLab's names are mapped by its module."""
@@ -37,29 +38,6 @@ class Revealable(Protocol):
     or the one credential sources hand out)."""
 
     def reveal(self) -> str: ...
-
-
-class Secret:
-    """A token or key; `reveal()` is the only way to read it, and its repr and str are masked."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 def as_secret(value: str | Revealable) -> Secret:

@@ -66,9 +66,11 @@ def report_drift(
     cutoff = (now or datetime.now(UTC)) - grace
     by_scope: dict[str, list[DriftedField]] = {}
     first_seen: dict[tuple[str, str], datetime] = {}
+    observed_since = engine.store.differences_since()
     for drifted in drifted_fields(result.plan, (Finding.DRIFT, Finding.OBSERVE_ONLY)):
-        finding = result.findings.get((drifted.address, drifted.field))
-        seen = finding.first_seen if finding is not None else None
+        key = (drifted.address, drifted.field)
+        finding = result.findings.get(key)
+        seen = finding.first_seen if finding is not None else observed_since.get(key)
         if seen is None or seen > cutoff:
             continue  # not yet past the grace period (or not a recorded finding)
         first_seen[(drifted.address, drifted.field)] = seen

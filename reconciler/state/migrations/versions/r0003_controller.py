@@ -10,6 +10,8 @@
   pass), so that whichever replica runs the next tick knows whether it is due.
 - `webhook_deliveries`: the push deliveries already handed on, so that a forge's redelivery (to
   any replica) is acknowledged once and not processed twice.
+- `observed_differences`: observe-only fields that differ from their spec, and since when (for
+  drift reports; not drift, which is measured against what fleet applied).
 - On PostgreSQL, procrastinate's own schema (its `schema.sql`, read from the installed package):
   one `alembic upgrade`, run at start-up under the migration lock, sets up everything, so replicas
   never race to create the queue. procrastinate's version is pinned; moving to a version with a
@@ -91,6 +93,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("forge", "delivery_id", name=op.f("pk_webhook_deliveries")),
     )
     op.create_index(op.f("ix_webhook_deliveries_received_at"), "webhook_deliveries", ["received_at"])
+    op.create_table(
+        "observed_differences",
+        sa.Column("address", sa.String(512), nullable=False),
+        sa.Column("field", sa.String(512), nullable=False),
+        sa.Column("first_seen", _ts(), nullable=False),
+        sa.PrimaryKeyConstraint("address", "field", name=op.f("pk_observed_differences")),
+    )
     if op.get_bind().dialect.name == "postgresql":
         # Straight to the driver, without parameters (in this migration's transaction): its '%'
         # and ':' are SQL, not parameter markers.
@@ -115,6 +124,7 @@ def downgrade() -> None:
                 " || ' CASCADE'; END LOOP; END $$"
             )
         )
+    op.drop_table("observed_differences")
     op.drop_index(op.f("ix_webhook_deliveries_received_at"), table_name="webhook_deliveries")
     op.drop_table("webhook_deliveries")
     op.drop_table("controller_marks")
