@@ -37,15 +37,19 @@ pr_app = typer.Typer(
 app.add_typer(pr_app, name="pr")
 
 
+VcsOpt = Annotated[
+    str | None,
+    typer.Option("--vcs", metavar="github|gitlab", help="The forge (default: from the CI environment)."),
+]
+ProjectOpt = Annotated[
+    str | None, typer.Option("--project", metavar="OWNER/NAME", help="The project (default: from CI).")
+]
+
+
 @pr_app.command("comment")
 def comment(
-    vcs: Annotated[
-        str | None,
-        typer.Option("--vcs", metavar="github|gitlab", help="The forge (default: from the CI environment)."),
-    ] = None,
-    project: Annotated[
-        str | None, typer.Option("--project", metavar="OWNER/NAME", help="The project (default: from CI).")
-    ] = None,
+    vcs: VcsOpt = None,
+    project: ProjectOpt = None,
     number: Annotated[
         int | None, typer.Option("--pr", metavar="N", min=1, help="The pull request (default: from CI).")
     ] = None,
@@ -135,12 +139,8 @@ def drift_report(
         str, typer.Option("--branch", metavar="BRANCH", help="The branch fleet applies (the PRs' base).")
     ] = "main",
     directory: DirOpt = None,
-    vcs: Annotated[
-        str | None, typer.Option("--vcs", metavar="github|gitlab", help="The forge (default: from CI).")
-    ] = None,
-    project: Annotated[
-        str | None, typer.Option("--project", metavar="OWNER/NAME", help="The project (default: from CI).")
-    ] = None,
+    vcs: VcsOpt = None,
+    project: ProjectOpt = None,
     grace: Annotated[
         float,
         typer.Option(
