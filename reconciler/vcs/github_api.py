@@ -37,7 +37,6 @@ from reconciler.vcs import sticky
 from reconciler.vcs.base import (
     PROCESS_PACER,
     STATUS_STATES,
-    CommentResult,
     Failure,
     Issue,
     Limits,
@@ -50,9 +49,7 @@ from reconciler.vcs.base import (
     WritePacer,
     as_secret,
     check_length,
-    check_marker,
     failure_error,
-    marked,
     one_line,
 )
 
@@ -70,7 +67,7 @@ _SCOPES_HINT = (
 _TOKEN_HINT = "check that the token, or the App's key and installation id, is valid, not expired or revoked"
 
 
-class GitHubForge:
+class GitHubForge(sticky.StickyComments):
     """One GitHub repository (`owner/name`), through githubkit; see `reconciler.vcs.github_api()`."""
 
     name = "GitHub"
@@ -158,19 +155,8 @@ class GitHubForge:
 
     # -- the Forge operations
 
-    def upsert_comment(self, pr: int, body: str, marker: str) -> CommentResult:
-        check_marker(marker)
-        doing = f"keeping fleet's comment on {self._pull_name(pr)}"
-        self._fits(marked(body, marker), doing)
-        with self._operation(doing) as tally:
-            done = sticky.upsert(_Thread(self, pr), body, marker)
-        return CommentResult(
-            id=done.comment.id,
-            url=done.comment.url,
-            action=done.action,
-            api_calls=tally.count,
-            duplicates_removed=done.duplicates_removed,
-        )
+    def _thread(self, number: int) -> sticky.CommentThread:
+        return _Thread(self, number)
 
     def set_status(
         self,

@@ -29,7 +29,6 @@ from reconciler.vcs import sticky
 from reconciler.vcs.base import (
     PROCESS_PACER,
     STATUS_STATES,
-    CommentResult,
     Failure,
     Issue,
     Limits,
@@ -40,9 +39,7 @@ from reconciler.vcs.base import (
     WritePacer,
     as_secret,
     check_length,
-    check_marker,
     failure_error,
-    marked,
     one_line,
 )
 
@@ -76,7 +73,7 @@ class _Unexpected(Exception):
     """GitLab's answer is not what its API documents."""
 
 
-class GitLabForge:
+class GitLabForge(sticky.StickyComments):
     """One GitLab project (`group/name` or its numeric id), through python-gitlab; see
     `reconciler.vcs.gitlab_api()`."""
 
@@ -129,19 +126,8 @@ class GitLabForge:
 
     # -- the Forge operations
 
-    def upsert_comment(self, pr: int, body: str, marker: str) -> CommentResult:
-        check_marker(marker)
-        doing = f"keeping fleet's comment on {self._pull_name(pr)}"
-        self._fits(marked(body, marker), doing)
-        with self._operation(doing) as tally:
-            done = sticky.upsert(_Thread(self, pr), body, marker)
-        return CommentResult(
-            id=done.comment.id,
-            url=done.comment.url,
-            action=done.action,
-            api_calls=tally.count,
-            duplicates_removed=done.duplicates_removed,
-        )
+    def _thread(self, number: int) -> sticky.CommentThread:
+        return _Thread(self, number)
 
     def set_status(
         self,

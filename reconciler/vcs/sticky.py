@@ -10,10 +10,11 @@ the older one and deletes its own copy. Only a comment this run created is ever 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from reconciler.vcs.base import CommentAction, check_marker, is_marked, marked
+from reconciler.vcs.base import CommentAction, CommentResult, check_marker, is_marked, marked
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,40 @@ class CommentThread(Protocol):
     def update(self, comment_id: int, body: str) -> Comment: ...
 
     def delete(self, comment_id: int) -> None: ...
+
+
+class Tally(Protocol):
+    count: int  # requests made during an operation
+
+
+class StickyComments:
+    """`Forge.upsert_comment` on top of a forge module's comment thread and bookkeeping."""
+
+    def _thread(self, number: int) -> CommentThread:
+        raise NotImplementedError
+
+    def _pull_name(self, number: int) -> str:
+        raise NotImplementedError
+
+    def _fits(self, text: str | None, doing: str) -> None:
+        raise NotImplementedError
+
+    def _operation(self, doing: str) -> AbstractContextManager[Tally]:
+        raise NotImplementedError
+
+    def upsert_comment(self, pr: int, body: str, marker: str) -> CommentResult:
+        check_marker(marker)
+        doing = f"keeping fleet's comment on {self._pull_name(pr)}"
+        self._fits(marked(body, marker), doing)
+        with self._operation(doing) as tally:
+            done = upsert(self._thread(pr), body, marker)
+        return CommentResult(
+            id=done.comment.id,
+            url=done.comment.url,
+            action=done.action,
+            api_calls=tally.count,
+            duplicates_removed=done.duplicates_removed,
+        )
 
 
 @dataclass(frozen=True)
