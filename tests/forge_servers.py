@@ -337,10 +337,12 @@ class _ForgeServer:
                     candidate.left -= 1
                     gate = candidate
                     break
+        # Answered as things stand when the request arrives, then held at the gate: the requests a
+        # gate holds all see the state from before any of them was answered.
+        answer = self._answer(incoming, arrived)
         if gate is not None:
             with contextlib.suppress(threading.BrokenBarrierError):
                 gate.barrier.wait()
-        answer = self._answer(incoming, arrived)
         self._send(handler, incoming, answer, arrived)
 
     def _answer(self, incoming: Incoming, arrived: float) -> Answer:
