@@ -5,9 +5,11 @@ drift is fixed; and a merged one adopted, after which nothing is drifted or to c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -399,3 +401,46 @@ def test_drift_goes_to_a_tracking_issue_with_as_issue(lab: dict[str, str], githu
         assert github.issues[issue["number"]]["state"] == "closed"
     finally:
         lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "on"})
+
+
+def test_an_untrusted_pull_request_that_moves_a_bmc_gets_no_credentials_sent_there(
+    lab: dict[str, str], github: GitHubServer
+) -> None:
+    """Nobody is trusted by default: a pull request that points a BMC at its author's host is not
+    observed (fleet would send the BMC's credentials there) and its status fails until trusted."""
+    repo = Path(lab["REPO"])
+    env = _with_forge(lab, github)
+    trap = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    trap.bind((f"127.{LAB_SUBNET}.250.250", 623))
+    trap.settimeout(0.2)
+    main = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "moved-bmc")
+    try:
+        rack = repo / "machines/nyc1/r01.yaml"
+        documents = rack.read_text().split("\n---\n")
+        for index, document in enumerate(documents):
+            if f"  name: {OTHER}\n" in document:
+                lines = document.split("\n")
+                at = next(i for i, line in enumerate(lines) if line.startswith("    address: "))
+                lines[at] = f"    address: 127.{LAB_SUBNET}.250.250"
+                documents[index] = "\n".join(lines)
+        rack.write_text("\n---\n".join(documents))
+        head = commit_all(repo, "my BMC now")
+        number = github.add_pull("moved-bmc", "main")
+        done = _fleet(
+            env, "pr", "comment", "--vcs", "github", "--project", "acme/fleet", "--pr", str(number),
+            "--base", main, "--head", head, "--repo", str(repo), "--lab",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        with contextlib.suppress(TimeoutError):
+            data = trap.recv(4096)
+            raise AssertionError(f"fleet sent {len(data)} bytes to the pull request's BMC")
+        [comment] = github.comments_on(number)
+        assert f"machine/{OTHER}` is observed once the pull request is trusted" in comment["body"], comment[
+            "body"
+        ]
+        [status] = github.statuses[head]
+        assert status["state"] == "failure" and "not observed" in status["description"]
+    finally:
+        trap.close()
+        git(repo, "checkout", "-q", "main")

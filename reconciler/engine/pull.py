@@ -15,6 +15,7 @@ at 100,000 servers some BMC is always down.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from reconciler.apply.guards import BlastRadiusExceeded, check_blast_radius
 from reconciler.engine.changes import affected, without_directory
@@ -26,6 +27,7 @@ from reconciler.plan.pull import PullRequestPlan
 from reconciler.source import SourceRef
 from reconciler.source.git import changed_paths
 from reconciler.spec import models
+from reconciler.spec.loader import LoadedRevision
 
 
 def plan_pull_request(
@@ -65,7 +67,16 @@ def plan_pull_request(
         return result
     store = engine.store
     drift_known = bool(store.applied_addresses())
-    selection = Selection() if targets is None else Selection(targets=touched)
+    deferred: dict[str, str] = {}
+    if not trusted:
+        deferred = _new_reach(base_revision, head_revision, touched)
+        if deferred:
+            touched_now = tuple(a for a in touched if a not in deferred)
+            result = dataclasses.replace(result, deferred=deferred)
+            if not touched_now:
+                return dataclasses.replace(result, drift_known=drift_known)
+            targets = set(touched_now)
+    selection = Selection() if targets is None else Selection(targets=tuple(sorted(targets)))
     try:
         untrusted = None if trusted else UntrustedSource(base_ref)
         with engine.plan(head_ref, selection, untrusted=untrusted) as planned:
@@ -88,3 +99,53 @@ def plan_pull_request(
         drift_known=drift_known,
         notes=tuple(notes),
     )
+
+
+_UNTRUSTED_REACH = (
+    "observed once the pull request is trusted: it changes where fleet connects or which credentials it sends"
+)
+
+
+def _reach(document: models.Document) -> object:
+    """What fleet connects to for a document, and with which credentials."""
+    spec = getattr(document, "spec", None)
+    if isinstance(document, models.Machine):
+        return (document.spec.address, document.spec.bmc, document.spec.hypervisor)
+    if isinstance(document, models.Cluster):
+        return (document.spec.apiServer, document.spec.credentialsRef)
+    if isinstance(document, models.VirtualMachine):
+        return (document.spec.host, document.spec.address)
+    return getattr(spec, "cluster", None)
+
+
+def _new_reach(base: LoadedRevision, head: LoadedRevision, touched: Sequence[str]) -> dict[str, str]:
+    """The touched resources an untrusted pull request would make fleet reach with its
+    credentials somewhere the base revision does not: a new resource, a changed endpoint or
+    credentials reference, or one reached through such a resource (a VM on a host whose libvirt
+    access changed). Every one when the Fleet's credentials or providers changed. Observing them
+    would send fleet's credentials where the pull request's author says."""
+    if base.fleet is None or head.fleet is None:
+        return dict.fromkeys(touched, _UNTRUSTED_REACH)
+    fleet_reach = ("credentials", "credentialsCluster", "providers")
+    if any(getattr(base.fleet.spec, f) != getattr(head.fleet.spec, f) for f in fleet_reach):
+        return dict.fromkeys(
+            touched,
+            "observed once the pull request is trusted: it changes fleet.yaml's credentials or providers",
+        )
+    before = {d.document.address: d.document for d in base.documents}
+    after = {d.document.address: d.document for d in head.documents}
+    moved = {
+        address
+        for address, document in after.items()
+        if document.kind_name != "Fleet"
+        and (address not in before or _reach(before[address]) != _reach(document))
+    }
+    found: dict[str, str] = {}
+    for address in touched:
+        document = after.get(address)
+        if document is None:
+            continue
+        reached = {address, *kind_of(document).references(document)}
+        if reached & moved:
+            found[address] = _UNTRUSTED_REACH
+    return found

@@ -30,6 +30,7 @@ class PullRequestPlan:
     problem: str | None = None  # the plan could not be made (the message says why)
     sites: dict[str, str] = dataclasses.field(default_factory=dict)  # the site of each touched address
     notes: tuple[str, ...] = ()  # what an untrusted pull request's plan left out, for the comment
+    deferred: dict[str, str] = dataclasses.field(default_factory=dict)  # not observed until trusted, why
 
     @property
     def valid(self) -> bool:
@@ -50,7 +51,7 @@ class PullRequestPlan:
             reasons.append("the plan could not be made")
         if self.blast_radius is not None:
             reasons.append("over the blast radius")
-        unknown = {e.address for e in self.touched_entries(Finding.UNKNOWN)}
+        unknown = {e.address for e in self.touched_entries(Finding.UNKNOWN)} | set(self.deferred)
         if unknown:
             reasons.append(f"{len(unknown)} changed resource{'s' if len(unknown) != 1 else ''} not observed")
         return reasons

@@ -51,7 +51,11 @@ def render_pr_comment(
     pull request's base; `artifact`: where the whole plan is written when the comment cannot hold
     it; `notes`: lines shown under the summary (e.g. what an untrusted pull request's plan left
     out)."""
-    head = _summary(result) + "".join(f"> {_escape(shorten(n, 500))}\n\n" for n in (*result.notes, *notes))
+    waiting = [
+        f"`{_tick(shorten(address))}` is {why}" for address, why in sorted(result.deferred.items())[:10]
+    ] + ([f"... and {len(result.deferred) - 10} more"] if len(result.deferred) > 10 else [])
+    lines = (*result.notes, *waiting, *notes)
+    head = _summary(result) + "".join(f"> {_escape(shorten(n, 500))}\n\n" for n in lines)
     foot = _footer(result, base_moved_to)
     room = max_chars - len(MARKER) - 1 - len(head) - len(foot)
     details = _details(result, link, room)
@@ -103,7 +107,7 @@ def _summary(result: PullRequestPlan) -> str:
                 else f"❌ {_escape(shorten(result.blast_radius, 300))}",
             )
         )
-        unknown = {e.address for e in result.touched_entries(Finding.UNKNOWN)}
+        unknown = {e.address for e in result.touched_entries(Finding.UNKNOWN)} | set(result.deferred)
         rows.append(
             (
                 "completeness",
