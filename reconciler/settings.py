@@ -171,6 +171,12 @@ class ServeSettings(Settings):
         description="Keep drift pull requests (one per site) on the drift schedule; needs --vcs,"
         " --repository-name and FLEET_VCS_TOKEN.",
     )
+    stalled_after: float = Field(
+        30.0,
+        ge=3,
+        description="Seconds without a heartbeat after which another replica takes a replica's jobs"
+        " (PostgreSQL); it heartbeats every third of that.",
+    )
     drift_grace: float = Field(
         60.0, ge=0, description="Minutes drift must last before a drift pull request reports it."
     )

@@ -148,7 +148,10 @@ def serve(
                 from reconciler.controller.shared import SharedJobs
 
                 shared = SharedJobs(
-                    chosen.state_url(), log=log.info, tick_seconds=int(min(chosen.poll_interval or 5, 5))
+                    chosen.state_url(),
+                    log=log.info,
+                    tick_seconds=int(min(chosen.poll_interval or 5, 5)),
+                    stalled_after=chosen.stalled_after,
                 )
             controller = Controller(
                 engine,

@@ -48,9 +48,9 @@ if TYPE_CHECKING:
 WORK = "fleet"
 SCHEDULE = "fleet-schedule"
 WORKERS_PER_REPLICA = 2  # work and schedule
-HEARTBEAT_SECONDS = 10.0  # procrastinate's default
 STALLED_AFTER_SECONDS = 30.0  # a worker with no heartbeat for this long is stopped (the default)
-SWEEP_SECONDS = 10
+# A worker heartbeats three times, and the sweep looks once, per stalled timeout (procrastinate's
+# defaults: every 10 s for 30 s).
 
 Log = Callable[..., None]
 
@@ -72,10 +72,14 @@ def libpq_url(url: str) -> str:
 class SharedJobs:
     """procrastinate's queue for `fleet serve` replicas on the PostgreSQL at `url`."""
 
-    def __init__(self, url: str, *, log: Log, tick_seconds: int = 5) -> None:
+    def __init__(
+        self, url: str, *, log: Log, tick_seconds: int = 5, stalled_after: float = STALLED_AFTER_SECONDS
+    ) -> None:
         self._conninfo = libpq_url(url)
         self._log = log
         self._tick_seconds = tick_seconds
+        self._stalled_after = stalled_after
+        self._heartbeat = stalled_after / 3
         # Deferring and listing happen in any thread (webhooks, the API, jobs): a synchronous
         # pool of their own. The workers run on an event loop in their own thread.
         self._client = procrastinate.App(
@@ -122,8 +126,8 @@ class SharedJobs:
                     "concurrency": 1,
                     "install_signal_handlers": False,
                     "delete_jobs": "successful",
-                    "update_heartbeat_interval": HEARTBEAT_SECONDS,
-                    "stalled_worker_timeout": STALLED_AFTER_SECONDS,
+                    "update_heartbeat_interval": self._heartbeat,
+                    "stalled_worker_timeout": self._stalled_after,
                     "listen_notify": True,
                     "fetch_job_polling_interval": 2.0,
                 }
@@ -169,11 +173,11 @@ class SharedJobs:
         def tick(timestamp: int) -> None:
             controller.tick()
 
-        @app.periodic(cron=_every(SWEEP_SECONDS), periodic_id="sweep")
+        @app.periodic(cron=_every(max(1, int(self._heartbeat))), periodic_id="sweep")
         @app.task(name="fleet.sweep", queue=SCHEDULE, queueing_lock="sweep")
         async def sweep(timestamp: int) -> None:
             manager = app.job_manager
-            for job in await manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_AFTER_SECONDS):
+            for job in await manager.get_stalled_jobs(seconds_since_heartbeat=self._stalled_after):
                 if job.id is None or job.task_name == "fleet.sweep":
                     continue
                 try:
@@ -234,7 +238,7 @@ class SharedJobs:
     def live_replicas(self) -> int:
         rows = self._client.connector.execute_query_all(
             "SELECT count(*) AS live FROM procrastinate_workers"
-            f" WHERE last_heartbeat > now() - interval '{int(STALLED_AFTER_SECONDS)} seconds'"
+            f" WHERE last_heartbeat > now() - interval '{int(self._stalled_after)} seconds'"
         )
         return max(1, int(rows[0]["live"]) // WORKERS_PER_REPLICA)
 
