@@ -318,10 +318,10 @@ class GitHubForge(sticky.StickyComments):
             self._total += 1
 
     @contextlib.contextmanager
-    def _operation(self, doing: str) -> Iterator[_Tally]:
+    def _operation(self, doing: str) -> Iterator[sticky.Tally]:
         """One Forge call: one connection for its requests, its requests counted, and every
         githubkit error mapped to fleet's tree."""
-        tally = _Tally()
+        tally = sticky.Tally()
         self._local.tally = tally
         try:
             with self._github:
@@ -384,13 +384,6 @@ class GitHubForge(sticky.StickyComments):
             scopes_hint=_SCOPES_HINT,
             token_hint=_TOKEN_HINT,
         )
-
-
-class _Tally:
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
 
 
 class _Thread:

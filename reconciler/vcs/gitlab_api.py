@@ -321,10 +321,10 @@ class GitLabForge(sticky.StickyComments):
                 )
 
     @contextlib.contextmanager
-    def _operation(self, doing: str) -> Iterator[_Tally]:
+    def _operation(self, doing: str) -> Iterator[sticky.Tally]:
         """One Forge call: its requests counted, and every python-gitlab and requests error
         mapped to fleet's tree."""
-        tally = _Tally()
+        tally = sticky.Tally()
         self._local.tally = tally
         try:
             yield tally
@@ -359,13 +359,6 @@ class GitLabForge(sticky.StickyComments):
         return failure_error(
             failure, secrets=[self._token.reveal()], scopes_hint=_SCOPES_HINT, token_hint=_TOKEN_HINT
         )
-
-
-class _Tally:
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
 
 
 class _Thread:

@@ -40,8 +40,13 @@ class CommentThread(Protocol):
     def delete(self, comment_id: int) -> None: ...
 
 
-class Tally(Protocol):
-    count: int  # requests made during an operation
+class Tally:
+    """Requests made during one forge operation."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
 
 
 class StickyComments:
