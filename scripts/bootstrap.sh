@@ -20,6 +20,10 @@ cd "$(dirname "$0")/.."
 PACKAGES=(git ca-certificates python3-venv ipmitool libvirt-dev pkg-config gcc libvirt-daemon libvirt-clients
           openssh-server openssh-client sudo curl)
 
+# Two bootstraps at once (two checkouts on one machine) take turns at dpkg's lock instead of
+# failing at once.
+APT_OPTIONS=(-o DPkg::Lock::Timeout=900)
+
 missing=()
 for package in "${PACKAGES[@]}"; do
   # Compared whole, not piped to `grep -q`: under pipefail a reader that quits at its first match
@@ -38,8 +42,8 @@ if ((${#missing[@]})); then
   SUDO=""
   if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO apt-get "${APT_OPTIONS[@]}" update -qq
+  $SUDO apt-get "${APT_OPTIONS[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # kubectl: the independent Kubernetes client the tests check the API test server and the
@@ -49,8 +53,8 @@ if ! command -v kubectl >/dev/null 2>&1; then
   SUDO=""
   if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
-  if ! $SUDO apt-get install -y -qq --no-install-recommends kubectl >/dev/null 2>&1 &&
-     ! $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null 2>&1; then
+  if ! $SUDO apt-get "${APT_OPTIONS[@]}" install -y -qq --no-install-recommends kubectl >/dev/null 2>&1 &&
+     ! $SUDO apt-get "${APT_OPTIONS[@]}" install -y -qq --no-install-recommends kubernetes-client >/dev/null 2>&1; then
     echo "bootstrap: no kubectl package found; the Kubernetes tests need kubectl >= 1.26 on PATH" >&2
   fi
 fi
