@@ -38,6 +38,7 @@ bench: bootstrap
 	$(BIN)/python bench/bench_controller.py
 	$(BIN)/python bench/bench_pr.py
 	$(BIN)/python bench/bench_drift_pr.py
+	$(BIN)/python bench/bench_ui.py
 
 schemas: bootstrap
 	$(BIN)/fleet schema --write schemas/
