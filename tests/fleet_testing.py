@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from typer.testing import CliRunner
 
@@ -44,6 +45,29 @@ def copy_example(target: Path) -> Path:
 def example_documents() -> list[models.Document]:
     """Every valid document of the example repo, the Fleet included, in path order."""
     return [loaded.document for loaded in load_revision(read_worktree(EXAMPLE)).documents]
+
+
+UNREACHABLE = "127.89.0"  # loopback addresses where nothing listens: providers fail at once
+
+
+def unreachable_endpoints(path: Path, sockets: Path) -> Path:
+    """An endpoint map that sends every BMC and API server of the example to a closed loopback
+    port and every hypervisor to a missing socket, with short timeouts: nothing leaves the host."""
+    documents = example_documents()
+    endpoints: dict[str, str] = {}
+    hypervisors: dict[str, str] = {}
+    for number, machine in enumerate((d for d in documents if isinstance(d, models.Machine)), 1):
+        endpoints[f"{machine.spec.bmc.address}:{machine.spec.bmc.port}"] = f"{UNREACHABLE}.{number}:623"
+        hypervisors[machine.metadata.name] = f"test+unix:///default?socket={sockets / 'none.sock'}"
+    for number, cluster in enumerate((d for d in documents if isinstance(d, models.Cluster)), 1):
+        server = urlsplit(cluster.spec.apiServer)
+        endpoints[f"{server.hostname}:{server.port or 443}"] = f"{UNREACHABLE}.{100 + number}:6443"
+    settings = {
+        "ipmi": {"timeoutSeconds": 0.5, "minCommandIntervalSeconds": 0},
+        "libvirt": {"timeoutSeconds": 1},
+    }
+    path.write_text(json.dumps({"endpoints": endpoints, "hypervisors": hypervisors, "settings": settings}))
+    return path
 
 
 def lab_access(

@@ -19,25 +19,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import schemathesis
-from fleet_testing import FLEET, ROOT, copy_example, example_documents
+from fleet_testing import FLEET, ROOT, copy_example, unreachable_endpoints
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import checks
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 
-from reconciler.spec import models
-
 OPS = "ops-canary-token-91c4e0"
 DASHBOARDS = "dashboards-canary-token-4b7d2a"
 WEBHOOK_SECRET = "webhook-canary-secret-6e1f"
 CANARIES = (OPS, DASHBOARDS, WEBHOOK_SECRET)
-UNREACHABLE = "127.89.0"  # loopback addresses where nothing listens: providers fail at once
 CHECKS = [
     checks.not_a_server_error,
     checks.status_code_conformance,
@@ -65,26 +61,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _unreachable_endpoints(path: Path, sockets: Path) -> Path:
-    """An endpoint map that sends every BMC and API server of the example to a closed loopback
-    port and every hypervisor to a missing socket, with short timeouts: nothing leaves the host."""
-    documents = example_documents()
-    endpoints: dict[str, str] = {}
-    hypervisors: dict[str, str] = {}
-    for number, machine in enumerate((d for d in documents if isinstance(d, models.Machine)), 1):
-        endpoints[f"{machine.spec.bmc.address}:{machine.spec.bmc.port}"] = f"{UNREACHABLE}.{number}:623"
-        hypervisors[machine.metadata.name] = f"test+unix:///default?socket={sockets / 'none.sock'}"
-    for number, cluster in enumerate((d for d in documents if isinstance(d, models.Cluster)), 1):
-        server = urlsplit(cluster.spec.apiServer)
-        endpoints[f"{server.hostname}:{server.port or 443}"] = f"{UNREACHABLE}.{100 + number}:6443"
-    settings = {
-        "ipmi": {"timeoutSeconds": 0.5, "minCommandIntervalSeconds": 0},
-        "libvirt": {"timeoutSeconds": 1},
-    }
-    path.write_text(json.dumps({"endpoints": endpoints, "hypervisors": hypervisors, "settings": settings}))
-    return path
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """`fleet serve` on a copy of the example, once its first pass is done (nothing queued)."""
@@ -95,7 +71,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         **os.environ,
         "FLEET_STATE": str(directory / "state.db"),
         "FLEET_STATE_DIR": str(directory / "state"),
-        "FLEET_ENDPOINTS": str(_unreachable_endpoints(directory / "endpoints.json", directory)),
+        "FLEET_ENDPOINTS": str(unreachable_endpoints(directory / "endpoints.json", directory)),
         "FLEET_CONFIG": "false",
         "FLEET_API_TOKEN_OPS": OPS,
         "FLEET_API_TOKEN_DASHBOARDS": DASHBOARDS,

@@ -127,6 +127,7 @@ def serve(
     from reconciler.controller.controller import Controller
     from reconciler.controller.follow import Followed
     from reconciler.controller.logs import json_logger
+    from reconciler.controller.ui import mount_ui
     from reconciler.controller.webhooks import Followed as PushesOf
     from reconciler.controller.webhooks import StoredDeliveries, webhook_router
 
@@ -175,7 +176,9 @@ def serve(
                 on_result=lambda forge, result: controller.metrics.webhooks.labels(forge, result.value).inc(),
                 deliveries=StoredDeliveries(engine.store),
             )
-            web = build_app(controller, engine.store, controller.api_tokens, routers=[pushes])
+            web = mount_ui(
+                build_app(controller, engine.store, controller.api_tokens, routers=[pushes], log=log.info)
+            )
             server = uvicorn.Server(
                 uvicorn.Config(
                     web, host=host, port=port, log_level="warning", access_log=False, lifespan="off"

@@ -143,16 +143,81 @@ class Lease(Answer):
     expires: str
 
 
+class SuspensionRecord(Answer):
+    operator: str
+    reason: str
+    since: str
+    run: int | None = Field(description="The run (of kind suspend) that records it.")
+
+
 class Resource(ResourceState):
-    """One resource: its state, spec and file, last observation, open drift, recent runs and
-    the lease that holds it."""
+    """One resource: its state, spec and where it is written, last observation, open drift, the
+    fields enforced and only observed, recent runs, the lease that holds it and its suspension."""
 
     file: str
+    line: int = Field(description="Where its document starts in `file`.")
+    fileUrl: str | None = Field(
+        description="The file at the revision on the forge (a repo followed over HTTPS)."
+    )
+    revision: str = Field(description="The revision in force, whose spec this is.")
     spec: dict[str, Any]
+    enforced: list[str] = Field(description="Fields of policies.enforcement that are enforced for it.")
+    observedOnly: list[str] = Field(description="Fields of policies.enforcement only observed for it.")
     observation: Observation | None
     drift: list[Drift]
     actions: list[Run] = Field(description="The last 20 runs that acted on it.")
     lease: list[Lease]
+    suspension: SuspensionRecord | None = Field(description="Who suspended it, why and since when.")
+
+
+class RackCount(Answer):
+    name: str
+    counts: dict[str, int] = Field(description="Resources by state.")
+    total: int
+
+
+class SiteCount(RackCount):
+    racks: list[RackCount] = Field(description="Its racks (`-`: resources of no rack).")
+
+
+class Overview(Answer):
+    """The fleet counted by state per site and rack (`-`: clusters, pools and orphans)."""
+
+    revision: str | None
+    total: int = Field(description="Resources with a state, filter or not.")
+    matched: int = Field(description="Resources the filter matched.")
+    counts: dict[str, int] = Field(description="Matched resources by state.")
+    sites: list[SiteCount]
+
+
+class Cell(Answer):
+    address: str
+    kind: str
+    state: str
+
+
+class RackCell(Cell):
+    children: list[Cell] = Field(description="What runs on it: a host's VMs, a cluster's SparkPools.")
+
+
+class Rack(Answer):
+    site: str
+    rack: str
+    revision: str | None
+    total: int
+    matched: int
+    items: list[RackCell] = Field(description="At most 5,000, by address.")
+
+
+class PlanPreview(Answer):
+    """The plan an emergency reconcile would run now; confirm it by passing its fingerprint."""
+
+    revision: str
+    fingerprint: str
+    summary: str
+    changes: int
+    markdown: str = Field(description="As a PR comment shows it.")
+    plan: dict[str, Any] = Field(description="As `fleet plan -o json` (schemas/plan.schema.json).")
 
 
 class ReconcileAccepted(Answer):

@@ -2,15 +2,19 @@
 the web UI alike.
 
 Every `/api/v1` call needs a bearer token of `spec.controller.apiTokens` in fleet.yaml (read
-through its credentialsRef, never from the repo): the `read` role may call the GET endpoints, the
-`operator` role everything. A missing or wrong token gets 401, the wrong role 403; a token is
-compared in constant time and never logged. No traceback reaches a client.
+through its credentialsRef, never from the repo), or the web UI's session cookie signed for one:
+the `read` role may call the GET endpoints, the `operator` role everything. A missing or wrong
+token gets 401, the wrong role 403; a call that changes something on a session cookie needs the
+session's CSRF token (`X-CSRF-Token`), else 403. A token is compared in constant time and never
+logged. No traceback reaches a client. Each answer's body comes from `queries` (reads) or the
+controller (operator actions), the functions the web UI's pages call as well.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
+import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
@@ -23,13 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from reconciler.controller import answers
 from reconciler.controller.answers import Problem
 from reconciler.controller.controller import Controller
+from reconciler.controller.queries import Filter, FleetView, NotFound
+from reconciler.controller.sessions import CSRF_HEADER, SESSION_COOKIE, caller_of_token, read_session, same
 from reconciler.controller.webhooks import Followed as PushesOf
 from reconciler.controller.webhooks import webhook_router
 from reconciler.engine import RunOptions, Selection
 from reconciler.errors import FleetError, TemporaryError, UsageError
-from reconciler.report.history import history_data
+from reconciler.report.markdown import render_markdown
+from reconciler.report.plan_json import plan_to_dict
 from reconciler.spec.loader import InvalidRevision
-from reconciler.spec.selector import parse_selector
 from reconciler.state import StateStore
 
 API_VERSION = "v1"
@@ -77,19 +83,33 @@ class Caller:
 TokenSource = Callable[[], Mapping[str, tuple[str, str]]]
 
 
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
 def _caller(tokens: TokenSource, request: Request) -> Caller:
     header = request.headers.get("authorization", "")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not header and cookie:
+        return _session_caller(tokens, request, cookie)
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-    found: Caller | None = None
-    for value, (name, role) in tokens().items():
-        # Every configured token is compared, so the time taken says nothing about which matched.
-        if hmac.compare_digest(value.encode(), given.strip().encode()) and found is None:
-            found = Caller(name, role)
+    found = caller_of_token(tokens(), given)
     if found is None:
         raise HTTPException(401, "the bearer token is not valid", headers={"WWW-Authenticate": "Bearer"})
-    return found
+    return Caller(*found)
+
+
+def _session_caller(tokens: TokenSource, request: Request, cookie: str) -> Caller:
+    """The web UI's session: valid for the token it was signed for; a change needs its CSRF token."""
+    session = read_session(tokens(), cookie, time.time())
+    if session is None:
+        raise HTTPException(
+            401, "the session has ended: sign in again", headers={"WWW-Authenticate": "Bearer"}
+        )
+    if request.method not in SAFE_METHODS and not same(request.headers.get(CSRF_HEADER), session.csrf):
+        raise HTTPException(403, "a change made with a session cookie needs its CSRF token (X-CSRF-Token)")
+    return Caller(session.name, session.role)
 
 
 class ReconcileRequest(BaseModel):
@@ -103,11 +123,50 @@ class ReconcileRequest(BaseModel):
     incident: str | None = Field(None, max_length=200)
     emergency: bool = Field(False, description="Bypass the blast radius and change windows (recorded).")
     breakLock: bool = Field(False, description="Take the leases of other runs (recorded).")
+    fingerprint: str | None = Field(
+        None,
+        max_length=128,
+        description="The plan confirmed (POST /api/v1/plan): a different one is refused.",
+    )
 
     @model_validator(mode="after")
     def _something(self) -> ReconcileRequest:
         if not self.targets and not self.selector:
             raise ValueError("name what to reconcile: targets or selector")
+        return self
+
+
+class PlanRequest(BaseModel):
+    """What an emergency reconcile would be about: its plan is shown before it is confirmed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[Annotated[str, Field(max_length=300)]] = Field(default_factory=list, max_length=1000)
+    selector: str | None = Field(None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _something(self) -> PlanRequest:
+        if not self.targets and not self.selector:
+            raise ValueError("name what to plan: targets or selector")
+        return self
+
+
+class ApproveRequest(BaseModel):
+    """A plan that waits on the blast radius, approved: it runs now, recorded with who approved."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[Annotated[str, Field(max_length=300)]] = Field(default_factory=list, max_length=1000)
+    selector: str | None = Field(None, max_length=1000)
+    reason: str = Field(min_length=1, max_length=2000, pattern=r"\S")
+    fingerprint: str | None = Field(
+        None, max_length=128, description="The plan approved (POST /api/v1/plan): a different one is refused."
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> ApproveRequest:
+        if not self.targets and not self.selector:
+            raise ValueError("name what to approve: targets or selector")
         return self
 
 
@@ -128,15 +187,77 @@ class SuspendRequest(BaseModel):
         return self
 
 
-def _suspension(request: Request, body: SuspendRequest, caller: Caller, *, resume: bool) -> dict[str, Any]:
+def suspension(
+    controller: Controller, body: SuspendRequest, caller: Caller, *, resume: bool
+) -> dict[str, Any]:
+    """Suspend or resume, as `POST /api/v1/suspend` and `/resume` (and the web UI's forms) do."""
+    if not resume and (body.reason is None or not body.reason.strip()):
+        raise HTTPException(422, "reason is required: it goes into the audit record")
     selection = Selection(body.kind, body.selector, tuple(body.targets))
     try:
-        return _controller(request).suspend(selection, body.reason, f"api:{caller.name}", resume=resume)
+        return controller.suspend(selection, body.reason, f"api:{caller.name}", resume=resume)
     except (FleetError, ValueError) as exc:
-        raise _refusal(exc) from None
+        raise refusal(exc) from None
 
 
-def _refusal(exc: FleetError | ValueError) -> HTTPException:
+def reconcile_now(controller: Controller, body: ReconcileRequest, caller: Caller) -> dict[str, Any]:
+    """The emergency reconcile, as `POST /api/v1/reconcile` (and the web UI's confirmation) runs it."""
+    options = RunOptions(
+        kind="reconcile",
+        reason=body.reason,
+        incident=body.incident,
+        emergency=body.emergency,
+        allow_destructive=body.emergency,
+        break_lock=body.breakLock,
+        operator=f"api:{caller.name}",
+        refuse_suspended=True,
+    )
+    try:
+        run_id = controller.emergency(
+            tuple(body.targets), body.selector, options, fingerprint=body.fingerprint
+        )
+    except (FleetError, ValueError) as exc:
+        raise refusal(exc) from None
+    return {"run": run_id, "operator": options.operator}
+
+
+def approve(controller: Controller, body: ApproveRequest, caller: Caller) -> dict[str, Any]:
+    """Run a plan that waits on the blast radius, as `POST /api/v1/approve` does: its run records
+    who approved (`summary.approvedBy`) and why; change windows and suspensions still hold."""
+    operator = f"api:{caller.name}"
+    options = RunOptions(
+        kind="reconcile",
+        reason=f"approved over the blast radius: {body.reason}",
+        operator=operator,
+        refuse_suspended=True,
+        approved_by=operator,
+    )
+    try:
+        run_id = controller.emergency(
+            tuple(body.targets), body.selector, options, fingerprint=body.fingerprint
+        )
+    except (FleetError, ValueError) as exc:
+        raise refusal(exc) from None
+    return {"run": run_id, "operator": operator}
+
+
+def plan_preview(controller: Controller, body: PlanRequest) -> dict[str, Any]:
+    """The plan an emergency reconcile would run now, as `POST /api/v1/plan` answers it."""
+    try:
+        plan = controller.preview(tuple(body.targets), body.selector)
+    except (FleetError, ValueError) as exc:
+        raise refusal(exc) from None
+    return {
+        "revision": plan.revision,
+        "fingerprint": plan.fingerprint(),
+        "summary": plan.summary_line(),
+        "changes": len(plan.changes()),
+        "markdown": render_markdown(plan, title="fleet reconcile --now: the plan"),
+        "plan": plan_to_dict(plan, bounded=True),
+    }
+
+
+def refusal(exc: FleetError | ValueError) -> HTTPException:
     """What an operator call that was refused answers: 422 for a revision with errors where the
     call looks, 400 for what it named, 503 for what may pass, 409 for a guard or a lease."""
     if isinstance(exc, InvalidRevision):
@@ -166,6 +287,22 @@ ReadCaller = Annotated[Caller, Depends(_reader)]
 OperatorCaller = Annotated[Caller, Depends(_operator)]
 
 
+def _view(request: Request) -> FleetView:
+    found: FleetView = request.app.state.view
+    return found
+
+
+def read_answer(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A read's answer, with its errors as the API says them: 404 for what is not there, 400
+    for what was asked wrong."""
+    try:
+        return work()
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except UsageError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
 def _controller(request: Request) -> Controller:
     found: Controller = request.app.state.controller
     return found
@@ -182,12 +319,16 @@ def build_app(
     tokens: TokenSource,
     *,
     routers: Sequence[APIRouter] = (),
+    log: Callable[..., None] | None = None,
 ) -> FastAPI:
-    """The controller's app: `routers` (the webhooks) are mounted beside the API."""
+    """The controller's app: `routers` (the webhooks) are mounted beside the API; a request that
+    fails unexpectedly is written to `log` (never to the client)."""
     app = create_app(routers)
+    app.state.log = log
     app.state.controller = controller
     app.state.store = store
     app.state.tokens = tokens
+    app.state.view = FleetView(controller, store)
     return app
 
 
@@ -207,6 +348,15 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log: Callable[..., None] | None = getattr(request.app.state, "log", None)
+        if log is not None:
+            frames = traceback.extract_tb(exc.__traceback__)[-3:]
+            log(
+                "request failed",
+                path=request.url.path,
+                error=f"{type(exc).__name__}: {exc}"[:500],
+                where=[f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno} in {f.name}" for f in frames],
+            )
         return JSONResponse({"detail": "internal error; the controller's log says more"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
@@ -272,71 +422,57 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
         state: Annotated[str | None, Query(max_length=100)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT * 20)] = 1000,
     ) -> dict[str, Any]:
-        try:
-            match = parse_selector(selector) if selector else None
-        except (UsageError, ValueError) as exc:
-            raise HTTPException(400, f"bad selector: {exc}") from None
-        controller = _controller(request)
-        found = []
-        for resource in controller.resources():
-            if kind is not None and resource.kind.lower() != kind.lower():
-                continue
-            if state is not None and resource.state != state:
-                continue
-            if match is not None:
-                spec = controller.document(resource.address)
-                if spec is None or not match(spec[0].metadata.labels):
-                    continue
-            found.append(resource.as_json())
-        return {"items": found[:limit], "total": len(found)}
+        return read_answer(lambda: _view(request).resources(selector, kind, state, limit))
+
+    @api.get(
+        "/overview",
+        summary="Resources counted by state per site and per rack, filtered.",
+        response_model=answers.Overview,
+        responses={400: _problem("A bad selector or kind."), **_INVALID},
+    )
+    def overview(
+        request: Request,
+        caller: ReadCaller,
+        kind: Annotated[str | None, Query(max_length=100)] = None,
+        state: Annotated[str | None, Query(max_length=100)] = None,
+        site: Annotated[str | None, Query(max_length=100)] = None,
+        selector: Annotated[
+            str | None, Query(max_length=1000, description="Label selector (the CLI's).")
+        ] = None,
+        q: Annotated[str | None, Query(max_length=300, description="Text the address contains.")] = None,
+    ) -> dict[str, Any]:
+        wanted = Filter(kind, state, site, selector, q)
+        return read_answer(lambda: _view(request).overview(wanted))
+
+    @api.get(
+        "/racks/{site}/{rack}",
+        summary="The resources of one rack, each with what runs on it (`-/-`: of no rack).",
+        response_model=answers.Rack,
+        responses={400: _problem("A bad selector or kind."), 404: _problem("No such rack."), **_INVALID},
+    )
+    def rack(
+        request: Request,
+        site: Annotated[str, Path(max_length=100)],
+        rack: Annotated[str, Path(max_length=100)],
+        caller: ReadCaller,
+        kind: Annotated[str | None, Query(max_length=100)] = None,
+        state: Annotated[str | None, Query(max_length=100)] = None,
+        selector: Annotated[
+            str | None, Query(max_length=1000, description="Label selector (the CLI's).")
+        ] = None,
+        q: Annotated[str | None, Query(max_length=300, description="Text the address contains.")] = None,
+    ) -> dict[str, Any]:
+        wanted = Filter(kind, state, None, selector, q)
+        return read_answer(lambda: _view(request).rack(site, rack, wanted))
 
     @api.get(
         "/resources/{address:path}",
-        summary="One resource: spec, observation, drift, actions, lease.",
+        summary="One resource: spec, observation, drift, enforcement, actions, lease, suspension.",
         response_model=answers.Resource,
         responses={404: _problem("No such resource in the revision in force."), **_INVALID},
     )
     def resource(request: Request, address: str, caller: ReadCaller) -> dict[str, Any]:
-        controller, store = _controller(request), _store(request)
-        state = controller.resource(address)
-        spec = controller.document(address)
-        if state is None or spec is None:
-            raise HTTPException(404, f"no resource {address} in the revision in force")
-        document, path = spec
-        observation = store.get_observations([address]).get(address)
-        return {
-            **state.as_json(),
-            "file": path,
-            "spec": json.loads(document.model_dump_json(by_alias=True, exclude_none=True)),
-            "observation": (
-                {
-                    "state": observation.state,
-                    "fields": observation.fields,
-                    "reason": observation.reason,
-                    "at": observation.observed_at.isoformat().replace("+00:00", "Z"),
-                }
-                if observation is not None
-                else None
-            ),
-            "drift": [
-                {
-                    "field": d.field,
-                    "expected": d.expected,
-                    "actual": d.actual,
-                    "firstSeen": d.first_seen.isoformat().replace("+00:00", "Z"),
-                }
-                for d in store.open_drift([address])
-            ],
-            "actions": history_data(store.history(target=address, limit=20)),
-            "lease": [
-                {
-                    "owner": h.owner,
-                    "run": h.run_id,
-                    "expires": h.expires_at.isoformat().replace("+00:00", "Z"),
-                }
-                for h in store.held_locks([address])
-            ],
-        }
+        return read_answer(lambda: _view(request).resource(address))
 
     @api.get(
         "/runs",
@@ -347,7 +483,7 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
     def runs(
         request: Request, caller: ReadCaller, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50
     ) -> dict[str, Any]:
-        return {"items": history_data(_store(request).history(limit=limit))}
+        return read_answer(lambda: _view(request).runs(limit))
 
     @api.get(
         "/runs/{run_id}",
@@ -358,10 +494,25 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
     def run(
         request: Request, run_id: Annotated[int, Path(ge=1, le=MAX_RUN_ID)], caller: ReadCaller
     ) -> dict[str, Any]:
-        found = _store(request).get_run(run_id)
-        if found is None:
-            raise HTTPException(404, f"no run {run_id}")
-        return history_data([found])[0]
+        return read_answer(lambda: _view(request).run(run_id))
+
+    @api.post(
+        "/plan",
+        summary="The plan an emergency reconcile of targets or a selector would run now (nothing applied).",
+        response_model=answers.PlanPreview,
+        responses={
+            400: _problem("No such target, or a bad selector."),
+            **_FORBIDDEN,
+            409: _problem("The plan cannot be made."),
+            422: _problem(
+                "The request does not fit this schema, or the revision has errors in the targets or"
+                " what they reference."
+            ),
+            **_UNAVAILABLE,
+        },
+    )
+    def plan(request: Request, body: PlanRequest, caller: OperatorCaller) -> dict[str, Any]:
+        return plan_preview(_controller(request), body)
 
     @api.post(
         "/reconcile",
@@ -371,7 +522,10 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
         responses={
             400: _problem("No such target, or a bad selector."),
             **_FORBIDDEN,
-            409: _problem("A guard refused (blast radius, change window, a lease held, suspended)."),
+            409: _problem(
+                "A guard refused (blast radius, change window, a lease held, suspended), or the plan"
+                " is not the one confirmed."
+            ),
             422: _problem(
                 "The request does not fit this schema, or the revision has errors in the targets or"
                 " what they reference."
@@ -380,21 +534,29 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
         },
     )
     def reconcile(request: Request, body: ReconcileRequest, caller: OperatorCaller) -> dict[str, Any]:
-        options = RunOptions(
-            kind="reconcile",
-            reason=body.reason,
-            incident=body.incident,
-            emergency=body.emergency,
-            allow_destructive=body.emergency,
-            break_lock=body.breakLock,
-            operator=f"api:{caller.name}",
-            refuse_suspended=True,
-        )
-        try:
-            run_id = _controller(request).emergency(tuple(body.targets), body.selector, options)
-        except (FleetError, ValueError) as exc:
-            raise _refusal(exc) from None
-        return {"run": run_id, "operator": options.operator}
+        return reconcile_now(_controller(request), body, caller)
+
+    @api.post(
+        "/approve",
+        summary="Approve a plan that waits on the blast radius: it runs now, recorded with who approved.",
+        status_code=202,
+        response_model=answers.ReconcileAccepted,
+        responses={
+            400: _problem("No such target, or a bad selector."),
+            **_FORBIDDEN,
+            409: _problem(
+                "A guard refused (change window, a lease held, suspended), or the plan is not the one"
+                " approved."
+            ),
+            422: _problem(
+                "The request does not fit this schema, or the revision has errors in the targets or"
+                " what they reference."
+            ),
+            **_UNAVAILABLE,
+        },
+    )
+    def approve_plan(request: Request, body: ApproveRequest, caller: OperatorCaller) -> dict[str, Any]:
+        return approve(_controller(request), body, caller)
 
     @api.post(
         "/suspend",
@@ -403,9 +565,7 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
         responses=_SUSPENSION_ANSWERS,
     )
     def suspend(request: Request, body: SuspendRequest, caller: OperatorCaller) -> dict[str, Any]:
-        if body.reason is None or not body.reason.strip():
-            raise HTTPException(422, "reason is required: it goes into the audit record")
-        return _suspension(request, body, caller, resume=False)
+        return suspension(_controller(request), body, caller, resume=False)
 
     @api.post(
         "/resume",
@@ -414,7 +574,7 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
         responses=_SUSPENSION_ANSWERS,
     )
     def resume(request: Request, body: SuspendRequest, caller: OperatorCaller) -> dict[str, Any]:
-        return _suspension(request, body, caller, resume=True)
+        return suspension(_controller(request), body, caller, resume=True)
 
     @api.post(
         "/poll",

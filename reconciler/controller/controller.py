@@ -42,7 +42,7 @@ from reconciler.engine import CancelToken, Engine, RunOptions, Selection, SyncRe
 from reconciler.engine.changes import affected, changed_files, file_digests, without_directory
 from reconciler.engine.pipeline import process_name
 from reconciler.engine.suspensions import SuspensionResult
-from reconciler.errors import FleetError, TemporaryError
+from reconciler.errors import FleetError, PermanentError, TemporaryError
 from reconciler.kinds import KINDS, kind_named, kind_of
 from reconciler.plan.model import Finding, Plan
 from reconciler.settings import process_environment
@@ -67,6 +67,10 @@ T = TypeVar("T")
 
 
 Batch = tuple[str, str]  # (kind, site)
+
+
+class PlanChanged(PermanentError):
+    """The plan a person confirmed is not the plan that would run now."""
 
 
 class SharedJobs(Protocol):
@@ -233,6 +237,26 @@ class Controller:
         self._status = (now, answer)
         return answer
 
+    def revision_in_force(self) -> tuple[str, str | None, LoadedRevision] | None:
+        """The revision this replica reconciles: its id, commit and loaded documents."""
+        in_force = self._in_force
+        if in_force is None:
+            return None
+        return in_force.revision, in_force.commit, in_force.loaded
+
+    def spec_files(self) -> dict[str, bytes]:
+        """The YAML files of the revision in force by path (for where each document starts)."""
+        in_force = self._in_force
+        if in_force is None:
+            return {}
+        wanted = {d.path for d in in_force.loaded.documents}
+        try:
+            snapshot = self.engine.open_source(self.followed.at(in_force.commit))
+            return {f.path: snapshot.read(f) for f in snapshot.files if f.path in wanted}
+        except FleetError as exc:
+            self._log("the revision in force cannot be read", revision=in_force.revision, error=str(exc))
+            return {}
+
     def resources(self) -> list[ResourceState]:
         """The resources of the revision in force (and the orphans), by address."""
         in_force = self._in_force
@@ -299,11 +323,13 @@ class Controller:
         selector: str | None,
         options: RunOptions,
         *,
+        fingerprint: str | None = None,
         timeout: float = 300.0,
     ) -> int:
         """`fleet reconcile --now` through this controller: ahead of every waiting unit, on the
         newest revision, with the same partial gate, guards and leases. Returns the run's id as
-        soon as the run is recorded; raises what refused it (nothing applied then)."""
+        soon as the run is recorded; raises what refused it (nothing applied then). With
+        `fingerprint`, only the plan a person was shown runs: a different one is refused."""
         started = threading.Event()
         run_ids: list[int] = []
 
@@ -315,6 +341,11 @@ class Controller:
             with self.engine.plan(
                 self._newest(), Selection(None, selector, targets), partial=True
             ) as planned:
+                if fingerprint is not None and planned.plan.fingerprint() != fingerprint:
+                    raise PlanChanged(
+                        "the plan changed since it was shown (live state or the revision moved)",
+                        hint="look at the plan again and confirm the new one",
+                    )
                 self.engine.apply(planned, options, self._cancel, on_start=on_start)
 
         self._now(f"emergency:{next(self._emergencies)}", work, timeout, answered=started)
@@ -322,6 +353,20 @@ class Controller:
         if run_ids:
             return run_ids[0]
         raise TemporaryError("the emergency reconcile did not start")
+
+    def preview(self, targets: tuple[str, ...], selector: str | None, *, timeout: float = 300.0) -> Plan:
+        """The plan an emergency reconcile of `targets` or `selector` would run now (on this
+        replica's queue, ahead of waiting units); nothing is applied or recorded."""
+
+        def work() -> Plan:
+            with self.engine.plan(
+                self._newest(), Selection(None, selector, targets), partial=True
+            ) as planned:
+                return planned.plan
+
+        found = self._now(f"preview:{next(self._emergencies)}", work, timeout)
+        assert found is not None
+        return found
 
     def suspend(
         self,

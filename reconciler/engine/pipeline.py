@@ -107,6 +107,8 @@ class RunOptions:
     operator: str | None = None  # who the audit names, when not the settings' operator (an API token)
     # An explicit run (the emergency reconcile) is refused, not skipped, on a suspended target.
     refuse_suspended: bool = False
+    # Who approved a plan over the blast radius (it bypasses the blast radius; recorded).
+    approved_by: str | None = None
 
 
 class PlannedRun:
@@ -445,7 +447,7 @@ class Engine:
         if options.emergency:
             return
         plan, fleet = planned.plan, planned.selected.fleet
-        if not options.allow_destructive:
+        if not options.allow_destructive and options.approved_by is None:
             check_blast_radius(plan, planned.selected.everything, fleet.spec.policies.blastRadius)
         changes = plan.changes()
         if changes and options.kind == "reconcile":
@@ -507,6 +509,8 @@ class Engine:
             summary["orphans"] = "not handled: the revision has errors outside the targets"
         if held:
             summary["suspended"] = sorted(held)
+        if options.approved_by is not None:
+            summary["approvedBy"] = options.approved_by
         try:
             if on_start is not None:
                 on_start(run_id)

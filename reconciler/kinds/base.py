@@ -90,6 +90,8 @@ class Kind:
     model: ClassVar[type[models.Document]]
     # The provider registry key of the provider that observes and changes it; "" when none does.
     provider: ClassVar[str] = ""
+    # The fields of `policies.enforcement` that govern it (enforced, or only observed).
+    policy_fields: ClassVar[tuple[str, ...]] = ()
 
     @property
     def prefix(self) -> str:
@@ -103,6 +105,14 @@ class Kind:
     def site(self, document: models.Document, machines: Mapping[str, models.Machine]) -> str:
         """The site a resource lives at ("" when it has none), given the fleet's Machines by name."""
         return ""
+
+    def rack(self, document: models.Document, machines: Mapping[str, models.Machine]) -> str:
+        """The rack a resource lives in ("" when it has none), given the fleet's Machines by name."""
+        return ""
+
+    def nested_under(self, document: models.Document) -> str | None:
+        """The address of the resource it runs on (a VM's host, a SparkPool's Cluster), or None."""
+        return None
 
     def references(self, document: models.Document) -> Iterable[str]:
         """The addresses of the documents this one names (a VM's host, a Cluster's members)."""

@@ -42,6 +42,7 @@ class ClusterKind(KubernetesKind):
     short_names = ("cl",)
     model = models.Cluster
     provider = "Cluster"
+    policy_fields = ("cluster",)
 
     def references(self, document: models.Document) -> Iterable[str]:
         assert isinstance(document, models.Cluster)

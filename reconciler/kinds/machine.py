@@ -136,6 +136,7 @@ class MachineKind(Kind):
     short_names = ("m",)
     model = models.Machine
     provider = "Machine"
+    policy_fields = ("power", "bootDevice", "config")
 
     def diff(self, documents: Sequence[models.Document], observed: Observed, inputs: DiffInputs) -> KindDiff:
         machines = [d for d in documents if isinstance(d, models.Machine)]
@@ -169,6 +170,10 @@ class MachineKind(Kind):
     def site(self, document: models.Document, machines: Mapping[str, models.Machine]) -> str:
         assert isinstance(document, models.Machine)
         return document.spec.site
+
+    def rack(self, document: models.Document, machines: Mapping[str, models.Machine]) -> str:
+        assert isinstance(document, models.Machine)
+        return document.spec.rack
 
     def where(self, document: models.Document) -> str:
         assert isinstance(document, models.Machine)

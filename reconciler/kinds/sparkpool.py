@@ -67,10 +67,15 @@ class SparkPoolKind(KubernetesKind):
     short_names = ("sp",)
     model = models.SparkPool
     provider = "SparkPool"
+    policy_fields = ("sparkPool",)
 
     def references(self, document: models.Document) -> Iterable[str]:
         assert isinstance(document, models.SparkPool)
         return (f"cluster/{document.spec.cluster}",)
+
+    def nested_under(self, document: models.Document) -> str | None:
+        assert isinstance(document, models.SparkPool)
+        return f"cluster/{document.spec.cluster}"
 
     def where(self, document: models.Document) -> str:
         assert isinstance(document, models.SparkPool)

@@ -429,6 +429,7 @@ class VirtualMachineKind(Kind):
     short_names = ("vm",)
     model = models.VirtualMachine
     provider = "VirtualMachine"
+    policy_fields = ("vm",)
 
     def diff(self, documents: Sequence[models.Document], observed: Observed, inputs: DiffInputs) -> KindDiff:
         return diff_virtual_machines(
@@ -447,6 +448,16 @@ class VirtualMachineKind(Kind):
         assert isinstance(document, models.VirtualMachine)
         host = machines.get(document.spec.host)
         return host.spec.site if host is not None else ""
+
+    def rack(self, document: models.Document, machines: Mapping[str, models.Machine]) -> str:
+        """Its host's."""
+        assert isinstance(document, models.VirtualMachine)
+        host = machines.get(document.spec.host)
+        return host.spec.rack if host is not None else ""
+
+    def nested_under(self, document: models.Document) -> str | None:
+        assert isinstance(document, models.VirtualMachine)
+        return f"machine/{document.spec.host}"
 
     def references(self, document: models.Document) -> Iterable[str]:
         assert isinstance(document, models.VirtualMachine)

@@ -1,0 +1,415 @@
+"""What the controller's reads answer, for the API and the web UI alike: one function per answer,
+returning plain JSON values, so that a page shows exactly what `/api/v1` says.
+
+The overview is aggregated, never walked per request over every spec: where each resource sits
+(site, rack, the host or cluster it runs on, its labels) is indexed once per revision in force,
+and its states are read in one narrow query kept for a second. Nothing here changes anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from reconciler.controller.controller import Controller
+from reconciler.errors import UsageError
+from reconciler.kinds import kind_named, kind_of
+from reconciler.plan.findings import enforcement_mode
+from reconciler.report.history import history_data
+from reconciler.spec import models
+from reconciler.spec.loader import LoadedRevision
+from reconciler.spec.selector import parse_selector
+from reconciler.state import StateStore
+
+STATES = ("in sync", "drifted", "unknown", "suspended", "failing", "waiting", "orphaned")
+STATES_KEPT_SECONDS = 1.0
+NOWHERE = "-"  # the site or rack of what has none (clusters, their pools, orphans)
+MAX_CELLS = 5000  # a rack page shows at most this many resources
+
+
+class NotFound(LookupError):
+    """No such resource or run."""
+
+
+def _stamp(value: Any) -> str:
+    return str(value.isoformat().replace("+00:00", "Z"))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Placed:
+    """Where a resource of the revision in force sits, and what a filter matches on."""
+
+    address: str
+    kind: str
+    site: str
+    rack: str
+    parent: str | None
+    labels: Mapping[str, str]
+    path: str
+    index: int
+
+
+def place(loaded: LoadedRevision) -> dict[str, Placed]:
+    """Every resource of a revision (the Fleet aside) by address, with its site and rack."""
+    machines = {
+        d.document.metadata.name: d.document
+        for d in loaded.documents
+        if isinstance(d.document, models.Machine)
+    }
+    placed: dict[str, Placed] = {}
+    for entry in loaded.documents:
+        document = entry.document
+        if document.kind_name == "Fleet":
+            continue
+        kind = kind_of(document)
+        placed[document.address] = Placed(
+            document.address,
+            document.kind_name,
+            kind.site(document, machines) or NOWHERE,
+            kind.rack(document, machines) or NOWHERE,
+            kind.nested_under(document),
+            dict(document.metadata.labels),
+            entry.path,
+            entry.index,
+        )
+    return placed
+
+
+@dataclasses.dataclass(frozen=True)
+class Filter:
+    """The overview's filter, as the URL and the API's query carry it."""
+
+    kind: str | None = None
+    state: str | None = None
+    site: str | None = None
+    selector: str | None = None
+    q: str | None = None
+
+    def matcher(self) -> Callable[[Placed, str], bool]:
+        """A test of (resource, state); raises UsageError for a bad selector or kind."""
+        kind_name = None
+        if self.kind:
+            found = kind_named(self.kind)
+            if found is None:
+                raise UsageError(f"no kind {self.kind!r}")
+            kind_name = found.name
+        try:
+            labels = parse_selector(self.selector) if self.selector else None
+        except (UsageError, ValueError) as exc:
+            raise UsageError(f"bad selector: {exc}") from None
+        text = (self.q or "").strip().lower()
+        state, site = self.state or None, self.site or None
+
+        def matches(placed: Placed, current: str) -> bool:
+            return (
+                (kind_name is None or placed.kind == kind_name)
+                and (state is None or current == state)
+                and (site is None or placed.site == site)
+                and (not text or text in placed.address)
+                and (labels is None or labels(placed.labels))
+            )
+
+        return matches
+
+    @property
+    def empty(self) -> bool:
+        return not (self.kind or self.state or self.site or self.selector or self.q)
+
+
+class FleetView:
+    """The reads of one controller and its store; shared by every request of the process."""
+
+    def __init__(self, controller: Controller, store: StateStore) -> None:
+        self.controller = controller
+        self.store = store
+        self._lock = threading.Lock()
+        self._placed: tuple[str, dict[str, Placed]] | None = None
+        self._states: tuple[float, dict[str, str]] | None = None
+        self._lines: tuple[str, dict[str, list[int]]] | None = None
+        self._overviews: dict[Filter, tuple[float, dict[str, Any]]] = {}
+
+    # --- the index -----------------------------------------------------------------------------
+
+    def placed(self) -> dict[str, Placed]:
+        """Where each resource of the revision in force sits (indexed once per revision)."""
+        in_force = self.controller.revision_in_force()
+        if in_force is None:
+            return {}
+        revision, _, loaded = in_force
+        kept = self._placed
+        if kept is not None and kept[0] == revision:
+            return kept[1]
+        with self._lock:
+            kept = self._placed
+            if kept is not None and kept[0] == revision:
+                return kept[1]
+            placed = place(loaded)
+            self._placed = (revision, placed)
+            self._overviews.clear()
+            return placed
+
+    def states(self) -> dict[str, str]:
+        """Every resource's state by address, read at most once a second."""
+        now = time.monotonic()
+        kept = self._states
+        if kept is not None and now - kept[0] < STATES_KEPT_SECONDS:
+            return kept[1]
+        states = self.store.resource_state_names()
+        self._states = (now, states)
+        return states
+
+    # --- the answers ---------------------------------------------------------------------------
+
+    def overview(self, wanted: Filter) -> dict[str, Any]:
+        """Counts by state per site and per rack of the resources `wanted` matches."""
+        now = time.monotonic()
+        kept = self._overviews.get(wanted)
+        if kept is not None and now - kept[0] < STATES_KEPT_SECONDS:
+            return kept[1]
+        matches = wanted.matcher()
+        placed, states = self.placed(), self.states()
+        sites: dict[str, dict[str, dict[str, int]]] = {}
+        totals: dict[str, int] = {}
+        matched = 0
+        for address, state in states.items():
+            where = placed.get(address)
+            if where is None:
+                kind = kind_named(address.partition("/")[0])
+                where = Placed(address, kind.name if kind else "", NOWHERE, NOWHERE, None, {}, "", 0)
+            if not matches(where, state):
+                continue
+            matched += 1
+            counts = sites.setdefault(where.site, {}).setdefault(where.rack, {})
+            counts[state] = counts.get(state, 0) + 1
+            totals[state] = totals.get(state, 0) + 1
+        answer = {
+            "revision": self._revision(),
+            "total": len(states),
+            "matched": matched,
+            "counts": _ordered(totals),
+            "sites": [
+                {
+                    "name": site,
+                    "counts": _ordered(_sum(racks.values())),
+                    "total": sum(sum(c.values()) for c in racks.values()),
+                    "racks": [
+                        {"name": rack, "counts": _ordered(counts), "total": sum(counts.values())}
+                        for rack, counts in sorted(racks.items())
+                    ],
+                }
+                for site, racks in sorted(sites.items(), key=lambda item: (item[0] == NOWHERE, item[0]))
+            ],
+        }
+        with self._lock:
+            if len(self._overviews) > 256:
+                self._overviews.clear()
+            self._overviews[wanted] = (now, answer)
+        return answer
+
+    def rack(self, site: str, rack: str, wanted: Filter) -> dict[str, Any]:
+        """The resources of one rack (or, for `-/-`, of no rack), each with those that run on it."""
+        matches = wanted.matcher()
+        placed, states = self.placed(), self.states()
+        inside = [p for p in placed.values() if p.site == site and p.rack == rack]
+        if not inside:
+            raise NotFound(f"no rack {site}/{rack} in the revision in force")
+        chosen = [p for p in inside if matches(p, states.get(p.address, "unknown"))]
+        chosen.sort(key=lambda p: p.address)
+        shown = {p.address for p in chosen}
+        children: dict[str, list[dict[str, Any]]] = {}
+        for p in chosen:
+            if p.parent is not None and p.parent in shown:
+                children.setdefault(p.parent, []).append(self._cell(p, states))
+        items = [
+            {**self._cell(p, states), "children": children.get(p.address, [])}
+            for p in chosen
+            if p.parent is None or p.parent not in shown
+        ]
+        return {
+            "site": site,
+            "rack": rack,
+            "revision": self._revision(),
+            "total": len(inside),
+            "matched": len(chosen),
+            "items": items[:MAX_CELLS],
+        }
+
+    def resources(
+        self, selector: str | None, kind: str | None, state: str | None, limit: int
+    ) -> dict[str, Any]:
+        """The resources of the revision in force with their states, filtered."""
+        try:
+            match = parse_selector(selector) if selector else None
+        except (UsageError, ValueError) as exc:
+            raise UsageError(f"bad selector: {exc}") from None
+        placed = self.placed()
+        found = []
+        for resource in self.controller.resources():
+            if kind is not None and resource.kind.lower() != kind.lower():
+                continue
+            if state is not None and resource.state != state:
+                continue
+            if match is not None:
+                where = placed.get(resource.address)
+                if where is None or not match(where.labels):
+                    continue
+            found.append(resource.as_json())
+        return {"items": found[:limit], "total": len(found)}
+
+    def resource(self, address: str) -> dict[str, Any]:
+        """One resource: state, spec and where it is written, last observation, open drift, the
+        fields enforced and only observed, its runs, lease and suspension."""
+        controller, store = self.controller, self.store
+        state = controller.resource(address)
+        spec = controller.document(address)
+        in_force = controller.revision_in_force()
+        if state is None or spec is None or in_force is None:
+            raise NotFound(f"no resource {address} in the revision in force")
+        document, path = spec
+        revision, commit, loaded = in_force
+        observation = store.get_observations([address]).get(address)
+        suspension = store.suspensions([address]).get(address)
+        where = self.placed().get(address)
+        enforced, observed = _enforcement(document, loaded, where.site if where else "")
+        line = self._line(path, where.index if where else 0)
+        return {
+            **state.as_json(),
+            "file": path,
+            "line": line,
+            "fileUrl": _file_url(controller, commit, path, line),
+            "revision": revision,
+            "spec": json.loads(document.model_dump_json(by_alias=True, exclude_none=True)),
+            "enforced": enforced,
+            "observedOnly": observed,
+            "observation": (
+                {
+                    "state": observation.state,
+                    "fields": observation.fields,
+                    "reason": observation.reason,
+                    "at": _stamp(observation.observed_at),
+                }
+                if observation is not None
+                else None
+            ),
+            "drift": [
+                {
+                    "field": d.field,
+                    "expected": d.expected,
+                    "actual": d.actual,
+                    "firstSeen": _stamp(d.first_seen),
+                }
+                for d in store.open_drift([address])
+            ],
+            "actions": history_data(store.history(target=address, limit=20)),
+            "lease": [
+                {"owner": h.owner, "run": h.run_id, "expires": _stamp(h.expires_at)}
+                for h in store.held_locks([address])
+            ],
+            "suspension": (
+                {
+                    "operator": suspension.operator,
+                    "reason": suspension.reason,
+                    "since": _stamp(suspension.since),
+                    "run": suspension.run_id,
+                }
+                if suspension is not None
+                else None
+            ),
+        }
+
+    def runs(self, limit: int) -> dict[str, Any]:
+        return {"items": history_data(self.store.history(limit=limit))}
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        found = self.store.get_run(run_id)
+        if found is None:
+            raise NotFound(f"no run {run_id}")
+        return history_data([found])[0]
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _cell(self, placed: Placed, states: Mapping[str, str]) -> dict[str, Any]:
+        return {
+            "address": placed.address,
+            "kind": placed.kind,
+            "state": states.get(placed.address, "unknown"),
+        }
+
+    def _revision(self) -> str | None:
+        in_force = self.controller.revision_in_force()
+        return in_force[0] if in_force is not None else None
+
+    def _line(self, path: str, index: int) -> int:
+        """The line where document `index` of `path` starts (1 when it cannot be told)."""
+        in_force = self.controller.revision_in_force()
+        if in_force is None:
+            return 1
+        kept = self._lines
+        if kept is None or kept[0] != in_force[0]:
+            with self._lock:
+                kept = self._lines
+                if kept is None or kept[0] != in_force[0]:
+                    files = self.controller.spec_files()
+                    kept = (in_force[0], {p: _document_starts(text) for p, text in files.items()})
+                    self._lines = kept
+        starts = kept[1].get(path, [])
+        return starts[index] if index < len(starts) else 1
+
+
+def _document_starts(text: bytes) -> list[int]:
+    """The first line of each YAML document of a file: after each `---`, skipping what only
+    comments or separates."""
+    starts: list[int] = []
+    pending = True
+    for number, raw in enumerate(text.decode(errors="replace").splitlines(), 1):
+        line = raw.strip()
+        if line == "---" or line.startswith("--- "):
+            pending = True
+            continue
+        if line == "...":
+            continue
+        if pending and line and not line.startswith("#"):
+            starts.append(number)
+            pending = False
+    return starts
+
+
+def _enforcement(document: models.Document, loaded: LoadedRevision, site: str) -> tuple[list[str], list[str]]:
+    """The fields of `policies.enforcement` that govern the resource: enforced, observed only."""
+    if loaded.fleet is None:
+        return [], []
+    policies = loaded.fleet.spec.policies
+    enforced: list[str] = []
+    observed: list[str] = []
+    for field in kind_of(document).policy_fields:
+        (enforced if enforcement_mode(policies, field, site) == "enforce" else observed).append(field)
+    return enforced, observed
+
+
+def _file_url(controller: Controller, commit: str | None, path: str, line: int) -> str | None:
+    """A link to the file at the revision on the forge, for a repository followed over HTTPS."""
+    repo = controller.followed.repo
+    if repo is None or commit is None or not repo.startswith("https://"):
+        return None
+    base = repo.removesuffix("/").removesuffix(".git")
+    directory = controller.followed.directory
+    inside = f"{directory.strip('/')}/{path}" if directory else path
+    return f"{base}/blob/{commit}/{inside}#L{line}"
+
+
+def _sum(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for each in counts:
+        for state, n in each.items():
+            total[state] = total.get(state, 0) + n
+    return total
+
+
+def _ordered(counts: Mapping[str, int]) -> dict[str, int]:
+    """Counts in the order states are listed (known states first)."""
+    known = {s: counts[s] for s in STATES if s in counts}
+    return {**known, **{s: n for s, n in sorted(counts.items()) if s not in known}}
