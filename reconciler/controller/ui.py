@@ -11,6 +11,7 @@ here may inline a script or a style, or fetch anything from another origin.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
@@ -81,6 +82,11 @@ _TEMPLATES = jinja2.Environment(
     lstrip_blocks=True,
 )
 _TEMPLATES.filters["state_class"] = lambda state: "s-" + str(state).replace(" ", "-")
+# JSON as the text it is, escaped as any text: Jinja's `tojson` writes `<` as `\u003c`, which is
+# safe only inside a <script>, and shows a person's `<b>` as `\u003cb\u003e` in a page.
+_TEMPLATES.filters["json_text"] = lambda value, indent=None: json.dumps(
+    value, indent=indent, ensure_ascii=False
+)
 _TEMPLATES.globals.update(icons=ICONS, states=STATES, kinds=KINDS_SHOWN)
 
 
