@@ -56,7 +56,7 @@ MARKED = "ldn1-r03-04"  # carries markup in its annotations
 SELECTOR = "team=storage"
 # Each would set a global and the title, or open an alert, if it ever ran.
 SCRIPT = "<script>window.fleetMarkupRan='script';document.title='ran'</script>"
-IMAGE = "<img src=x onerror=\"window.fleetMarkupRan='img';alert('ran')\">"
+IMAGE = "<img src=x onerror=alert(window.fleetMarkupRan=document.title='ran')>"
 
 
 def _machines() -> dict[str, models.Machine]:
@@ -161,6 +161,17 @@ def _no_alert(driver: WebDriver) -> None:
     text = alert.text
     alert.dismiss()
     raise AssertionError(f"an alert is open: {text}")
+
+
+def _done(driver: WebDriver, what: str, name: str) -> None:
+    """The page an operator's form answers with: what was done, naming the machine it changed."""
+    wait_for(
+        driver,
+        lambda d: d.find_element(By.TAG_NAME, "h1").text == what,
+        message=f"the answer is not {what!r}",
+    )
+    changed = _attributes(driver, "main a[href^='/ui/resources/']", "href")
+    assert any(href.endswith(f"/ui/resources/machine/{name}") for href in changed), changed
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -270,11 +281,9 @@ def test_an_operator_suspends_a_machine_and_watches_an_emergency_reconcile_finis
     form = element(browser, "form[action$='/ui/suspend']")
     form.find_element(By.NAME, "reason").send_keys("PSU swap, INC-7")
     form.submit()
-    wait_for(
-        browser,
-        lambda d: "PSU swap, INC-7" in d.find_element(By.ID, "suspension").text,
-        message="the page does not show the suspension",
-    )
+    _done(browser, "Suspended", SUSPENDED)
+    browser.get(f"{base}/ui/resources/machine/{SUSPENDED}")
+    assert "PSU swap, INC-7" in element(browser, "#suspension").text
     found = server.get(f"/api/v1/resources/machine/{SUSPENDED}").json()
     assert found["state"] == "suspended" and "PSU swap, INC-7" in found["detail"], found
 
@@ -317,11 +326,7 @@ def test_an_operator_suspends_a_machine_and_watches_an_emergency_reconcile_finis
     # Resumed again: the rest of the module finds it as the lab left it.
     browser.get(f"{base}/ui/resources/machine/{SUSPENDED}")
     element(browser, "form[action$='/ui/resume']").submit()
-    wait_for(
-        browser,
-        lambda d: server.get(f"/api/v1/resources/machine/{SUSPENDED}").json()["state"] != "suspended",
-        message="not resumed",
-    )
+    _done(browser, "Resumed", SUSPENDED)
 
 
 def test_markup_in_an_annotation_or_a_reason_is_shown_as_text_and_never_runs(
@@ -335,7 +340,10 @@ def test_markup_in_an_annotation_or_a_reason_is_shown_as_text_and_never_runs(
     form = element(browser, "form[action$='/ui/suspend']")
     form.find_element(By.NAME, "reason").send_keys(IMAGE)
     form.submit()
-    wait_for(browser, lambda d: IMAGE in d.find_element(By.ID, "suspension").text, message="no reason shown")
+    _done(browser, "Suspended", MARKED)
+    assert IMAGE in browser.find_element(By.TAG_NAME, "main").text, "the reason, as written"
+    _no_alert(browser)
+    assert browser.execute_script("return window.fleetMarkupRan === undefined")
     browser.get(page)
     _no_alert(browser)
     spec = browser.find_element(By.ID, "spec").text
@@ -350,11 +358,7 @@ def test_markup_in_an_annotation_or_a_reason_is_shown_as_text_and_never_runs(
         assert browser.execute_script("return window.fleetMarkupRan === undefined"), listed
     browser.get(page)
     element(browser, "form[action$='/ui/resume']").submit()
-    wait_for(
-        browser,
-        lambda d: server.get(f"/api/v1/resources/machine/{MARKED}").json()["state"] != "suspended",
-        message="not resumed",
-    )
+    _done(browser, "Resumed", MARKED)
 
 
 def test_screenshots_at_desktop_and_phone_widths(
