@@ -188,7 +188,7 @@ def _screenshot(driver: WebDriver, output: Path, name: str, size: tuple[int, int
 
 
 def test_a_reader_signs_in_filters_by_label_and_sees_the_drift_of_a_machine(
-    served: tuple[Served, dict[str, str]], browser: WebDriver
+    served: tuple[Served, dict[str, str]], browser: WebDriver, output: Path
 ) -> None:
     server, env = served
     base = _base(server)
@@ -245,6 +245,10 @@ def test_a_reader_signs_in_filters_by_label_and_sees_the_drift_of_a_machine(
         assert element(browser, f'a.cell[data-address="machine/{DRIFTER}"]').get_attribute("data-state") == (
             "drifted"
         )
+        _screenshot(browser, output, "rack-drifted", DESKTOP)
+        browser.get(f"{base}/ui/")
+        element(browser, "a.rack .s-drifted")
+        _screenshot(browser, output, "overview-drifted", DESKTOP)
     finally:
         _ipmitool(env, DRIFTER, "chassis", "power", "on")
 
