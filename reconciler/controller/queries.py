@@ -9,10 +9,12 @@ and its states are read in one narrow query kept for a second. Nothing here chan
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from reconciler.controller.controller import Controller
@@ -27,6 +29,9 @@ from reconciler.state import StateStore
 
 STATES = ("in sync", "drifted", "unknown", "suspended", "failing", "waiting", "orphaned")
 STATES_KEPT_SECONDS = 1.0
+# States saved this long before the latest one seen are read again: a save that committed late
+# (another replica, a clock a little behind) is not missed.
+SAVES_OVERLAP = timedelta(seconds=10)
 NOWHERE = "-"  # the site or rack of what has none (clusters, their pools, orphans)
 MAX_CELLS = 5000  # a rack page shows at most this many resources
 
@@ -51,6 +56,8 @@ class Placed:
     labels: Mapping[str, str]
     path: str
     index: int
+    document: models.Document | None = None
+    label_key: frozenset[tuple[str, str]] = frozenset()  # the labels, hashable
 
 
 def place(loaded: LoadedRevision) -> dict[str, Placed]:
@@ -75,8 +82,31 @@ def place(loaded: LoadedRevision) -> dict[str, Placed]:
             dict(document.metadata.labels),
             entry.path,
             entry.index,
+            document,
+            frozenset(document.metadata.labels.items()),
         )
     return placed
+
+
+@functools.lru_cache(maxsize=64)
+def _selector(selector: str) -> Callable[[frozenset[tuple[str, str]], Mapping[str, str]], bool]:
+    """A label selector's test, remembering its answer per set of labels: a fleet has far fewer
+    distinct label sets than resources."""
+    try:
+        match = parse_selector(selector)
+    except (UsageError, ValueError) as exc:
+        raise UsageError(f"bad selector: {exc}") from None
+    answers: dict[frozenset[tuple[str, str]], bool] = {}
+
+    def matches(key: frozenset[tuple[str, str]], labels: Mapping[str, str]) -> bool:
+        found = answers.get(key)
+        if found is None:
+            if len(answers) > 100_000:
+                answers.clear()
+            found = answers[key] = match(labels)
+        return found
+
+    return matches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,10 +127,7 @@ class Filter:
             if found is None:
                 raise UsageError(f"no kind {self.kind!r}")
             kind_name = found.name
-        try:
-            labels = parse_selector(self.selector) if self.selector else None
-        except (UsageError, ValueError) as exc:
-            raise UsageError(f"bad selector: {exc}") from None
+        labels = _selector(self.selector) if self.selector else None
         text = (self.q or "").strip().lower()
         state, site = self.state or None, self.site or None
 
@@ -110,7 +137,7 @@ class Filter:
                 and (state is None or current == state)
                 and (site is None or placed.site == site)
                 and (not text or text in placed.address)
-                and (labels is None or labels(placed.labels))
+                and (labels is None or labels(placed.label_key, placed.labels))
             )
 
         return matches
@@ -128,7 +155,11 @@ class FleetView:
         self.store = store
         self._lock = threading.Lock()
         self._placed: tuple[str, dict[str, Placed]] | None = None
-        self._states: tuple[float, dict[str, str]] | None = None
+        self._known: dict[str, str] = {}
+        self._counts: dict[tuple[str, str], dict[str, int]] = {}
+        self._counted_for: dict[str, Placed] | None = None
+        self._latest: datetime | None = None
+        self._looked = -STATES_KEPT_SECONDS
         self._lines: tuple[str, dict[str, list[int]]] | None = None
         self._overviews: dict[Filter, tuple[float, dict[str, Any]]] = {}
 
@@ -153,14 +184,54 @@ class FleetView:
             return placed
 
     def states(self) -> dict[str, str]:
-        """Every resource's state by address, read at most once a second."""
+        """Every resource's state by address, brought up to date at most once a second by
+        reading only the states saved since the last look (all of them after a new revision, or
+        when resources came or went); the counts per rack follow each change. What it answers
+        is never changed afterwards: a request may go on reading it while the next look runs."""
+        placed = self.placed()
         now = time.monotonic()
-        kept = self._states
-        if kept is not None and now - kept[0] < STATES_KEPT_SECONDS:
-            return kept[1]
-        states = self.store.resource_state_names()
-        self._states = (now, states)
-        return states
+        if now - self._looked < STATES_KEPT_SECONDS and self._counted_for is placed:
+            return self._known
+        with self._lock:
+            if now - self._looked < STATES_KEPT_SECONDS and self._counted_for is placed:
+                return self._known
+            incremental = self._latest is not None and self._counted_for is placed
+            since = self._latest - SAVES_OVERLAP if incremental and self._latest is not None else None
+            changed, total, latest = self.store.resource_state_changes(since)
+            moved = {a: s for a, s in changed.items() if self._known.get(a) != s} if incremental else changed
+            if incremental and not moved and len(self._known) == total:
+                self._looked = now
+                return self._known
+            known = {**self._known, **moved} if incremental else dict(changed)
+            counts: dict[tuple[str, str], dict[str, int]]
+            if incremental and len(known) == total:
+                counts = {bucket: dict(found) for bucket, found in self._counts.items()}
+                for address, state in moved.items():
+                    bucket = counts.setdefault(self._bucket(placed, address), {})
+                    before = self._known.get(address)
+                    if before is not None:
+                        bucket[before] -= 1
+                        if not bucket[before]:
+                            del bucket[before]
+                    bucket[state] = bucket.get(state, 0) + 1
+            else:
+                if len(known) != total:  # resources came or went: read them all again
+                    known, total, latest = self.store.resource_state_changes(None)
+                counts = {}
+                for address, state in known.items():
+                    bucket = counts.setdefault(self._bucket(placed, address), {})
+                    bucket[state] = bucket.get(state, 0) + 1
+            self._known, self._counts, self._counted_for = known, counts, placed
+            if latest is not None:
+                self._latest = max(latest, self._latest) if self._latest is not None else latest
+            self._looked = now
+            self._overviews.clear()
+            return known
+
+    @staticmethod
+    def _bucket(placed: Mapping[str, Placed], address: str) -> tuple[str, str]:
+        where = placed.get(address)
+        return (where.site, where.rack) if where is not None else (NOWHERE, NOWHERE)
 
     # --- the answers ---------------------------------------------------------------------------
 
@@ -175,17 +246,27 @@ class FleetView:
         sites: dict[str, dict[str, dict[str, int]]] = {}
         totals: dict[str, int] = {}
         matched = 0
-        for address, state in states.items():
-            where = placed.get(address)
-            if where is None:
-                kind = kind_named(address.partition("/")[0])
-                where = Placed(address, kind.name if kind else "", NOWHERE, NOWHERE, None, {}, "", 0)
-            if not matches(where, state):
-                continue
-            matched += 1
-            counts = sites.setdefault(where.site, {}).setdefault(where.rack, {})
-            counts[state] = counts.get(state, 0) + 1
-            totals[state] = totals.get(state, 0) + 1
+        if wanted.empty:  # kept up to date as states change: no walk over every resource
+            per_rack = self._counts
+            for (site, rack), counts in per_rack.items():
+                if counts:
+                    sites.setdefault(site, {})[rack] = dict(counts)
+            for counts in per_rack.values():
+                for state, n in counts.items():
+                    totals[state] = totals.get(state, 0) + n
+            matched = len(states)
+        else:
+            for address, state in states.items():
+                where = placed.get(address)
+                if where is None:
+                    kind = kind_named(address.partition("/")[0])
+                    where = Placed(address, kind.name if kind else "", NOWHERE, NOWHERE, None, {}, "", 0)
+                if not matches(where, state):
+                    continue
+                matched += 1
+                counts = sites.setdefault(where.site, {}).setdefault(where.rack, {})
+                counts[state] = counts.get(state, 0) + 1
+                totals[state] = totals.get(state, 0) + 1
         answer = {
             "revision": self._revision(),
             "total": len(states),
@@ -264,18 +345,17 @@ class FleetView:
         """One resource: state, spec and where it is written, last observation, open drift, the
         fields enforced and only observed, its runs, lease and suspension."""
         controller, store = self.controller, self.store
-        state = controller.resource(address)
-        spec = controller.document(address)
         in_force = controller.revision_in_force()
-        if state is None or spec is None or in_force is None:
+        where = self.placed().get(address)
+        state = controller.resource(address)
+        if state is None or where is None or where.document is None or in_force is None:
             raise NotFound(f"no resource {address} in the revision in force")
-        document, path = spec
+        document, path = where.document, where.path
         revision, commit, loaded = in_force
         observation = store.get_observations([address]).get(address)
         suspension = store.suspensions([address]).get(address)
-        where = self.placed().get(address)
-        enforced, observed = _enforcement(document, loaded, where.site if where else "")
-        line = self._line(path, where.index if where else 0)
+        enforced, observed = _enforcement(document, loaded, where.site)
+        line = self._line(path, where.index)
         return {
             **state.as_json(),
             "file": path,

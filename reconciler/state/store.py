@@ -822,12 +822,24 @@ class StateStore:
                 for row in self._select_by_address(connection, resource_states, addresses)
             }
 
-    def resource_state_names(self) -> dict[str, str]:
-        """Every resource's state by address, and nothing else: what an overview counts, read in
-        one narrow query."""
+    def resource_state_changes(
+        self, since: datetime | None = None
+    ) -> tuple[dict[str, str], int, datetime | None]:
+        """The states by address of the resources whose state was saved at or after `since`
+        (every one, when None), how many resources have a state, and the latest save among them:
+        what an overview needs to keep its counts without reading every row each time."""
+        query = sa.select(resource_states.c.address, resource_states.c.state, resource_states.c.updated_at)
+        if since is not None:
+            query = query.where(resource_states.c.updated_at >= utc(since, "since"))
         with self._db.transaction(write=False) as connection:
-            rows = connection.execute(sa.select(resource_states.c.address, resource_states.c.state))
-            return {row.address: row.state for row in rows}
+            changed: dict[str, str] = {}
+            latest: datetime | None = None
+            for row in connection.execute(query):
+                changed[row.address] = row.state
+                if latest is None or row.updated_at > latest:
+                    latest = row.updated_at
+            total = connection.execute(sa.select(sa.func.count()).select_from(resource_states)).scalar_one()
+        return changed, int(total), latest
 
     def keep_resource_states(self, present: Mapping[str, str]) -> None:
         """Forget the states of resources no longer in `present` (address: kind); add those new
