@@ -327,6 +327,10 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         )
         rng = random.Random(args.seed)
         paths = [f"/ui/resources/machine/{m['name']}" for m in rng.sample(machines, 2000)]
+        with httpx.Client(base_url=served.base_url, timeout=300) as client:
+            _sign_in_sync(client, DASHBOARDS)
+            first, _ = _first_byte(client, paths[-1])  # builds what every resource page reads
+        print(f"   first resource page (indexes the revision's files, once per revision): {first:.1f} s")
         hammered = asyncio.run(_hammer(served.base_url, paths, args.clients, args.seconds))
         latencies = hammered["latencies"]
         p99 = _percentile(latencies, 0.99)
