@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -106,8 +107,23 @@ def element(driver: WebDriver, css: str, timeout: float = 30) -> WebElement:
     return found
 
 
-def paint_timing(driver: WebDriver) -> dict[str, float]:
-    """Of the page in the browser: first-contentful-paint and the navigation's load end (ms)."""
+def paint_timing(driver: WebDriver, timeout: float = 60) -> dict[str, float]:
+    """Of the page in the browser: first-contentful-paint and the navigation's load end (ms from
+    the navigation's start), once both are known (the paint entry comes after the frame is shown,
+    which on a busy machine may be after the load event); -1 for what never came."""
+    try:
+        return dict(
+            wait_for(
+                driver,
+                lambda d: (t := _timing(d))["firstContentfulPaint"] >= 0 and t["load"] > 0 and t,
+                timeout,
+            )
+        )
+    except TimeoutException:
+        return _timing(driver)
+
+
+def _timing(driver: WebDriver) -> dict[str, float]:
     found: dict[str, float] = driver.execute_script(
         """
         const paint = performance.getEntriesByType('paint');
