@@ -150,16 +150,19 @@ class Filter:
 class FleetView:
     """The reads of one controller and its store; shared by every request of the process."""
 
-    def __init__(self, controller: Controller, store: StateStore) -> None:
+    def __init__(
+        self, controller: Controller, store: StateStore, *, states_kept: float = STATES_KEPT_SECONDS
+    ) -> None:
         self.controller = controller
         self.store = store
+        self._states_kept = states_kept
         self._lock = threading.Lock()
         self._placed: tuple[str, dict[str, Placed]] | None = None
         self._known: dict[str, str] = {}
         self._counts: dict[tuple[str, str], dict[str, int]] = {}
         self._counted_for: dict[str, Placed] | None = None
         self._latest: datetime | None = None
-        self._looked = -STATES_KEPT_SECONDS
+        self._looked = -float("inf")
         self._lines: tuple[str, dict[str, list[int]]] | None = None
         self._overviews: dict[Filter, tuple[float, dict[str, Any]]] = {}
 
@@ -190,10 +193,10 @@ class FleetView:
         is never changed afterwards: a request may go on reading it while the next look runs."""
         placed = self.placed()
         now = time.monotonic()
-        if now - self._looked < STATES_KEPT_SECONDS and self._counted_for is placed:
+        if now - self._looked < self._states_kept and self._counted_for is placed:
             return self._known
         with self._lock:
-            if now - self._looked < STATES_KEPT_SECONDS and self._counted_for is placed:
+            if now - self._looked < self._states_kept and self._counted_for is placed:
                 return self._known
             incremental = self._latest is not None and self._counted_for is placed
             since = self._latest - SAVES_OVERLAP if incremental and self._latest is not None else None
@@ -239,7 +242,7 @@ class FleetView:
         """Counts by state per site and per rack of the resources `wanted` matches."""
         now = time.monotonic()
         kept = self._overviews.get(wanted)
-        if kept is not None and now - kept[0] < STATES_KEPT_SECONDS:
+        if kept is not None and now - kept[0] < self._states_kept:
             return kept[1]
         matches = wanted.matcher()
         placed, states = self.placed(), self.states()
