@@ -260,10 +260,7 @@ class FleetView:
             matched = len(states)
         else:
             for address, state in states.items():
-                where = placed.get(address)
-                if where is None:
-                    kind = kind_named(address.partition("/")[0])
-                    where = Placed(address, kind.name if kind else "", NOWHERE, NOWHERE, None, {}, "", 0)
+                where = placed.get(address) or _unplaced(address)
                 if not matches(where, state):
                     continue
                 matched += 1
@@ -299,6 +296,8 @@ class FleetView:
         matches = wanted.matcher()
         placed, states = self.placed(), self.states()
         inside = [p for p in placed.values() if p.site == site and p.rack == rack]
+        if site == NOWHERE and rack == NOWHERE:  # and what has a state but no spec: orphans
+            inside += [_unplaced(address) for address in states if address not in placed]
         if not inside:
             raise NotFound(f"no rack {site}/{rack} in the revision in force")
         chosen = [p for p in inside if matches(p, states.get(p.address, "unknown"))]
@@ -441,6 +440,12 @@ class FleetView:
                     self._lines = kept
         starts = kept[1].get(path, [])
         return starts[index] if index < len(starts) else 1
+
+
+def _unplaced(address: str) -> Placed:
+    """Where a resource with a state but no spec in the revision in force (an orphan) sits."""
+    kind = kind_named(address.partition("/")[0])
+    return Placed(address, kind.name if kind else "", NOWHERE, NOWHERE, None, {}, "", 0)
 
 
 def _document_starts(text: bytes) -> list[int]:
