@@ -18,10 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
-from fleet_testing import FLEET, copy_example, example_documents, unreachable_endpoints
+from fleet_testing import EXAMPLE, FLEET, copy_example, example_documents, unreachable_endpoints
 from ruamel.yaml import YAML
 
+from reconciler.controller.queries import Filter, FleetView, place
+from reconciler.source.worktree import read_worktree
 from reconciler.spec import models
+from reconciler.spec.loader import load_revision
 from reconciler.state import ResourceState, open_store
 
 OPS = "ops-ui-canary-token-3f9a61"
@@ -474,3 +477,54 @@ def test_markup_in_specs_and_diagnostics_is_escaped_and_an_invalid_revision_show
     finally:
         (served.repo / MARKED_FILE).write_text(original)
         served.wait(lambda s: s["lastAttemptedRevision"]["valid"])
+
+
+# --- the overview's counts, kept between looks -------------------------------------------------------
+
+
+class _InForce:
+    """What the overview asks of the controller: the revision in force."""
+
+    def __init__(self, loaded: Any) -> None:
+        self.loaded = loaded
+
+    def revision_in_force(self) -> tuple[str, None, Any]:
+        return "revision-1", None, self.loaded
+
+
+def test_the_overview_counts_follow_each_saved_state_as_a_full_count_would(tmp_path: Path) -> None:
+    loaded = load_revision(read_worktree(EXAMPLE))
+    placed = place(loaded)
+    with open_store(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        store.keep_resource_states({address: p.kind for address, p in placed.items()})
+        view = FleetView(_InForce(loaded), store, states_kept=0)  # type: ignore[arg-type]
+
+        def counted_again() -> dict[str, dict[str, dict[str, int]]]:
+            counts: dict[str, dict[str, dict[str, int]]] = {}
+            for address, resource in store.resource_states().items():
+                state = resource.state
+                where = placed.get(address)
+                site, rack = (where.site, where.rack) if where else ("-", "-")
+                bucket = counts.setdefault(site, {}).setdefault(rack, {})
+                bucket[state] = bucket.get(state, 0) + 1
+            return counts
+
+        def shown() -> dict[str, dict[str, dict[str, int]]]:
+            answer = view.overview(Filter())
+            return {s["name"]: {r["name"]: r["counts"] for r in s["racks"]} for s in answer["sites"]}
+
+        assert shown() == counted_again()
+        machines = sorted(a for a, p in placed.items() if p.kind == "Machine")
+        steps: list[Callable[[], None]] = [
+            lambda: store.save_resource_states(ResourceState(a, "Machine", "drifted") for a in machines[:5]),
+            lambda: store.save_resource_states(ResourceState(a, "Machine", "failing") for a in machines[3:8]),
+            lambda: store.save_resource_states([ResourceState(machines[0], "Machine", "in sync")]),
+            # A resource leaves and an orphan (no spec, no rack) appears: both are counted.
+            lambda: store.keep_resource_states(
+                {**{a: p.kind for a, p in placed.items() if a != machines[1]}, "machine/gone-01": "Machine"}
+            ),
+        ]
+        for step in steps:
+            step()
+            assert shown() == counted_again()
+        assert view.overview(Filter())["matched"] == len(store.resource_states())

@@ -150,16 +150,19 @@ class Filter:
 class FleetView:
     """The reads of one controller and its store; shared by every request of the process."""
 
-    def __init__(self, controller: Controller, store: StateStore) -> None:
+    def __init__(
+        self, controller: Controller, store: StateStore, *, states_kept: float = STATES_KEPT_SECONDS
+    ) -> None:
         self.controller = controller
         self.store = store
+        self._states_kept = states_kept
         self._lock = threading.Lock()
         self._placed: tuple[str, dict[str, Placed]] | None = None
         self._known: dict[str, str] = {}
         self._counts: dict[tuple[str, str], dict[str, int]] = {}
         self._counted_for: dict[str, Placed] | None = None
         self._latest: datetime | None = None
-        self._looked = -STATES_KEPT_SECONDS
+        self._looked = -float("inf")
         self._lines: tuple[str, dict[str, list[int]]] | None = None
         self._overviews: dict[Filter, tuple[float, dict[str, Any]]] = {}
 
@@ -190,10 +193,10 @@ class FleetView:
         is never changed afterwards: a request may go on reading it while the next look runs."""
         placed = self.placed()
         now = time.monotonic()
-        if now - self._looked < STATES_KEPT_SECONDS and self._counted_for is placed:
+        if now - self._looked < self._states_kept and self._counted_for is placed:
             return self._known
         with self._lock:
-            if now - self._looked < STATES_KEPT_SECONDS and self._counted_for is placed:
+            if now - self._looked < self._states_kept and self._counted_for is placed:
                 return self._known
             incremental = self._latest is not None and self._counted_for is placed
             since = self._latest - SAVES_OVERLAP if incremental and self._latest is not None else None
@@ -239,7 +242,7 @@ class FleetView:
         """Counts by state per site and per rack of the resources `wanted` matches."""
         now = time.monotonic()
         kept = self._overviews.get(wanted)
-        if kept is not None and now - kept[0] < STATES_KEPT_SECONDS:
+        if kept is not None and now - kept[0] < self._states_kept:
             return kept[1]
         matches = wanted.matcher()
         placed, states = self.placed(), self.states()
@@ -257,10 +260,7 @@ class FleetView:
             matched = len(states)
         else:
             for address, state in states.items():
-                where = placed.get(address)
-                if where is None:
-                    kind = kind_named(address.partition("/")[0])
-                    where = Placed(address, kind.name if kind else "", NOWHERE, NOWHERE, None, {}, "", 0)
+                where = placed.get(address) or _unplaced(address)
                 if not matches(where, state):
                     continue
                 matched += 1
@@ -296,6 +296,8 @@ class FleetView:
         matches = wanted.matcher()
         placed, states = self.placed(), self.states()
         inside = [p for p in placed.values() if p.site == site and p.rack == rack]
+        if site == NOWHERE and rack == NOWHERE:  # and what has a state but no spec: orphans
+            inside += [_unplaced(address) for address in states if address not in placed]
         if not inside:
             raise NotFound(f"no rack {site}/{rack} in the revision in force")
         chosen = [p for p in inside if matches(p, states.get(p.address, "unknown"))]
@@ -438,6 +440,12 @@ class FleetView:
                     self._lines = kept
         starts = kept[1].get(path, [])
         return starts[index] if index < len(starts) else 1
+
+
+def _unplaced(address: str) -> Placed:
+    """Where a resource with a state but no spec in the revision in force (an orphan) sits."""
+    kind = kind_named(address.partition("/")[0])
+    return Placed(address, kind.name if kind else "", NOWHERE, NOWHERE, None, {}, "", 0)
 
 
 def _document_starts(text: bytes) -> list[int]:

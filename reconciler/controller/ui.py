@@ -70,7 +70,7 @@ ICONS = {
     "unknown": "?",
     "suspended": "‖",
     "failing": "✗",
-    "waiting": "⧗",
+    "waiting": "◔",
     "orphaned": "∅",
 }
 KINDS_SHOWN = ("Machine", "VirtualMachine", "Cluster", "SparkPool")

@@ -828,17 +828,16 @@ class StateStore:
         """The states by address of the resources whose state was saved at or after `since`
         (every one, when None), how many resources have a state, and the latest save among them:
         what an overview needs to keep its counts without reading every row each time."""
-        query = sa.select(resource_states.c.address, resource_states.c.state, resource_states.c.updated_at)
+        query = sa.select(resource_states.c.address, resource_states.c.state)
         if since is not None:
             query = query.where(resource_states.c.updated_at >= utc(since, "since"))
         with self._db.transaction(write=False) as connection:
-            changed: dict[str, str] = {}
-            latest: datetime | None = None
-            for row in connection.execute(query):
-                changed[row.address] = row.state
-                if latest is None or row.updated_at > latest:
-                    latest = row.updated_at
-            total = connection.execute(sa.select(sa.func.count()).select_from(resource_states)).scalar_one()
+            # Only the two short columns per row: converting a timestamp per row costs more
+            # than everything else together at 100,000 rows.
+            changed = dict(connection.execute(query).tuples().all())
+            total, latest = connection.execute(
+                sa.select(sa.func.count(), sa.func.max(resource_states.c.updated_at))
+            ).one()
         return changed, int(total), latest
 
     def keep_resource_states(self, present: Mapping[str, str]) -> None:

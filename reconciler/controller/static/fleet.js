@@ -90,9 +90,20 @@
 
   function followRuns(table) {
     var body = table.querySelector("tbody");
+    var shown = "";
     function refresh() {
       getJSON(table.getAttribute("data-source"))
         .then(function (answer) {
+          // Rows are replaced only when a run came or changed, so focus is not lost for nothing.
+          var now = answer.items
+            .map(function (run) {
+              return run.id + ":" + run.status + ":" + run.actions.length;
+            })
+            .join(",");
+          if (now === shown) {
+            return;
+          }
+          shown = now;
           var rows = answer.items.map(runRow);
           while (body.firstChild) {
             body.removeChild(body.firstChild);
