@@ -17,8 +17,10 @@ cd "$(dirname "$0")/.."
 # openssh-server, openssh-client: sshd hosts that Ansible configures over real SSH in tests and the lab;
 # sudo: Ansible's `become` from an unprivileged login on such a host, in the tests.
 # curl: the demo calls `fleet serve`'s API and webhooks as an operator and a forge would.
+# prometheus: its promtool checks and unit-tests the alert rules (deploy/prometheus). The package
+# also installs the Prometheus daemon; nothing here uses it (without systemd it does not start).
 PACKAGES=(git ca-certificates python3-venv ipmitool libvirt-dev pkg-config gcc libvirt-daemon libvirt-clients
-          openssh-server openssh-client sudo curl)
+          openssh-server openssh-client sudo curl prometheus)
 
 # Two bootstraps at once (two checkouts on one machine) take turns at dpkg's lock instead of
 # failing at once.
