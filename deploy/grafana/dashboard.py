@@ -295,10 +295,10 @@ def build() -> dashboard_builder.Dashboard:
         .with_panel(
             graph(
                 "Time since the last successful fetch",
-                "Per replica: a replica that does not poll (another one does) shows its own last fetch.",
+                "Per replica that has fetched: with several, any one of them may poll.",
                 "s",
                 query(
-                    f"time() - fleet_git_fetch_last_success_timestamp_seconds{{{JOB}}} > 0",
+                    f"time() - (fleet_git_fetch_last_success_timestamp_seconds{{{JOB}}} > 0)",
                     "{{instance}}",
                 ),
             )
