@@ -20,6 +20,7 @@ import pytest
 from fleet_testing import ROOT
 from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
+from state_testing import create_pg_database, drop_pg_database
 
 from providers.access import Access
 from providers.registry import ProviderPool
@@ -283,16 +284,26 @@ def _value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: 
     return samples[(name, tuple(sorted(labels.items())))]
 
 
-def test_the_controller_exports_what_the_alerts_need(tmp_path: Path) -> None:
-    """Driven through the controller's own calls over a real SQLite store, no lab: a poll of an
-    invalid working tree (nothing is reconciled), then states as a pass would save them."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+        return
+    url = create_pg_database()
+    yield url
+    drop_pg_database(url)
+
+
+def test_the_controller_exports_what_the_alerts_need(tmp_path: Path, state_url: str) -> None:
+    """Driven through the controller's own calls over a real store, no lab: a poll of an invalid
+    working tree (nothing is reconciled), then states as a pass would save them."""
     now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     repo = tmp_path / "repo"
     repo.mkdir()
     invalid = "apiVersion: fleet/v1alpha1\nkind: Fleet\nmetadata: {name: 'Not Valid'}\n"
     (repo / "fleet.yaml").write_text(invalid)
     settings = Settings(cache_dir=tmp_path / "cache", state_dir=tmp_path / "state")
-    with open_store(f"sqlite:///{tmp_path / 'state.db'}") as store:
+    with open_store(state_url) as store:
         engine = Engine(settings, ProviderPool(Access(), settings.state_dir), store, None)
         controller = Controller(engine, Followed(path=repo), clock=lambda: now)
 

@@ -872,17 +872,18 @@ class StateStore:
     def unknown_reasons(self) -> dict[tuple[str, str | None], int]:
         """Resources in state unknown by (kind, the reason of their last observation); the reason
         is None when that observation was not an unknown one, or there is none (not observed yet)."""
-        reason = sa.case((observations.c.state == "unknown", observations.c.reason), else_=None)
-        joined = resource_states.outerjoin(observations, observations.c.address == resource_states.c.address)
+        seen = observations.c
+        joined = resource_states.outerjoin(observations, seen.address == resource_states.c.address)
         counts: dict[tuple[str, str | None], int] = {}
         with self._db.transaction(write=False) as connection:
-            for kind, why, count in connection.execute(
-                sa.select(resource_states.c.kind, reason, sa.func.count())
+            for kind, observed, reason, count in connection.execute(
+                sa.select(resource_states.c.kind, seen.state, seen.reason, sa.func.count())
                 .select_from(joined)
                 .where(resource_states.c.state == "unknown")
-                .group_by(resource_states.c.kind, reason)
+                .group_by(resource_states.c.kind, seen.state, seen.reason)
             ):
-                counts[(kind, why)] = counts.get((kind, why), 0) + int(count)
+                key = (kind, reason if observed == "unknown" else None)
+                counts[key] = counts.get(key, 0) + int(count)
         return counts
 
     def _select_by_address(
