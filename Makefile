@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 EXAMPLE := fleet-repo-example
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap demo test test-quick lint bench schemas clean
+.PHONY: bootstrap demo test test-quick lint bench schemas dashboards clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -13,9 +13,9 @@ demo: bootstrap
 	@scripts/demo.sh
 
 lint: bootstrap
-	$(BIN)/ruff check reconciler providers lab tests bench
-	$(BIN)/ruff format --check reconciler providers lab tests bench
-	$(BIN)/mypy reconciler providers lab
+	$(BIN)/ruff check reconciler providers lab tests bench deploy
+	$(BIN)/ruff format --check reconciler providers lab tests bench deploy
+	$(BIN)/mypy reconciler providers lab deploy/grafana
 	$(BIN)/lint-imports
 
 test: lint
@@ -44,6 +44,11 @@ schemas: bootstrap
 	$(BIN)/fleet schema --write schemas/
 	$(BIN)/fleet schema openapi --write schemas/
 	$(BIN)/fleet schema --write $(EXAMPLE)/schemas/
+
+# The Grafana dashboard is code (deploy/grafana/dashboard.py); its JSON is generated, and
+# tests/test_observability.py fails when the two differ.
+dashboards: bootstrap
+	$(BIN)/python deploy/grafana/dashboard.py --write deploy/grafana/fleet-controller.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

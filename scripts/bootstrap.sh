@@ -19,8 +19,10 @@ cd "$(dirname "$0")/.."
 # curl: the demo calls `fleet serve`'s API and webhooks as an operator and a forge would.
 # chromium, chromium-driver: the browser the web UI's tests and benchmark drive (through its
 # chromedriver); Debian's own, so nothing is downloaded when they run.
+# prometheus: its promtool checks and unit-tests the alert rules (deploy/prometheus). The package
+# also installs the Prometheus daemon; nothing here uses it (without systemd it does not start).
 PACKAGES=(git ca-certificates python3-venv ipmitool libvirt-dev pkg-config gcc libvirt-daemon libvirt-clients
-          openssh-server openssh-client sudo curl chromium chromium-driver)
+          openssh-server openssh-client sudo curl chromium chromium-driver prometheus)
 
 # Two bootstraps at once (two checkouts on one machine) take turns at dpkg's lock instead of
 # failing at once.

@@ -61,6 +61,7 @@ BACKOFF_CAP = 3600.0
 TOKENS_KEPT_SECONDS = 60.0  # a rotated API token is taken within a minute
 ALL = None  # a batch's whole (kind, site)
 STATUS_KEPT_SECONDS = 1.0  # status() answers from a summary at most this old
+METRICS_REFRESH_SECONDS = 15.0  # store-wide gauges are read again this often, work or not
 
 Log = Callable[..., None]
 T = TypeVar("T")
@@ -593,9 +594,12 @@ class Controller:
         force that any of them took."""
         self.request_poll("start")
         next_poll = time.monotonic() + self._interval()
-        next_refresh = 0.0
+        next_refresh = next_metrics = 0.0
         while not self._stopping.is_set():
             now = time.monotonic()
+            if now >= next_metrics:
+                self.refresh_metrics()
+                next_metrics = now + METRICS_REFRESH_SECONDS
             if self._shared is not None:
                 if now >= next_refresh:
                     self._queue.submit("refresh", self._refresh)
@@ -646,6 +650,17 @@ class Controller:
         kind, site = batch
         self._queue.submit(f"sync:{kind}:{site}", lambda: self._sync_wanted(batch, why))
 
+    def refresh_metrics(self) -> None:
+        """Read the store-wide gauges again (replicas, revisions, resources): another replica may
+        have changed them, and an idle replica must not go on showing what it saw last."""
+        try:
+            self.metrics.replicas.set(self._shared.live_replicas() if self._shared is not None else 1)
+            for which, state in sorted(self._store.revisions().items()):
+                self.metrics.set_revision(which, state.revision, state.valid, state.at.timestamp())
+            self._update_resource_metrics()
+        except FleetError as exc:
+            self._log("metrics not refreshed", error=str(exc))
+
     def _update_queue_metric(self) -> None:
         self.metrics.queue_depth.set(self._queue.depth)
 
@@ -672,6 +687,7 @@ class Controller:
             return
         finally:
             self.metrics.fetch_seconds.observe(time.monotonic() - started)
+        self.metrics.fetch_success_time.set(self._clock().timestamp())
         revision = revision_id(snapshot)
         stored = self._store.revisions()
         attempted = stored.get("attempted")
@@ -908,7 +924,10 @@ class Controller:
         self._status = None
         counts, _ = self._store.resource_summary(failing=0)
         flat = {(kind, state): n for kind, states in counts.items() for state, n in states.items()}
-        self.metrics.set_resources(flat, set(KINDS) - {"Fleet"})
+        kinds = set(KINDS) - {"Fleet"}
+        self.metrics.set_resources(flat, kinds)
+        self.metrics.set_drift_since(self._store.oldest_since("drifted"), kinds)
+        self.metrics.set_unknowns(self._store.unknown_reasons(), kinds)
 
 
 def _back_off(resource: ResourceState, error: str, now: datetime) -> ResourceState:

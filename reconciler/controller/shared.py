@@ -236,10 +236,13 @@ class SharedJobs:
         return running, len(waiting), waiting[:100]
 
     def live_replicas(self) -> int:
-        rows = self._client.connector.execute_query_all(
-            "SELECT count(*) AS live FROM procrastinate_workers"
-            f" WHERE last_heartbeat > now() - interval '{int(self._stalled_after)} seconds'"
-        )
+        try:
+            rows = self._client.connector.execute_query_all(
+                "SELECT count(*) AS live FROM procrastinate_workers"
+                f" WHERE last_heartbeat > now() - interval '{int(self._stalled_after)} seconds'"
+            )
+        except queue_errors.ConnectorException as exc:
+            raise StoreFailure(f"the job queue cannot be reached: {exc}") from None
         return max(1, int(rows[0]["live"]) // WORKERS_PER_REPLICA)
 
 

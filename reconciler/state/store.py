@@ -874,6 +874,36 @@ class StateStore:
             ]
         return counts, first
 
+    def oldest_since(self, state: str) -> dict[str, datetime]:
+        """By kind: when its longest-standing resource in `state` entered it (for the metrics)."""
+        with self._db.transaction(write=False) as connection:
+            return {
+                kind: since
+                for kind, since in connection.execute(
+                    sa.select(resource_states.c.kind, sa.func.min(resource_states.c.since))
+                    .where(resource_states.c.state == state, resource_states.c.since.is_not(None))
+                    .group_by(resource_states.c.kind)
+                )
+                if since is not None
+            }
+
+    def unknown_reasons(self) -> dict[tuple[str, str | None], int]:
+        """Resources in state unknown by (kind, the reason of their last observation); the reason
+        is None when that observation was not an unknown one, or there is none (not observed yet)."""
+        seen = observations.c
+        joined = resource_states.outerjoin(observations, seen.address == resource_states.c.address)
+        counts: dict[tuple[str, str | None], int] = {}
+        with self._db.transaction(write=False) as connection:
+            for kind, observed, reason, count in connection.execute(
+                sa.select(resource_states.c.kind, seen.state, seen.reason, sa.func.count())
+                .select_from(joined)
+                .where(resource_states.c.state == "unknown")
+                .group_by(resource_states.c.kind, seen.state, seen.reason)
+            ):
+                key = (kind, reason if observed == "unknown" else None)
+                counts[key] = counts.get(key, 0) + int(count)
+        return counts
+
     def _select_by_address(
         self,
         connection: sa.Connection,
