@@ -251,7 +251,7 @@ def _clean_environment(home: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.slow  # builds a wheel and installs it with its dependencies: about a minute
+@pytest.mark.slow  # builds the wheel and installs it with its 90 dependencies: minutes on 2 cores
 def test_the_wheel_installs_into_a_clean_virtualenv_and_runs(
     stages: list[Stage], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
