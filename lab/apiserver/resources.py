@@ -243,6 +243,8 @@ def builtin_types() -> list[ResourceType]:
             )
         )
     crd_conditions = _conditions(("status",))
+    pvc_conditions = _conditions(("status",))
+    pdb_conditions = _conditions(("status",))
     age = Column("Age", ".metadata.creationTimestamp", "date")
     return [
         _builtin(
@@ -336,6 +338,19 @@ def builtin_types() -> list[ResourceType]:
         _builtin(
             "",
             "v1",
+            "persistentvolumeclaims",
+            "PersistentVolumeClaim",
+            short=("pvc",),
+            status=True,
+            lists=pvc_conditions[0],
+            strategies=pvc_conditions[1],
+            skeleton=("spec", "status"),
+            field_labels=("status.phase",),
+            columns=(Column("Status", ".status.phase"), Column("Volume", ".spec.volumeName"), age),
+        ),
+        _builtin(
+            "",
+            "v1",
             "services",
             "Service",
             short=("svc",),
@@ -348,6 +363,28 @@ def builtin_types() -> list[ResourceType]:
         ),
         *workload,
         _builtin("coordination.k8s.io", "v1", "leases", "Lease", skeleton=("spec",)),
+        _builtin(
+            "policy",
+            "v1",
+            "poddisruptionbudgets",
+            "PodDisruptionBudget",
+            short=("pdb",),
+            status=True,
+            lists=pdb_conditions[0],
+            strategies=pdb_conditions[1],
+            atomic_maps={("spec", "selector")},
+            skeleton=("spec", "status"),
+            generation=True,
+        ),
+        _builtin(
+            "networking.k8s.io",
+            "v1",
+            "networkpolicies",
+            "NetworkPolicy",
+            short=("netpol",),
+            skeleton=("spec",),
+            generation=True,
+        ),
         _builtin("rbac.authorization.k8s.io", "v1", "roles", "Role"),
         _builtin("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
         _builtin("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),
