@@ -135,7 +135,5 @@ def test_an_engine_loads_an_unchanged_revision_once_and_a_changed_one_again(
     rack.write_text(rack.read_text().replace("team: ", "team: x", 1))
     commit_all(repo, "one file")
     changed = engine.load(engine.open_source(ref))
-    assert (
-        changed is not first and changed.commit != first.commit and changed.parsed == 1
-    )
+    assert changed is not first and changed.commit != first.commit and changed.parsed == 1
     assert changed.diagnostics == load_revision(engine.open_source(ref)).diagnostics
