@@ -245,7 +245,7 @@ def _shape(revision: LoadedRevision) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3], ids=["seed-1", "seed-2", "seed-3"])
+@pytest.mark.parametrize("seed", [1, 2], ids=["seed-1", "seed-2"])
 def test_random_edits_load_incrementally_as_a_whole_load_does(tmp_path: Path, seed: int) -> None:
     path = copy_example(tmp_path / "fleet")
     git_init(path)

@@ -114,6 +114,7 @@ class CrossIndex:
         self.found: dict[tuple[str, object], list[Diagnostic]] = {}
         # kind -> the units that report a reference to a missing document of that kind
         self.unresolved: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        self._unresolved_units: set[tuple[str, str]] = set()
         self._hypervisor_names: list[str] | None = None
 
     # --- keeping the index ----------------------------------------------------------------------
@@ -121,6 +122,9 @@ class CrossIndex:
     def replace(self, files: Mapping[str, Sequence[Facts] | None]) -> None:
         """Put these files' facts in place of what the index had of them (None: the file is gone),
         and check again every unit they touch."""
+        if not self.files and not self.declared:
+            self._build(files)
+            return
         touched: set[tuple[str, str]] = set()
         for path, facts in files.items():
             for position, fact in enumerate(self.files.pop(path, ())):
@@ -146,6 +150,50 @@ class CrossIndex:
                 {"vm": dirty.vms, "cluster": dirty.clusters, "pools": dirty.pools}[unit].add(name)
         self._check(dirty)
 
+    def _build(self, files: Mapping[str, Sequence[Facts] | None]) -> None:
+        """`replace` on an empty index: the same indexes and units, made in bulk (a whole
+        revision's 100,000 documents), leaving out only the units that cannot find anything: a
+        name declared once, a BMC one Machine uses, a Machine that hosts no VM."""
+        declared = self.declared
+        fleet_facts = self.fleet_facts
+        for path in sorted(p for p, facts in files.items() if facts is not None):
+            facts = tuple(files[path] or ())
+            self.files[path] = facts
+            for position, fact in enumerate(facts):
+                if fact[0] == "Fleet":
+                    fleet_facts.setdefault(path, []).append(fact)
+                else:
+                    declared.setdefault((fact[0], fact[1]), []).append((path, position, fact))
+        dirty = _Dirty()
+        winners = self.winners
+        for key, declarations in declared.items():
+            path, _, fact = declarations[0]
+            winners[key[0]][key[1]] = (path, fact)
+            if len(declarations) > 1:
+                dirty.names.add(key)
+        for name, (_, fact) in winners["Machine"].items():
+            detail = fact[4]
+            if detail is not None:
+                self.bmc_users[(detail[3], detail[4])].add(name)
+        dirty.machines = set(winners["Machine"])
+        dirty.bmcs = {key for key, users in self.bmc_users.items() if len(users) > 1}
+        for name, (_, fact) in winners["VirtualMachine"].items():
+            if fact[4] is not None:
+                self.guests[fact[4][0]].add(name)
+        dirty.vms = set(winners["VirtualMachine"])
+        dirty.hosts = set(self.guests)
+        for name, (_, fact) in winners["Cluster"].items():
+            if fact[4] is not None:
+                for position, (ref, _labels) in enumerate(fact[4][1]):
+                    self.claims[ref].add((name, position))
+                    self.referrers[_target(ref)].add(name)
+        dirty.clusters = set(winners["Cluster"])
+        for name, (_, fact) in winners["SparkPool"].items():
+            if fact[4] is not None:
+                self.pools_of[fact[4][0]].add(name)
+        dirty.pools = set(self.pools_of)
+        self._check(dirty)
+
     def _declare(self, path: str, position: int, fact: Facts, touched: set[tuple[str, str]]) -> None:
         if fact[0] == "Fleet":
             self.fleet_facts.setdefault(path, []).append(fact)
@@ -168,38 +216,48 @@ class CrossIndex:
     def _rewin(self, kind: str, name: str, old: _Winner | None, new: _Winner | None, dirty: _Dirty) -> None:
         """The declaration of `kind`/`name` that counts changed from `old` to `new`: move the
         indexes that follow it, and mark what reads them."""
-        for winner, sign in ((old, -1), (new, 1)):
-            detail = winner[1][4] if winner is not None else None
-            if kind == "Machine":
-                dirty.machines.add(name)
+        before = old[1][4] if old is not None else None
+        after = new[1][4] if new is not None else None
+        if kind == "Machine":
+            dirty.machines.add(name)
+            if name in self.guests or ("host", name) in self.found:
                 dirty.hosts.add(name)
+            for detail, sign in ((before, -1), (after, 1)):
                 if detail is not None:
                     key = (detail[3], detail[4])
                     self._move(self.bmc_users, key, name, sign)
                     dirty.bmcs.add(key)
-            elif kind == "VirtualMachine":
-                dirty.vms.add(name)
+        elif kind == "VirtualMachine":
+            dirty.vms.add(name)
+            for detail, sign in ((before, -1), (after, 1)):
                 if detail is not None:
                     self._move(self.guests, detail[0], name, sign)
                     dirty.hosts.add(detail[0])
-            elif kind == "Cluster":
-                dirty.clusters.add(name)
+        elif kind == "Cluster":
+            dirty.clusters.add(name)
+            for detail, sign in ((before, -1), (after, 1)):
                 if detail is not None:
                     for position, (ref, _labels) in enumerate(detail[1]):
                         self._move(self.claims, ref, (name, position), sign)
                         self._move(self.referrers, _target(ref), name, sign)
                         dirty.clusters.update(cluster for cluster, _ in self.claims.get(ref, ()))
-            elif kind == "SparkPool" and detail is not None:
-                self._move(self.pools_of, detail[0], name, sign)
-                dirty.pools.add(detail[0])
+        elif kind == "SparkPool":
+            for detail, sign in ((before, -1), (after, 1)):
+                if detail is not None:
+                    self._move(self.pools_of, detail[0], name, sign)
+                    dirty.pools.add(detail[0])
         if new is None:
             del self.winners[kind][name]
         else:
             self.winners[kind][name] = new
         if kind == "Machine":
-            dirty.vms.update(self.guests.get(name, ()))
+            guests = self.guests.get(name)
+            if guests:
+                dirty.vms.update(guests)
         if kind in ("Machine", "VirtualMachine"):
-            dirty.clusters.update(self.referrers.get((kind, name), ()))
+            referrers = self.referrers.get((kind, name))
+            if referrers:
+                dirty.clusters.update(referrers)
 
     @staticmethod
     def _move(index: dict[Any, set[Any]], key: Any, value: Any, sign: int) -> None:
@@ -215,39 +273,54 @@ class CrossIndex:
     def _check(self, dirty: _Dirty) -> None:
         """Run the units again; clusters before their pools, which read the clusters' nodes."""
         self._hypervisor_names = None
-        for name_key in dirty.names:
-            self._keep(("name", name_key), self._names(name_key))
+        found = self.found
+        for key in dirty.names:
+            unit = ("name", key)
+            declarations = self.declared.get(key)
+            if declarations is not None and len(declarations) > 1:
+                found[unit] = self._names(key)
+            elif unit in found:
+                del found[unit]
         for bmc in dirty.bmcs:
             self._keep(("bmc", bmc), self._bmc(bmc))
-        for unit, names, check in (
-            ("machine", dirty.machines, self._machine),
+        for name in dirty.machines:
+            problems = self._machine(name)
+            if problems:
+                found[("machine", name)] = problems
+            elif ("machine", name) in found:
+                del found[("machine", name)]
+        for name in dirty.hosts:
+            self._keep(("host", name), self._host(name))
+        for unit_name, names, check in (
             ("vm", dirty.vms, self._virtual_machine),
-            ("host", dirty.hosts, self._host),
             ("cluster", dirty.clusters, self._cluster),
         ):
             for name in names:
-                self._keep((unit, name), check(name))
-        for cluster in dirty.clusters:
-            dirty.pools.add(cluster)
+                self._keep_referring(unit_name, name, check(name))
+        dirty.pools.update(dirty.clusters)
         for cluster in dirty.pools:
-            self._keep(("pools", cluster), self._pools(cluster))
+            self._keep_referring("pools", cluster, self._pools(cluster))
         self._keep(("fleet", None), self._fleet())
 
     def _keep(self, unit: tuple[str, object], found: list[Diagnostic]) -> None:
         if found:
             self.found[unit] = found
+        elif unit in self.found:
+            del self.found[unit]
+
+    def _keep_referring(self, unit: str, name: str, found: list[Diagnostic]) -> None:
+        """Keep a unit that refers to other documents by name, and whether one is missing."""
+        self._keep((unit, name), found)
+        named = (unit, name)
+        unresolved = any(d.code == "unresolved-reference" for d in found)
+        if unresolved:
+            self._unresolved_units.add(named)
+        elif named not in self._unresolved_units:
+            return
         else:
-            self.found.pop(unit, None)
-        referred = _REFERRED.get(unit[0])
-        if referred is not None:
-            assert isinstance(unit[1], str)
-            named = (unit[0], unit[1])
-            unresolved = any(d.code == "unresolved-reference" for d in found)
-            for kind in referred:
-                if unresolved:
-                    self.unresolved[kind].add(named)
-                else:
-                    self._move(self.unresolved, kind, named, -1)
+            self._unresolved_units.discard(named)
+        for kind in _REFERRED[unit]:
+            self._move(self.unresolved, kind, named, 1 if unresolved else -1)
 
     def diagnostics(self) -> list[Diagnostic]:
         return [d for found in self.found.values() for d in found]
