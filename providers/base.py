@@ -178,10 +178,16 @@ class RevisionInputs:
     # Otherwise the names of the variables it may render, by address; every other variable (all
     # of those of an address left out) reaches Ansible as data it never templates (`!unsafe`).
     trusted_vars: Mapping[str, frozenset[str]] | None = None
+    # The Machines of `documents` by name, when the caller has them at hand (else worked out here).
+    known_machines: Mapping[str, models.Machine] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
     machines: Mapping[str, models.Machine] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        machines = {d.metadata.name: d for d in self.documents.values() if isinstance(d, models.Machine)}
+        machines = self.known_machines
+        if machines is None:
+            machines = {d.metadata.name: d for d in self.documents.values() if isinstance(d, models.Machine)}
         object.__setattr__(self, "machines", machines)
 
     @classmethod

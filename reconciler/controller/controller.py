@@ -626,14 +626,12 @@ class Controller:
             self._want(batch, ALL, why)
 
     def _batches(self, loaded: LoadedRevision, only: set[str] | None = None) -> dict[Batch, set[str]]:
-        machines = {d.document.address: d.document for d in loaded.documents}
-        by_name = {d.metadata.name: d for d in machines.values() if isinstance(d, models.Machine)}
+        """The (kind, site) batches of the revision's resources (of those in `only`)."""
+        resources = loaded.resources
+        chosen = resources.values() if only is None else [resources[a] for a in only if a in resources]
         batches: dict[Batch, set[str]] = {}
-        for loaded_document in loaded.documents:
-            document = loaded_document.document
-            if document.kind_name == "Fleet" or (only is not None and document.address not in only):
-                continue
-            site = kind_of(document).site(document, by_name) or "-"
+        for document in chosen:
+            site = kind_of(document).site(document, loaded.machines) or "-"
             batches.setdefault((document.kind_name, site), set()).add(document.address)
         return batches
 
@@ -727,7 +725,7 @@ class Controller:
         if previous is None and applied is not None:
             previous = self._load(applied)
         in_force = _InForce(revision, commit, loaded, file_digests(snapshot))
-        self._take(in_force)
+        self._take(in_force, previous)
         self._store.set_revision("attempted", RevisionState(revision, commit, now, True))
         self._store.set_revision("applied", RevisionState(revision, commit, now, True))
         self.metrics.set_revision("attempted", revision, True, now.timestamp())
@@ -751,13 +749,18 @@ class Controller:
         for batch, addresses in sorted(self._batches(loaded, targets).items()):
             self._want(batch, addresses, f"{why} changed them")
 
-    def _take(self, in_force: _InForce) -> None:
+    def _take(self, in_force: _InForce, previous: _InForce | None = None) -> None:
         """`in_force` is the revision this replica reconciles; its resources get a state, and
         those fleet applied whose specs are gone show as orphaned. The controller only reports
         orphans: acting on one (the orphans policy's powerOff or delete) is destructive, which
-        only a person allows (`fleet apply --allow-destructive` on the whole fleet)."""
+        only a person allows (`fleet apply --allow-destructive` on the whole fleet). A revision
+        with the same resources as the `previous` one in force (most commits: an edit) keeps
+        their states as they are, without reading every state and every applied resource."""
         self._in_force = in_force
         self._status = None
+        if previous is not None and previous.loaded.resources.keys() == in_force.loaded.resources.keys():
+            self.metrics.set_revision("applied", in_force.revision, True, self._clock().timestamp())
+            return
         present = {
             d.document.address: d.document.kind_name
             for d in in_force.loaded.documents
@@ -817,8 +820,7 @@ class Controller:
         in_force = self._in_force
         if in_force is None:
             return
-        present = self._batches(in_force.loaded).get(batch, set())
-        chosen = present if wanted is None else present & wanted
+        chosen = self._batches(in_force.loaded, wanted).get(batch, set())
         now = self._clock()
         backing_off = {
             a

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any
 
 from providers.base import Observation, Observed, RevisionInputs, UnknownReason
 from providers.registry import ProviderPool
@@ -235,13 +236,19 @@ class Engine:
         """Every document and every diagnostic of the revision, as `fleet validate` sees them.
 
         The engine keeps the last revision it loaded: a caller that passes over an unchanged
-        revision again and again (the controller, between commits) loads it once."""
+        revision again and again (the controller, between commits) loads it once, and a new
+        revision is loaded from it, reading and checking again only what changed (the
+        controller's next commit)."""
         key = revision_key(snapshot)
         kept = self._last_revision
         if kept is not None and kept[0] == key and (kept[1].documents or not documents):
             return kept[1]
         revision = load_revision(
-            snapshot, self.cache, self.settings.workers or default_workers(), documents=documents
+            snapshot,
+            self.cache,
+            self.settings.workers or default_workers(),
+            documents=documents,
+            base=kept[1] if kept is not None else None,
         )
         self._last_revision = (key, revision)
         return revision
@@ -290,20 +297,26 @@ class Engine:
             wanted = kind.name
         match = parse_selector(selection.selector) if selection.selector else None
         targets = set(selection.targets)
+        # Explicit targets (the controller's units of work) are looked up, not searched for.
+        candidates = (
+            [revision.by_address[t] for t in sorted(targets) if t in revision.by_address]
+            if targets
+            else revision.documents
+        )
         chosen = [
             loaded.document
-            for loaded in revision.documents
+            for loaded in candidates
             if (include_fleet or loaded.document.kind_name != "Fleet")
             and (wanted is None or loaded.document.kind_name == wanted)
             and (match is None or match(loaded.document.metadata.labels))
             and (not targets or loaded.document.address in targets)
         ]
         missing = sorted(targets - {d.address for d in chosen})
-        declared = {d.document.address: d.document for d in revision.documents}
         for address in missing:
-            document = declared.get(address)
-            if document is None:
+            declared = revision.by_address.get(address)
+            if declared is None:
                 continue
+            document = declared.document
             filters = [
                 name
                 for name, excludes in (
@@ -324,12 +337,7 @@ class Engine:
         order = list(KINDS)
         chosen.sort(key=lambda d: (order.index(d.kind_name), d.metadata.name))
         return Selected(
-            revision,
-            revision.fleet,
-            tuple(chosen),
-            {d.document.address: d.document for d in revision.documents if d.document.kind_name != "Fleet"},
-            {d.document.address: d.path for d in revision.documents},
-            selection.whole_fleet,
+            revision, revision.fleet, tuple(chosen), revision.resources, revision.paths, selection.whole_fleet
         )
 
     def observe(
@@ -636,7 +644,7 @@ class Engine:
     def live(self, ref: SourceRef, selection: Selection) -> Observations:
         """What the providers see of a selection right now; changes and records nothing."""
         selected = self.select(self.revision(ref), selection)
-        return self.observe(selected.documents, RevisionInputs(selected.fleet, selected.everything))
+        return self.observe(selected.documents, _inputs(selected))
 
     def plan(
         self,
@@ -669,7 +677,7 @@ class Engine:
             selected = self.select(revision, selection)
             if tolerated:
                 selected = dataclasses.replace(selected, whole_fleet=False)
-            self._reveal_credentials(RevisionInputs(selected.fleet, selected.everything))
+            self._reveal_credentials(_inputs(selected))
             grouped = by_kind_name(selected.documents)
             for kind in managed_kinds():
                 kind.precheck(selected.everything, grouped.get(kind.name, []))
@@ -693,9 +701,7 @@ class Engine:
                     versions = {
                         c.address: config_version(c.spec.config, digests) for c in checked if c.spec.config
                     }
-            inputs = RevisionInputs(
-                selected.fleet, selected.everything, playbook_root=root, scan_all_hosts=selected.whole_fleet
-            )
+            inputs = _inputs(selected, playbook_root=root, scan_all_hosts=selected.whole_fleet)
             config_inputs = inputs
             if prepared is not None:
                 # The base revision's Fleet says how Ansible runs (provider settings, credentials,
@@ -785,6 +791,13 @@ class Engine:
         for source in [*revision.fleet.spec.credentials.values(), *credentials.sources.values()]:
             with contextlib.suppress(FleetError):
                 credentials.read(source, revision)
+
+
+def _inputs(selected: Selected, **options: Any) -> RevisionInputs:
+    """What providers get of the revision a selection is from: its Fleet and every document."""
+    return RevisionInputs(
+        selected.fleet, selected.everything, known_machines=selected.revision.machines, **options
+    )
 
 
 def _outcome_order(outcome: Outcome) -> tuple[str, str]:

@@ -4,22 +4,29 @@ apply, drift, reconcile, the controller) reads specs through `load_revision`.
 It reads fleet.yaml first (its limits, rules and excludes shape everything else), validates
 every other spec file (from the cache when its blob is known, in worker processes when many
 are new), then runs the cross-document checks over all of them. A revision validated before
-is answered from the cache, its documents included. What it returns says whether the revision
-may be acted on (`errors`); it never drops a document that failed quietly: a document that
-fails validation is an error of the revision, never a document that is missing.
+is answered from the cache, its documents included. A revision loaded from a `base` revision
+this process loaded (the engine's previous one: the controller's next commit) starts from what
+that load kept: only the files whose blobs differ are read, and only the cross-document checks
+their facts touch run again (`references.CrossIndex`), with the same checks and the same
+diagnostics as a whole load. What it returns says whether the revision may be acted on
+(`errors`); it never drops a document that failed quietly: a document that fails validation is
+an error of the revision, never a document that is missing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import multiprocessing
 import os
 import re
+import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import cache
+from typing import Any, TypeVar
 
 from reconciler import __version__
 from reconciler.errors import PermanentError
@@ -28,8 +35,8 @@ from reconciler.source.snapshot import Snapshot, SourceFile
 from reconciler.spec import models
 from reconciler.spec.cache import SpecCache, pack_documents, unpack_documents
 from reconciler.spec.diagnostics import Diagnostic, Severity, error, sorted_diagnostics
-from reconciler.spec.references import check_references
-from reconciler.spec.results import FLEET_FILE, FileResult
+from reconciler.spec.references import CrossIndex
+from reconciler.spec.results import FLEET_FILE, Facts, FileResult
 from reconciler.spec.validate import (
     FileSettings,
     rules_digest,
@@ -41,6 +48,9 @@ from reconciler.spec.yamlload import Locator, load_yaml
 
 # Below this many files to parse, worker processes cost more than they save.
 PARALLEL_THRESHOLD = 64
+
+T = TypeVar("T")
+_MEMO_LOCK = threading.RLock()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,6 +75,10 @@ class LoadedRevision:
     from_cache: bool
     fleet: models.Fleet | None
     documents: tuple[LoadedDocument, ...] = ()  # empty when loaded without documents
+    # What a load derived from this one starts from (see `load_revision`'s `base`).
+    carried: Carried = dataclasses.field(default_factory=lambda: Carried(None), compare=False, repr=False)
+    # Indexes of the documents that callers work out once per revision (see `derived`).
+    memo: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -82,6 +96,79 @@ class LoadedRevision:
     def summary(self) -> str:
         kinds = ", ".join(f"{count} {kind}" for kind, count in self.counts.items()) or "no documents"
         return f"{self.source}: {self.files} files, {kinds}"
+
+    # Maps of the documents, each made once per revision: a caller that passes over the same
+    # revision again and again (the controller) does not walk 100,000 documents every time.
+
+    @functools.cached_property
+    def by_address(self) -> dict[str, LoadedDocument]:
+        """Every valid document (the Fleet's too) by address."""
+        return {d.document.address: d for d in self.documents}
+
+    @functools.cached_property
+    def resources(self) -> dict[str, models.Document]:
+        """Every valid document but the Fleet, by address."""
+        return {a: d.document for a, d in self.by_address.items() if d.document.kind_name != "Fleet"}
+
+    @functools.cached_property
+    def paths(self) -> dict[str, str]:
+        """The file of every valid document, by address."""
+        return {a: d.path for a, d in self.by_address.items()}
+
+    @functools.cached_property
+    def machines(self) -> dict[str, models.Machine]:
+        """The valid Machines by name."""
+        return {d.metadata.name: d for d in self.resources.values() if isinstance(d, models.Machine)}
+
+    def derived(self, name: str, make: Callable[[], T]) -> T:
+        """An index of this revision's documents that a higher layer works out (what refers to
+        what, who reads which directory): made by `make` once, then kept with the revision."""
+        with _MEMO_LOCK:
+            if name not in self.memo:
+                self.memo[name] = make()
+            found: T = self.memo[name]
+            return found
+
+
+# Where a diagnostic points: path, blob id, document index, field path.
+_Where = tuple[str, str, int | None, tuple[str | int, ...]]
+
+
+@dataclasses.dataclass(slots=True)
+class _File:
+    """What a load keeps of one file: its cache key, its own diagnostics and its valid documents
+    (none for a file holding a Fleet document, as a whole load has it)."""
+
+    key: str
+    diagnostics: list[Diagnostic]
+    documents: tuple[LoadedDocument, ...]
+
+
+@dataclasses.dataclass(slots=True)
+class _LoadState:
+    """Everything a load worked out, file by file, for a load derived from it to update."""
+
+    fingerprint: str  # of the FileSettings the files were checked with
+    fleet_blob: str | None
+    fleet_result: FileResult | None
+    files: dict[str, _File]  # every spec file, fleet.yaml included
+    cross: CrossIndex
+    counts: Counter[str]
+    located: dict[_Where, tuple[int, int]]  # the line and column of cross-document diagnostics
+
+
+class Carried:
+    """The state a load leaves for the next load derived from it. That load takes it (and
+    changes it in place), so a revision is the base of at most one other."""
+
+    def __init__(self, state: _LoadState | None) -> None:
+        self._state = state
+        self._lock = threading.Lock()
+
+    def take(self) -> _LoadState | None:
+        with self._lock:
+            state, self._state = self._state, None
+        return state
 
 
 class InvalidRevision(PermanentError):
@@ -170,11 +257,17 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def _fleet(snapshot: Snapshot) -> tuple[SourceFile | None, FileResult | None]:
+def _fleet(
+    snapshot: Snapshot, state: _LoadState | None
+) -> tuple[SourceFile | None, FileResult | None, _LoadState | None]:
+    """fleet.yaml's entry and result, and `state` when it was loaded with the same fleet.yaml
+    (None otherwise: a new fleet.yaml changes the limits, rules, sites and credentials of all)."""
     entry = next((f for f in snapshot.files if f.path == FLEET_FILE), None)
+    if state is not None and state.fleet_blob == (entry.blob_id if entry else None):
+        return entry, state.fleet_result, state
     if entry is None:
-        return None, None
-    return entry, validate_file(FLEET_FILE, snapshot.read(entry), FileSettings())
+        return None, None, None
+    return entry, validate_file(FLEET_FILE, snapshot.read(entry), FileSettings()), None
 
 
 def _raw_excludes(snapshot: Snapshot) -> list[str]:
@@ -209,26 +302,42 @@ def revision_key(snapshot: Snapshot) -> str:
 
 
 def load_revision(
-    snapshot: Snapshot, cache: SpecCache | None = None, workers: int = 1, *, documents: bool = True
+    snapshot: Snapshot,
+    cache: SpecCache | None = None,
+    workers: int = 1,
+    *,
+    documents: bool = True,
+    base: LoadedRevision | None = None,
 ) -> LoadedRevision:
     """Every diagnostic of the revision and (unless `documents` is False) its valid documents.
 
     A revision seen before costs no parsing at all: its diagnostics come from the revision
-    cache and its documents from the file cache."""
+    cache and its documents from the file cache. With `base`, a revision loaded before in this
+    process with the same fleet.yaml, only what changed since `base` is read and checked again
+    (and `base` can be no other revision's base after that)."""
     with collector_paused(keep=documents):
-        return _load_revision(snapshot, cache, workers, documents)
+        return _load_revision(snapshot, cache, workers, documents, base)
 
 
 def _load_revision(
-    snapshot: Snapshot, cache: SpecCache | None, workers: int, documents: bool
+    snapshot: Snapshot, cache: SpecCache | None, workers: int, documents: bool, base: LoadedRevision | None
 ) -> LoadedRevision:
-    fleet_entry, fleet_result = _fleet(snapshot)
+    carried = base.carried.take() if base is not None and documents else None
+    fleet_entry, fleet_result, state = _fleet(snapshot, carried)
     fleet = fleet_result.fleet if fleet_result else None
     settings = settings_from_fleet(fleet)
     entries = spec_files(snapshot, fleet)
     fingerprint = settings.fingerprint()
     keys = [SpecCache.file_key(fingerprint, f.blob_id, f.path) for f in entries]
     key = revision_key(snapshot)
+    if state is not None and state.fingerprint == fingerprint:
+        loaded = _load_changed(snapshot, cache, workers, state, settings, entries, keys)
+        if cache is not None:
+            cache.put_revision(
+                key,
+                {"diagnostics": list(loaded.diagnostics), "documents": loaded.counts, "files": loaded.files},
+            )
+        return loaded
     hit = cache.get_revision(key) if cache is not None else None
     if hit is not None and cache is not None:
         found: tuple[LoadedDocument, ...] | None = ()
@@ -252,7 +361,7 @@ def _load_revision(
             key,
             {"diagnostics": list(loaded.diagnostics), "documents": loaded.counts, "files": loaded.files},
         )
-    return loaded if documents else dataclasses.replace(loaded, documents=())
+    return loaded if documents else dataclasses.replace(loaded, documents=(), carried=Carried(None), memo={})
 
 
 def _cached_documents(
@@ -278,7 +387,58 @@ def _load(
     entries: list[SourceFile],
     keys: list[str],
 ) -> LoadedRevision:
+    """The whole revision: every file from the cache or parsed, every cross-document check."""
     fleet = fleet_result.fleet if fleet_result else None
+    state = _LoadState(
+        settings.fingerprint(),
+        fleet_entry.blob_id if fleet_entry else None,
+        fleet_result,
+        {},
+        CrossIndex(fleet, FLEET_FILE if fleet_entry else None),
+        Counter(),
+        {},
+    )
+    results, parsed = _file_results(snapshot, cache, workers, settings, entries, keys)
+    changed = list(zip(keys, results, strict=True))
+    if fleet_result is not None:
+        changed.append(("", fleet_result))
+    return _revision(snapshot, state, entries, changed, (), parsed)
+
+
+def _load_changed(
+    snapshot: Snapshot,
+    cache: SpecCache | None,
+    workers: int,
+    state: _LoadState,
+    settings: FileSettings,
+    entries: list[SourceFile],
+    keys: list[str],
+) -> LoadedRevision:
+    """The revision from the state of a load with the same fleet.yaml: the files whose blobs
+    differ are read (from the cache, or parsed) and the others kept."""
+    wanted = [
+        (key, entry)
+        for key, entry in zip(keys, entries, strict=True)
+        if (kept := state.files.get(entry.path)) is None or kept.key != key
+    ]
+    present = {entry.path for entry in entries} | ({FLEET_FILE} if state.fleet_blob is not None else set())
+    removed = [path for path in state.files if path not in present]
+    results, parsed = _file_results(
+        snapshot, cache, workers, settings, [e for _, e in wanted], [k for k, _ in wanted]
+    )
+    changed = list(zip((k for k, _ in wanted), results, strict=True))
+    return _revision(snapshot, state, entries, changed, removed, parsed)
+
+
+def _file_results(
+    snapshot: Snapshot,
+    cache: SpecCache | None,
+    workers: int,
+    settings: FileSettings,
+    entries: list[SourceFile],
+    keys: list[str],
+) -> tuple[list[FileResult], int]:
+    """The result of each file (in order), from the cache or parsed; and how many were parsed."""
     cached = cache.get_files(keys) if cache is not None else {}
     stored = cache.get_documents([k for k in keys if k in cached]) if cache is not None else {}
     missing = [
@@ -296,46 +456,87 @@ def _load(
             result = cached[k]
             result.documents = stored[k]
             results.append(result)
-    if fleet_result is not None:
-        results.append(fleet_result)
+    return results, len(parsed)
 
-    diagnostics: list[Diagnostic] = [d for r in results for d in r.diagnostics]
+
+def _revision(
+    snapshot: Snapshot,
+    state: _LoadState,
+    entries: list[SourceFile],
+    changed: Sequence[tuple[str, FileResult]],
+    removed: Iterable[str],
+    parsed: int,
+) -> LoadedRevision:
+    """Put the `changed` files' results (by cache key) and the `removed` files into `state`, check
+    again what they touch, and make the revision of what `state` holds then. A whole load is
+    this with every file changed, from an empty state."""
+    replaced: dict[str, Sequence[Facts] | None] = {}
+    for path in removed:
+        state.counts.subtract(fact[0] for fact in state.cross.files.get(path, ()))
+        del state.files[path]
+        replaced[path] = None
+    for key, result in changed:
+        path = result.path
+        state.counts.subtract(fact[0] for fact in state.cross.files.get(path, ()))
+        state.counts.update(fact[0] for fact in result.facts)
+        state.files[path] = _File(
+            key,
+            result.diagnostics,
+            ()
+            if result.fleet is not None
+            else tuple(LoadedDocument(path, index, document) for index, document in result.documents),
+        )
+        replaced[path] = result.facts
+    state.cross.replace(replaced)
+    diagnostics: list[Diagnostic] = [d for kept in state.files.values() for d in kept.diagnostics]
     for problem in snapshot.problems:
         diagnostics.append(
             error(problem.code, problem.message, problem.path, line=1, col=1, hint=problem.hint)
         )
-    cross = check_references(fleet, FLEET_FILE if fleet_entry else None, [(r.path, r.facts) for r in results])
-    diagnostics.extend(_locate_all(snapshot, cross))
-    counts = Counter(fact[0] for r in results for fact in r.facts)
+    diagnostics.extend(_locate_all(snapshot, state.cross.diagnostics(), state.located))
+    fleet = state.fleet_result.fleet if state.fleet_result else None
     documents = [LoadedDocument(FLEET_FILE, 0, fleet)] if fleet is not None else []
-    documents.extend(
-        LoadedDocument(r.path, index, document)
-        for r in results
-        if r.fleet is None
-        for index, document in r.documents
-    )
+    for entry in entries:
+        documents.extend(state.files[entry.path].documents)
+    if FLEET_FILE in state.files:
+        documents.extend(state.files[FLEET_FILE].documents)
     return LoadedRevision(
         snapshot.description,
         snapshot.commit,
         tuple(sorted_diagnostics(diagnostics)),
-        dict(sorted(counts.items())),
-        len(entries) + (1 if fleet_entry else 0),
-        len(parsed),
+        dict(sorted((kind, count) for kind, count in state.counts.items() if count > 0)),
+        len(entries) + (1 if state.fleet_blob is not None else 0),
+        parsed,
         False,
         fleet,
         tuple(documents),
+        Carried(state),
     )
 
 
-def _locate_all(snapshot: Snapshot, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+def _locate_all(
+    snapshot: Snapshot,
+    diagnostics: list[Diagnostic],
+    located: dict[_Where, tuple[int, int]],
+) -> list[Diagnostic]:
+    """Put a line and column on the cross-document diagnostics. `located` holds the places
+    found by the previous load (by blob), and is left holding this load's."""
     by_path = {f.path: f for f in snapshot.files}
     locators: dict[str, Locator] = {}
+    found: dict[_Where, tuple[int, int]] = {}
     out = []
     for d in diagnostics:
         if d.line == 0 and d.path in by_path:
-            if d.path not in locators:
-                locators[d.path] = Locator(snapshot.read(by_path[d.path]))
-            line, col = locators[d.path](d.doc_index, d.field_path)
-            d = dataclasses.replace(d, line=line, col=col)
+            entry = by_path[d.path]
+            where = (d.path, entry.blob_id, d.doc_index, tuple(d.field_path))
+            place = found.get(where) or located.get(where)
+            if place is None:
+                if d.path not in locators:
+                    locators[d.path] = Locator(snapshot.read(entry))
+                place = locators[d.path](d.doc_index, d.field_path)
+            found[where] = place
+            d = dataclasses.replace(d, line=place[0], col=place[1])
         out.append(d)
+    located.clear()
+    located.update(found)
     return out
