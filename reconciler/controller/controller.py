@@ -101,6 +101,12 @@ class _InForce:
     files: dict[str, str]
 
     @functools.cached_property
+    def batches(self) -> dict[Batch, set[str]]:
+        """Every (kind, site) batch of the revision, worked out once: a pass and each unit of
+        work ask for them, and a revision of 100,000 documents takes a while to sort."""
+        return _batches(self.loaded)
+
+    @functools.cached_property
     def inputs(self) -> RevisionInputs | None:
         """What a secret of the revision is read with (its Fleet and documents): built once."""
         if self.loaded.fleet is None:
@@ -417,7 +423,7 @@ class Controller:
         self._update_resource_metrics()
         in_force = self._in_force
         if resume and in_force is not None and addresses:
-            for batch, wanted in sorted(self._batches(in_force.loaded, set(addresses)).items()):
+            for batch, wanted in sorted(_batches(in_force.loaded, set(addresses)).items()):
                 self._want(batch, wanted, f"resumed by {operator}")
         return {
             "run": result.change.run_id,
@@ -634,20 +640,8 @@ class Controller:
         if in_force is None or in_force.loaded.fleet is None:
             return
         self._next_pass = time.monotonic() + self._drift_seconds(in_force)
-        for batch in sorted(self._batches(in_force.loaded)):
+        for batch in sorted(in_force.batches):
             self._want(batch, ALL, why)
-
-    def _batches(self, loaded: LoadedRevision, only: set[str] | None = None) -> dict[Batch, set[str]]:
-        machines = {d.document.address: d.document for d in loaded.documents}
-        by_name = {d.metadata.name: d for d in machines.values() if isinstance(d, models.Machine)}
-        batches: dict[Batch, set[str]] = {}
-        for loaded_document in loaded.documents:
-            document = loaded_document.document
-            if document.kind_name == "Fleet" or (only is not None and document.address not in only):
-                continue
-            site = kind_of(document).site(document, by_name) or "-"
-            batches.setdefault((document.kind_name, site), set()).add(document.address)
-        return batches
 
     def _want(self, batch: Batch, addresses: set[str] | None, why: str) -> None:
         if self._shared is not None:
@@ -748,7 +742,7 @@ class Controller:
             self._store.mark_if_due("pass", 0)
             self._plan_passes(f"{why}: fleet.yaml changed or a document was removed")
             return
-        for batch, addresses in sorted(self._batches(loaded, targets).items()):
+        for batch, addresses in sorted(_batches(loaded, targets).items()):
             self._want(batch, addresses, f"{why} changed them")
 
     def _take(self, in_force: _InForce) -> None:
@@ -818,7 +812,7 @@ class Controller:
         in_force = self._in_force
         if in_force is None:
             return
-        present = self._batches(in_force.loaded).get(batch, set())
+        present = in_force.batches.get(batch, set())
         chosen = present if wanted is None else present & wanted
         now = self._clock()
         backing_off = {
@@ -923,6 +917,20 @@ class Controller:
     def _update_resource_metrics(self) -> None:
         """A fresh status (and the metrics of the resources' states), after a change of them."""
         self._publish_status()
+
+
+def _batches(loaded: LoadedRevision, only: set[str] | None = None) -> dict[Batch, set[str]]:
+    """The (kind, site) batches of `loaded` (of its documents in `only`), with their addresses."""
+    machines = {d.document.address: d.document for d in loaded.documents}
+    by_name = {d.metadata.name: d for d in machines.values() if isinstance(d, models.Machine)}
+    batches: dict[Batch, set[str]] = {}
+    for loaded_document in loaded.documents:
+        document = loaded_document.document
+        if document.kind_name == "Fleet" or (only is not None and document.address not in only):
+            continue
+        site = kind_of(document).site(document, by_name) or "-"
+        batches.setdefault((document.kind_name, site), set()).add(document.address)
+    return batches
 
 
 def _back_off(resource: ResourceState, error: str, now: datetime) -> ResourceState:
