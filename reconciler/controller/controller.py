@@ -62,7 +62,7 @@ BACKOFF_CAP = 3600.0
 TOKENS_KEPT_SECONDS = 60.0  # a rotated API token is taken within a minute
 ALL = None  # a batch's whole (kind, site)
 STATUS_EVERY_SECONDS = 1.0  # the status is read again at least this often
-STATUS_STALE_SECONDS = 10.0  # a status older than this (the store does not answer) is not served
+STATUS_STALE_SECONDS = 5.0  # an older status (the store does not answer) is not served: 503
 
 Log = Callable[..., None]
 T = TypeVar("T")
@@ -176,11 +176,11 @@ class Controller:
     def start(self) -> None:
         """Mark the runs a dead process left open as interrupted, then follow and serve."""
         self.interrupt_abandoned()
+        if self._shared is not None:
+            self._shared.start(self)  # the status reads the shared queue
         self._publish_status()
         self._status_keeper.start()
         self._scheduler.start()
-        if self._shared is not None:
-            self._shared.start(self)
 
     def stop(self, grace: float = 30.0) -> bool:
         """Take no more work and let the running unit finish within `grace` seconds; then cancel
