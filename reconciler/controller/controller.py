@@ -196,7 +196,8 @@ class Controller:
             self._cancel.cancel("the controller is stopping")
             done = self._queue.stop(10.0)
         self._scheduler.join(timeout=5)
-        self._status_keeper.join(timeout=5)
+        if self._status_keeper.is_alive():
+            self._status_keeper.join(timeout=5)
         self._log("controller stopped", running=running, drained=done)
         return done
 
