@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+import sqlalchemy as sa
 from controller_testing import DASHBOARDS, MACHINE, OPS, Served, bare_lab, power, push, set_power
 from fleet_testing import lab_control
 from state_testing import create_pg_database, drop_pg_database
@@ -245,3 +247,33 @@ def test_the_batch_of_a_replica_killed_mid_apply_is_retried_by_another_without_r
     assert all(a.result != "succeeded" or a.finished_at is not None for a in killed.actions)
     _no_overlaps(runs)
     assert survivor.stop() == 0, survivor.log.read_text()[-2000:]
+
+
+def test_the_status_is_answered_from_what_the_replica_read_while_the_store_is_held(
+    replicas: Replicas, lab: dict[str, str]
+) -> None:
+    """A status call reads nothing: while another session holds the resources' table (a long
+    migration, say), calls are answered at once with the status the replica read last; once that
+    is too old to stand for the present, 503 says why; when the store answers, so does status."""
+    server = replicas.start()
+    before = server.wait(lambda s: s["lastAppliedRevision"] is not None, idle=False)
+    url = sa.make_url(lab["FLEET_STATE"]).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(url) as holder:
+        holder.execute("LOCK TABLE resource_states IN ACCESS EXCLUSIVE MODE")
+        # A call that read the store would wait for the lock, past the client's timeout.
+        kept = server.status()
+        assert kept["lastAppliedRevision"] == before["lastAppliedRevision"], kept
+        _until(
+            "the status says it is too old",
+            lambda: server.get("/api/v1/status").status_code == 503,
+            60,
+            [server.log],
+        )
+        assert "state store" in server.get("/api/v1/status").json()["detail"]
+        assert server.get("/api/v1/runs").status_code == 200  # the rest of the store answers
+        holder.rollback()
+    _until(
+        "the status is read again", lambda: server.get("/api/v1/status").status_code == 200, 60, [server.log]
+    )
+    assert server.status()["lastAppliedRevision"] == before["lastAppliedRevision"]
+    assert server.stop() == 0, server.log.read_text()[-2000:]

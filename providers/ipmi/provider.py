@@ -148,7 +148,6 @@ class Scheduler:
 
     def _run(self, jobs: set[_Job]) -> None:
         """The scheduler proper; `jobs` collects every job it ever took, for `_loop`'s cleanup."""
-        ready: list[tuple[float, int, _Job]] = []  # (not before, tie-break, job)
         sequence = itertools.count()
         in_flight: dict[int, _Job] = {}
         in_use: dict[str, int] = defaultdict(int)
@@ -159,6 +158,18 @@ class Scheduler:
         # a run logs in to a BMC once, not once per worker (BMCs have few session slots).
         served_by: dict[str, int] = {}
         request_ids = itertools.count(1)
+        # Jobs by the worker they wait for, each queue ordered by (not before, tie-break): a free
+        # worker looks at its own queue, and at those of workers busy past the affinity, never at
+        # the thousands of commands due for busy workers (a scan of them per reply would take
+        # the CPU, and the interpreter, from the rest of the process).
+        ready: dict[int, list[tuple[float, int, _Job]]] = defaultdict(list)
+
+        def queue(job: _Job, not_before: float) -> None:
+            requeue((not_before, next(sequence), job))
+
+        def requeue(item: tuple[float, int, _Job]) -> None:
+            key = item[2].key
+            heapq.heappush(ready[served_by.get(key, self._pool.home(key))], item)
 
         def finish(job: _Job, value: Any = None, error: BaseException | None = None) -> None:
             jobs.discard(job)
@@ -185,33 +196,24 @@ class Scheduler:
                 return
             if isinstance(step, Sleep):
                 job.pending = None
-                heapq.heappush(ready, (now + step.seconds, next(sequence), job))
+                queue(job, now + step.seconds)
                 return
             job.pending = step
             job.attempts = 0
             not_before = last_command.get(job.key, -1e9) + self.timing.min_interval
-            heapq.heappush(ready, (max(now, not_before), next(sequence), job))
+            queue(job, max(now, not_before))
 
-        while True:
-            now = time.monotonic()
-            with self._lock:
-                arrived, self._incoming = self._incoming, []
-                closing = self._closed
-            jobs.update(arrived)
-            for job in arrived:
-                advance(job, None, None, now)
-            if closing:
-                for _, _, job in ready:
-                    finish(job, error=PermanentError("the IPMI provider was closed"))
-                for job in in_flight.values():
-                    finish(job, error=PermanentError("the IPMI provider was closed"))
-                return
-
-            # Dispatch every job whose time has come, as budgets and idle workers allow.
-            deferred: list[tuple[float, int, _Job]] = []
-            idle = self._pool.idle()
-            while ready and ready[0][0] <= now and idle:
-                item = heapq.heappop(ready)
+        def take(
+            waiting: list[tuple[float, int, _Job]],
+            own: int | None,
+            idle: list[int],
+            now: float,
+            deferred: list[tuple[float, int, _Job]],
+        ) -> None:
+            """Send the due jobs of `waiting` to `own`, the worker they wait for, while it is idle;
+            or (None) to any idle worker. A job over a budget goes to `deferred`."""
+            while waiting and waiting[0][0] <= now and idle and (own is None or own in idle):
+                item = heapq.heappop(waiting)
                 job = item[2]
                 if now > job.deadline:
                     advance(
@@ -234,12 +236,7 @@ class Scheduler:
                 if over_budget:
                     deferred.append(item)
                     continue
-                # The worker holding the BMC's session, else its home (an even spread by hash).
-                chosen = served_by.get(job.key, self._pool.home(job.key))
-                if chosen not in idle and now - self._pool.busy_since(chosen) < self.timing.session_affinity:
-                    deferred.append(item)  # that worker will be free in a moment
-                    continue
-                worker = chosen if chosen in idle else idle[0]
+                worker = own if own is not None else idle[0]
                 idle.remove(worker)
                 request_id = next(request_ids)
                 op, args = job.pending
@@ -262,15 +259,43 @@ class Scheduler:
                 last_command[job.key] = now
                 for group in job.groups:
                     in_use[group] += 1
+
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                arrived, self._incoming = self._incoming, []
+                closing = self._closed
+            jobs.update(arrived)
+            for job in arrived:
+                advance(job, None, None, now)
+            if closing:
+                for _, _, job in itertools.chain.from_iterable(ready.values()):
+                    finish(job, error=PermanentError("the IPMI provider was closed"))
+                for job in in_flight.values():
+                    finish(job, error=PermanentError("the IPMI provider was closed"))
+                return
+
+            # Dispatch every job whose time has come, as budgets and idle workers allow: each idle
+            # worker takes from its own queue first, then from that of a worker busy past the
+            # affinity (the BMC logs in on another worker rather than wait longer).
+            deferred: list[tuple[float, int, _Job]] = []
+            idle = self._pool.idle()
+            for worker in list(idle):
+                take(ready[worker], worker, idle, now, deferred)
+            for worker, waiting in list(ready.items()):
+                past_affinity = now - self._pool.busy_since(worker) >= self.timing.session_affinity
+                if idle and worker not in idle and past_affinity:
+                    take(waiting, None, idle, now, deferred)
             for item in deferred:
-                heapq.heappush(ready, item)
+                requeue(item)
 
             # Sleep until the next job falls due, or a reply frees a worker or a budget. A job
             # that is due but blocked waits for a reply: nothing else can unblock it.
             wait = 0.2
-            upcoming = [t for t, _, _ in ready[:1] if t > time.monotonic()]
-            if upcoming and not deferred:
-                wait = min(wait, upcoming[0] - time.monotonic())
+            heads = [waiting[0][0] for waiting in ready.values() if waiting]
+            upcoming = min(heads, default=None)
+            if upcoming is not None and upcoming > time.monotonic() and not deferred:
+                wait = min(wait, upcoming - time.monotonic())
             wait = max(wait, 0.0005)
             if not in_flight:
                 with self._lock:
@@ -292,7 +317,7 @@ class Scheduler:
                     job.attempts += 1
                     delay = self.timing.backoff * (2 ** (job.attempts - 1))
                     not_before = max(now + delay, last_command[job.key] + self.timing.min_interval)
-                    heapq.heappush(ready, (not_before, next(sequence), job))
+                    queue(job, not_before)
                 else:
                     advance(job, None, failure, now)
 

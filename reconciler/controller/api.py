@@ -79,7 +79,8 @@ class Caller:
         self.role = role
 
 
-# Token value -> (name, role): read when asked, so a rotated secret is taken without a restart.
+# Token value -> (name, role), as last read (a rotated secret is taken without a restart); called
+# on the event loop, so it must answer from what it keeps, never read a secret itself.
 TokenSource = Callable[[], Mapping[str, tuple[str, str]]]
 
 
@@ -270,14 +271,16 @@ def refusal(exc: FleetError | ValueError) -> HTTPException:
     return HTTPException(409, str(exc))
 
 
-def _reader(
+# The checks are coroutines, and the token source reads nothing when asked: a call is authorized
+# on the event loop, without waiting for a thread of the pool that runs the blocking endpoints.
+async def _reader(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]
 ) -> Caller:
     tokens: TokenSource = request.app.state.tokens
     return _caller(tokens, request)
 
 
-def _operator(caller: Annotated[Caller, Depends(_reader)]) -> Caller:
+async def _operator(caller: Annotated[Caller, Depends(_reader)]) -> Caller:
     if caller.role != "operator":
         raise HTTPException(403, f"token {caller.name} has the {caller.role} role; this needs operator")
     return caller
@@ -402,9 +405,16 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
         "/status",
         summary="Revisions applied and attempted, resources by kind and state, the queue.",
         response_model=answers.Status,
+        responses={503: _problem("The state store has not answered for a while: try again.")},
     )
-    def status(request: Request, caller: ReadCaller) -> dict[str, Any]:
-        return _controller(request).status()
+    async def status(request: Request, caller: ReadCaller) -> Response:
+        # The controller keeps the answer, read at most a second ago; it is sent as kept, from
+        # the event loop, so that it waits neither for a thread nor for the store.
+        try:
+            kept = _controller(request).status()
+        except TemporaryError as exc:
+            raise HTTPException(503, str(exc)) from None
+        return Response(kept.body, media_type="application/json")
 
     @api.get(
         "/resources",

@@ -25,6 +25,7 @@ and back-off, and when the repo was last polled and the last drift pass planned.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import threading
@@ -60,8 +61,9 @@ BACKOFF_BASE = 30.0  # seconds before the first retry of a failing resource
 BACKOFF_CAP = 3600.0
 TOKENS_KEPT_SECONDS = 60.0  # a rotated API token is taken within a minute
 ALL = None  # a batch's whole (kind, site)
-STATUS_KEPT_SECONDS = 1.0  # status() answers from a summary at most this old
 METRICS_REFRESH_SECONDS = 15.0  # store-wide gauges are read again this often, work or not
+STATUS_EVERY_SECONDS = 1.0  # the status is read again at least this often
+STATUS_STALE_SECONDS = 5.0  # an older status (the store does not answer) is not served: 503
 
 Log = Callable[..., None]
 T = TypeVar("T")
@@ -103,6 +105,29 @@ class _InForce:
     loaded: LoadedRevision
     files: dict[str, str]
 
+    @functools.cached_property
+    def batches(self) -> dict[Batch, set[str]]:
+        """Every (kind, site) batch of the revision, worked out once: a pass and each unit of
+        work ask for them, and a revision of 100,000 documents takes a while to sort."""
+        return _batches(self.loaded)
+
+    @functools.cached_property
+    def inputs(self) -> RevisionInputs | None:
+        """What a secret of the revision is read with (its Fleet and documents): built once."""
+        if self.loaded.fleet is None:
+            return None
+        return RevisionInputs.of(self.loaded.fleet, (d.document for d in self.loaded.documents))
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusSnapshot:
+    """The status as one read of the store and the queue found it, with its JSON: what every
+    status call answers, however many ask at once, without reading anything itself."""
+
+    taken: float  # time.monotonic()
+    answer: dict[str, Any]
+    body: bytes
+
 
 class Controller:
     """Follows `followed` and reconciles it through `engine`; start() and stop() it. With
@@ -136,13 +161,19 @@ class Controller:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._in_force: _InForce | None = None
-        self._status: tuple[float, dict[str, Any]] | None = None
+        self._status: StatusSnapshot | None = None
+        self._status_lock = threading.Lock()
+        self._status_failing = False
         self._wanted: dict[Batch, set[str] | None] = {}
         self._next_pass = 0.0
         self._tokens: tuple[str, float, dict[str, tuple[str, str]]] | None = None
+        self._tokens_lock = threading.Lock()
         self._emergencies = itertools.count(1)
         self._scheduler = threading.Thread(
             target=self._schedule, name="fleet-controller-schedule", daemon=True
+        )
+        self._status_keeper = threading.Thread(
+            target=self._keep_status, name="fleet-controller-status", daemon=True
         )
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -150,9 +181,11 @@ class Controller:
     def start(self) -> None:
         """Mark the runs a dead process left open as interrupted, then follow and serve."""
         self.interrupt_abandoned()
-        self._scheduler.start()
         if self._shared is not None:
-            self._shared.start(self)
+            self._shared.start(self)  # the status reads the shared queue
+        self._publish_status()
+        self._status_keeper.start()
+        self._scheduler.start()
 
     def stop(self, grace: float = 30.0) -> bool:
         """Take no more work and let the running unit finish within `grace` seconds; then cancel
@@ -168,6 +201,8 @@ class Controller:
             self._cancel.cancel("the controller is stopping")
             done = self._queue.stop(10.0)
         self._scheduler.join(timeout=5)
+        if self._status_keeper.is_alive():
+            self._status_keeper.join(timeout=5)
         self._log("controller stopped", running=running, drained=done)
         return done
 
@@ -210,33 +245,62 @@ class Controller:
         """A revision is in force (and so status and passes mean something)."""
         return self._in_force is not None
 
-    def status(self) -> dict[str, Any]:
-        """Answered from the store's summary, kept for a second: a status call costs the same
-        for 35 resources as for 100,000, however often dashboards ask."""
-        now = time.monotonic()
+    def status(self) -> StatusSnapshot:
+        """The status as last read: at most a second old, and read again at once when this
+        replica changes what it shows. Answering it reads nothing, so a status call costs the same
+        for 35 resources as for 100,000, however many dashboards ask at once and however busy the
+        engine is. Raises TemporaryError when the store has not answered for a while."""
         kept = self._status
-        if kept is not None and now - kept[0] < STATUS_KEPT_SECONDS:
-            return kept[1]
-        revisions = self._store.revisions()
-        counts, failing = self._store.resource_summary()
-        if self._shared is not None:
-            running, depth, waiting = self._shared.queue()
-            replicas = self._shared.live_replicas()
-        else:
-            here, waiting = self._queue.snapshot()
-            running, depth, replicas = ([here] if here else []), len(waiting), 1
-        applied, attempted = revisions.get("applied"), revisions.get("attempted")
-        answer = {
-            "following": self.followed.describe(),
-            "lastAppliedRevision": applied.as_json() if applied else None,
-            "lastAttemptedRevision": attempted.as_json() if attempted else None,
-            "resources": counts,
-            "queue": {"depth": depth, "running": running, "waiting": waiting[:100]},
-            "replicas": {"this": self.replica, "live": replicas},
-            "failing": [r.as_json() for r in failing],
-        }
-        self._status = (now, answer)
-        return answer
+        if kept is None or time.monotonic() - kept.taken > STATUS_STALE_SECONDS:
+            raise TemporaryError("the status cannot be read now: the state store does not answer")
+        return kept
+
+    def _publish_status(self) -> StatusSnapshot:
+        """Read the status (revisions, resources by kind and state, the queue, live replicas) and
+        make it the one every status call answers; the resource metrics come from the same read."""
+        with self._status_lock:
+            taken = time.monotonic()
+            revisions = self._store.revisions()
+            counts, failing = self._store.resource_summary()
+            if self._shared is not None:
+                running, depth, waiting = self._shared.queue()
+                replicas = self._shared.live_replicas()
+            else:
+                here, waiting = self._queue.snapshot()
+                running, depth, replicas = ([here] if here else []), len(waiting), 1
+            applied, attempted = revisions.get("applied"), revisions.get("attempted")
+            answer = {
+                "following": self.followed.describe(),
+                "lastAppliedRevision": applied.as_json() if applied else None,
+                "lastAttemptedRevision": attempted.as_json() if attempted else None,
+                "resources": counts,
+                "queue": {"depth": depth, "running": running, "waiting": waiting[:100]},
+                "replicas": {"this": self.replica, "live": replicas},
+                "failing": [r.as_json() for r in failing],
+            }
+            flat = {(kind, state): n for kind, states in counts.items() for state, n in states.items()}
+            self.metrics.set_resources(flat, set(KINDS) - {"Fleet"})
+            self._status = StatusSnapshot(taken, answer, json.dumps(answer).encode())
+            return self._status
+
+    def _keep_status(self) -> None:
+        """Read the status again every second (the queue, other replicas' work), and the API
+        tokens every minute (a rotated one is taken), until the controller stops."""
+        while not self._stopping.wait(STATUS_EVERY_SECONDS):
+            try:
+                self._publish_status()
+            except Exception as exc:  # kept going: the store may answer again next time
+                if not self._status_failing:
+                    error = str(exc) if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
+                    self._log("the status cannot be read", error=error[:500])
+                self._status_failing = True
+            else:
+                if self._status_failing:
+                    self._log("the status is read again")
+                self._status_failing = False
+            in_force, kept = self._in_force, self._tokens
+            if in_force is not None and kept is not None and time.monotonic() - kept[1] > TOKENS_KEPT_SECONDS:
+                self._read_tokens(in_force, unless_moved_on=True)
 
     def revision_in_force(self) -> tuple[str, str | None, LoadedRevision] | None:
         """The revision this replica reconciles: its id, commit and loaded documents."""
@@ -281,11 +345,12 @@ class Controller:
     def read_secret(self, ref: models.CredentialSource | str | None) -> str | None:
         """A secret the Fleet in force names (a webhook secret, an API token); None when it names
         none or it cannot be read now (said in the log, never the value)."""
-        in_force = self._in_force
-        if ref is None or in_force is None or in_force.loaded.fleet is None:
+        return self._secret(self._in_force, ref)
+
+    def _secret(self, in_force: _InForce | None, ref: models.CredentialSource | str | None) -> str | None:
+        revision = in_force.inputs if in_force is not None else None
+        if ref is None or revision is None:
             return None
-        everything = {d.document.address: d.document for d in in_force.loaded.documents}
-        revision = RevisionInputs.of(in_force.loaded.fleet, everything.values())
         try:
             return self.engine.pool.access.credentials.secret(ref, revision).reveal()
         except FleetError as exc:
@@ -302,21 +367,24 @@ class Controller:
         return self.read_secret(webhooks.githubSecretRef if forge == "github" else webhooks.gitlabTokenRef)
 
     def api_tokens(self) -> dict[str, tuple[str, str]]:
-        """The API's bearer tokens by value: (name, role). Read at most once a minute."""
-        now = time.monotonic()
+        """The API's bearer tokens by value: (name, role). Read when a revision is taken and
+        again every minute, never when asked: checking a token reads nothing."""
         kept = self._tokens
-        in_force = self._in_force
-        key = in_force.revision if in_force is not None else ""
-        if kept is not None and kept[0] == key and now - kept[1] < TOKENS_KEPT_SECONDS:
-            return kept[2]
-        tokens: dict[str, tuple[str, str]] = {}
-        if in_force is not None and in_force.loaded.fleet is not None:
-            for token in in_force.loaded.fleet.spec.controller.apiTokens:
-                value = self.read_secret(token.credentialsRef)
-                if value:
-                    tokens[value] = (token.name, token.role)
-        self._tokens = (key, now, tokens)
-        return tokens
+        return kept[2] if kept is not None else {}
+
+    def _read_tokens(self, in_force: _InForce, *, unless_moved_on: bool = False) -> None:
+        """The tokens `in_force` names, read now; with `unless_moved_on`, only while the kept ones
+        are still of its revision (a newer revision's, taken meanwhile, stay)."""
+        with self._tokens_lock:
+            if unless_moved_on and (self._tokens is None or self._tokens[0] != in_force.revision):
+                return
+            tokens: dict[str, tuple[str, str]] = {}
+            if in_force.loaded.fleet is not None:
+                for token in in_force.loaded.fleet.spec.controller.apiTokens:
+                    value = self._secret(in_force, token.credentialsRef)
+                    if value:
+                        tokens[value] = (token.name, token.role)
+            self._tokens = (in_force.revision, time.monotonic(), tokens)
 
     def emergency(
         self,
@@ -402,7 +470,7 @@ class Controller:
         self._update_resource_metrics()
         in_force = self._in_force
         if resume and in_force is not None and addresses:
-            for batch, wanted in sorted(self._batches(in_force.loaded, set(addresses)).items()):
+            for batch, wanted in sorted(_batches(in_force.loaded, set(addresses)).items()):
                 self._want(batch, wanted, f"resumed by {operator}")
         return {
             "run": result.change.run_id,
@@ -622,18 +690,8 @@ class Controller:
         if in_force is None or in_force.loaded.fleet is None:
             return
         self._next_pass = time.monotonic() + self._drift_seconds(in_force)
-        for batch in sorted(self._batches(in_force.loaded)):
+        for batch in sorted(in_force.batches):
             self._want(batch, ALL, why)
-
-    def _batches(self, loaded: LoadedRevision, only: set[str] | None = None) -> dict[Batch, set[str]]:
-        """The (kind, site) batches of the revision's resources (of those in `only`)."""
-        resources = loaded.resources
-        chosen = resources.values() if only is None else [resources[a] for a in only if a in resources]
-        batches: dict[Batch, set[str]] = {}
-        for document in chosen:
-            site = kind_of(document).site(document, loaded.machines) or "-"
-            batches.setdefault((document.kind_name, site), set()).add(document.address)
-        return batches
 
     def _want(self, batch: Batch, addresses: set[str] | None, why: str) -> None:
         if self._shared is not None:
@@ -707,7 +765,7 @@ class Controller:
                 tuple(d.render() for d in loaded.errors[:MAX_DIAGNOSTICS]),
             )
             self._store.set_revision("attempted", state)
-            self._status = None
+            self._publish_status()
             self.metrics.set_revision("attempted", revision, False, now.timestamp())
             self._log(
                 "revision refused: nothing applied, the last good revision stays in force",
@@ -746,7 +804,7 @@ class Controller:
             self._store.mark_if_due("pass", 0)
             self._plan_passes(f"{why}: fleet.yaml changed or a document was removed")
             return
-        for batch, addresses in sorted(self._batches(loaded, targets).items()):
+        for batch, addresses in sorted(_batches(loaded, targets).items()):
             self._want(batch, addresses, f"{why} changed them")
 
     def _take(self, in_force: _InForce, previous: _InForce | None = None) -> None:
@@ -756,8 +814,9 @@ class Controller:
         only a person allows (`fleet apply --allow-destructive` on the whole fleet). A revision
         with the same resources as the `previous` one in force (most commits: an edit) keeps
         their states as they are, without reading every state and every applied resource."""
+        self._read_tokens(in_force)
+        self._publish_status()  # before the revision shows as in force: the status shows its work
         self._in_force = in_force
-        self._status = None
         if previous is not None and previous.loaded.resources.keys() == in_force.loaded.resources.keys():
             self.metrics.set_revision("applied", in_force.revision, True, self._clock().timestamp())
             return
@@ -820,7 +879,10 @@ class Controller:
         in_force = self._in_force
         if in_force is None:
             return
-        chosen = self._batches(in_force.loaded, wanted).get(batch, set())
+        if wanted is None:  # a whole pass: the revision's batches, worked out once
+            chosen = in_force.batches.get(batch, set())
+        else:  # some resources (a commit's): only theirs are looked at
+            chosen = _batches(in_force.loaded, wanted).get(batch, set())
         now = self._clock()
         backing_off = {
             a
@@ -922,14 +984,22 @@ class Controller:
         self._update_resource_metrics()
 
     def _update_resource_metrics(self) -> None:
-        """The metrics of the resources' states (and a fresh status), after a change of them."""
-        self._status = None
-        counts, _ = self._store.resource_summary(failing=0)
-        flat = {(kind, state): n for kind, states in counts.items() for state, n in states.items()}
+        """A fresh status (and the metrics of the resources' states), after a change of them."""
+        self._publish_status()
         kinds = set(KINDS) - {"Fleet"}
-        self.metrics.set_resources(flat, kinds)
         self.metrics.set_drift_since(self._store.oldest_since("drifted"), kinds)
         self.metrics.set_unknowns(self._store.unknown_reasons(), kinds)
+
+
+def _batches(loaded: LoadedRevision, only: set[str] | None = None) -> dict[Batch, set[str]]:
+    """The (kind, site) batches of `loaded` (of its resources in `only`), with their addresses."""
+    resources = loaded.resources
+    chosen = resources.values() if only is None else [resources[a] for a in only if a in resources]
+    batches: dict[Batch, set[str]] = {}
+    for document in chosen:
+        site = kind_of(document).site(document, loaded.machines) or "-"
+        batches.setdefault((document.kind_name, site), set()).add(document.address)
+    return batches
 
 
 def _back_off(resource: ResourceState, error: str, now: datetime) -> ResourceState:
