@@ -181,7 +181,10 @@ def bench_overview(base_url: str, repeats: int) -> dict[str, Any]:
     with httpx.Client(base_url=base_url, timeout=120) as client:
         _sign_in_sync(client, DASHBOARDS)
         cold = _first_byte(client, "/ui/")
-        warm = [_first_byte(client, "/ui/") for _ in range(repeats)]
+        warm = []
+        for _ in range(repeats):
+            time.sleep(1.2)  # past the second the overview is kept: each load is worked out again
+            warm.append(_first_byte(client, "/ui/"))
     return {"cold": cold, "warm": warm}
 
 
@@ -192,6 +195,7 @@ def bench_paint(base_url: str, repeats: int, log: Path) -> dict[str, Any]:
         loads = []
         for _ in range(repeats):
             driver.get("about:blank")
+            time.sleep(1.2)
             driver.get(f"{base_url}/ui/")
             loads.append(paint_timing(driver))
     if first["firstContentfulPaint"] < 0 or any(t["firstContentfulPaint"] < 0 for t in loads):
@@ -310,7 +314,8 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         warm = [first for first, _ in overview["warm"]]
         print(
             f"1. GET /ui/ (overview), signed in: time to first byte cold {cold_first * 1000:.0f} ms, "
-            f"warm median {statistics.median(warm) * 1000:.0f} ms (max {max(warm) * 1000:.0f} ms, "
+            "warm (each over a second after the last, so worked out again) "
+            f"median {statistics.median(warm) * 1000:.0f} ms (max {max(warm) * 1000:.0f} ms, "
             f"{len(warm)} loads); HTML {size / 1024:.1f} KiB"
         )
         paint = bench_paint(served.base_url, args.repeats, workdir / "chromedriver.log")
