@@ -539,7 +539,9 @@ def test_writes_are_paced_by_one_pacer_and_reads_are_not(site: Site) -> None:
     one.set_status(SHA, "success", "applied")
     writes = [r.at for r in site.server.calls("POST")]
     assert len(writes) == 3
-    assert all(later - earlier >= 0.29 for earlier, later in itertools.pairwise(writes))
+    # Seen where they arrive: a busy machine delays one arrival more than the next, so the gaps
+    # are checked at two thirds of the interval (unpaced, the writes arrive milliseconds apart).
+    assert all(later - earlier >= 0.2 for earlier, later in itertools.pairwise(writes)), writes
 
 
 def test_the_pacer_hands_out_slots_in_order() -> None:

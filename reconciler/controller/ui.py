@@ -50,6 +50,7 @@ from reconciler.controller.sessions import (
     read_session,
     same,
 )
+from reconciler.errors import TemporaryError
 
 MAX_FORM_BYTES = 64 * 1024
 CONTENT_SECURITY_POLICY = (
@@ -163,6 +164,14 @@ def _view(request: Request) -> FleetView:
 def _controller(request: Request) -> Controller:
     found: Controller = request.app.state.controller
     return found
+
+
+def _status(request: Request) -> dict[str, Any]:
+    """The status as the API answers it (kept by the controller: reading it reads nothing)."""
+    try:
+        return _controller(request).status().answer
+    except TemporaryError as exc:
+        raise HTTPException(503, str(exc)) from None
 
 
 def _session(request: Request) -> Session:
@@ -429,7 +438,7 @@ def ui_router() -> APIRouter:
             session = _session(request)
             view = _view(request)
             found = await run_in_threadpool(read_answer, lambda: view.runs(50))
-            status = await run_in_threadpool(_controller(request).status)
+            status = _status(request)
             waiting = await run_in_threadpool(_waiting_approval, view)
             return _render(request, "runs.html", session, runs=found["items"], status=status, waiting=waiting)
 
@@ -450,7 +459,7 @@ def ui_router() -> APIRouter:
     async def revisions(request: Request) -> Response:
         async def work() -> Response:
             session = _session(request)
-            status = await run_in_threadpool(_controller(request).status)
+            status = _status(request)
             return _render(request, "revisions.html", session, status=status)
 
         return await _guarded(request, work)
