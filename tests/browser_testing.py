@@ -67,6 +67,9 @@ def available() -> str | None:
 @contextlib.contextmanager
 def chromium(log: Path | None = None, size: tuple[int, int] = DESKTOP) -> Iterator[WebDriver]:
     """A headless Chromium with a profile of its own (removed afterwards), its viewport `size`."""
+    missing = available()
+    if missing is not None:
+        raise RuntimeError(missing)
     profile = Path(tempfile.mkdtemp(prefix="fleet-chromium-"))
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)

@@ -24,7 +24,6 @@ import pytest
 from browser_testing import (
     DESKTOP,
     PHONE,
-    available,
     chromium,
     element,
     horizontal_overflow,
@@ -43,10 +42,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from reconciler.spec import models
 
-pytestmark = [
-    pytest.mark.slow,  # a lab suite: left out of `make test-quick`
-    pytest.mark.skipif(available() is not None, reason=str(available())),
-]
+pytestmark = pytest.mark.slow  # a lab suite: left out of `make test-quick`
 
 LAB_SUBNET = 83
 DRIFTER = "ldn1-r02-06"  # power is observed, not enforced, in ldn1: an out-of-band change stays
