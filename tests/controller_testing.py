@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -15,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fleet_testing import EXAMPLE, FLEET, commit_all, git, lab_control, lab_environment, running_lab
+from fleet_testing import (
+    EXAMPLE,
+    FLEET,
+    commit_all,
+    git,
+    lab_control,
+    lab_environment,
+    running_lab,
+    unreachable_endpoints,
+)
 from ruamel.yaml import YAML
 
 OPS = "ops-canary-token-5a1f"
@@ -66,6 +76,52 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving_offline(
+    directory: Path, work: Path, poll_interval: int, tokens: dict[str, str]
+) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]]:
+    """`fleet serve` on `work` with every endpoint unreachable and its store in `directory`, with
+    `tokens` (variable: value) in its environment: the process, its log and its port. It gets
+    SIGTERM at the end (killed if it has not stopped within a minute)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLEET_STATE": str(directory / "state.db"),
+        "FLEET_STATE_DIR": str(directory / "state"),
+        "FLEET_ENDPOINTS": str(unreachable_endpoints(directory / "endpoints.json", directory)),
+        "FLEET_CONFIG": "false",
+        "XDG_CACHE_HOME": str(directory / "cache"),
+        "NO_COLOR": "1",
+        **tokens,
+    }
+    for inherited in ("FLEET_LAB", "FLEET_LAB_OVERRIDES", "FLEET_REPO", "FLEET_LISTEN", "FLEET_KUBECONFIG"):
+        env.pop(inherited, None)
+    log = directory / "serve.log"
+    process = subprocess.Popen(
+        [
+            str(FLEET),
+            "serve",
+            str(work),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--poll-interval",
+            str(poll_interval),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
+    try:
+        yield process, log, port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class Served:

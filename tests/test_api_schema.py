@@ -10,9 +10,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,7 +20,8 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from fleet_testing import FLEET, ROOT, copy_example, unreachable_endpoints
+from controller_testing import serving_offline
+from fleet_testing import ROOT, copy_example
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import checks
@@ -55,42 +53,19 @@ class Served:
         return httpx.Client(base_url=self.url, timeout=30)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """`fleet serve` on a copy of the example, once its first pass is done (nothing queued)."""
     directory = tmp_path_factory.mktemp("api-schema")
     work = copy_example(directory / "work")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "FLEET_STATE": str(directory / "state.db"),
-        "FLEET_STATE_DIR": str(directory / "state"),
-        "FLEET_ENDPOINTS": str(unreachable_endpoints(directory / "endpoints.json", directory)),
-        "FLEET_CONFIG": "false",
+    tokens = {
         "FLEET_API_TOKEN_OPS": OPS,
         "FLEET_API_TOKEN_DASHBOARDS": DASHBOARDS,
         "FLEET_WEBHOOK_SECRET_GITHUB": WEBHOOK_SECRET,
         "FLEET_GITLAB_WEBHOOK_TOKEN": WEBHOOK_SECRET,
-        "XDG_CACHE_HOME": str(directory / "cache"),
-        "NO_COLOR": "1",
     }
-    for inherited in ("FLEET_LAB", "FLEET_LAB_OVERRIDES", "FLEET_REPO", "FLEET_LISTEN", "FLEET_KUBECONFIG"):
-        env.pop(inherited, None)
-    log = directory / "serve.log"
-    process = subprocess.Popen(
-        [str(FLEET), "serve", str(work), "--listen", f"127.0.0.1:{port}", "--poll-interval", "3600"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("w"),
-    )
-    server = Served(f"http://127.0.0.1:{port}", process, log)
-    try:
+    with serving_offline(directory, work, 3600, tokens) as (process, log, port):
+        server = Served(f"http://127.0.0.1:{port}", process, log)
         with server.client() as client:
             deadline = time.monotonic() + 120
             while True:
@@ -103,13 +78,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                             break
                 time.sleep(0.2)
         yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
     text = log.read_text()
     for canary in CANARIES:
         assert canary not in text, "a secret reached the controller's log"

@@ -6,9 +6,7 @@ real SQLite store, which the tests also read and, to give resources states, writ
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from fleet_testing import EXAMPLE, FLEET, copy_example, example_documents, unreachable_endpoints
+from controller_testing import serving_offline
+from fleet_testing import EXAMPLE, copy_example, example_documents
 from ruamel.yaml import YAML
 
 from reconciler.controller.queries import Filter, FleetView, place
@@ -34,14 +33,6 @@ XSS = ("<script>alert(1)</script>", "<img src=x onerror=alert(1)>")
 MARKED = "ldn1-r03-01"  # the Machine whose annotation and label carry the payloads
 MARKED_FILE = "machines/ldn1/r03.yaml"
 PAGES = ("/ui/", "/ui/racks/nyc1/r01", "/ui/resources/machine/nyc1-r01-01", "/ui/runs", "/ui/revisions")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -82,39 +73,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """`fleet serve` on a copy of the example, once its first pass is done."""
     directory = tmp_path_factory.mktemp("web-ui")
     work = copy_example(directory / "work")
-    port = _free_port()
     state = f"sqlite:///{directory / 'state.db'}"
-    env = {
-        **os.environ,
-        "FLEET_STATE": str(directory / "state.db"),
-        "FLEET_STATE_DIR": str(directory / "state"),
-        "FLEET_ENDPOINTS": str(unreachable_endpoints(directory / "endpoints.json", directory)),
-        "FLEET_CONFIG": "false",
-        "FLEET_API_TOKEN_OPS": OPS,
-        "FLEET_API_TOKEN_DASHBOARDS": DASHBOARDS,
-        "XDG_CACHE_HOME": str(directory / "cache"),
-        "NO_COLOR": "1",
-    }
-    for inherited in ("FLEET_LAB", "FLEET_LAB_OVERRIDES", "FLEET_REPO", "FLEET_LISTEN", "FLEET_KUBECONFIG"):
-        env.pop(inherited, None)
-    log = directory / "serve.log"
-    process = subprocess.Popen(
-        [str(FLEET), "serve", str(work), "--listen", f"127.0.0.1:{port}", "--poll-interval", "1"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("w"),
-    )
-    server = Served(f"http://127.0.0.1:{port}", process, log, work, state)
-    try:
+    tokens = {"FLEET_API_TOKEN_OPS": OPS, "FLEET_API_TOKEN_DASHBOARDS": DASHBOARDS}
+    with serving_offline(directory, work, 1, tokens) as (process, log, port):
+        server = Served(f"http://127.0.0.1:{port}", process, log, work, state)
         server.wait(lambda status: status["lastAppliedRevision"] is not None)
         yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
     text = log.read_text()
     for canary in CANARIES:
         assert canary not in text, "a token reached the controller's log"
