@@ -39,6 +39,7 @@ bench: bootstrap
 	$(BIN)/python bench/bench_pr.py
 	$(BIN)/python bench/bench_drift_pr.py
 	$(BIN)/python bench/bench_ui.py
+	$(BIN)/python bench/bench_store.py
 
 schemas: bootstrap
 	$(BIN)/fleet schema --write schemas/
