@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 EXAMPLE := fleet-repo-example
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap demo test test-quick lint bench schemas dashboards clean
+.PHONY: bootstrap demo test test-quick lint bench schemas dashboards docs clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -13,9 +13,9 @@ demo: bootstrap
 	@scripts/demo.sh
 
 lint: bootstrap
-	$(BIN)/ruff check reconciler providers lab tests bench deploy
-	$(BIN)/ruff format --check reconciler providers lab tests bench deploy
-	$(BIN)/mypy reconciler providers lab deploy/grafana
+	$(BIN)/ruff check reconciler providers lab tests bench deploy scripts
+	$(BIN)/ruff format --check reconciler providers lab tests bench deploy scripts
+	$(BIN)/mypy reconciler providers lab deploy/grafana scripts/docs_reference.py
 	$(BIN)/lint-imports
 
 test: lint
@@ -51,5 +51,12 @@ schemas: bootstrap
 dashboards: bootstrap
 	$(BIN)/python deploy/grafana/dashboard.py --write deploy/grafana/fleet-controller.json
 
+# The documentation site: the reference pages are generated (from schemas/ and the diagnostic codes
+# the checks emit), then MkDocs builds docs/ into site/ in strict mode, so a broken link fails it.
+# tests/test_docs.py builds it too, and fails when a generated page is stale.
+docs: bootstrap
+	$(BIN)/python scripts/docs_reference.py --write
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site
