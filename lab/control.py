@@ -302,10 +302,12 @@ def _spawn(
 
 
 def _launch(arguments: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """Start `python ARGUMENTS` in its own session, its output going to `log`."""
+    """Start `python ARGUMENTS` in its own session, its output going to `log`. With -P, `-m lab.x`
+    imports the installed lab, never a directory of the working directory that has its name (such
+    as a lab's own state directory, `./lab`)."""
     with open(log, "wb") as output:
         return subprocess.Popen(
-            [sys.executable, *arguments],
+            [sys.executable, "-P", *arguments],
             stdout=output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -117,9 +117,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def run_fleet(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_fleet(
+    *args: str, env: dict[str, str], timeout: float = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the installed `fleet` command as a user would; returns the finished process."""
-    return subprocess.run([str(FLEET), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [str(FLEET), *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd
+    )
 
 
 def lab_control(env: dict[str, str], request: dict[str, object]) -> object:

@@ -22,7 +22,10 @@ def lab_env(tmp_path: Path):
 
 
 def test_lab_up_observe_status_down_leaves_nothing_behind(lab_env: dict[str, str], tmp_path: Path) -> None:
-    up = run_fleet("lab", "up", str(EXAMPLE), "--subnet", "61", env=lab_env)
+    # From the directory that holds the lab's state directory, ./lab (as the demo runs it): the
+    # simulators still import fleet's lab package, not that directory.
+    assert Path(lab_env["FLEET_LAB_DIR"]) == tmp_path / "lab"
+    up = run_fleet("lab", "up", str(EXAMPLE), "--subnet", "61", env=lab_env, cwd=tmp_path)
     assert up.returncode == 0, up.stdout + up.stderr
     status = json.loads(run_fleet("lab", "status", "--format", "json", env=lab_env).stdout)
     assert status["running"] and status["machines"] >= 24

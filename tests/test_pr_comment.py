@@ -240,6 +240,34 @@ def test_a_merged_drift_pull_request_adopts_the_live_values(
         lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "on"})
 
 
+def test_push_only_pushes_the_drift_branch_prints_the_pull_request_and_calls_no_forge(
+    lab: dict[str, str], github: GitHubServer
+) -> None:
+    """For a forge fleet has no client for, or a local bare repository (as the demo has)."""
+    env = _with_forge(lab, github)  # a forge it could call, and must not
+    repo = Path(lab["REPO"])
+    lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "on"})
+    assert _fleet(env, "apply", str(repo), "--lab", "--target", f"machine/{MACHINE}", "--yes").returncode == 0
+    lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "off"})
+    try:
+        assert _fleet(env, "drift", str(repo), "--lab").returncode == 0
+        options = ["--repo", env["BARE"], "--branch", "main", "--grace", "0", "--lab"]
+        done = _fleet(env, "drift-report", *options, "--push-only")
+        assert done.returncode == 0, done.stderr
+        commit = git(Path(env["BARE"]), "rev-parse", "fleet/drift/nyc1")
+        assert f"nyc1: pushed fleet/drift/nyc1 at {commit[:12]} (1 drifted fields, 1 adopted" in done.stdout
+        assert "pull request to open: fleet/drift/nyc1 -> main" in done.stdout
+        assert "<!-- fleet:drift:nyc1 -->" in done.stdout and f"machine/{MACHINE}" in done.stdout
+        assert _branch_diff(env) == ["-  power: on", "+  power: off"]
+        assert github.calls() == []
+        for clash in ("--dry-run", "--as-issue"):
+            refused = _fleet(env, "drift-report", "--repo", env["BARE"], "--push-only", clash)
+            assert refused.returncode == 2 and "--push-only" in refused.stderr, refused.stderr
+    finally:
+        subprocess.run(["git", "-C", env["BARE"], "branch", "-q", "-D", "fleet/drift/nyc1"], check=False)
+        lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "on"})
+
+
 WEBHOOK_SECRET = "webhook-canary-secret-pr-71c2"
 
 

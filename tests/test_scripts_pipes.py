@@ -3,7 +3,8 @@
 A reader such as `head` or `grep -q` exits once it has what it wants; the writer before it then
 dies of SIGPIPE on its next write, and pipefail fails the whole script, depending on timing. The
 demo's output shaping (scripts/demo-output.sh) runs here on inputs far longer than what it prints,
-so that a writer always outlives such a reader; a static check finds the pattern in every script.
+so that a writer always outlives such a reader; a static check finds the pattern in every script,
+and `bash -n` checks that each one parses.
 """
 
 from __future__ import annotations
@@ -114,6 +115,13 @@ def test_a_failing_writer_still_fails_the_script(function: str, tmp_path: Path) 
         ["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 3
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in SCRIPTS.glob("*.sh")))
+def test_every_script_parses(script: str) -> None:
+    """A syntax error in the demo would otherwise show only when someone runs it, minutes in."""
+    done = subprocess.run(["bash", "-n", str(SCRIPTS / script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_the_demo_uses_the_functions_tested_here() -> None:

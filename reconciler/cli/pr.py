@@ -153,6 +153,15 @@ def drift_report(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be reported; push and call nothing.")
     ] = False,
+    push_only: Annotated[
+        bool,
+        typer.Option(
+            "--push-only",
+            help="Push the branches but call no forge API: print the pull request to open from each"
+            " (its title and body), for a forge fleet has no client for or a local repository. A"
+            " branch whose drift is gone is left as it is.",
+        ),
+    ] = False,
     lab: LabOpt = False,
     state: StateOpt = None,
     cache_dir: CacheOpt = None,
@@ -165,6 +174,8 @@ def drift_report(
     drift; closing lets enforcement revert enforced fields. Pushes with FLEET_VCS_TOKEN."""
     if vcs not in (None, "github", "gitlab"):
         raise typer.BadParameter("github or gitlab", param_hint="--vcs")
+    if push_only and (dry_run or as_issue):
+        raise typer.BadParameter("not with --dry-run or --as-issue", param_hint="--push-only")
 
     def work() -> None:
         from datetime import timedelta
@@ -176,7 +187,10 @@ def drift_report(
         settings = settings_of(cache_dir=cache_dir, state=state, lab=lab)
         forge = None
         credentials = None
-        if not dry_run:
+        if push_only and settings.vcs_token is not None:
+            username = "oauth2" if vcs == "gitlab" else "x-access-token"
+            credentials = GitCredentials.token(settings.vcs_token.get_secret_value(), username)
+        elif not dry_run and not push_only:
             where = project_of(environment, vcs=_vcs(vcs), project=project)
             forge = forge_for(where, settings, environment)
             token = token_of(where, settings, environment)
@@ -195,16 +209,23 @@ def drift_report(
                     credentials=credentials,
                     grace=timedelta(minutes=grace),
                     as_issue=as_issue,
+                    push=push_only,
                 )
         finally:
             if forge is not None:
                 forge.close()
         for report in reports:
             where_to = f" {report.url}" if report.url else ""
+            if report.branch is not None and report.commit is not None:
+                where_to = f" {report.branch} at {report.commit[:12]}"
             typer.echo(
                 f"{report.scope}: {report.action}{where_to} ({report.fields} drifted fields,"
                 f" {report.adopted} adopted in the specs)"
             )
+        for report in reports:
+            if report.branch is not None:
+                typer.echo(f"\npull request to open: {report.branch} -> {branch}\ntitle: {report.title}\n")
+                typer.echo(report.body, nl=False)
 
     guard(work)
     if not quiet:

@@ -7,6 +7,8 @@ the result validates), and a pull request into the followed branch whose body li
 Merging it adopts the drift; closing it lets enforcement revert enforced fields. As drift changes
 the branch is force-updated and the body edited in place; when a scope's drift is gone, its pull
 request is closed with a comment saying so. With `as_issue`, a tracking issue per scope instead.
+Without a forge it changes nothing (a dry run), or with `push` pushes the branches and leaves the
+pull requests to whoever opens them: a forge fleet has no client for, or a local repository.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from reconciler.engine import Engine, Selection
+from reconciler.errors import UsageError
 from reconciler.kinds import kind_of
 from reconciler.kinds.adopt import DriftedField, SpecEdits, adopt_drift, drifted_fields
 from reconciler.plan.model import Finding
@@ -34,9 +37,12 @@ class ScopeReport:
     scope: str
     fields: int  # drifted fields reported
     adopted: int  # of them written into the specs
-    action: str  # opened, updated, closed, unchanged, none (a dry run: would-*)
+    action: str  # opened, updated, closed, unchanged, pushed, none (a dry run: would-*)
     url: str | None = None
     commit: str | None = None
+    branch: str | None = None  # pushed without a forge: the pull request to open, from it
+    title: str = ""
+    body: str = ""
 
 
 def report_drift(
@@ -49,10 +55,15 @@ def report_drift(
     credentials: GitCredentials | None = None,
     grace: timedelta = timedelta(hours=1),
     as_issue: bool = False,
+    push: bool = False,
     now: datetime | None = None,
 ) -> list[ScopeReport]:
     """Observe the whole fleet at the head of `branch`, and keep one drift pull request (or issue)
-    per site for the drift older than `grace`; without a `forge` (a dry run) change nothing."""
+    per site for the drift older than `grace`. Without a `forge` change nothing (a dry run), or
+    with `push` push each drifted site's branch and open nothing: the reports carry the title and
+    body of the pull request to open, and a branch whose drift is gone is left as it is."""
+    if push and (forge is not None or as_issue):
+        raise UsageError("pushing without a forge is for pull requests: not with a forge, nor for issues")
     cache = engine.settings.cache_dir
     head = branch_head(repo, branch, cache)
     ref = SourceRef(None, repo, head, directory)
@@ -88,7 +99,9 @@ def report_drift(
         edits = adopt_drift(snapshot, revision, fields) if fields else SpecEdits({}, (), ())
         view = DriftScope(scope, head, tuple(fields), edits, first_seen)
         reports.append(
-            _keep(engine, repo, branch, head, directory, forge, credentials, view, as_issue=as_issue)
+            _keep(
+                engine, repo, branch, head, directory, forge, credentials, view, as_issue=as_issue, push=push
+            )
         )
     return reports
 
@@ -104,12 +117,16 @@ def _keep(
     view: DriftScope,
     *,
     as_issue: bool,
+    push: bool,
 ) -> ScopeReport:
     branch = BRANCH_PREFIX + view.scope
     count, adopted = len(view.drifted), len(view.edits.adopted)
     title, body = drift_title(view), drift_body(view, as_issue=as_issue)
-    if forge is None:
+    if forge is None and not (push and count):
         return ScopeReport(view.scope, count, adopted, "would report" if count else "none")
+    if forge is None:
+        commit = _push(engine, repo, head, directory, credentials, view, branch)
+        return ScopeReport(view.scope, count, adopted, "pushed", None, commit, branch, title, body)
     if as_issue:
         marker = drift_marker(view.scope)
         found = forge.find_issue(marker)
@@ -134,6 +151,24 @@ def _keep(
             f"The drift in {view.scope} is gone (at `{head[:12]}`): nothing left to adopt.",
         )
         return ScopeReport(view.scope, 0, 0, "closed", closed_pull.url)
+    commit = _push(engine, repo, head, directory, credentials, view, branch)
+    if found_pull is None:
+        opened = forge.open_pull(branch, base_branch, title, body)
+        return ScopeReport(view.scope, count, adopted, "opened", opened.url, commit)
+    updated = forge.update_pull(found_pull.number, title, body)
+    return ScopeReport(view.scope, count, adopted, "updated", updated.url, commit)
+
+
+def _push(
+    engine: Engine,
+    repo: str,
+    head: str,
+    directory: str | None,
+    credentials: GitCredentials | None,
+    view: DriftScope,
+    branch: str,
+) -> str:
+    """Commit the spec edits that adopt the drift on `head`, force-push them as `branch`; the commit."""
     cache = engine.settings.cache_dir
     files: Mapping[str, str | None] = view.edits.files
     message = (
@@ -144,8 +179,4 @@ def _keep(
         repo, head, files, message, *AUTHOR, cache, directory=directory or "", credentials=credentials
     )
     push_branch(repo, branch, commit, force=True, credentials=credentials, cache_dir=cache)
-    if found_pull is None:
-        opened = forge.open_pull(branch, base_branch, title, body)
-        return ScopeReport(view.scope, count, adopted, "opened", opened.url, commit)
-    updated = forge.update_pull(found_pull.number, title, body)
-    return ScopeReport(view.scope, count, adopted, "updated", updated.url, commit)
+    return commit
