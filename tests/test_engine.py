@@ -33,7 +33,7 @@ from reconciler.state import open_store
 
 pytestmark = pytest.mark.slow  # a lab suite: left out of `make test-quick`
 
-LAB_SUBNET = 75
+LAB_SUBNET = 77
 MACHINES = ("machine/nyc1-r02-02", "machine/nyc1-r02-03", "machine/nyc1-r02-04")
 
 

@@ -364,11 +364,15 @@ class _GarbageResponder:
         self.sock.close()
 
 
-def test_no_pyghmi_or_socket_exception_escapes_the_provider(lab: Lab) -> None:
+def test_no_pyghmi_or_socket_exception_escapes_the_provider() -> None:
+    # m2 answers 8 s late, well past the hard timeout below, which leaves the others room to
+    # answer on a busy machine.
+    lab = Lab(4, slow_seconds=8.0)
+    lab.farm.start()
     garbage = _GarbageResponder()
     ghost = _machine("ghost-garbage", "10.255.0.2")
     lab.farm.set_faults("m1", ["flap"])
-    lab.farm.set_faults("m2", ["slow"])  # slow_seconds (2 s) is past the hard timeout below
+    lab.farm.set_faults("m2", ["slow"])
     access = lab_access(
         lab.access.credentials.environment,
         endpoints={
@@ -378,7 +382,7 @@ def test_no_pyghmi_or_socket_exception_escapes_the_provider(lab: Lab) -> None:
     )
     inputs = RevisionInputs.of(lab.inputs.fleet, [*lab.machines, ghost])
     timing = Timing(
-        min_interval=0.05, timeout=1.0, retries=1, backoff=0.05, soft_off_grace=0.2, transition_timeout=2.0
+        min_interval=0.05, timeout=3.0, retries=1, backoff=0.05, soft_off_grace=0.2, transition_timeout=2.0
     )
     try:
         with _provider(access, inputs, workers=2, timing=timing) as provider:
@@ -391,6 +395,7 @@ def test_no_pyghmi_or_socket_exception_escapes_the_provider(lab: Lab) -> None:
             ]
     finally:
         garbage.close()
+        lab.farm.stop()
     assert observations["machine/ghost-garbage"].state is ObservationState.UNKNOWN
     assert observations["machine/m2"].reason is UnknownReason.TIMEOUT
     assert observations["machine/m0"].state is ObservationState.OBSERVED
