@@ -258,8 +258,10 @@ def test_a_hundred_passes_of_one_engine_leave_nothing_growing(
             assert planned.plan.complete, planned.plan.summary_line()
         if number in (10, 100):
             seen.append(_resources(lab, temp))
-    # Nothing grows: a BMC session may lapse and come back on another worker, never pile up.
-    assert all(seen[1][what] <= seen[0][what] for what in seen[0]), seen
+    # Nothing grows. A BMC session may lapse on a busy machine and be opened again while the
+    # simulator still counts the old one until it times out: two per BMC at most, never 90 passes'.
+    assert all(seen[1][what] <= seen[0][what] for what in ("threads", "fds", "tmp")), seen
+    assert seen[1]["sessions"] <= max(seen[0]["sessions"], 2 * len(MACHINES)), seen
 
 
 def test_the_playbooks_a_plan_exports_live_as_long_as_the_run(lab: dict[str, str], tmp_path: Path) -> None:

@@ -302,6 +302,33 @@ def test_history_filters_by_target_and_time_newest_first(store: StateStore) -> N
     assert store.history("machine/nope") == []
 
 
+def test_reads_inside_reading_share_one_transaction_and_writes_do_not(store: StateStore) -> None:
+    begun: list[int] = []
+    engine = store._db.engine  # what is counted is the database's own BEGINs
+
+    def began(connection: sa.Connection) -> None:
+        begun.append(id(connection))
+
+    sa.event.listen(engine, "begin", began)
+    try:
+        run_id = store.start_run("apply", "operator")
+        store.start_action(run_id, "machine/a", "power-on", None)
+        begun.clear()
+        with store.reading():
+            assert [r.id for r in store.history("machine/a")] == [run_id]
+            assert store.suspensions(["machine/a"]) == {}
+            assert store.open_drift(["machine/a"]) == []
+            assert store.held_locks(["machine/a"]) == []
+            assert len(begun) == 1, "four reads, one transaction"
+            store.start_run("plan", "operator")  # a write is a transaction of its own, committed
+            assert len(begun) == 2
+        assert len(begun) == 2
+        assert len(store.history()) == 2  # and the next read outside the block begins again
+        assert len(begun) == 3
+    finally:
+        sa.event.remove(engine, "begin", began)
+
+
 def test_a_store_made_by_the_first_schema_upgrades_and_keeps_its_history(fresh_url: str) -> None:
     """A store created before suspensions existed: its runs and actions survive the rebuild of
     `runs` (SQLite must not cascade the old table's drop into `actions`), and it takes the new

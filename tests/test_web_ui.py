@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -455,6 +456,9 @@ class _InForce:
     def revision_in_force(self) -> tuple[str, None, Any]:
         return "revision-1", None, self.loaded
 
+    def spec_files(self) -> tuple[str, dict[str, bytes]]:
+        return "revision-1", {}
+
 
 def test_the_overview_counts_follow_each_saved_state_as_a_full_count_would(tmp_path: Path) -> None:
     loaded = load_revision(read_worktree(EXAMPLE))
@@ -492,3 +496,49 @@ def test_the_overview_counts_follow_each_saved_state_as_a_full_count_would(tmp_p
             step()
             assert shown() == counted_again()
         assert view.overview(Filter())["matched"] == len(store.resource_states())
+
+
+class _CountedReads:
+    """The store, counting the rows each overview look reads back."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.rows: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def resource_state_changes(self, since: Any = None) -> Any:
+        answer = self.store.resource_state_changes(since)
+        self.rows.append(len(answer[0]))
+        return answer
+
+
+def test_a_look_at_a_quiet_fleet_reads_no_state_again(tmp_path: Path) -> None:
+    loaded = load_revision(read_worktree(EXAMPLE))
+    placed = place(loaded)
+    machines = sorted(a for a, p in placed.items() if p.kind == "Machine")
+    with open_store(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        store.keep_resource_states({address: p.kind for address, p in placed.items()})
+        counted = _CountedReads(store)
+        view = FleetView(
+            _InForce(loaded),  # type: ignore[arg-type]
+            counted,  # type: ignore[arg-type]
+            states_kept=0,
+            overlap=timedelta(seconds=0.2),
+        )
+        assert view.overview(Filter())["matched"] == len(placed)
+        assert counted.rows == [len(placed)]  # the first look reads every state
+        time.sleep(0.3)  # past the overlap: the next look reads again what was saved near the last
+        view.overview(Filter())
+        store.save_resource_states(ResourceState(a, "Machine", "drifted") for a in machines[:3])
+        assert view.overview(Filter())["counts"]["drifted"] == 3
+        assert counted.rows[-1] == 3  # then only what was saved since
+        time.sleep(0.3)  # past the overlap: the looks before saw everything saved until then
+        view.overview(Filter())
+        time.sleep(0.3)
+        view.overview(Filter())
+        assert counted.rows[-1] == 0, counted.rows
+        store.save_resource_states([ResourceState(machines[0], "Machine", "in sync")])
+        answer = view.overview(Filter())
+        assert counted.rows[-1] == 1 and answer["counts"]["drifted"] == 2

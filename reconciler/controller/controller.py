@@ -309,18 +309,18 @@ class Controller:
             return None
         return in_force.revision, in_force.commit, in_force.loaded
 
-    def spec_files(self) -> dict[str, bytes]:
-        """The YAML files of the revision in force by path (for where each document starts)."""
+    def spec_files(self) -> tuple[str | None, dict[str, bytes]]:
+        """The revision in force and its YAML files by path (for where each document starts)."""
         in_force = self._in_force
         if in_force is None:
-            return {}
+            return None, {}
         wanted = {d.path for d in in_force.loaded.documents}
         try:
             snapshot = self.engine.open_source(self.followed.at(in_force.commit))
-            return {f.path: snapshot.read(f) for f in snapshot.files if f.path in wanted}
+            return in_force.revision, {f.path: snapshot.read(f) for f in snapshot.files if f.path in wanted}
         except FleetError as exc:
             self._log("the revision in force cannot be read", revision=in_force.revision, error=str(exc))
-            return {}
+            return in_force.revision, {}
 
     def resources(self) -> list[ResourceState]:
         """The resources of the revision in force (and the orphans), by address."""

@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reconciler.controller.controller import Controller
@@ -29,7 +29,7 @@ from reconciler.state import StateStore
 
 STATES = ("in sync", "drifted", "unknown", "suspended", "failing", "waiting", "orphaned")
 STATES_KEPT_SECONDS = 1.0
-# States saved this long before the latest one seen are read again: a save that committed late
+# States saved this long before the last look began are read again: a save that committed late
 # (another replica, a clock a little behind) is not missed.
 SAVES_OVERLAP = timedelta(seconds=10)
 NOWHERE = "-"  # the site or rack of what has none (clusters, their pools, orphans)
@@ -151,11 +151,17 @@ class FleetView:
     """The reads of one controller and its store; shared by every request of the process."""
 
     def __init__(
-        self, controller: Controller, store: StateStore, *, states_kept: float = STATES_KEPT_SECONDS
+        self,
+        controller: Controller,
+        store: StateStore,
+        *,
+        states_kept: float = STATES_KEPT_SECONDS,
+        overlap: timedelta = SAVES_OVERLAP,
     ) -> None:
         self.controller = controller
         self.store = store
         self._states_kept = states_kept
+        self._overlap = overlap
         self._lock = threading.Lock()
         self._placed: tuple[str, dict[str, Placed]] | None = None
         self._known: dict[str, str] = {}
@@ -163,7 +169,9 @@ class FleetView:
         self._counted_for: dict[str, Placed] | None = None
         self._latest: datetime | None = None
         self._looked = -float("inf")
+        self._looked_at: datetime | None = None  # when the last look began, by the wall clock
         self._lines: tuple[str, dict[str, list[int]]] | None = None
+        self._lines_lock = threading.Lock()
         self._overviews: dict[Filter, tuple[float, dict[str, Any]]] = {}
 
     # --- the index -----------------------------------------------------------------------------
@@ -184,7 +192,10 @@ class FleetView:
             placed = place(loaded)
             self._placed = (revision, placed)
             self._overviews.clear()
-            return placed
+        # Where each document starts means reading every spec file again: done meanwhile, so
+        # that the first resource page does not wait for it.
+        threading.Thread(target=self._lines_of, args=(revision,), name="fleet-ui-lines", daemon=True).start()
+        return placed
 
     def states(self) -> dict[str, str]:
         """Every resource's state by address, brought up to date at most once a second by
@@ -199,11 +210,17 @@ class FleetView:
             if now - self._looked < self._states_kept and self._counted_for is placed:
                 return self._known
             incremental = self._latest is not None and self._counted_for is placed
-            since = self._latest - SAVES_OVERLAP if incremental and self._latest is not None else None
+            since = None
+            if incremental and self._latest is not None:
+                # What was saved since the last look began, or since the latest save it saw if
+                # that came later: a quiet fleet is read in no rows, not its whole last batch.
+                seen = self._latest if self._looked_at is None else max(self._latest, self._looked_at)
+                since = seen - self._overlap
+            looked_at = datetime.now(UTC)
             changed, total, latest = self.store.resource_state_changes(since)
             moved = {a: s for a, s in changed.items() if self._known.get(a) != s} if incremental else changed
             if incremental and not moved and len(self._known) == total:
-                self._looked = now
+                self._looked, self._looked_at = now, looked_at
                 return self._known
             known = {**self._known, **moved} if incremental else dict(changed)
             counts: dict[tuple[str, str], dict[str, int]]
@@ -227,7 +244,7 @@ class FleetView:
             self._known, self._counts, self._counted_for = known, counts, placed
             if latest is not None:
                 self._latest = max(latest, self._latest) if self._latest is not None else latest
-            self._looked = now
+            self._looked, self._looked_at = now, looked_at
             self._overviews.clear()
             return known
 
@@ -349,13 +366,17 @@ class FleetView:
         controller, store = self.controller, self.store
         in_force = controller.revision_in_force()
         where = self.placed().get(address)
-        state = controller.resource(address)
-        if state is None or where is None or where.document is None or in_force is None:
-            raise NotFound(f"no resource {address} in the revision in force")
+        with store.reading():  # one transaction for the seven reads below
+            state = controller.resource(address)
+            if state is None or where is None or where.document is None or in_force is None:
+                raise NotFound(f"no resource {address} in the revision in force")
+            observation = store.get_observations([address]).get(address)
+            suspension = store.suspensions([address]).get(address)
+            drift = store.open_drift([address])
+            actions = store.history(target=address, limit=20)
+            leases = store.held_locks([address])
         document, path = where.document, where.path
         revision, commit, loaded = in_force
-        observation = store.get_observations([address]).get(address)
-        suspension = store.suspensions([address]).get(address)
         enforced, observed = _enforcement(document, loaded, where.site)
         line = self._line(path, where.index)
         return {
@@ -384,13 +405,10 @@ class FleetView:
                     "actual": d.actual,
                     "firstSeen": _stamp(d.first_seen),
                 }
-                for d in store.open_drift([address])
+                for d in drift
             ],
-            "actions": history_data(store.history(target=address, limit=20)),
-            "lease": [
-                {"owner": h.owner, "run": h.run_id, "expires": _stamp(h.expires_at)}
-                for h in store.held_locks([address])
-            ],
+            "actions": history_data(actions),
+            "lease": [{"owner": h.owner, "run": h.run_id, "expires": _stamp(h.expires_at)} for h in leases],
             "suspension": (
                 {
                     "operator": suspension.operator,
@@ -430,16 +448,23 @@ class FleetView:
         in_force = self.controller.revision_in_force()
         if in_force is None:
             return 1
-        kept = self._lines
-        if kept is None or kept[0] != in_force[0]:
-            with self._lock:
-                kept = self._lines
-                if kept is None or kept[0] != in_force[0]:
-                    files = self.controller.spec_files()
-                    kept = (in_force[0], {p: _document_starts(text) for p, text in files.items()})
-                    self._lines = kept
-        starts = kept[1].get(path, [])
+        starts = self._lines_of(in_force[0]).get(path, [])
         return starts[index] if index < len(starts) else 1
+
+    def _lines_of(self, revision: str) -> dict[str, list[int]]:
+        """Where each document of each spec file of `revision` starts, worked out once."""
+        kept = self._lines
+        if kept is not None and kept[0] == revision:
+            return kept[1]
+        with self._lines_lock:  # not the overview's lock: reading every file takes seconds
+            kept = self._lines
+            if kept is None or kept[0] != revision:
+                read, files = self.controller.spec_files()
+                if read is None:
+                    return {}
+                kept = (read, {p: _document_starts(text) for p, text in files.items()})
+                self._lines = kept
+            return kept[1]
 
 
 def _unplaced(address: str) -> Placed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -204,15 +205,38 @@ class Database:
         self.engine = create_engine(url, read_only=read_only)
         self.dialect = self.engine.dialect.name
         self._writer = self.engine.execution_options(**{WRITE: True})
+        self._reading = threading.local()  # the read transaction `reading` holds open, per thread
 
     @contextlib.contextmanager
     def transaction(self, *, write: bool) -> Iterator[sa.Connection]:
-        """One transaction, committed when the block ends; driver errors become fleet errors."""
+        """One transaction, committed when the block ends; driver errors become fleet errors.
+        A read inside `reading` is part of the transaction that block holds."""
+        shared: sa.Connection | None = None if write else getattr(self._reading, "connection", None)
+        if shared is not None:
+            try:
+                yield shared
+            except sa_exc.SQLAlchemyError as exc:
+                raise database_error(exc, self.url) from exc
+            return
         try:
             with (self._writer if write else self.engine).begin() as connection:
                 yield connection
         except sa_exc.SQLAlchemyError as exc:
             raise database_error(exc, self.url) from exc
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Every read of this thread inside the block is one transaction: one connection, one
+        BEGIN, and on PostgreSQL one snapshot, for an answer made of several reads."""
+        if getattr(self._reading, "connection", None) is not None:
+            yield
+            return
+        with self.transaction(write=False) as connection:
+            self._reading.connection = connection
+            try:
+                yield
+            finally:
+                self._reading.connection = None
 
     def insert(self, table: sa.Table) -> Any:
         """An INSERT that can `on_conflict_do_update`: both dialects spell upserts the same way."""

@@ -226,6 +226,7 @@ resource_states = sa.Table(
     sa.Column("next_try", UTCDateTime()),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Index(None, "kind", "state"),
+    sa.Index(None, "updated_at"),
 )
 
 # When shared work last happened ("poll": the repo was read; "pass": a drift pass was planned).

@@ -9,6 +9,7 @@ fleet's TemporaryError or PermanentError.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -205,6 +206,11 @@ class StateStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """Inside the block, this thread's reads share one transaction (an answer made of several
+        reads: one connection and one BEGIN, and one snapshot on PostgreSQL)."""
+        return self._db.reading()
 
     def __enter__(self) -> StateStore:
         return self
