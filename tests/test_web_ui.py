@@ -324,6 +324,16 @@ def test_every_ui_page_carries_the_security_headers(served: Served, path: str) -
     assert answer.headers["x-content-type-options"] == "nosniff"
     assert answer.headers["referrer-policy"]
     assert "<script>" not in answer.text and " style=" not in answer.text, "an inline script or style"
+    assert answer.headers["cache-control"] == "no-store"
+
+
+def test_the_api_and_static_files_answer_without_the_pages_headers(served: Served) -> None:
+    with signed_in(served, DASHBOARDS) as client:
+        api = client.get("/api/v1/status")
+        script = client.get("/ui/static/fleet.js")
+    assert api.status_code == 200 and "content-security-policy" not in api.headers
+    assert script.status_code == 200 and "content-security-policy" in script.headers
+    assert script.headers.get("cache-control") != "no-store", "static files may be cached"
 
 
 def test_the_overview_counts_each_rack_by_state_and_the_rack_nests_vms_under_hosts(served: Served) -> None:

@@ -23,7 +23,8 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import Markup, escape
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reconciler.controller.api import (
     ApproveRequest,
@@ -138,17 +139,30 @@ class SignInRequired(Exception):
     """The page needs a session; the answer is the sign-in form (401)."""
 
 
-class SecurityHeaders(BaseHTTPMiddleware):
-    """The web UI's answers (and the redirect to it) forbid inline scripts, framing and sniffing."""
+class SecurityHeaders:
+    """The web UI's answers (and the redirect to it) forbid inline scripts, framing and sniffing.
+    A plain ASGI middleware: the API's calls pass straight through, with no task or stream made
+    for them."""
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        response = await call_next(request)
-        path = request.url.path
-        if path == "/" or path.startswith("/ui"):
-            response.headers.update(SECURITY_HEADERS)
-            if not path.startswith("/ui/static/"):
-                response.headers["Cache-Control"] = "no-store"
-        return response
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "") if scope["type"] == "http" else ""
+        if not (path == "/" or path.startswith("/ui")):
+            await self.app(scope, receive, send)
+            return
+        no_store = not path.startswith("/ui/static/")
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.update(SECURITY_HEADERS)
+                if no_store:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 def _tokens(request: Request) -> Mapping[str, tuple[str, str]]:
