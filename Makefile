@@ -22,11 +22,12 @@ test: lint
 	@# Tests start fleet hundreds of times: compile its bytecode once, even where the
 	@# environment says not to write any (PYTHONDONTWRITEBYTECODE), instead of in every process.
 	@$(BIN)/python -m compileall -q reconciler providers lab tests
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=10 $(PYTEST_ARGS)
+	@# Three workers on two cores: the lab tests spend most of their time waiting on simulators.
+	$(BIN)/python -m pytest -n 3 --dist loadfile --durations=10 $(PYTEST_ARGS)
 
 # The edit loop: every test but the lab suites that apply and wait (marked slow); no lint.
 test-quick: bootstrap
-	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 3 --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 bench: bootstrap
 	$(BIN)/python bench/bench_validate.py
