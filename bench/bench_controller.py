@@ -646,6 +646,17 @@ def bench_drift(
     }
 
 
+def _latencies(latencies: list[float]) -> str:
+    """How many calls, p50, p99 and max, and the p99 beside its target."""
+    p99 = _percentile(latencies, 0.99)
+    verdict = "within target" if p99 <= TARGET_STATUS_P99 else "OVER TARGET"
+    return (
+        f"{len(latencies)} calls, p50 {statistics.median(latencies) * 1000:.0f} ms, "
+        f"p99 {p99 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms "
+        f"(target p99 <= {TARGET_STATUS_P99 * 1000:.0f} ms: {verdict})"
+    )
+
+
 def _print_drift(result: dict[str, Any]) -> None:
     count, passes = result["count"], result["passes"]
     print(
@@ -668,25 +679,14 @@ def _print_drift(result: dict[str, Any]) -> None:
                 f"      {batch['site']:<6} {batch['resources']:>5} Machines  {seconds:6.1f} s  "
                 f"({unknown} unknown, {batch['line'].get('changes')} changes)"
             )
-    latencies = result["latencies"]
-    p99 = _percentile(latencies, 0.99)
-    verdict = "within target" if p99 <= TARGET_STATUS_P99 else "OVER TARGET"
     print(
         f"3. GET /api/v1/status, {result['clients']} concurrent clients during the drift-scheduled pass: "
-        f"{len(latencies)} calls, p50 {statistics.median(latencies) * 1000:.0f} ms, "
-        f"p99 {p99 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms "
-        f"(target p99 <= {TARGET_STATUS_P99 * 1000:.0f} ms: {verdict}); "
-        f"{len(result['errors'])} connection errors"
+        f"{_latencies(result['latencies'])}; {len(result['errors'])} connection errors"
     )
-    paced = result["paced"]
-    if paced:
-        p99 = _percentile(paced, 0.99)
-        verdict = "within target" if p99 <= TARGET_STATUS_P99 else "OVER TARGET"
+    if result["paced"]:
         print(
             f"   the same {result['clients']} clients each polling once every {result['poll_every']:g} s, "
-            f"during the next pass: {len(paced)} calls, p50 {statistics.median(paced) * 1000:.0f} ms, "
-            f"p99 {p99 * 1000:.0f} ms, max {max(paced) * 1000:.0f} ms "
-            f"(target p99 <= {TARGET_STATUS_P99 * 1000:.0f} ms: {verdict})"
+            f"during the next pass: {_latencies(result['paced'])}"
         )
     if result["problems"]:
         raise BenchFailure(

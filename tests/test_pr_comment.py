@@ -210,16 +210,22 @@ def test_a_drift_pull_request_is_opened_updated_as_drift_grows_and_closed_when_i
             lab_control(lab, {"op": "set_power", "name": name, "power": "on"})
 
 
+def _drifted_off(env: dict[str, str], lab: dict[str, str]) -> None:
+    """MACHINE applied on, then turned off behind fleet's back and found drifted."""
+    repo = Path(lab["REPO"])
+    lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "on"})
+    assert _fleet(env, "apply", str(repo), "--lab", "--target", f"machine/{MACHINE}", "--yes").returncode == 0
+    lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "off"})
+    assert _fleet(env, "drift", str(repo), "--lab").returncode == 0
+
+
 def test_a_merged_drift_pull_request_adopts_the_live_values(
     lab: dict[str, str], github: GitHubServer
 ) -> None:
     env = _with_forge(lab, github)
     repo = Path(lab["REPO"])
-    lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "on"})
-    assert _fleet(env, "apply", str(repo), "--lab", "--target", f"machine/{MACHINE}", "--yes").returncode == 0
-    lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "off"})
     try:
-        assert _fleet(env, "drift", str(repo), "--lab").returncode == 0
+        _drifted_off(env, lab)
         assert "nyc1: opened" in _drift_report(env)
         git(repo, "fetch", "-q", "origin", "fleet/drift/nyc1")
         git(repo, "merge", "-q", "--ff-only", "FETCH_HEAD")  # the pull request merged
@@ -245,12 +251,8 @@ def test_push_only_pushes_the_drift_branch_prints_the_pull_request_and_calls_no_
 ) -> None:
     """For a forge fleet has no client for, or a local bare repository (as the demo has)."""
     env = _with_forge(lab, github)  # a forge it could call, and must not
-    repo = Path(lab["REPO"])
-    lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "on"})
-    assert _fleet(env, "apply", str(repo), "--lab", "--target", f"machine/{MACHINE}", "--yes").returncode == 0
-    lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "off"})
     try:
-        assert _fleet(env, "drift", str(repo), "--lab").returncode == 0
+        _drifted_off(env, lab)
         options = ["--repo", env["BARE"], "--branch", "main", "--grace", "0", "--lab"]
         done = _fleet(env, "drift-report", *options, "--push-only")
         assert done.returncode == 0, done.stderr
@@ -415,11 +417,8 @@ def test_a_gitlab_merge_request_gets_the_same_note_and_its_status_in_a_pipeline(
 def test_drift_goes_to_a_tracking_issue_with_as_issue(lab: dict[str, str], github: GitHubServer) -> None:
     env = _with_forge(lab, github)
     repo = Path(lab["REPO"])
-    lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "on"})
-    assert _fleet(env, "apply", str(repo), "--lab", "--target", f"machine/{MACHINE}", "--yes").returncode == 0
-    lab_control(lab, {"op": "set_power", "name": MACHINE, "power": "off"})
     try:
-        assert _fleet(env, "drift", str(repo), "--lab").returncode == 0
+        _drifted_off(env, lab)
         assert "nyc1: opened" in _drift_report(env, "--as-issue")
         [issue] = [i for i in github.issues.values() if not i["pull"] and "fleet:drift:nyc1" in i["body"]]
         assert issue["state"] == "open" and f"machine/{MACHINE}" in issue["body"]
