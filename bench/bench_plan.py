@@ -300,7 +300,7 @@ def _instrument(controller: Controller, engine: Engine) -> Stopwatch:
     watch.wrap(CrossIndex, "replace", "cross")
     watch.wrap(controller, "_take", "take")
     watch.wrap(controller_module, "affected", "affected")
-    watch.wrap(controller, "_batches", "affected")
+    watch.wrap(controller_module, "_batches", "affected")
     watch.wrap(engine, "select", "select")
     watch.wrap(engine, "observe", "observe")
     watch.wrap(engine, "save_observations", "save")
