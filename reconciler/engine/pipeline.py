@@ -430,7 +430,15 @@ class Engine:
         with collector_paused():
             applied = self.store.get_applied(None if selected.whole_fleet else addresses)
             first_seen = {(d.address, d.field): d.first_seen for d in self.store.open_drift(addresses)}
-        return DiffInputs(selected.fleet, selected.everything, applied, first_seen, selected.whole_fleet)
+        revision = selected.revision
+        return DiffInputs(
+            selected.fleet,
+            selected.everything,
+            applied,
+            first_seen,
+            selected.whole_fleet,
+            revision.machines if selected.everything is revision.resources else None,
+        )
 
     def make_plan(self, selected: Selected, observations: Observations) -> Plan:
         """The plan of the selection against what was observed and what fleet last applied,

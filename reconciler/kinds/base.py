@@ -59,6 +59,9 @@ class DiffInputs:
     applied: Mapping[str, Applied]  # what fleet last applied, by address
     first_seen: Mapping[tuple[str, str], datetime]  # open drift: when each (address, field) was first seen
     whole_fleet: bool  # nothing was filtered out: resources fleet applied whose specs are gone are orphans
+    # Every Machine of `documents` by name, when the caller already holds that map (the revision
+    # keeps it): a plan of one Machine need not walk 100,000 documents for it.
+    known_machines: Mapping[str, models.Machine] | None = None
 
     @property
     def policies(self) -> models.Policies:
@@ -67,6 +70,8 @@ class DiffInputs:
     @functools.cached_property
     def machines(self) -> Mapping[str, models.Machine]:
         """Every Machine of the revision, by name."""
+        if self.known_machines is not None:
+            return self.known_machines
         return {d.metadata.name: d for d in self.documents.values() if isinstance(d, models.Machine)}
 
     @functools.cached_property

@@ -467,11 +467,12 @@ class VirtualMachineKind(Kind):
         self, everything: Mapping[str, models.Document], selected: Sequence[models.Document]
     ) -> None:
         """No plan may over-commit a hypervisor."""
+        hosts = [d.spec.host for d in selected if isinstance(d, models.VirtualMachine)]
+        if not hosts:  # nothing to check: no walk over every document
+            return
         vms = [d for d in everything.values() if isinstance(d, models.VirtualMachine)]
         machines = {d.metadata.name: d for d in everything.values() if isinstance(d, models.Machine)}
-        hosts = [d.spec.host for d in selected if isinstance(d, models.VirtualMachine)]
-        if hosts:
-            check_host_capacity(vms, machines, hosts)
+        check_host_capacity(vms, machines, hosts)
 
     def applied_fields(self, document: models.Document, entry: PlanEntry | None) -> dict[str, Any]:
         assert isinstance(document, models.VirtualMachine)
