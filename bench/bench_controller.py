@@ -64,7 +64,7 @@ from ruamel.yaml import YAML
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.gen_fleet import generate  # noqa: E402
+from bench.gen_fleet import generate, without_change_windows  # noqa: E402
 from reconciler.state import open_store  # noqa: E402
 
 EXAMPLE = ROOT / "fleet-repo-example"
@@ -239,15 +239,6 @@ def _set_power(repo: Path, power: str) -> None:
         yaml.dump_all(documents, handle)
 
 
-def _no_change_windows(repo: Path) -> None:
-    yaml = YAML()
-    target = repo / "fleet.yaml"
-    document = yaml.load(target.read_text())
-    document["spec"]["policies"]["changeWindows"] = []
-    with target.open("w") as handle:
-        yaml.dump(document, handle)
-
-
 def _lab_power(env: dict[str, str], name: str) -> str:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(str(Path(env["FLEET_LAB_DIR"]) / "bmc.sock"))
@@ -302,7 +293,7 @@ def _first_action(state: str, revision: str, after_run: int, timeout: float) -> 
 def bench_webhook(pushes: int, workdir: Path) -> dict[str, Any]:
     work, bare = workdir / "work", workdir / "fleet.git"
     shutil.copytree(EXAMPLE, work, symlinks=True)
-    _no_change_windows(work)
+    without_change_windows(work)
     _git(work, "init", "-q", "-b", "main")
     _git(work, "add", "-A")
     _git(work, "commit", "-q", "-m", "the fleet")

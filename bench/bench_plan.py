@@ -40,15 +40,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ruamel.yaml import YAML
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import reconciler.controller.controller as controller_module
 import reconciler.engine.pipeline as pipeline_module
 import reconciler.spec.loader as loader_module
 from bench.bench_validate import ensure_repo
-from bench.gen_fleet import commit_all
+from bench.gen_fleet import commit_all, without_change_windows
 from providers.access import Access
 from providers.base import (
     Action,
@@ -311,17 +309,6 @@ def _instrument(controller: Controller, engine: Engine) -> Stopwatch:
     return watch
 
 
-def _without_change_windows(repo: Path) -> None:
-    """Change windows would make the reconcile wait, or not, by the time of day."""
-    yaml = YAML()
-    target = repo / "fleet.yaml"
-    document = yaml.load(target.read_text())
-    document["spec"]["policies"]["changeWindows"] = []
-    with target.open("w") as handle:
-        yaml.dump(document, handle)
-    commit_all(repo, "bench: no change windows")
-
-
 _POWER = re.compile(r'^(  power: )"?(on|off)"?$', re.M)
 
 
@@ -346,7 +333,8 @@ def _replan(repo: Path, workdir: Path, commits: int, seed: int) -> dict[str, Any
     """A warm controller, then `commits` one-file commits through its own poll."""
     cache_dir = workdir / "cache"
     cache_dir.mkdir()
-    _without_change_windows(repo)
+    without_change_windows(repo)
+    commit_all(repo, "bench: no change windows")
     settings = Settings(cache_dir=cache_dir, state_dir=cache_dir / "state", config=False)
     cache = SpecCache(cache_dir / "specs.sqlite")
     state = workdir / "state.db"

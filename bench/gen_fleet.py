@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pygit2
+from ruamel.yaml import YAML
 
 SIGNATURE_NAME = "fleet-bench"
 SIGNATURE_EMAIL = "bench@example.invalid"
@@ -652,6 +653,17 @@ def generate(
         out,
         f"Synthetic fleet: {machines} machines, {vms} VMs, {clusters} clusters, {spark_pools} Spark pools",
     )
+
+
+def without_change_windows(repo_dir: Path) -> None:
+    """Remove the generated fleet.yaml's change windows, so that what a benchmark measures does not
+    depend on the time of day it runs at."""
+    yaml = YAML()
+    target = repo_dir / "fleet.yaml"
+    document = yaml.load(target.read_text())
+    document["spec"]["policies"]["changeWindows"] = []
+    with target.open("w") as handle:
+        yaml.dump(document, handle)
 
 
 def commit_all(repo_dir: Path, message: str) -> str:

@@ -188,16 +188,13 @@ def drift_report(
         forge = None
         credentials = None
         if push_only and settings.vcs_token is not None:
-            username = "oauth2" if vcs == "gitlab" else "x-access-token"
-            credentials = GitCredentials.token(settings.vcs_token.get_secret_value(), username)
+            credentials = GitCredentials.token(settings.vcs_token.get_secret_value(), vcs or "github")
         elif not dry_run and not push_only:
             where = project_of(environment, vcs=_vcs(vcs), project=project)
             forge = forge_for(where, settings, environment)
             token = token_of(where, settings, environment)
             if token:
-                credentials = GitCredentials.token(
-                    token, "x-access-token" if where.vcs == "github" else "oauth2"
-                )
+                credentials = GitCredentials.token(token, where.vcs)
         try:
             with engine_for(settings, store=True) as engine:
                 reports = report_drift(

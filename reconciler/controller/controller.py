@@ -598,11 +598,7 @@ class Controller:
         try:
             forge = forge_for(where, settings, process_environment())
             token = token_of(where, settings, process_environment())
-            credentials = (
-                GitCredentials.token(token, "x-access-token" if forge_kind == "github" else "oauth2")
-                if token
-                else None
-            )
+            credentials = GitCredentials.token(token, forge_kind) if token else None
             try:
                 reports = report_drift(
                     self.engine,

@@ -61,10 +61,10 @@ class GitCredentials:
     secret: str = dataclasses.field(repr=False)
 
     @classmethod
-    def token(cls, token: str, username: str = "x-access-token") -> GitCredentials:
+    def token(cls, token: str, forge: str = "github") -> GitCredentials:
         """A forge's access token: GitHub takes any user name with it (`x-access-token` by
         convention), GitLab a token's with `oauth2`."""
-        return cls(username, token)
+        return cls("oauth2" if forge == "gitlab" else "x-access-token", token)
 
 
 class _CredentialsRefused(Exception):
