@@ -16,7 +16,7 @@
    loaded and validated) and the next drift-scheduled pass, each from its first `reconciling` to
    its last `reconciled` log line, with every (kind, site) batch's time. The fleet's own IPMI
    settings hold (5 s between two commands to one BMC, 256 BMCs at once).
-3. `GET /api/v1/status` with --clients (100) concurrent clients (httpx, asyncio, a read token)
+3. `GET /api/v1/status` with --clients (100) concurrent clients (wrk, bench/load.py; a read token)
    during that second pass, each asking again as soon as answered: p50, p99 and max. Then the
    same clients during the third pass, each polling once every --poll-every (1) seconds, as
    dashboards and status pages do.
@@ -65,6 +65,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.gen_fleet import generate, without_change_windows  # noqa: E402
+from bench.load import Load, hammer  # noqa: E402
 from reconciler.state import open_store  # noqa: E402
 
 EXAMPLE = ROOT / "fleet-repo-example"
@@ -498,12 +499,12 @@ def _complete(passes: list[dict[str, Any]], sites: int) -> list[dict[str, Any]]:
     return [p for p in passes if len({b["site"] for b in p["batches"]}) >= sites]
 
 
-async def _hammer(
-    base_url: str, clients: int, stop: asyncio.Event, every: float = 0.0
+async def _poll_paced(
+    base_url: str, clients: int, stop: asyncio.Event, every: float
 ) -> tuple[list[float], list[str]]:
-    """`clients` concurrent loops of GET /api/v1/status until `stop`; every latency. Each client
-    asks again as soon as answered, or, with `every`, once every `every` seconds (starting at a
-    random phase), as a dashboard or a status page polls."""
+    """`clients` concurrent loops of GET /api/v1/status until `stop`, each asking once every
+    `every` seconds (starting at a random phase), as a dashboard or a status page polls; every
+    latency."""
     latencies: list[float] = []
     failures: list[str] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -513,9 +514,8 @@ async def _hammer(
         async def one() -> None:
             due = time.perf_counter() + random.uniform(0, every)
             while not stop.is_set():
-                if every:
-                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                    due += every
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                due += every
                 started = time.perf_counter()
                 try:
                     answer = await client.get("/api/v1/status")
@@ -532,26 +532,53 @@ async def _hammer(
     return latencies, failures
 
 
-def _status_during(
-    served: Served, clients: int, begun: Callable[[], bool], over: Callable[[], bool], every: float = 0.0
-) -> tuple[list[float], list[str]]:
-    """Hammer the status from when `begun()` until `over()` (both read the controller's log)."""
-
-    async def run() -> tuple[list[float], list[str]]:
-        stop = asyncio.Event()
-        hammer = asyncio.create_task(_hammer(served.base_url, clients, stop, every))
-        while not over():
-            if served.process.poll() is not None:
-                raise BenchFailure(f"fleet serve exited:\n{served.log.read_text()[-3000:]}")
-            await asyncio.sleep(0.5)
-        stop.set()
-        return await hammer
-
+def _wait_for(served: Served, begun: Callable[[], bool]) -> None:
     deadline = time.monotonic() + 1800
     while not begun():
         if time.monotonic() > deadline or served.process.poll() is not None:
             raise BenchFailure(f"the drift-scheduled pass did not start:\n{served.log.read_text()[-3000:]}")
         time.sleep(0.1)
+
+
+def _alive(served: Served) -> None:
+    if served.process.poll() is not None:
+        raise BenchFailure(f"fleet serve exited:\n{served.log.read_text()[-3000:]}")
+
+
+def _status_back_to_back(
+    served: Served, clients: int, begun: Callable[[], bool], over: Callable[[], bool]
+) -> Load:
+    """From when `begun()` until `over()` (both read the controller's log), `clients` concurrent
+    clients (wrk) each asking for the status again as soon as answered."""
+    _wait_for(served, begun)
+    load = hammer(
+        served.base_url,
+        ["/api/v1/status"],
+        clients,
+        headers={"Authorization": f"Bearer {DASHBOARDS}"},
+        until=over,
+        check=lambda: _alive(served),
+    )
+    if load.failures > load.calls // 100:
+        raise BenchFailure(f"{load.failures} of {load.calls} status calls failed: {load}")
+    return load
+
+
+def _status_paced(
+    served: Served, clients: int, begun: Callable[[], bool], over: Callable[[], bool], every: float
+) -> tuple[list[float], list[str]]:
+    """From when `begun()` until `over()`, `clients` dashboards each polling every `every` s."""
+
+    async def run() -> tuple[list[float], list[str]]:
+        stop = asyncio.Event()
+        polling = asyncio.create_task(_poll_paced(served.base_url, clients, stop, every))
+        while not over():
+            _alive(served)
+            await asyncio.sleep(0.5)
+        stop.set()
+        return await polling
+
+    _wait_for(served, begun)
     return asyncio.run(run())
 
 
@@ -592,19 +619,19 @@ def bench_drift(
                 found = _passes(served.lines, sites)
                 return len(_complete(found, sites) if complete else found)
 
-            latencies, errors = _status_during(
+            load = _status_back_to_back(
                 served, clients, lambda: passes_seen(False) >= 2, lambda: passes_seen(True) >= 2
             )
             paced: list[float] = []
+            errors: list[str] = []
             if poll_every:
-                paced, more = _status_during(
+                paced, errors = _status_paced(
                     served,
                     clients,
                     lambda: passes_seen(False) >= 3,
                     lambda: passes_seen(True) >= 3,
                     poll_every,
                 )
-                errors += more
             status = served.status()
             passes = _complete(_passes(served.lines, sites), sites)[:2]
             machine_states = status["resources"].get("Machine", {})
@@ -629,7 +656,7 @@ def bench_drift(
         "farm": farm_seconds,
         "spawned": spawned,
         "passes": passes,
-        "latencies": latencies,
+        "load": load,
         "paced": paced,
         "poll_every": poll_every,
         "clients": clients,
@@ -670,14 +697,19 @@ def _print_drift(result: dict[str, Any]) -> None:
                 f"      {batch['site']:<6} {batch['resources']:>5} Machines  {seconds:6.1f} s  "
                 f"({unknown} unknown, {batch['line'].get('changes')} changes)"
             )
+    load: Load = result["load"]
+    verdict = "within target" if load.p99 <= TARGET_STATUS_P99 else "OVER TARGET"
     print(
-        f"3. GET /api/v1/status, {result['clients']} concurrent clients during the drift-scheduled pass: "
-        f"{_latencies(result['latencies'])}; {len(result['errors'])} connection errors"
+        f"3. GET /api/v1/status, {result['clients']} concurrent clients (wrk) during the drift-scheduled "
+        f"pass, each asking again as soon as answered: {load.calls} calls ({load.rate:.0f}/s), "
+        f"p50 {load.p50 * 1000:.0f} ms, p99 {load.p99 * 1000:.0f} ms, max {load.max * 1000:.0f} ms "
+        f"(target p99 <= {TARGET_STATUS_P99 * 1000:.0f} ms: {verdict}); {load.failures} failed"
     )
     if result["paced"]:
         print(
-            f"   the same {result['clients']} clients each polling once every {result['poll_every']:g} s, "
-            f"during the next pass: {_latencies(result['paced'])}"
+            f"   the same {result['clients']} clients (httpx) each polling once every "
+            f"{result['poll_every']:g} s, during the next pass: {_latencies(result['paced'])}; "
+            f"{len(result['errors'])} failed"
         )
     if result["problems"]:
         raise BenchFailure(

@@ -16,9 +16,10 @@ Then, each printed beside its target:
 2. Chromium (Debian's, headless, tests/browser_testing.py) loading the overview: its
    first-contentful-paint and the navigation's load end (target <= 1 s);
 3. `GET /ui/resources/machine/NAME` from --clients (50) concurrent clients, each signed in with a
-   session of its own (httpx, asyncio), random Machines, for --seconds (20), each asking again as
-   soon as answered: p50, p99, max (target p99 <= 100 ms). Then the same clients for as long,
-   each loading a page every --page-every (1) seconds, as people reading pages do.
+   session of its own, random Machines, for --seconds (20), each asking again as soon as answered
+   (wrk, bench/load.py): p50, p99, max (target p99 <= 100 ms). Then the same clients (httpx,
+   asyncio) for as long, each loading a page every --page-every (1) seconds, as people reading
+   pages do.
 
 Figures are never asserted; the script exits non-zero only when something went wrong (the
 controller failed, a page answered an error, a client's calls failed).
@@ -64,6 +65,7 @@ from bench.bench_controller import (  # noqa: E402
     _serving,
 )
 from bench.gen_fleet import generate  # noqa: E402
+from bench.load import hammer  # noqa: E402
 from reconciler.state import ObservationRecord, ResourceState, open_store  # noqa: E402
 
 TARGET_PAINT = 1.0
@@ -204,12 +206,11 @@ def bench_paint(base_url: str, repeats: int, log: Path) -> dict[str, Any]:
     return {"first": first, "loads": loads}
 
 
-async def _hammer(
-    base_url: str, paths: list[str], clients: int, seconds: float, every: float = 0.0
+async def _paced(
+    base_url: str, paths: list[str], clients: int, seconds: float, every: float
 ) -> dict[str, Any]:
-    """`clients` signed-in clients loading random resource pages for `seconds`: each as soon as
-    its last answered, or, with `every`, one page every `every` seconds (from a random phase), as
-    people reading pages do."""
+    """`clients` signed-in clients loading random resource pages for `seconds`, each one page every
+    `every` seconds (from a random phase), as people reading pages do."""
     latencies: list[float] = []
     failures: list[str] = []
     rng = random.Random(11)
@@ -222,9 +223,8 @@ async def _hammer(
         async def one(session: httpx.AsyncClient) -> None:
             due = time.monotonic() + rng.uniform(0, every)
             while time.monotonic() < deadline:
-                if every:
-                    await asyncio.sleep(max(0.0, due - time.monotonic()))
-                    due += every
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                due += every
                 path = rng.choice(paths)
                 started = time.perf_counter()
                 try:
@@ -357,17 +357,26 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
             _sign_in_sync(client, DASHBOARDS)
             first, _ = _first_byte(client, paths[-1])  # builds what every resource page reads
         print(f"   first resource page (indexes the revision's files, once per revision): {first:.1f} s")
-        hammered = asyncio.run(_hammer(served.base_url, paths, args.clients, args.seconds))
+        cookies = []
+        for _ in range(args.clients):
+            with httpx.Client(base_url=served.base_url, timeout=60) as client:
+                _sign_in_sync(client, DASHBOARDS)
+                cookies.append("; ".join(f"{name}={value}" for name, value in client.cookies.items()))
+        load = hammer(served.base_url, paths, args.clients, cookies=cookies, seconds=args.seconds)
+        if load.failures:
+            raise BenchFailure(f"{load.failures} of {load.calls} resource pages failed: {load}")
         print(
-            f"3. GET /ui/resources/machine/NAME, {args.clients} concurrent signed-in clients for "
-            f"{args.seconds:.0f} s, each asking again as soon as answered: "
-            f"{_pages(hammered['latencies'], args)}"
+            f"3. GET /ui/resources/machine/NAME, {args.clients} concurrent signed-in clients (wrk) for "
+            f"{args.seconds:.0f} s, each asking again as soon as answered: {load.calls} pages "
+            f"({load.rate:.0f}/s), p50 {load.p50 * 1000:.0f} ms, p99 {load.p99 * 1000:.0f} ms, "
+            f"max {load.max * 1000:.0f} ms (target p99 <= {TARGET_RESOURCE_P99 * 1000:.0f} ms: "
+            f"{_verdict(load.p99, TARGET_RESOURCE_P99)})"
         )
         if args.page_every:
-            paced = asyncio.run(_hammer(served.base_url, paths, args.clients, args.seconds, args.page_every))
+            paced = asyncio.run(_paced(served.base_url, paths, args.clients, args.seconds, args.page_every))
             print(
-                f"   the same {args.clients} clients each loading a page every {args.page_every:g} s: "
-                f"{_pages(paced['latencies'], args)}"
+                f"   the same {args.clients} clients (httpx) each loading a page every "
+                f"{args.page_every:g} s: {_pages(paced['latencies'], args)}"
             )
         print(f"   ({_load()})")
         served.read_log()

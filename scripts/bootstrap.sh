@@ -21,8 +21,10 @@ cd "$(dirname "$0")/.."
 # chromedriver); Debian's own, so nothing is downloaded when they run.
 # prometheus: its promtool checks and unit-tests the alert rules (deploy/prometheus). The package
 # also installs the Prometheus daemon; nothing here uses it (without systemd it does not start).
+# wrk: the HTTP load generator of the benchmarks (`make bench`): concurrent clients that cost the
+# shared CPUs little, so that the server under test gets them.
 PACKAGES=(git ca-certificates python3-venv ipmitool libvirt-dev pkg-config gcc libvirt-daemon libvirt-clients
-          openssh-server openssh-client sudo curl chromium chromium-driver prometheus)
+          openssh-server openssh-client sudo curl chromium chromium-driver prometheus wrk)
 
 # Two bootstraps at once (two checkouts on one machine) take turns at dpkg's lock instead of
 # failing at once.

@@ -18,7 +18,9 @@ from ruamel.yaml import YAML
 
 from providers.access import Access
 from providers.registry import ProviderPool
+from reconciler.apply.guards import BlastIndex
 from reconciler.engine import Engine
+from reconciler.kinds import referrers
 from reconciler.settings import Settings
 from reconciler.source.git import read_revision
 from reconciler.spec.cache import SpecCache
@@ -242,6 +244,16 @@ def _shape(revision: LoadedRevision) -> dict[str, Any]:
         "files": revision.files,
         "fleet": revision.fleet,
         "documents": [(d.path, d.index, d.document) for d in revision.documents],
+        # The maps of the documents, in order: a load from a base that had made them makes them
+        # from the base's (an edit), and they must be what a walk of every document makes.
+        "by_address": list(revision.by_address.items()),
+        "resources": list(revision.resources.items()),
+        "paths": list(revision.paths.items()),
+        "machines": list(revision.machines.items()),
+        # Indexes a revision loaded from a base takes over from it and updates with the edit.
+        "referrers": referrers(revision),
+        "racks": BlastIndex.of(revision).racks,
+        "cluster nodes": BlastIndex.of(revision).clusters,
     }
 
 
@@ -255,11 +267,13 @@ def test_random_edits_load_incrementally_as_a_whole_load_does(tmp_path: Path, se
     engine = Engine(settings, ProviderPool(Access(), settings.state_dir), None, cache)
     engine.load(read_revision(str(path), "HEAD", tmp_path))
     kinds_of_problem: set[str] = set()
+    carried = 0
     for step in range(STEPS):
         what = repo.random_edit()
         commit_all(path, f"step {step}: {what}")
         snapshot = read_revision(str(path), "HEAD", tmp_path)
         incremental = engine.load(snapshot)
+        carried += "by_address" in vars(incremental)  # made from the last revision's (_shape made them)
         whole = load_revision(read_revision(str(path), "HEAD", tmp_path))
         assert _shape(incremental) == _shape(whole), f"step {step}: {what}"
         kinds_of_problem.update(d.code for d in whole.diagnostics)
@@ -270,6 +284,7 @@ def test_random_edits_load_incrementally_as_a_whole_load_does(tmp_path: Path, se
             assert engine.gate(incremental) == ()
     # The edits made the problems the incremental checks must find and forget.
     assert {"duplicate-name", "unresolved-reference"} <= kinds_of_problem
+    assert carried >= 3, "no edit kept the documents' addresses: the carried maps went untested"
     assert kinds_of_problem & {"yaml-syntax", "yaml-tab", "duplicate-key"}
 
 
@@ -286,3 +301,37 @@ def test_a_one_file_change_reads_one_file_and_takes_the_state_it_starts_from(tmp
     # `first` was the base of `second`: a load from it again is a whole one, and still right.
     again = load_revision(read_revision(str(path), "HEAD", tmp_path), base=first)
     assert again.parsed == second.files - 1 and _shape(again) == _shape(second)
+
+
+def test_valid_edits_carry_the_indexes_and_keep_them_right(tmp_path: Path) -> None:
+    """A valid revision loaded from a valid one takes over its indexes (what refers to what, the
+    racks, the clusters' nodes) and its maps, updated with the edited documents: each is what a
+    whole load makes, after edits that power a Machine off, move a VM to another host, Machines to
+    another rack and a node out of a cluster."""
+    path = copy_example(tmp_path / "fleet")
+    git_init(path)
+    settings = Settings(cache_dir=tmp_path / "cache", state_dir=tmp_path / "state", config=False, workers=1)
+    engine = Engine(
+        settings, ProviderPool(Access(), settings.state_dir), None, SpecCache(tmp_path / "c.sqlite")
+    )
+    first = engine.load(read_revision(str(path), "HEAD", tmp_path))
+    assert first.errors == [] and _shape(first)["referrers"]  # made: the next load takes them
+    edits = [
+        ("machines/nyc1/r02.yaml", "power: on", "power: off"),
+        ("virtual-machines/k8s-nyc1-control-plane.yaml", "host: nyc1-r01-01", "host: nyc1-r02-01"),
+        ("machines/nyc1/r02.yaml", "rack: r02", "rack: r04"),
+        ("clusters/k8s-nyc1.yaml", "ref: machine/nyc1-r04-04", "ref: machine/nyc1-r02-05"),
+    ]
+    for file, old, new in edits:
+        target = path / file
+        assert old in target.read_text(), (file, old)
+        target.write_text(target.read_text().replace(old, new, 1))
+        commit_all(path, f"{file}: {new}")
+        revision = engine.load(read_revision(str(path), "HEAD", tmp_path))
+        whole = load_revision(read_revision(str(path), "HEAD", tmp_path))
+        assert whole.errors == [], f"{file}: {old} -> {new}"
+        assert revision.edit is not None and revision.edit.memo is not None, file
+        assert {"kinds.referrers", "guards.racks", "guards.cluster-nodes"} <= revision.edit.memo.keys()
+        assert "by_address" in vars(revision), f"{file}: the maps were not carried"
+        assert _shape(revision) == _shape(whole), f"{file}: {old} -> {new}"
+        assert "kinds.referrers" not in revision.edit.memo  # taken over, not made again

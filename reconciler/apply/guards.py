@@ -7,7 +7,8 @@ an action recorded; none of them changes anything.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from providers.base import Action
@@ -15,6 +16,7 @@ from reconciler.errors import PermanentError
 from reconciler.kinds import kind_of
 from reconciler.plan.model import Plan
 from reconciler.spec import models
+from reconciler.spec.loader import LoadedRevision
 
 
 class BlastRadiusExceeded(PermanentError):
@@ -32,9 +34,36 @@ class StalePlan(PermanentError):
 _DISRUPTIVE = frozenset({Action.POWER_OFF, Action.POWER_CYCLE, Action.DELETE, Action.REPLACE})
 
 
-def check_blast_radius(
-    plan: Plan, documents: Mapping[str, models.Document], policy: models.BlastRadius
-) -> None:
+def _rack(document: models.Document) -> Iterable[str]:
+    if isinstance(document, models.Machine):
+        return (f"{document.spec.site}/{document.spec.rack}",)
+    return ()
+
+
+def _nodes(document: models.Document) -> Iterable[str]:
+    return (m.ref for m in document.spec.members) if isinstance(document, models.Cluster) else ()
+
+
+@dataclasses.dataclass(frozen=True)
+class BlastIndex:
+    """What the blast radius weighs a plan against: every rack's Machines and every Cluster's
+    nodes. Indexes kept with the revision (a plan of one Machine looks at its rack and its
+    clusters, not at the whole fleet, and a one-file commit updates them, not remakes them)."""
+
+    racks: Mapping[str, set[str]]  # "site/rack" -> its Machines' addresses
+    clusters: Mapping[str, set[str]]  # a node's address -> the Clusters it is a member of
+    documents: Mapping[str, models.Document]  # every document but the Fleet, by address
+
+    @classmethod
+    def of(cls, revision: LoadedRevision) -> BlastIndex:
+        return cls(
+            revision.index("guards.racks", _rack),
+            revision.index("guards.cluster-nodes", _nodes),
+            revision.resources,
+        )
+
+
+def check_blast_radius(plan: Plan, index: BlastIndex, policy: models.BlastRadius) -> None:
     """Refuse plans over the policy, naming the rule; `--allow-destructive` skips this check."""
     changes = [e for e in plan.changes() if e.action in _DISRUPTIVE or e.reason == "restart"]
     power_offs = [e for e in changes if e.action is Action.POWER_OFF]
@@ -47,29 +76,30 @@ def check_blast_radius(
     hit_addresses = {e.address for e in changes}
     if not hit_addresses:
         return
-    racks: dict[tuple[str, str], list[str]] = {}
-    for document in documents.values():
-        if isinstance(document, models.Machine):
-            racks.setdefault((document.spec.site, document.spec.rack), []).append(document.address)
-    for (site, rack), members in sorted(racks.items()):
+    hit_racks = {key for a in hit_addresses if a in index.documents for key in _rack(index.documents[a])}
+    for site, rack in sorted(tuple(key.split("/", 1)) for key in hit_racks):
+        key = f"{site}/{rack}"
+        members = index.racks[key]
         hit = [a for a in members if a in hit_addresses]
-        if hit and len(hit) * 100 > policy.maxRackPercent * len(members):
+        if len(hit) * 100 > policy.maxRackPercent * len(members):
             raise BlastRadiusExceeded(
                 f"the plan disrupts {len(hit)} of {len(members)} machines in rack {site}/{rack}; "
                 f"blastRadius.maxRackPercent is {policy.maxRackPercent}%",
                 hint="apply the rack in smaller steps, or pass --allow-destructive if this is intended",
             )
-    for document in documents.values():
-        if isinstance(document, models.Cluster):
-            nodes = [m.ref for m in document.spec.members]
-            hit = [n for n in nodes if n in hit_addresses]
-            if hit and len(hit) * 100 > policy.maxClusterNodePercent * len(nodes):
-                raise BlastRadiusExceeded(
-                    f"the plan disrupts {len(hit)} of {len(nodes)} nodes of cluster "
-                    f"{document.metadata.name}; "
-                    f"blastRadius.maxClusterNodePercent is {policy.maxClusterNodePercent}%",
-                    hint="apply in smaller steps, or pass --allow-destructive if this is intended",
-                )
+    clusters = {c for a in hit_addresses for c in index.clusters.get(a, ())}
+    for address in sorted(clusters):
+        cluster = index.documents[address]
+        assert isinstance(cluster, models.Cluster)
+        nodes = [m.ref for m in cluster.spec.members]
+        hit = [n for n in nodes if n in hit_addresses]
+        if len(hit) * 100 > policy.maxClusterNodePercent * len(nodes):
+            raise BlastRadiusExceeded(
+                f"the plan disrupts {len(hit)} of {len(nodes)} nodes of cluster "
+                f"{cluster.metadata.name}; "
+                f"blastRadius.maxClusterNodePercent is {policy.maxClusterNodePercent}%",
+                hint="apply in smaller steps, or pass --allow-destructive if this is intended",
+            )
 
 
 def check_change_windows(

@@ -29,6 +29,7 @@ from providers.registry import ProviderPool
 from reconciler.apply.cancel import CancelToken
 from reconciler.apply.executor import ApplyReport, Outcome, execute, provider_key, suspended_skip
 from reconciler.apply.guards import (
+    BlastIndex,
     BlastRadiusExceeded,
     OutsideChangeWindow,
     check_blast_radius,
@@ -41,7 +42,15 @@ from reconciler.engine.lease import Lease
 from reconciler.engine.suspensions import SuspensionResult, TargetSuspended
 from reconciler.engine.untrusted import UntrustedConfig, UntrustedReport, UntrustedSource, untrusted_config
 from reconciler.errors import FleetError, PermanentError, StoreFailure, UsageError
-from reconciler.kinds import KINDS, DiffInputs, kind_named, kind_of, managed_kinds, unknown_kind_hint
+from reconciler.kinds import (
+    KINDS,
+    DiffInputs,
+    kind_named,
+    kind_of,
+    managed_kinds,
+    referrers,
+    unknown_kind_hint,
+)
 from reconciler.kinds.config import config_directories, config_version, configured, observed_config
 from reconciler.kinds.planning import Observations, by_kind_name, make_plan
 from reconciler.memory import collector_paused
@@ -437,7 +446,7 @@ class Engine:
             applied,
             first_seen,
             selected.whole_fleet,
-            revision.machines if selected.everything is revision.resources else None,
+            *((revision.machines, referrers(revision)) if selected.everything is revision.resources else ()),
         )
 
     def make_plan(self, selected: Selected, observations: Observations) -> Plan:
@@ -458,13 +467,20 @@ class Engine:
         addresses = {d.address for d in selected.documents} | {e.address for e in plan.entries}
         return suspensions.suspended_among(self.store, addresses, selected.documents, selected.paths)
 
+    def check_blast_radius(self, planned: PlannedRun) -> None:
+        """Raise BlastRadiusExceeded for a plan over the fleet's blast radius. The racks and
+        clusters it weighs the plan against are worked out once per revision."""
+        selected = planned.selected
+        policy = selected.fleet.spec.policies.blastRadius
+        check_blast_radius(planned.plan, BlastIndex.of(selected.revision), policy)
+
     def guard(self, planned: PlannedRun, options: RunOptions) -> None:
         """Blast radius and change windows; raises before anything is recorded or changed."""
         if options.emergency:
             return
         plan, fleet = planned.plan, planned.selected.fleet
         if not options.allow_destructive and options.approved_by is None:
-            check_blast_radius(plan, planned.selected.everything, fleet.spec.policies.blastRadius)
+            self.check_blast_radius(planned)
         changes = plan.changes()
         if changes and options.kind == "reconcile":
             # Change windows bind the emergency path and the controller; a person's `fleet apply`

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from reconciler.apply.guards import BlastRadiusExceeded, check_blast_radius
+from reconciler.apply.guards import BlastRadiusExceeded
 from reconciler.engine.changes import affected, without_directory
 from reconciler.engine.pipeline import Engine, Selection
 from reconciler.engine.untrusted import UntrustedSource
@@ -83,9 +83,7 @@ def plan_pull_request(
             plan = planned.plan
             notes = planned.untrusted.notes() if planned.untrusted is not None else ()
             try:
-                check_blast_radius(
-                    plan, planned.selected.everything, planned.selected.fleet.spec.policies.blastRadius
-                )
+                engine.check_blast_radius(planned)
                 over = None
             except BlastRadiusExceeded as exc:
                 over = exc.message

@@ -8,11 +8,14 @@ module and one line in `KINDS`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from reconciler.kinds import cluster, fleet, machine, sparkpool, virtualmachine
 from reconciler.kinds.base import DiffInputs, Kind
 from reconciler.plan.graph import Edge
 from reconciler.spec import models
 from reconciler.spec.diagnostics import closest
+from reconciler.spec.loader import Index, LoadedRevision
 
 KINDS: dict[str, Kind] = {
     kind.name: kind for kind in (fleet.KIND, machine.KIND, virtualmachine.KIND, cluster.KIND, sparkpool.KIND)
@@ -31,6 +34,17 @@ def kind_names(kind: Kind) -> tuple[str, ...]:
     (`vm`) and their plurals (`vms`)."""
     names = (kind.name.lower(), *kind.short_names)
     return (*names, *(name + "s" for name in names))
+
+
+def references(document: models.Document) -> Iterable[str]:
+    """The addresses `document` refers to (none for the Fleet)."""
+    return () if document.kind_name == "Fleet" else kind_of(document).references(document)
+
+
+def referrers(revision: LoadedRevision) -> Index:
+    """An address -> the documents of `revision` that refer to it: kept with the revision, and
+    updated, not remade, by a one-file commit (`LoadedRevision.index`)."""
+    return revision.index("kinds.referrers", references)
 
 
 def kind_named(name: str) -> Kind | None:
@@ -61,4 +75,15 @@ def managed_kinds() -> list[Kind]:
     return [kind for kind in KINDS.values() if kind.provider]
 
 
-__all__ = ["KINDS", "DiffInputs", "Edge", "Kind", "kind_at", "kind_named", "kind_of", "managed_kinds"]
+__all__ = [
+    "KINDS",
+    "DiffInputs",
+    "Edge",
+    "Kind",
+    "kind_at",
+    "kind_named",
+    "kind_of",
+    "managed_kinds",
+    "references",
+    "referrers",
+]

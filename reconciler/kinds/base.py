@@ -62,6 +62,9 @@ class DiffInputs:
     # Every Machine of `documents` by name, when the caller already holds that map (the revision
     # keeps it): a plan of one Machine need not walk 100,000 documents for it.
     known_machines: Mapping[str, models.Machine] | None = None
+    # Every address of `documents` -> the documents that refer to it, when the caller holds that
+    # index (kinds.referrers): the plan is then ordered among the documents linked to it only.
+    referrers: Mapping[str, set[str]] | None = None
 
     @property
     def policies(self) -> models.Policies:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from providers.base import Observation, Observed
-from reconciler.kinds import KINDS, DiffInputs
+from reconciler.kinds import KINDS, DiffInputs, references
 from reconciler.kinds.config import configured, diff_config
 from reconciler.memory import collector_paused
 from reconciler.plan.graph import Edge, order_entries, planned_actions
@@ -63,7 +63,12 @@ def make_plan(
         )
         entries.extend(diff.entries)
         observed.extend(diff.observed)
-    ordered, waves = order(inputs.documents, entries)
+    linked = (
+        inputs.documents
+        if inputs.referrers is None
+        else linked_to(entries, inputs.documents, inputs.referrers)
+    )
+    ordered, waves = order(linked, entries)
     return Plan(revision, created_at, ordered, tuple(observed), waves)
 
 
@@ -72,6 +77,26 @@ def order(
 ) -> tuple[tuple[PlanEntry, ...], tuple[tuple[str, ...], ...]]:
     """The entries with their dependencies filled in, and the waves they apply in."""
     return order_entries(ordering_edges(documents, entries), entries)
+
+
+def linked_to(
+    entries: Sequence[PlanEntry], documents: Mapping[str, models.Document], referrers: Mapping[str, set[str]]
+) -> dict[str, models.Document]:
+    """The documents linked to the planned ones by references, either way, transitively (by
+    address). A kind's edges join only documents that refer to one another, so these are the
+    only documents that can order a plan: a plan of one Machine is not ordered among 100,000."""
+    seen: set[str] = set()
+    todo = [e.address for e in entries]
+    while todo:
+        address = todo.pop()
+        if address in seen:
+            continue
+        seen.add(address)
+        document = documents.get(address)
+        if document is not None:
+            todo.extend(references(document))
+        todo.extend(referrers.get(address, ()))
+    return {a: documents[a] for a in sorted(seen) if a in documents}
 
 
 def ordering_edges(documents: Mapping[str, models.Document], entries: Sequence[PlanEntry]) -> list[Edge]:

@@ -11,12 +11,14 @@ secret itself is scrubbed from whatever libgit2 says.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import fcntl
 import hashlib
 import posixpath
 import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
@@ -231,19 +233,59 @@ def resolve(repo: pygit2.Repository, revision: str) -> pygit2.Commit:
     )
 
 
+# A tree's own entries (not its subtrees'), by the repository and the tree's id: Git's objects never
+# change, so a revision that differs from the last one in one file lists again only the trees on
+# that file's path, and reads the size of that file alone. Bounded by the entries it holds, the
+# least recently used trees going first.
+_Listed = tuple[tuple[str, pygit2.Oid, int, int], ...]  # name, id, mode, size (-1: not read)
+_LISTINGS: collections.OrderedDict[tuple[str, str], _Listed] = collections.OrderedDict()
+_LISTED_MAX_ENTRIES = 500_000
+_listed_entries = 0
+_LISTINGS_LOCK = threading.Lock()
+
+
+def _listing(repo: pygit2.Repository, tree: pygit2.Tree) -> _Listed:
+    """The entries of `tree`, with the size of each YAML blob (read once per blob)."""
+    global _listed_entries
+    key = (repo.path, str(tree.id))
+    with _LISTINGS_LOCK:
+        found = _LISTINGS.get(key)
+        if found is not None:
+            _LISTINGS.move_to_end(key)
+            return found
+    listed = []
+    for entry in tree:
+        name, mode = entry.name or "", int(entry.filemode)
+        size = -1
+        if mode not in (_TREE_MODE, _LINK_MODE) and is_yaml_path(name):
+            with contextlib.suppress(pygit2.GitError, KeyError, ValueError):  # said with its path below
+                size = repo.odb.read_header(entry.id)[1]
+        listed.append((name, entry.id, mode, size))
+    made = tuple(listed)
+    with _LISTINGS_LOCK:
+        if key not in _LISTINGS:
+            _LISTINGS[key] = made
+            _listed_entries += len(made)
+            while _listed_entries > _LISTED_MAX_ENTRIES and len(_LISTINGS) > 1:
+                _, dropped = _LISTINGS.popitem(last=False)
+                _listed_entries -= len(dropped)
+    return made
+
+
 def _walk(
     repo: pygit2.Repository, tree: pygit2.Tree, prefix: str = ""
-) -> Iterator[tuple[str, pygit2.Object, int]]:
-    for entry in tree:
-        name = entry.name or ""
+) -> Iterator[tuple[str, pygit2.Oid, int, int]]:
+    """Every file under `tree` (hidden directories left out): path, id, mode and size (-1 when
+    it is not a YAML file, or could not be read)."""
+    for name, oid, mode, size in _listing(repo, tree):
         path = f"{prefix}{name}"
-        if entry.filemode == _TREE_MODE:
+        if mode == _TREE_MODE:
             if not name.startswith("."):
-                sub = repo[entry.id]
+                sub = repo[oid]
                 assert isinstance(sub, pygit2.Tree)
                 yield from _walk(repo, sub, f"{path}/")
         else:
-            yield path, entry, entry.filemode
+            yield path, oid, mode, size
 
 
 def _directory(directory: str) -> str:
@@ -283,13 +325,12 @@ def snapshot_at(repo: pygit2.Repository, revision: str, location: str, directory
     files: list[SourceFile] = []
     problems: list[SourceProblem] = []
     entries = list(_walk(repo, tree))
-    by_path = {path: entry for path, entry, _ in entries}
-    for path, entry, mode in entries:
+    by_path = {path: (oid, size) for path, oid, _, size in entries}
+    for path, oid, mode, size in entries:
         if not is_yaml_path(path):
             continue
-        oid = entry.id
         if mode == _LINK_MODE:
-            link = repo[entry.id]
+            link = repo[oid]
             assert isinstance(link, pygit2.Blob)
             target = bytes(link.data).decode("utf-8", "replace")
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
@@ -310,11 +351,12 @@ def snapshot_at(repo: pygit2.Repository, revision: str, location: str, directory
                     )
                 )
                 continue
-            oid = by_path[resolved].id
-        try:
-            size = repo.odb.read_header(oid)[1]
-        except (pygit2.GitError, KeyError, ValueError) as exc:
-            raise SourceError(f"cannot read {path} at {revision}: {exc}") from exc
+            oid, size = by_path[resolved]
+        if size < 0:
+            try:
+                size = repo.odb.read_header(oid)[1]
+            except (pygit2.GitError, KeyError, ValueError) as exc:
+                raise SourceError(f"cannot read {path} at {revision}: {exc}") from exc
         blobs[path] = str(oid)
         files.append(SourceFile(path, str(oid), size))
 
@@ -341,18 +383,17 @@ def snapshot_at(repo: pygit2.Repository, revision: str, location: str, directory
 
 def _export(
     repo: pygit2.Repository,
-    entries: Sequence[tuple[str, pygit2.Object, int]],
-    by_path: Mapping[str, pygit2.Object],
+    entries: Sequence[tuple[str, pygit2.Oid, int, int]],
+    by_path: Mapping[str, tuple[pygit2.Oid, int]],
     destination: Path,
     prefixes: Sequence[str],
 ) -> None:
     """Write the files of the commit under `prefixes` into `destination`, from Git's objects
     (never from a checkout, which may differ). A symlink becomes a copy of what it points to
     when that is a file of the repo; one leaving the repo is left out."""
-    for path, entry, mode in entries:
+    for path, oid, mode, _ in entries:
         if not under(path, prefixes):
             continue
-        oid = entry.id
         if mode == _LINK_MODE:
             link = repo[oid]
             assert isinstance(link, pygit2.Blob)
@@ -360,7 +401,7 @@ def _export(
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
             if target.startswith("/") or resolved.startswith("..") or resolved not in by_path:
                 continue
-            oid = by_path[resolved].id
+            oid = by_path[resolved][0]
         try:
             blob = repo[oid]
         except (KeyError, ValueError, pygit2.GitError) as exc:

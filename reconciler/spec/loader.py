@@ -22,8 +22,9 @@ import multiprocessing
 import os
 import re
 import threading
+import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import cache
 from typing import Any, TypeVar
@@ -62,6 +63,29 @@ class LoadedDocument:
     document: models.Document
 
 
+# An index of a revision's documents: a key -> the addresses of the documents that have it.
+Index = dict[str, set[str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Edit:
+    """How a revision differs from the one it was loaded from (its base): the documents of the
+    files that changed, as the base had them and as the revision has them."""
+
+    base: weakref.ReferenceType[LoadedRevision]  # not kept alive by the revisions after it
+    before: tuple[models.Document, ...]
+    after: tuple[models.Document, ...]
+    # The base's indexes (`LoadedRevision.index`), which the revision takes over when it is first
+    # asked for one, even after the base is gone; kept until then. Only when both revisions are
+    # valid: no address is then held twice, so taking an edited document's address off a key
+    # leaves no other document's behind.
+    memo: dict[str, Any] | None
+
+    def of(self, base: LoadedRevision) -> Edit | None:
+        """This edit when `base` is the revision it starts from; None otherwise."""
+        return self if self.base() is base else None
+
+
 @dataclasses.dataclass(frozen=True)
 class LoadedRevision:
     """A fleet repo at one revision: every diagnostic, and the documents that are valid on their own."""
@@ -79,6 +103,8 @@ class LoadedRevision:
     carried: Carried = dataclasses.field(default_factory=lambda: Carried(None), compare=False, repr=False)
     # Indexes of the documents that callers work out once per revision (see `derived`).
     memo: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    # What changed since the revision this one was loaded from (None: loaded whole).
+    edit: Edit | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -128,6 +154,37 @@ class LoadedRevision:
                 self.memo[name] = make()
             found: T = self.memo[name]
             return found
+
+    def index(self, name: str, keys: Callable[[models.Document], Iterable[str]]) -> Index:
+        """The index `name` of the documents, by the `keys` of each: made once per revision. A
+        revision loaded from a base that made it takes the base's (the base makes its own anew if
+        asked again) and updates it with the edited documents: a one-file commit costs what the
+        file holds, not what the fleet holds."""
+        with _MEMO_LOCK:
+            if name in self.memo:
+                kept: Index = self.memo[name]
+                return kept
+            memo = self.edit.memo if self.edit is not None else None
+            taken: Index | None = memo.pop(name, None) if memo is not None else None
+            if taken is None:
+                taken = {}
+                for loaded in self.documents:
+                    for key in keys(loaded.document):
+                        taken.setdefault(key, set()).add(loaded.document.address)
+            else:
+                assert self.edit is not None
+                for document in self.edit.before:
+                    for key in keys(document):
+                        holders = taken.get(key)
+                        if holders is not None:
+                            holders.discard(document.address)
+                            if not holders:
+                                del taken[key]
+                for document in self.edit.after:
+                    for key in keys(document):
+                        taken.setdefault(key, set()).add(document.address)
+            self.memo[name] = taken
+            return taken
 
 
 # Where a diagnostic points: path, blob id, document index, field path.
@@ -331,7 +388,8 @@ def _load_revision(
     keys = [SpecCache.file_key(fingerprint, f.blob_id, f.path) for f in entries]
     key = revision_key(snapshot)
     if state is not None and state.fingerprint == fingerprint:
-        loaded = _load_changed(snapshot, cache, workers, state, settings, entries, keys)
+        assert base is not None  # the state is carried from it
+        loaded = _load_changed(snapshot, cache, workers, state, settings, entries, keys, base)
         if cache is not None:
             cache.put_revision(
                 key,
@@ -413,6 +471,7 @@ def _load_changed(
     settings: FileSettings,
     entries: list[SourceFile],
     keys: list[str],
+    base: LoadedRevision,
 ) -> LoadedRevision:
     """The revision from the state of a load with the same fleet.yaml: the files whose blobs
     differ are read (from the cache, or parsed) and the others kept."""
@@ -427,7 +486,60 @@ def _load_changed(
         snapshot, cache, workers, settings, [e for _, e in wanted], [k for k, _ in wanted]
     )
     changed = list(zip((k for k, _ in wanted), results, strict=True))
-    return _revision(snapshot, state, entries, changed, removed, parsed)
+    touched = [*removed, *(r.path for r in results)]
+    before = {p: state.files[p].documents if p in state.files else () for p in touched}
+    revision = _revision(snapshot, state, entries, changed, removed, parsed)
+    after = {p: state.files[p].documents if p in state.files else () for p in touched}
+    edit = Edit(
+        weakref.ref(base),
+        tuple(d.document for documents in before.values() for d in documents),
+        tuple(d.document for documents in after.values() for d in documents),
+        base.memo if not base.errors and not revision.errors else None,
+    )
+    revision.__dict__["edit"] = edit  # frozen: set once, before anyone sees the revision
+    _carry_maps(base, revision, before, after)
+    return revision
+
+
+def _carry_maps(
+    base: LoadedRevision,
+    revision: LoadedRevision,
+    before: Mapping[str, Sequence[LoadedDocument]],
+    after: Mapping[str, Sequence[LoadedDocument]],
+) -> None:
+    """Give `revision` the maps of its documents that `base` has made (`by_address`, `resources`,
+    `paths`, `machines`), as copies of `base`'s with the documents of the changed files put in
+    place: an edit costs what the files hold, not what the fleet holds. Only when the changed
+    files hold the same addresses, in the same order, as before (the maps are then exactly what
+    a walk of every document makes); otherwise the maps are made whole when first asked for."""
+    made = base.__dict__
+    if "by_address" not in made or revision.fleet is not base.fleet:
+        return  # not made yet, or fleet.yaml changed
+    edits: list[tuple[LoadedDocument, LoadedDocument]] = []
+    for path, was in before.items():
+        now = after[path]
+        if [d.document.address for d in was] != [d.document.address for d in now]:
+            return
+        edits.extend(zip(was, now, strict=True))
+    by_address: dict[str, LoadedDocument] = dict(made["by_address"])
+    for old, new in edits:
+        if by_address.get(old.document.address) is not old or new.document.kind_name == "Fleet":
+            return  # the address is held twice (the map keeps another document), or a Fleet
+        by_address[new.document.address] = new
+    carried: dict[str, Any] = {"by_address": by_address}
+    if "resources" in made:
+        resources = dict(made["resources"])
+        resources.update((new.document.address, new.document) for _, new in edits)
+        carried["resources"] = resources
+    if "paths" in made:
+        carried["paths"] = dict(made["paths"])
+    if "machines" in made:
+        machines = dict(made["machines"])
+        for _, new in edits:
+            if isinstance(new.document, models.Machine):
+                machines[new.document.metadata.name] = new.document
+        carried["machines"] = machines
+    revision.__dict__.update(carried)
 
 
 def _file_results(
