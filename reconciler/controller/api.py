@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reconciler.controller import answers
 from reconciler.controller.answers import Problem
@@ -39,6 +40,7 @@ from reconciler.spec.loader import InvalidRevision
 from reconciler.state import StateStore
 
 API_VERSION = "v1"
+STATUS_PATH = f"/api/{API_VERSION}/status"
 MAX_LIMIT = 500
 MAX_RUN_ID = 2**63 - 1  # the store's integer; a larger one names no run
 
@@ -99,6 +101,44 @@ def _caller(tokens: TokenSource, request: Request) -> Caller:
     if found is None:
         raise HTTPException(401, "the bearer token is not valid", headers={"WWW-Authenticate": "Bearer"})
     return Caller(*found)
+
+
+class KeptStatus:
+    """`GET /api/v1/status` with a valid bearer token, answered before routing with the status the
+    controller keeps (the route's answer, byte for byte). Dashboards poll it, often many at once
+    and while a pass runs: this way a call costs a header check and a send, a fifth of what it
+    costs through the router and its dependencies. Anything else (no token or a wrong one, a
+    session cookie, a status not kept) goes on to the route, which answers as the API does."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = self._kept(scope) if scope["type"] == "http" else None
+        if body is None:
+            await self.app(scope, receive, send)
+            return
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    def _kept(scope: Scope) -> bytes | None:
+        if scope["method"] != "GET" or scope["path"] != STATUS_PATH:
+            return None
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
+        scheme, _, given = header.partition(" ")
+        state = scope["app"].state
+        tokens: TokenSource | None = getattr(state, "tokens", None)
+        if scheme.lower() != "bearer" or not given.strip() or tokens is None:
+            return None
+        if caller_of_token(tokens(), given) is None:
+            return None
+        controller: Controller | None = getattr(state, "controller", None)
+        try:
+            return controller.status().body if controller is not None else None
+        except TemporaryError:
+            return None
 
 
 def _session_caller(tokens: TokenSource, request: Request, cookie: str) -> Caller:
@@ -400,6 +440,7 @@ def create_app(routers: Sequence[APIRouter] = ()) -> FastAPI:
         return Response(found.exposition(), media_type=found.content_type)
 
     api = APIRouter(prefix=f"/api/{API_VERSION}", responses=_UNAUTHORIZED)
+    app.add_middleware(KeptStatus)
 
     @api.get(
         "/status",
