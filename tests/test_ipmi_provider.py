@@ -275,7 +275,11 @@ def test_a_session_idle_past_the_limit_is_opened_again_before_it_is_used(lab: La
                 assert {o.state for o in observed} == {ObservationState.OBSERVED}
                 time.sleep(0.5)
             opened = {name: bmc["sessions_opened"] for name, bmc in lab.farm.stats()["bmcs"].items()}
-        assert opened == {m.metadata.name: logins for m in lab.machines}, timing
+        assert opened.keys() == {m.metadata.name for m in lab.machines}, opened
+        if logins == 1:  # kept: one login for both passes
+            assert set(opened.values()) == {1}, (timing, opened)
+        else:  # lapsed in the pause: logged in again (a loaded machine may lapse one more time)
+            assert all(n >= logins for n in opened.values()), (timing, opened)
 
 
 def test_sessions_are_logged_out_so_repeated_runs_never_exhaust_a_bmc(lab: Lab) -> None:
