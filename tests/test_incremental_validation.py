@@ -330,8 +330,8 @@ def test_valid_edits_carry_the_indexes_and_keep_them_right(tmp_path: Path) -> No
         revision = engine.load(read_revision(str(path), "HEAD", tmp_path))
         whole = load_revision(read_revision(str(path), "HEAD", tmp_path))
         assert whole.errors == [], f"{file}: {old} -> {new}"
-        assert revision.edit is not None and revision.edit.memo is not None, file
-        assert {"kinds.referrers", "guards.racks", "guards.cluster-nodes"} <= revision.edit.memo.keys()
+        assert revision.edit is not None and revision.edit.indexes is not None, file
+        assert {"kinds.referrers", "guards.racks", "guards.cluster-nodes"} <= revision.edit.indexes.keys()
         assert "by_address" in vars(revision), f"{file}: the maps were not carried"
         assert _shape(revision) == _shape(whole), f"{file}: {old} -> {new}"
-        assert "kinds.referrers" not in revision.edit.memo  # taken over, not made again
+        assert "kinds.referrers" not in revision.edit.indexes  # taken over, not made again

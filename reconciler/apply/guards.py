@@ -77,8 +77,8 @@ def check_blast_radius(plan: Plan, index: BlastIndex, policy: models.BlastRadius
     if not hit_addresses:
         return
     hit_racks = {key for a in hit_addresses if a in index.documents for key in _rack(index.documents[a])}
-    for site, rack in sorted(tuple(key.split("/", 1)) for key in hit_racks):
-        key = f"{site}/{rack}"
+    for key in sorted(hit_racks, key=lambda k: k.split("/", 1)):
+        site, rack = key.split("/", 1)
         members = index.racks[key]
         hit = [a for a in members if a in hit_addresses]
         if len(hit) * 100 > policy.maxRackPercent * len(members):

@@ -440,13 +440,15 @@ class Engine:
             applied = self.store.get_applied(None if selected.whole_fleet else addresses)
             first_seen = {(d.address, d.field): d.first_seen for d in self.store.open_drift(addresses)}
         revision = selected.revision
+        kept = selected.everything is revision.resources  # the revision's own maps and indexes serve
         return DiffInputs(
             selected.fleet,
             selected.everything,
             applied,
             first_seen,
             selected.whole_fleet,
-            *((revision.machines, referrers(revision)) if selected.everything is revision.resources else ()),
+            known_machines=revision.machines if kept else None,
+            referrers=referrers(revision) if kept else None,
         )
 
     def make_plan(self, selected: Selected, observations: Observations) -> Plan:

@@ -79,7 +79,7 @@ class Edit:
     # asked for one, even after the base is gone; kept until then. Only when both revisions are
     # valid: no address is then held twice, so taking an edited document's address off a key
     # leaves no other document's behind.
-    memo: dict[str, Any] | None
+    indexes: dict[str, Index] | None
 
     def of(self, base: LoadedRevision) -> Edit | None:
         """This edit when `base` is the revision it starts from; None otherwise."""
@@ -103,6 +103,8 @@ class LoadedRevision:
     carried: Carried = dataclasses.field(default_factory=lambda: Carried(None), compare=False, repr=False)
     # Indexes of the documents that callers work out once per revision (see `derived`).
     memo: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    # Indexes by key (see `index`), apart from `memo`: a revision loaded from this one takes them.
+    indexes: dict[str, Index] = dataclasses.field(default_factory=dict, compare=False, repr=False)
     # What changed since the revision this one was loaded from (None: loaded whole).
     edit: Edit | None = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -161,11 +163,10 @@ class LoadedRevision:
         asked again) and updates it with the edited documents: a one-file commit costs what the
         file holds, not what the fleet holds."""
         with _MEMO_LOCK:
-            if name in self.memo:
-                kept: Index = self.memo[name]
-                return kept
-            memo = self.edit.memo if self.edit is not None else None
-            taken: Index | None = memo.pop(name, None) if memo is not None else None
+            if name in self.indexes:
+                return self.indexes[name]
+            carried = self.edit.indexes if self.edit is not None else None
+            taken = carried.pop(name, None) if carried is not None else None
             if taken is None:
                 taken = {}
                 for loaded in self.documents:
@@ -183,7 +184,7 @@ class LoadedRevision:
                 for document in self.edit.after:
                     for key in keys(document):
                         taken.setdefault(key, set()).add(document.address)
-            self.memo[name] = taken
+            self.indexes[name] = taken
             return taken
 
 
@@ -419,7 +420,9 @@ def _load_revision(
             key,
             {"diagnostics": list(loaded.diagnostics), "documents": loaded.counts, "files": loaded.files},
         )
-    return loaded if documents else dataclasses.replace(loaded, documents=(), carried=Carried(None), memo={})
+    if documents:
+        return loaded
+    return dataclasses.replace(loaded, documents=(), carried=Carried(None), memo={}, indexes={})
 
 
 def _cached_documents(
@@ -494,7 +497,7 @@ def _load_changed(
         weakref.ref(base),
         tuple(d.document for documents in before.values() for d in documents),
         tuple(d.document for documents in after.values() for d in documents),
-        base.memo if not base.errors and not revision.errors else None,
+        base.indexes if not base.errors and not revision.errors else None,
     )
     revision.__dict__["edit"] = edit  # frozen: set once, before anyone sees the revision
     _carry_maps(base, revision, before, after)
