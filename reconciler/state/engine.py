@@ -28,6 +28,10 @@ from reconciler.errors import FleetError, StoreFailure, StoreUnavailable, UsageE
 # Execution option that marks a writing transaction (SQLite starts it with BEGIN IMMEDIATE).
 WRITE = "fleet_write"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+# Connections kept open to an SQLite file: one for each thread of the API's request pool (40, as
+# anyio starts it) and the controller's own. SQLAlchemy's default (5, and 10 more opened and
+# closed again) had pages read under load open a connection, with its pragmas, each time.
+SQLITE_POOL_SIZE = 48
 # Rows or IN-list items per statement: well under SQLite's and PostgreSQL's bound-parameter limits.
 CHUNK = 500
 PG_CONNECT_TIMEOUT_SECONDS = 10
@@ -122,7 +126,12 @@ def create_engine(url: sa.URL, *, read_only: bool = False) -> sa.Engine:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreFailure(f"cannot create the state directory {directory}: {exc.strerror}") from exc
-        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+        engine = sa.create_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+            pool_size=SQLITE_POOL_SIZE,
+            max_overflow=SQLITE_POOL_SIZE // 4,
+        )
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
