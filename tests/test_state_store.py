@@ -46,6 +46,7 @@ TABLES = {
     "controller_marks",
     "webhook_deliveries",
     "observed_differences",
+    "ended_sessions",
     "resource_states",
     "actions",
     "applied",

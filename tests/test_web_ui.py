@@ -22,6 +22,7 @@ from fleet_testing import EXAMPLE, copy_example, example_documents
 from ruamel.yaml import YAML
 
 from reconciler.controller.queries import Filter, FleetView, place
+from reconciler.controller.sessions import SessionBook, open_session
 from reconciler.source.worktree import read_worktree
 from reconciler.spec import models
 from reconciler.spec.loader import load_revision
@@ -149,11 +150,23 @@ def test_sign_in_sets_an_http_only_strict_cookie_that_holds_no_token_and_sign_ou
         assert "ops" in overview.text and "operator" in overview.text
         # The browser's fetches of the API carry the same session.
         assert client.get("/api/v1/status").status_code == 200
+        kept = client.cookies["fleet_session"]  # a copy of the cookie, taken before signing out
         out = client.post("/ui/logout", data={"csrf": _csrf(overview.text)})
         assert out.status_code == 303 and out.headers["location"] == "/ui/login"
         assert any("fleet_session=" in v and "Max-Age=0" in v for k, v in out.headers.multi_items())
         assert client.get("/ui/").status_code == 401
         assert client.get("/api/v1/status").status_code == 401
+    # The session ended on the server, not only in the browser: the copy opens nothing either.
+    with served.client() as copy:
+        copy.cookies.set("fleet_session", kept)
+        assert copy.get("/ui/").status_code == 401
+        assert copy.get("/api/v1/status").status_code == 401
+        assert copy.get("/ui/resources/machine/nyc1-r01-01").status_code == 401
+    # Every replica refuses it: the store has the session's digest, never the cookie or its id.
+    with open_store(served.state) as store:
+        ended = store.ended_sessions()
+    assert len(ended) >= 1
+    assert all(len(digest) == 64 and digest not in kept for digest in ended)
 
 
 def test_a_wrong_token_or_a_forged_sign_in_form_opens_no_session(served: Served) -> None:
@@ -552,3 +565,27 @@ def test_a_look_at_a_quiet_fleet_reads_no_state_again(tmp_path: Path) -> None:
         store.save_resource_states([ResourceState(machines[0], "Machine", "in sync")])
         answer = view.overview(Filter())
         assert counted.rows[-1] == 1 and answer["counts"]["drifted"] == 2
+
+
+def test_a_session_signed_out_on_one_replica_is_refused_by_the_others(tmp_path: Path) -> None:
+    """Two replicas' session books over one store: a session ended on one is refused there at once,
+    and by the other from its next read of the store; other sessions stay open."""
+    tokens = {OPS: ("ops", "operator"), DASHBOARDS: ("dashboards", "read")}
+    with open_store(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        here = SessionBook(lambda: tokens, store, every=0.1)
+        there = SessionBook(lambda: tokens, store, every=0.1)
+        opened = [open_session(tokens, token, time.time()) for token in (OPS, DASHBOARDS)]
+        assert all(o is not None for o in opened)
+        (ending, session), (staying, _) = opened  # type: ignore[misc]
+        assert here.read(ending) == session and there.read(ending) == session
+        here.end(session)
+        assert here.read(ending) is None, "the replica that signed it out still takes it"
+        deadline = time.monotonic() + 10
+        while there.read(ending) is not None:
+            assert time.monotonic() < deadline, "the other replica never refused the ended session"
+            time.sleep(0.05)
+        assert here.read(staying) is not None and there.read(staying) is not None
+        # A replica started later reads the ended sessions before it takes any.
+        assert SessionBook(lambda: tokens, store).read(ending) is None
+        assert store.ended_sessions() == {session.digest}
+        assert ending.split(".")[0] not in session.digest

@@ -13,7 +13,6 @@ controller (operator actions), the functions the web UI's pages call as well.
 from __future__ import annotations
 
 import json
-import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
@@ -29,7 +28,7 @@ from reconciler.controller import answers
 from reconciler.controller.answers import Problem
 from reconciler.controller.controller import Controller
 from reconciler.controller.queries import Filter, FleetView, NotFound
-from reconciler.controller.sessions import CSRF_HEADER, SESSION_COOKIE, caller_of_token, read_session, same
+from reconciler.controller.sessions import CSRF_HEADER, SESSION_COOKIE, SessionBook, caller_of_token, same
 from reconciler.controller.webhooks import Followed as PushesOf
 from reconciler.controller.webhooks import webhook_router
 from reconciler.engine import RunOptions, Selection
@@ -93,7 +92,7 @@ def _caller(tokens: TokenSource, request: Request) -> Caller:
     header = request.headers.get("authorization", "")
     cookie = request.cookies.get(SESSION_COOKIE)
     if not header and cookie:
-        return _session_caller(tokens, request, cookie)
+        return _session_caller(request, cookie)
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
@@ -141,9 +140,11 @@ class KeptStatus:
             return None
 
 
-def _session_caller(tokens: TokenSource, request: Request, cookie: str) -> Caller:
-    """The web UI's session: valid for the token it was signed for; a change needs its CSRF token."""
-    session = read_session(tokens(), cookie, time.time())
+def _session_caller(request: Request, cookie: str) -> Caller:
+    """The web UI's session: valid for the token it was signed for, until it expires or is signed
+    out; a change needs its CSRF token."""
+    sessions: SessionBook = request.app.state.sessions
+    session = sessions.read(cookie)
     if session is None:
         raise HTTPException(
             401, "the session has ended: sign in again", headers={"WWW-Authenticate": "Bearer"}
@@ -371,6 +372,7 @@ def build_app(
     app.state.controller = controller
     app.state.store = store
     app.state.tokens = tokens
+    app.state.sessions = SessionBook(tokens, store)
     app.state.view = FleetView(controller, store)
     return app
 

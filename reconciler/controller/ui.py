@@ -46,12 +46,12 @@ from reconciler.controller.sessions import (
     SESSION_COOKIE,
     SESSION_SECONDS,
     Session,
+    SessionBook,
     new_nonce,
     open_session,
-    read_session,
     same,
 )
-from reconciler.errors import TemporaryError
+from reconciler.errors import FleetError, TemporaryError
 
 MAX_FORM_BYTES = 64 * 1024
 CONTENT_SECURITY_POLICY = (
@@ -188,12 +188,22 @@ def _status(request: Request) -> dict[str, Any]:
         raise HTTPException(503, str(exc)) from None
 
 
+def _sessions(request: Request) -> SessionBook:
+    found: SessionBook = request.app.state.sessions
+    return found
+
+
 def _session(request: Request) -> Session:
-    cookie = request.cookies.get(SESSION_COOKIE)
-    session = read_session(_tokens(request), cookie, time.time()) if cookie else None
+    session = _sessions(request).read(request.cookies.get(SESSION_COOKIE))
     if session is None:
         raise SignInRequired()
     return session
+
+
+def _log(request: Request, message: str, **fields: Any) -> None:
+    log: Callable[..., None] | None = getattr(request.app.state, "log", None)
+    if log is not None:
+        log(message, **fields)
 
 
 def _render(
@@ -253,10 +263,7 @@ async def _operator_form(request: Request) -> tuple[Session, dict[str, list[str]
 
 
 def _failure(request: Request, exc: HTTPException) -> HTMLResponse:
-    session = None
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie:
-        session = read_session(_tokens(request), cookie, time.time())
+    session = _sessions(request).read(request.cookies.get(SESSION_COOKIE))
     detail = exc.detail
     errors: list[str] = []
     if isinstance(detail, dict):
@@ -367,8 +374,7 @@ def ui_router() -> APIRouter:
 
     @router.get("/ui/login")
     def login_page(request: Request) -> Response:
-        cookie = request.cookies.get(SESSION_COOKIE)
-        if cookie and read_session(_tokens(request), cookie, time.time()) is not None:
+        if _sessions(request).read(request.cookies.get(SESSION_COOKIE)) is not None:
             return RedirectResponse("/ui/", status_code=303)
         return _sign_in_page(request)
 
@@ -401,6 +407,10 @@ def ui_router() -> APIRouter:
             form = await _form(request)
             if not same(_one(form, "csrf"), session.csrf):
                 raise HTTPException(403, "the form's CSRF token is missing or wrong: reload the page")
+            try:  # ended on every replica, so that a copy of the cookie opens nothing either
+                await run_in_threadpool(_sessions(request).end, session)
+            except FleetError as exc:
+                _log(request, "a signed-out session could not be recorded as ended", error=exc.message)
             response = RedirectResponse("/ui/login", status_code=303)
             response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
             return response

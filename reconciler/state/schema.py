@@ -256,3 +256,13 @@ observed_differences = sa.Table(
     sa.Column("field", sa.String(512), primary_key=True),
     sa.Column("first_seen", UTCDateTime(), nullable=False),
 )
+
+# Web UI sessions ended before they expire (signed out), by a digest of the session's id: every
+# replica refuses them until they would have expired anyway, then the row is dropped.
+ended_sessions = sa.Table(
+    "ended_sessions",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "expires_at"),
+)

@@ -48,6 +48,7 @@ from reconciler.state.schema import (
     controller_marks,
     controller_revisions,
     drift,
+    ended_sessions,
     locks,
     observations,
     observed_differences,
@@ -794,6 +795,24 @@ class StateStore:
                     webhook_deliveries.c.forge == forge, webhook_deliveries.c.delivery_id == delivery_id
                 )
             )
+
+    # Web UI sessions signed out before they expire.
+
+    def end_session(self, digest: str, expires_at: datetime) -> None:
+        """Record that the session with this digest of its id ended (until `expires_at`, when its
+        cookie would have expired anyway); sessions past that are dropped."""
+        statement = self._db.insert(ended_sessions).values(
+            digest=self._guard.text(digest, "session digest"), expires_at=utc(expires_at, "expires_at")
+        )
+        with self._db.transaction(write=True) as connection:
+            connection.execute(sa.delete(ended_sessions).where(ended_sessions.c.expires_at <= _now()))
+            connection.execute(statement.on_conflict_do_nothing())
+
+    def ended_sessions(self) -> set[str]:
+        """The digests of the sessions ended that have not expired yet."""
+        with self._db.transaction(write=False) as connection:
+            query = sa.select(ended_sessions.c.digest).where(ended_sessions.c.expires_at > _now())
+            return set(connection.execute(query).scalars())
 
     def save_resource_states(self, states: Iterable[ResourceState]) -> None:
         rows = [
