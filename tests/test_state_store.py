@@ -303,6 +303,33 @@ def test_history_filters_by_target_and_time_newest_first(store: StateStore) -> N
     assert store.history("machine/nope") == []
 
 
+def test_the_history_of_a_target_is_found_through_its_actions_not_every_run(sqlite_database: str) -> None:
+    """The audit log gains a run per pass and per commit for ever: a resource's history (its page,
+    `fleet history --target`) must not read every run to find the few that touched it."""
+    open_store(sqlite_database).close()
+    with open_store(sqlite_database) as store:
+        statements: list[tuple[str, Any]] = []
+
+        def executed(
+            conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+        ) -> None:
+            statements.append((statement, parameters))
+
+        engine = store._db.engine  # the plan asked of is the database's own
+        sa.event.listen(engine, "before_cursor_execute", executed)
+        try:
+            store.history("machine/a", limit=20)
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", executed)
+        statement, parameters = next((s, p) for s, p in statements if "FROM runs" in s)
+        with engine.connect() as connection:
+            raw = connection.connection.driver_connection
+            assert raw is not None
+            plan = [row[-1] for row in raw.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)]
+        assert any("actions" in step and "address" in step for step in plan), plan
+        assert not any(step.startswith("SCAN runs") for step in plan), plan
+
+
 def test_reads_inside_reading_share_one_transaction_and_writes_do_not(store: StateStore) -> None:
     begun: list[int] = []
     engine = store._db.engine  # what is counted is the database's own BEGINs

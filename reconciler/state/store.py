@@ -383,10 +383,10 @@ class StateStore:
         if since is not None:
             query = query.where(runs.c.started_at >= utc(since, "since"))
         if target is not None:
-            touched = sa.select(actions.c.id).where(
-                actions.c.run_id == runs.c.id, actions.c.address == target
-            )
-            query = query.where(touched.exists())
+            # The runs found through the target's actions (their address index), not every run
+            # checked for one: the audit log grows by a run per pass and commit, forever.
+            touched = sa.select(actions.c.run_id).where(actions.c.address == target)
+            query = query.where(runs.c.id.in_(touched))
         with self._db.transaction(write=False) as connection:
             run_rows = list(connection.execute(query))
             by_run: dict[int, list[ActionRecord]] = {row.id: [] for row in run_rows}
