@@ -34,6 +34,7 @@ from reconciler.controller.api import (
     SuspendRequest,
     TokenSource,
     approve,
+    in_read_thread,
     plan_preview,
     read_answer,
     reconcile_now,
@@ -198,6 +199,11 @@ def _session(request: Request) -> Session:
     if session is None:
         raise SignInRequired()
     return session
+
+
+async def _answer(request: Request, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A read's answer as the API gives it, read in one of the app's read threads."""
+    return await in_read_thread(request, lambda: read_answer(work))
 
 
 def _log(request: Request, message: str, **fields: Any) -> None:
@@ -422,7 +428,7 @@ def ui_router() -> APIRouter:
         async def work() -> Response:
             session = _session(request)
             wanted = _filter_of(request)
-            found = await run_in_threadpool(read_answer, lambda: _view(request).overview(wanted))
+            found = await _answer(request, lambda: _view(request).overview(wanted))
             return _render(
                 request,
                 "overview.html",
@@ -440,7 +446,7 @@ def ui_router() -> APIRouter:
         async def work() -> Response:
             session = _session(request)
             wanted = _filter_of(request)
-            found = await run_in_threadpool(read_answer, lambda: _view(request).rack(site, rack, wanted))
+            found = await _answer(request, lambda: _view(request).rack(site, rack, wanted))
             return _render(
                 request, "rack.html", session, rack=found, filter=wanted, query=_filter_query(wanted)
             )
@@ -451,7 +457,7 @@ def ui_router() -> APIRouter:
     async def resource(request: Request, address: str) -> Response:
         async def work() -> Response:
             session = _session(request)
-            found = await run_in_threadpool(read_answer, lambda: _view(request).resource(address))
+            found = await _answer(request, lambda: _view(request).resource(address))
             return _render(request, "resource.html", session, resource=found)
 
         return await _guarded(request, work)
@@ -461,9 +467,9 @@ def ui_router() -> APIRouter:
         async def work() -> Response:
             session = _session(request)
             view = _view(request)
-            found = await run_in_threadpool(read_answer, lambda: view.runs(50))
+            found = await _answer(request, lambda: view.runs(50))
             status = _status(request)
-            waiting = await run_in_threadpool(_waiting_approval, view)
+            waiting = await in_read_thread(request, lambda: _waiting_approval(view))
             return _render(request, "runs.html", session, runs=found["items"], status=status, waiting=waiting)
 
         return await _guarded(request, work)
@@ -474,7 +480,7 @@ def ui_router() -> APIRouter:
             session = _session(request)
             if not run_id.isdigit() or not 0 < int(run_id) < 2**63:
                 raise HTTPException(404, f"no run {run_id}")
-            found = await run_in_threadpool(read_answer, lambda: _view(request).run(int(run_id)))
+            found = await _answer(request, lambda: _view(request).run(int(run_id)))
             return _render(request, "run.html", session, run=found)
 
         return await _guarded(request, work)
