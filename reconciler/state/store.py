@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -109,6 +110,7 @@ def open_store(url: str) -> StateStore:
 
 
 DELIVERIES_KEPT = timedelta(days=7)
+_OPEN_DRIFT = sa.select(drift).where(drift.c.resolved_at.is_(None))
 _MARKS_LOCK = 0x666C65656D  # pg_advisory_xact_lock key of controller_marks ("fleem")
 
 
@@ -379,27 +381,17 @@ class StateStore:
         self, target: str | None = None, since: datetime | None = None, limit: int = 50
     ) -> list[RunRecord]:
         """Runs, newest first, with their actions (only those on `target` when it is given)."""
-        query = sa.select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(max(limit, 0))
+        query, action_query = _history_statements(target is not None, since is not None)
+        values: dict[str, Any] = {"limit": max(limit, 0), "target": target}
         if since is not None:
-            query = query.where(runs.c.started_at >= utc(since, "since"))
-        if target is not None:
-            # The runs found through the target's actions (their address index), not every run
-            # checked for one: the audit log grows by a run per pass and commit, forever.
-            touched = sa.select(actions.c.run_id).where(actions.c.address == target)
-            query = query.where(runs.c.id.in_(touched))
+            values["since"] = utc(since, "since")
         with self._db.transaction(write=False) as connection:
-            run_rows = list(connection.execute(query))
+            run_rows = list(connection.execute(query, values))
             by_run: dict[int, list[ActionRecord]] = {row.id: [] for row in run_rows}
             ids = list(by_run)
             for start in range(0, len(ids), CHUNK):
-                action_query = (
-                    sa.select(actions)
-                    .where(actions.c.run_id.in_(ids[start : start + CHUNK]))
-                    .order_by(actions.c.id)
-                )
-                if target is not None:
-                    action_query = action_query.where(actions.c.address == target)
-                for row in connection.execute(action_query):
+                chunk = {"ids": ids[start : start + CHUNK], "target": target}
+                for row in connection.execute(action_query, chunk):
                     by_run[row.run_id].append(_action(row))
         return [_run(row, by_run[row.id]) for row in run_rows]
 
@@ -635,8 +627,8 @@ class StateStore:
     def open_drift(self, addresses: Iterable[str] | None = None) -> list[DriftFinding]:
         """Open findings (all, or on these addresses), sorted by address and field."""
         with self._db.transaction(write=False) as connection:
-            query = sa.select(drift).where(drift.c.resolved_at.is_(None))
-            found = [_drift(row) for row in self._select_by_address(connection, drift, addresses, query)]
+            rows = self._select_by_address(connection, drift, addresses, _OPEN_DRIFT)
+            found = [_drift(row) for row in rows]
         return sorted(found, key=lambda f: (f.address, f.field))
 
     # Leases.
@@ -936,9 +928,41 @@ class StateStore:
         addresses: Iterable[str] | None,
         query: sa.Select[Any] | None = None,
     ) -> Iterator[sa.Row[Any]]:
+        """The rows of `table` (or of `query`, a module constant) on `addresses` (all when None)."""
         base = sa.select(table) if query is None else query
         if addresses is None:
             yield from connection.execute(base)
             return
-        for chunk in chunks(sorted(set(addresses))):
+        wanted = sorted(set(addresses))
+        if len(wanted) == 1:  # one resource (its page, its reconcile): the statement made once
+            yield from connection.execute(_by_one_address(table, query), {"one_address": wanted[0]})
+            return
+        for chunk in chunks(wanted):
             yield from connection.execute(base.where(table.c.address.in_(chunk)))
+
+
+@functools.cache
+def _by_one_address(table: sa.Table, query: sa.Select[Any] | None) -> sa.Select[Any]:
+    """The statement that reads one address's rows of `table` (of `query`, a module constant, when
+    given), made once: making a statement for each read costs SQLAlchemy three times what running
+    it costs SQLite, and a resource's page makes seven."""
+    base = sa.select(table) if query is None else query
+    return base.where(table.c.address == sa.bindparam("one_address"))
+
+
+@functools.cache
+def _history_statements(by_target: bool, by_since: bool) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """The statements of `StateStore.history`: its runs, then their actions (bound: limit, since,
+    target, ids), made once for each kind of question."""
+    query = sa.select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(sa.bindparam("limit"))
+    if by_since:
+        query = query.where(runs.c.started_at >= sa.bindparam("since"))
+    of_runs = actions.c.run_id.in_(sa.bindparam("ids", expanding=True))
+    action_query = sa.select(actions).where(of_runs).order_by(actions.c.id)
+    if by_target:
+        # The runs found through the target's actions (their address index), not every run
+        # checked for one: the audit log grows by a run per pass and commit, forever.
+        touched = sa.select(actions.c.run_id).where(actions.c.address == sa.bindparam("target"))
+        query = query.where(runs.c.id.in_(touched))
+        action_query = action_query.where(actions.c.address == sa.bindparam("target"))
+    return query, action_query
