@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -390,7 +389,7 @@ class FleetView:
             "line": line,
             "fileUrl": _file_url(controller, commit, path, line),
             "revision": revision,
-            "spec": json.loads(document.model_dump_json(by_alias=True, exclude_none=True)),
+            "spec": document.model_dump(mode="json", by_alias=True, exclude_none=True),
             "enforced": enforced,
             "observedOnly": observed,
             "observation": (
