@@ -573,7 +573,7 @@ def test_a_session_signed_out_on_one_replica_is_refused_by_the_others(tmp_path: 
     tokens = {OPS: ("ops", "operator"), DASHBOARDS: ("dashboards", "read")}
     with open_store(f"sqlite:///{tmp_path / 'state.db'}") as store:
         here = SessionBook(lambda: tokens, store, every=0.1)
-        there = SessionBook(lambda: tokens, store, every=0.1)
+        there = SessionBook(lambda: tokens, store, every=0.1)  # each asks for `tokens` as it is now
         opened = [open_session(tokens, token, time.time()) for token in (OPS, DASHBOARDS)]
         assert all(o is not None for o in opened)
         (ending, session), (staying, _) = opened  # type: ignore[misc]
@@ -589,3 +589,10 @@ def test_a_session_signed_out_on_one_replica_is_refused_by_the_others(tmp_path: 
         assert SessionBook(lambda: tokens, store).read(ending) is None
         assert store.ended_sessions() == {session.digest}
         assert ending.split(".")[0] not in session.digest
+        # A checked cookie is checked again once the tokens are read again: a rotated token's
+        # sessions end, and a forged copy of a checked cookie was never checked.
+        assert there.read(staying) is not None
+        tokens = {OPS: ("ops", "operator"), "rotated-dashboards-token": ("dashboards", "read")}
+        assert there.read(staying) is None
+        payload, _, signature = staying.partition(".")
+        assert there.read(f"{payload}.{signature[::-1]}") is None

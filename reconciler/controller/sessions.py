@@ -28,6 +28,7 @@ LOGIN_COOKIE = "fleet_login"  # the login form's CSRF nonce, before there is a s
 CSRF_HEADER = "x-csrf-token"
 SESSION_SECONDS = 8 * 3600
 _PURPOSE = b"fleet web UI session v1"
+VERIFIED_KEPT = 10_000  # cookies kept as checked (then forgotten all at once and checked again)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +147,9 @@ class SessionBook:
         self._lock = threading.Lock()
         self._ended: frozenset[str] = frozenset()
         self._ended_here: dict[str, int] = {}  # digest -> when it would have expired
+        # Cookies whose signature was checked, with the tokens it was checked against: a page
+        # costs no HMAC again until the tokens are read again (every minute, or rotated).
+        self._verified: dict[str, tuple[Mapping[str, tuple[str, str]], Session]] = {}
         self._read_at = -float("inf")
         self._reading = False
         self._read()
@@ -154,9 +158,20 @@ class SessionBook:
         """The session `cookie` carries, or None: not signed for a current token, expired, or ended."""
         if not cookie:
             return None
-        session = read_session(self._tokens(), cookie, time.time())
-        if session is None:
-            return None
+        tokens, now = self._tokens(), time.time()
+        verified = self._verified.get(cookie)
+        if verified is not None and verified[0] is tokens:  # checked already, with these tokens
+            session = verified[1]
+            if session.expires <= now:
+                return None
+        else:
+            found = read_session(tokens, cookie, now)
+            if found is None:
+                return None
+            if len(self._verified) >= VERIFIED_KEPT:
+                self._verified.clear()
+            self._verified[cookie] = (tokens, found)
+            session = found
         self._read_again_if_due()
         if session.digest in self._ended or session.digest in self._ended_here:
             return None
