@@ -90,7 +90,7 @@ _TEMPLATES.filters["state_class"] = lambda state: "s-" + str(state).replace(" ",
 
 
 def json_text(value: Any, indent: int | None = None) -> str:
-    """JSON as the text it is, escaped as any text: Jinja's `tojson` writes `<` as `\u003c`, which
+    r"""JSON as the text it is, escaped as any text: Jinja's `tojson` writes `<` as `\u003c`, which
     is safe only inside a <script>, and shows a person's `<b>` as `\u003cb\u003e` in a page.
     Indented, it is pydantic-core's (the same text as `json.dumps`, which indents in pure Python
     at ten times the cost)."""
