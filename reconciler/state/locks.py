@@ -266,24 +266,21 @@ def acquire(
         poll = min(poll * 2, _POLL_MAX_SECONDS)
 
 
-_HELD_ONE = sa.select(locks).where(
-    locks.c.address == sa.bindparam("address"), locks.c.expires_at > sa.bindparam("now")
-)
+# Made once, with bound values: making a statement for each read costs more than running it.
+_HELD = sa.select(locks).where(locks.c.expires_at > sa.bindparam("now")).order_by(locks.c.address)
+_HELD_ON = _HELD.where(locks.c.address.in_(sa.bindparam("addresses", expanding=True)))
 
 
 def held(db: Database, addresses: Sequence[str] | None = None) -> list[LockHolder]:
     """The live leases (all, or on these addresses), sorted by address."""
     with db.transaction(write=False) as connection:
         now = db.now(connection)
-        wanted = sorted(set(addresses)) if addresses is not None else None
-        if wanted is not None and len(wanted) == 1:  # one resource's: the statement made once
-            return [_holder(row) for row in connection.execute(_HELD_ONE, {"now": now, "address": wanted[0]})]
-        query = sa.select(locks).where(locks.c.expires_at > now).order_by(locks.c.address)
-        if wanted is None:
-            return [_holder(row) for row in connection.execute(query)]
+        if addresses is None:
+            return [_holder(row) for row in connection.execute(_HELD, {"now": now})]
         result: list[LockHolder] = []
-        for chunk in chunks(wanted):
-            result.extend(_holder(row) for row in connection.execute(query.where(locks.c.address.in_(chunk))))
+        for chunk in chunks(sorted(set(addresses))):
+            found = connection.execute(_HELD_ON, {"now": now, "addresses": list(chunk)})
+            result.extend(_holder(row) for row in found)
         return sorted(result, key=lambda h: h.address)
 
 

@@ -933,21 +933,18 @@ class StateStore:
         if addresses is None:
             yield from connection.execute(base)
             return
-        wanted = sorted(set(addresses))
-        if len(wanted) == 1:  # one resource (its page, its reconcile): the statement made once
-            yield from connection.execute(_by_one_address(table, query), {"one_address": wanted[0]})
-            return
-        for chunk in chunks(wanted):
-            yield from connection.execute(base.where(table.c.address.in_(chunk)))
+        statement = _on_addresses(table, query)
+        for chunk in chunks(sorted(set(addresses))):
+            yield from connection.execute(statement, {"addresses": list(chunk)})
 
 
 @functools.cache
-def _by_one_address(table: sa.Table, query: sa.Select[Any] | None) -> sa.Select[Any]:
-    """The statement that reads one address's rows of `table` (of `query`, a module constant, when
-    given), made once: making a statement for each read costs SQLAlchemy three times what running
-    it costs SQLite, and a resource's page makes seven."""
+def _on_addresses(table: sa.Table, query: sa.Select[Any] | None) -> sa.Select[Any]:
+    """The statement that reads the rows of `table` (of `query`, a module constant, when given) on
+    a list of addresses, made once: making a statement for each read costs SQLAlchemy three times
+    what running it costs SQLite, and a resource's page makes seven."""
     base = sa.select(table) if query is None else query
-    return base.where(table.c.address == sa.bindparam("one_address"))
+    return base.where(table.c.address.in_(sa.bindparam("addresses", expanding=True)))
 
 
 @functools.cache
